@@ -1,0 +1,63 @@
+package org.moe4j.engine.cli;
+
+import java.lang.foreign.Arena;
+import java.util.SplittableRandom;
+import java.util.concurrent.Callable;
+import org.moe4j.simd.Gemm;
+import org.moe4j.simd.JavaGemm;
+import org.moe4j.simd.Tensor;
+import org.moe4j.simd.WorkerPool;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+
+/** Checks the GEMM kernel against a plain double-precision product and prints its speed. */
+@Command(name = "selfcheck", mixinStandardHelpOptions = true,
+        description = "Checks the Java GEMM against a float64 product and prints GFLOP/s.")
+public final class SelfCheckCommand implements Callable<Integer> {
+    @Option(names = "--size", description = "square GEMM size (default ${DEFAULT-VALUE})")
+    int size = 1024;
+
+    @Option(names = "--seconds", description = "timing budget (default ${DEFAULT-VALUE})")
+    double seconds = 3;
+
+    @Override
+    public Integer call() {
+        WorkerPool pool = WorkerPool.common();
+        Gemm gemm = new JavaGemm(pool);
+        System.out.printf("moe4j self-check: JDK %s, %d threads, GEMM '%s'%n", Runtime.version(), pool.threads(), gemm.name());
+        int n = size;
+        try (Arena arena = Arena.ofShared()) {
+            Tensor a = Tensor.allocate(arena, n, n);
+            Tensor b = Tensor.allocate(arena, n, n);
+            Tensor c = Tensor.allocate(arena, n, n);
+            SplittableRandom rnd = new SplittableRandom(42);
+            for (long i = 0; i < a.numel(); i++) {
+                a.set(i, (float) rnd.nextDouble(-1, 1));
+                b.set(i, (float) rnd.nextDouble(-1, 1));
+            }
+            gemm.sgemm(false, false, 1f, a, b, 0f, c);
+            double maxErr = 0;
+            for (int s = 0; s < 64; s++) {
+                int i = rnd.nextInt(n), j = rnd.nextInt(n);
+                double ref = 0;
+                for (int p = 0; p < n; p++) {
+                    ref += (double) a.get(i, p) * b.get(p, j);
+                }
+                maxErr = Math.max(maxErr, Math.abs(ref - c.get(i, j)) / Math.sqrt(n));
+            }
+            boolean ok = maxErr < 1e-5;
+            System.out.printf("correctness: max |error|/sqrt(K) over 64 sampled entries = %.2e (%s)%n", maxErr, ok ? "ok" : "FAIL");
+            long reps = 0;
+            long t0 = System.nanoTime();
+            long budget = (long) (seconds * 1e9);
+            while (System.nanoTime() - t0 < budget) {
+                gemm.sgemm(false, false, 1f, a, b, 0f, c);
+                reps++;
+            }
+            double secs = (System.nanoTime() - t0) / 1e9;
+            double gflops = 2.0 * n * n * n * reps / secs / 1e9;
+            System.out.printf("sgemm %dx%dx%d: %.1f GFLOP/s (%d runs in %.2f s)%n", n, n, n, gflops, reps, secs);
+            return ok ? 0 : 1;
+        }
+    }
+}
