@@ -1,0 +1,130 @@
+package org.moe4j.simd;
+
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+
+/**
+ * Per-row top-k: the k largest of the first {@code n} columns with their column indices, in descending order.
+ *
+ * <p><b>Order (a moe4j rule).</b> A column ranks above another if its value is larger, or the values are equal
+ * and its index is lower; so ties go to the lower index. NaN counts as -inf. Columns the mask leaves out are
+ * never picked; allowed -inf columns are picked only after every allowed finite one. When fewer than k columns
+ * are allowed, the remaining slots get index -1 and value -inf. {@code k == n} sorts the whole row.
+ *
+ * <p>The mask has the layout of {@link Softmax}'s: row r's bitset starts at long index
+ * {@code maskOff + r * maskStride}, bit c allows column c, stride 0 shares one mask, null allows all.
+ *
+ * <p>Small k is the case it is built for (routing: k = 1..8 of E = 8..128): one pass keeps the best k in an
+ * insertion-sorted window of the output itself, so a column costs one compare unless it enters. Worst case
+ * O(n k). Offsets are in elements (idx is int32); rows {@code [r0, r1)}; nothing is allocated.
+ */
+public final class TopK {
+    private TopK() {
+    }
+
+    private static final ValueLayout.OfInt INT = ValueLayout.JAVA_INT_UNALIGNED;
+
+    /**
+     * x [rows, ldx] (first n columns), mask (may be null) -> idx [rows, ldIdx] (first k columns, int32),
+     * val [rows, ldVal] (first k columns; val may be null) in rank order. Returns the smallest number of picks
+     * made in any row of the range (k unless the mask allows fewer).
+     */
+    public static int select(MemorySegment x, long xOff, int ldx, int n, int k, MemorySegment mask, long maskOff,
+                             int maskStride, MemorySegment idx, long idxOff, int ldIdx, MemorySegment val, long valOff,
+                             int ldVal, int r0, int r1) {
+        if (k < 0) {
+            throw new IllegalArgumentException("top-k: k must be >= 0, got " + k);
+        }
+        if (k == 0) {
+            return 0;
+        }
+        int minPicked = k;
+        for (int r = r0; r < r1; r++) {
+            long xr = xOff + (long) r * ldx;
+            long ir = idxOff + (long) r * ldIdx;
+            long mw = maskOff + (long) r * maskStride;
+            // window: ranks [0, size) of idx hold the best seen so far; lastV is the value of the last of them
+            int size = 0;
+            float lastV = Float.NEGATIVE_INFINITY;
+            for (int c = 0; c < n; c++) {
+                if (mask != null && ((mask.getAtIndex(ValueLayout.JAVA_LONG_UNALIGNED, mw + (c >>> 6)) >>> (c & 63)) & 1L) == 0) {
+                    continue;
+                }
+                float v = x.getAtIndex(Tensor.FLOAT, xr + c);
+                if (v != v) {
+                    v = Float.NEGATIVE_INFINITY;
+                }
+                // columns come in increasing index order, so a candidate ranks above an entry only if strictly larger
+                if (size == k && !(v > lastV)) {
+                    continue;
+                }
+                int pos = size == k ? k - 1 : size;
+                while (pos > 0 && v > value(x, xr, idx.getAtIndex(INT, ir + pos - 1))) {
+                    idx.setAtIndex(INT, ir + pos, idx.getAtIndex(INT, ir + pos - 1));
+                    pos--;
+                }
+                idx.setAtIndex(INT, ir + pos, c);
+                if (size < k) {
+                    size++;
+                }
+                lastV = value(x, xr, idx.getAtIndex(INT, ir + size - 1));
+            }
+            for (int j = size; j < k; j++) {
+                idx.setAtIndex(INT, ir + j, -1);
+            }
+            if (val != null) {
+                long vr = valOff + (long) r * ldVal;
+                for (int j = 0; j < k; j++) {
+                    int c = idx.getAtIndex(INT, ir + j);
+                    val.setAtIndex(Tensor.FLOAT, vr + j, c < 0 ? Float.NEGATIVE_INFINITY : value(x, xr, c));
+                }
+            }
+            minPicked = Math.min(minPicked, size);
+        }
+        return minPicked;
+    }
+
+    private static float value(MemorySegment x, long xr, int c) {
+        float v = x.getAtIndex(Tensor.FLOAT, xr + c);
+        return v != v ? Float.NEGATIVE_INFINITY : v;
+    }
+
+    /**
+     * One row on the heap: x[0..n) -> idx[0..k) in rank order (-1 past the allowed count); returns the number
+     * picked. {@code allowed} may be null (all columns). For per-document pool selection and tests.
+     */
+    public static int select(float[] x, int n, int k, boolean[] allowed, int[] idx) {
+        if (k <= 0) {
+            return 0;
+        }
+        int size = 0;
+        float lastV = Float.NEGATIVE_INFINITY;
+        for (int c = 0; c < n; c++) {
+            if (allowed != null && !allowed[c]) {
+                continue;
+            }
+            float v = x[c] != x[c] ? Float.NEGATIVE_INFINITY : x[c];
+            if (size == k && !(v > lastV)) {
+                continue;
+            }
+            int pos = size == k ? k - 1 : size;
+            while (pos > 0 && v > valueOf(x, idx[pos - 1])) {
+                idx[pos] = idx[pos - 1];
+                pos--;
+            }
+            idx[pos] = c;
+            if (size < k) {
+                size++;
+            }
+            lastV = valueOf(x, idx[size - 1]);
+        }
+        for (int j = size; j < k; j++) {
+            idx[j] = -1;
+        }
+        return size;
+    }
+
+    private static float valueOf(float[] x, int c) {
+        return x[c] != x[c] ? Float.NEGATIVE_INFINITY : x[c];
+    }
+}
