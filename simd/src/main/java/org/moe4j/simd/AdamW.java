@@ -3,9 +3,8 @@ package org.moe4j.simd;
 import static org.moe4j.simd.VectorMath.F;
 import static org.moe4j.simd.VectorMath.L;
 import static org.moe4j.simd.VectorMath.get;
-import static org.moe4j.simd.VectorMath.load;
+import static org.moe4j.simd.VectorMath.NATIVE;
 import static org.moe4j.simd.VectorMath.set;
-import static org.moe4j.simd.VectorMath.store;
 
 import java.lang.foreign.MemorySegment;
 import jdk.incubator.vector.FloatVector;
@@ -39,14 +38,15 @@ public final class AdamW {
         long i = 0;
         long bound = n - n % L;
         for (; i < bound; i += L) {
-            FloatVector gv = load(g, gOff + i).mul(gradScale);
-            FloatVector mv = load(m, mOff + i).mul(b1).add(gv.mul(c1));
-            FloatVector vv = load(v, vOff + i).mul(b2).add(gv.mul(gv).mul(c2));
-            FloatVector pv = load(p, pOff + i);
+            FloatVector gv = FloatVector.fromMemorySegment(F, g, (gOff + i) * 4L, NATIVE).mul(gradScale);
+            FloatVector mv = FloatVector.fromMemorySegment(F, m, (mOff + i) * 4L, NATIVE).mul(b1).add(gv.mul(c1));
+            FloatVector vv = FloatVector.fromMemorySegment(F, v, (vOff + i) * 4L, NATIVE).mul(b2)
+                    .add(gv.mul(gv).mul(c2));
+            FloatVector pv = FloatVector.fromMemorySegment(F, p, (pOff + i) * 4L, NATIVE);
             FloatVector upd = mv.mul(inv1).div(vv.mul(inv2).sqrt().add(eps)).add(pv.mul(wd));
-            store(mv, m, mOff + i);
-            store(vv, v, vOff + i);
-            store(pv.sub(upd.mul(lr)), p, pOff + i);
+            mv.intoMemorySegment(m, (mOff + i) * 4L, NATIVE);
+            vv.intoMemorySegment(v, (vOff + i) * 4L, NATIVE);
+            pv.sub(upd.mul(lr)).intoMemorySegment(p, (pOff + i) * 4L, NATIVE);
         }
         for (; i < n; i++) {
             float gv = get(g, gOff + i) * gradScale;
@@ -83,17 +83,17 @@ public final class AdamW {
         FloatVector s3 = FloatVector.zero(F);
         int i = 0;
         for (int b4 = n - 4 * L; i <= b4; i += 4 * L) {
-            FloatVector v0 = load(g, off + i);
-            FloatVector v1 = load(g, off + i + L);
-            FloatVector v2 = load(g, off + i + 2 * L);
-            FloatVector v3 = load(g, off + i + 3 * L);
+            FloatVector v0 = FloatVector.fromMemorySegment(F, g, (off + i) * 4L, NATIVE);
+            FloatVector v1 = FloatVector.fromMemorySegment(F, g, (off + i + L) * 4L, NATIVE);
+            FloatVector v2 = FloatVector.fromMemorySegment(F, g, (off + i + 2 * L) * 4L, NATIVE);
+            FloatVector v3 = FloatVector.fromMemorySegment(F, g, (off + i + 3 * L) * 4L, NATIVE);
             s0 = v0.fma(v0, s0);
             s1 = v1.fma(v1, s1);
             s2 = v2.fma(v2, s2);
             s3 = v3.fma(v3, s3);
         }
         for (int b = F.loopBound(n); i < b; i += L) {
-            FloatVector v = load(g, off + i);
+            FloatVector v = FloatVector.fromMemorySegment(F, g, (off + i) * 4L, NATIVE);
             s0 = v.fma(v, s0);
         }
         float s = s0.add(s1).add(s2.add(s3)).reduceLanes(VectorOperators.ADD);
@@ -109,7 +109,8 @@ public final class AdamW {
         long i = 0;
         long bound = n - n % L;
         for (; i < bound; i += L) {
-            store(load(g, off + i).mul(s), g, off + i);
+            long at = (off + i) * 4L;
+            FloatVector.fromMemorySegment(F, g, at, NATIVE).mul(s).intoMemorySegment(g, at, NATIVE);
         }
         for (; i < n; i++) {
             set(g, off + i, get(g, off + i) * s);

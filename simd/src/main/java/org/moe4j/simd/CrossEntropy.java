@@ -3,9 +3,8 @@ package org.moe4j.simd;
 import static org.moe4j.simd.VectorMath.F;
 import static org.moe4j.simd.VectorMath.L;
 import static org.moe4j.simd.VectorMath.get;
-import static org.moe4j.simd.VectorMath.load;
+import static org.moe4j.simd.VectorMath.NATIVE;
 import static org.moe4j.simd.VectorMath.set;
-import static org.moe4j.simd.VectorMath.store;
 
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
@@ -83,7 +82,8 @@ public final class CrossEntropy {
             float xt = get(logits, lr + t);
             int i = 0;
             for (; i < bound; i += L) {
-                store(VectorMath.exp(load(logits, lr + i).sub(z)).mul(c), dlogits, dr + i);
+                FloatVector xv = FloatVector.fromMemorySegment(F, logits, (lr + i) * 4L, NATIVE);
+                VectorMath.exp(xv.sub(z)).mul(c).intoMemorySegment(dlogits, (dr + i) * 4L, NATIVE);
             }
             for (; i < vocab; i++) {
                 set(dlogits, dr + i, VectorMath.exp(get(logits, lr + i) - z) * c);
@@ -119,28 +119,10 @@ public final class CrossEntropy {
     }
 
     private static float rowLogSumExp(MemorySegment x, long xr, int n) {
-        float max = Softmax.rowMax(x, xr, n, null, 0);
+        float max = Softmax.rowMax(x, xr, n);
         if (max == Float.NEGATIVE_INFINITY) {
             return Float.NEGATIVE_INFINITY;
         }
-        FloatVector a0 = FloatVector.zero(F);
-        FloatVector a1 = FloatVector.zero(F);
-        FloatVector a2 = FloatVector.zero(F);
-        FloatVector a3 = FloatVector.zero(F);
-        int i = 0;
-        for (int b4 = n - 4 * L; i <= b4; i += 4 * L) {
-            a0 = a0.add(VectorMath.exp(load(x, xr + i).sub(max)));
-            a1 = a1.add(VectorMath.exp(load(x, xr + i + L).sub(max)));
-            a2 = a2.add(VectorMath.exp(load(x, xr + i + 2 * L).sub(max)));
-            a3 = a3.add(VectorMath.exp(load(x, xr + i + 3 * L).sub(max)));
-        }
-        for (int b = F.loopBound(n); i < b; i += L) {
-            a0 = a0.add(VectorMath.exp(load(x, xr + i).sub(max)));
-        }
-        float s = a0.add(a1).add(a2.add(a3)).reduceLanes(VectorOperators.ADD);
-        for (; i < n; i++) {
-            s += VectorMath.exp(get(x, xr + i) - max);
-        }
-        return max + (float) Math.log(s);
+        return max + (float) Math.log(Softmax.expSum(x, xr, n, max));
     }
 }

@@ -3,12 +3,12 @@ package org.moe4j.simd;
 import static org.moe4j.simd.VectorMath.F;
 import static org.moe4j.simd.VectorMath.L;
 import static org.moe4j.simd.VectorMath.get;
-import static org.moe4j.simd.VectorMath.load;
+import static org.moe4j.simd.VectorMath.NATIVE;
 import static org.moe4j.simd.VectorMath.set;
-import static org.moe4j.simd.VectorMath.store;
 
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
+import jdk.incubator.vector.FloatVector;
 import org.moe4j.Moe4jException;
 
 /**
@@ -70,7 +70,9 @@ public final class Embedding {
     private static void addRow(MemorySegment src, long s, MemorySegment dst, long t, int c0, int c1) {
         int c = c0;
         for (int b = c0 + F.loopBound(c1 - c0); c < b; c += L) {
-            store(load(dst, t + c).add(load(src, s + c)), dst, t + c);
+            long at = (t + c) * 4L;
+            FloatVector sv = FloatVector.fromMemorySegment(F, src, (s + c) * 4L, NATIVE);
+            FloatVector.fromMemorySegment(F, dst, at, NATIVE).add(sv).intoMemorySegment(dst, at, NATIVE);
         }
         for (; c < c1; c++) {
             set(dst, t + c, get(dst, t + c) + get(src, s + c));
@@ -79,8 +81,8 @@ public final class Embedding {
 
     private static int checkId(int id, int p, int vocab) {
         if (id < 0 || id >= vocab) {
-            throw new Moe4jException("embedding: token id " + id + " at position " + p + " is outside the vocabulary [0, "
-                    + vocab + ")");
+            throw new Moe4jException("embedding: token id " + id + " at position " + p
+                    + " is outside the vocabulary [0, " + vocab + ")");
         }
         return id;
     }

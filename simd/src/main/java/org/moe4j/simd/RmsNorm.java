@@ -3,9 +3,8 @@ package org.moe4j.simd;
 import static org.moe4j.simd.VectorMath.F;
 import static org.moe4j.simd.VectorMath.L;
 import static org.moe4j.simd.VectorMath.get;
-import static org.moe4j.simd.VectorMath.load;
+import static org.moe4j.simd.VectorMath.NATIVE;
 import static org.moe4j.simd.VectorMath.set;
-import static org.moe4j.simd.VectorMath.store;
 
 import java.lang.foreign.MemorySegment;
 import jdk.incubator.vector.FloatVector;
@@ -37,7 +36,9 @@ public final class RmsNorm {
             float rs = (float) (1.0 / Math.sqrt((double) ss / d + eps));
             int i = 0;
             for (; i < bound; i += L) {
-                store(load(x, xr + i).mul(rs).mul(load(w, wOff + i)), y, yr + i);
+                FloatVector xv = FloatVector.fromMemorySegment(F, x, (xr + i) * 4L, NATIVE);
+                FloatVector wv = FloatVector.fromMemorySegment(F, w, (wOff + i) * 4L, NATIVE);
+                xv.mul(rs).mul(wv).intoMemorySegment(y, (yr + i) * 4L, NATIVE);
             }
             for (; i < d; i++) {
                 set(y, yr + i, get(x, xr + i) * rs * get(w, wOff + i));
@@ -72,11 +73,17 @@ public final class RmsNorm {
             FloatVector a1 = FloatVector.zero(F);
             int i = 0;
             for (int b2 = d - 2 * L; i <= b2; i += 2 * L) {
-                a0 = load(dy, gr + i).mul(load(w, wOff + i)).fma(load(x, xr + i), a0);
-                a1 = load(dy, gr + i + L).mul(load(w, wOff + i + L)).fma(load(x, xr + i + L), a1);
+                FloatVector g0 = FloatVector.fromMemorySegment(F, dy, (gr + i) * 4L, NATIVE);
+                FloatVector g1 = FloatVector.fromMemorySegment(F, dy, (gr + i + L) * 4L, NATIVE);
+                FloatVector w0 = FloatVector.fromMemorySegment(F, w, (wOff + i) * 4L, NATIVE);
+                FloatVector w1 = FloatVector.fromMemorySegment(F, w, (wOff + i + L) * 4L, NATIVE);
+                a0 = g0.mul(w0).fma(FloatVector.fromMemorySegment(F, x, (xr + i) * 4L, NATIVE), a0);
+                a1 = g1.mul(w1).fma(FloatVector.fromMemorySegment(F, x, (xr + i + L) * 4L, NATIVE), a1);
             }
             for (; i < bound; i += L) {
-                a0 = load(dy, gr + i).mul(load(w, wOff + i)).fma(load(x, xr + i), a0);
+                FloatVector g0 = FloatVector.fromMemorySegment(F, dy, (gr + i) * 4L, NATIVE);
+                FloatVector w0 = FloatVector.fromMemorySegment(F, w, (wOff + i) * 4L, NATIVE);
+                a0 = g0.mul(w0).fma(FloatVector.fromMemorySegment(F, x, (xr + i) * 4L, NATIVE), a0);
             }
             float s = a0.add(a1).reduceLanes(VectorOperators.ADD);
             for (; i < d; i++) {
@@ -85,14 +92,17 @@ public final class RmsNorm {
             float k = -rs * rs * rs * (s / d); // dx = rs w dy + k x
             i = 0;
             for (; i < bound; i += L) {
-                FloatVector g = load(dy, gr + i);
-                FloatVector xv = load(x, xr + i);
-                FloatVector v = g.mul(load(w, wOff + i)).mul(rs).add(xv.mul(k));
+                FloatVector g = FloatVector.fromMemorySegment(F, dy, (gr + i) * 4L, NATIVE);
+                FloatVector xv = FloatVector.fromMemorySegment(F, x, (xr + i) * 4L, NATIVE);
+                FloatVector wv = FloatVector.fromMemorySegment(F, w, (wOff + i) * 4L, NATIVE);
+                FloatVector v = g.mul(wv).mul(rs).add(xv.mul(k));
                 if (accumulateDx) {
-                    v = v.add(load(dx, dr + i));
+                    v = v.add(FloatVector.fromMemorySegment(F, dx, (dr + i) * 4L, NATIVE));
                 }
-                store(v, dx, dr + i);
-                store(g.mul(xv).fma(FloatVector.broadcast(F, rs), load(dw, dwOff + i)), dw, dwOff + i);
+                v.intoMemorySegment(dx, (dr + i) * 4L, NATIVE);
+                long dwAt = (dwOff + i) * 4L;
+                FloatVector dwv = FloatVector.fromMemorySegment(F, dw, dwAt, NATIVE);
+                g.mul(xv).fma(FloatVector.broadcast(F, rs), dwv).intoMemorySegment(dw, dwAt, NATIVE);
             }
             for (; i < d; i++) {
                 float g = get(dy, gr + i);

@@ -3,9 +3,8 @@ package org.moe4j.simd;
 import static org.moe4j.simd.VectorMath.F;
 import static org.moe4j.simd.VectorMath.L;
 import static org.moe4j.simd.VectorMath.get;
-import static org.moe4j.simd.VectorMath.load;
+import static org.moe4j.simd.VectorMath.NATIVE;
 import static org.moe4j.simd.VectorMath.set;
-import static org.moe4j.simd.VectorMath.store;
 
 import java.lang.foreign.MemorySegment;
 import jdk.incubator.vector.FloatVector;
@@ -57,26 +56,12 @@ public final class Softmax {
                 continue;
             }
             // y = exp(x - max) (0 where masked), sum
-            FloatVector acc = FloatVector.zero(F);
+            float sum = mask == null ? expStore(x, xr, y, yr, n, max) : expStoreMasked(x, xr, y, yr, n, max, mask, mw);
+            float inv = 1f / sum;
             int i = 0;
             for (; i < bound; i += L) {
-                FloatVector e = VectorMath.exp(load(x, xr + i).sub(max));
-                if (mask != null) {
-                    e = FloatVector.zero(F).blend(e, VectorMath.allowed(mask, mw, i));
-                }
-                acc = acc.add(e);
-                store(e, y, yr + i);
-            }
-            float sum = acc.reduceLanes(VectorOperators.ADD);
-            for (; i < n; i++) {
-                float e = mask == null || VectorMath.isAllowed(mask, mw, i) ? VectorMath.exp(get(x, xr + i) - max) : 0f;
-                sum += e;
-                set(y, yr + i, e);
-            }
-            float inv = 1f / sum;
-            i = 0;
-            for (; i < bound; i += L) {
-                store(load(y, yr + i).mul(inv), y, yr + i);
+                long at = (yr + i) * 4L;
+                FloatVector.fromMemorySegment(F, y, at, NATIVE).mul(inv).intoMemorySegment(y, at, NATIVE);
             }
             for (; i < n; i++) {
                 set(y, yr + i, get(y, yr + i) * inv);
@@ -90,7 +75,6 @@ public final class Softmax {
     /** x [rows, ldx] (first n columns), mask (may be null) -> lse [rows] = log Σ_allowed exp(x). */
     public static void logSumExp(MemorySegment x, long xOff, int ldx, int n, MemorySegment mask, long maskOff,
                                  int maskStride, MemorySegment lse, long lseOff, int r0, int r1) {
-        int bound = F.loopBound(n);
         for (int r = r0; r < r1; r++) {
             long xr = xOff + (long) r * ldx;
             long mw = maskOff + (long) r * maskStride;
@@ -99,28 +83,7 @@ public final class Softmax {
                 set(lse, lseOff + r, Float.NEGATIVE_INFINITY);
                 continue;
             }
-            FloatVector acc0 = FloatVector.zero(F);
-            FloatVector acc1 = FloatVector.zero(F);
-            int i = 0;
-            if (mask == null) {
-                for (int b2 = n - 2 * L; i <= b2; i += 2 * L) {
-                    acc0 = acc0.add(VectorMath.exp(load(x, xr + i).sub(max)));
-                    acc1 = acc1.add(VectorMath.exp(load(x, xr + i + L).sub(max)));
-                }
-            }
-            for (; i < bound; i += L) {
-                FloatVector e = VectorMath.exp(load(x, xr + i).sub(max));
-                if (mask != null) {
-                    e = FloatVector.zero(F).blend(e, VectorMath.allowed(mask, mw, i));
-                }
-                acc0 = acc0.add(e);
-            }
-            float sum = acc0.add(acc1).reduceLanes(VectorOperators.ADD);
-            for (; i < n; i++) {
-                if (mask == null || VectorMath.isAllowed(mask, mw, i)) {
-                    sum += VectorMath.exp(get(x, xr + i) - max);
-                }
-            }
+            float sum = mask == null ? expSum(x, xr, n, max) : expSumMasked(x, xr, n, max, mask, mw);
             set(lse, lseOff + r, max + (float) Math.log(sum));
         }
     }
@@ -139,7 +102,9 @@ public final class Softmax {
             float s = VectorMath.dot(p, pr, dy, gr, n);
             int i = 0;
             for (; i < bound; i += L) {
-                store(load(dy, gr + i).sub(s).mul(load(p, pr + i)), dx, dr + i);
+                FloatVector pv = FloatVector.fromMemorySegment(F, p, (pr + i) * 4L, NATIVE);
+                FloatVector gv = FloatVector.fromMemorySegment(F, dy, (gr + i) * 4L, NATIVE);
+                gv.sub(s).mul(pv).intoMemorySegment(dx, (dr + i) * 4L, NATIVE);
             }
             for (; i < n; i++) {
                 set(dx, dr + i, (get(dy, gr + i) - s) * get(p, pr + i));
@@ -147,30 +112,126 @@ public final class Softmax {
         }
     }
 
+    // y[i] = exp(x[i] - max), returns Σ y. Masked and unmasked are separate loops: a vector merged from two
+    // branches inside one loop defeats C2's box elimination (measured: 288 B per vector).
+    private static float expStore(MemorySegment x, long xr, MemorySegment y, long yr, int n, float max) {
+        FloatVector acc0 = FloatVector.zero(F);
+        FloatVector acc1 = FloatVector.zero(F);
+        int i = 0;
+        for (int b2 = n - 2 * L; i <= b2; i += 2 * L) {
+            FloatVector e0 = VectorMath.exp(FloatVector.fromMemorySegment(F, x, (xr + i) * 4L, NATIVE).sub(max));
+            FloatVector e1 = VectorMath.exp(FloatVector.fromMemorySegment(F, x, (xr + i + L) * 4L, NATIVE).sub(max));
+            e0.intoMemorySegment(y, (yr + i) * 4L, NATIVE);
+            e1.intoMemorySegment(y, (yr + i + L) * 4L, NATIVE);
+            acc0 = acc0.add(e0);
+            acc1 = acc1.add(e1);
+        }
+        for (int b = F.loopBound(n); i < b; i += L) {
+            FloatVector e = VectorMath.exp(FloatVector.fromMemorySegment(F, x, (xr + i) * 4L, NATIVE).sub(max));
+            e.intoMemorySegment(y, (yr + i) * 4L, NATIVE);
+            acc0 = acc0.add(e);
+        }
+        float sum = acc0.add(acc1).reduceLanes(VectorOperators.ADD);
+        for (; i < n; i++) {
+            float e = VectorMath.exp(get(x, xr + i) - max);
+            set(y, yr + i, e);
+            sum += e;
+        }
+        return sum;
+    }
+
+    private static float expStoreMasked(MemorySegment x, long xr, MemorySegment y, long yr, int n, float max,
+                                        MemorySegment mask, long mw) {
+        FloatVector acc = FloatVector.zero(F);
+        int i = 0;
+        for (int b = F.loopBound(n); i < b; i += L) {
+            FloatVector xv = FloatVector.fromMemorySegment(F, x, (xr + i) * 4L, NATIVE);
+            FloatVector e = FloatVector.zero(F).blend(VectorMath.exp(xv.sub(max)), VectorMath.allowed(mask, mw, i));
+            e.intoMemorySegment(y, (yr + i) * 4L, NATIVE);
+            acc = acc.add(e);
+        }
+        float sum = acc.reduceLanes(VectorOperators.ADD);
+        for (; i < n; i++) {
+            float e = VectorMath.isAllowed(mask, mw, i) ? VectorMath.exp(get(x, xr + i) - max) : 0f;
+            set(y, yr + i, e);
+            sum += e;
+        }
+        return sum;
+    }
+
+    /** Σ exp(x[i] - max) over one row. */
+    static float expSum(MemorySegment x, long xr, int n, float max) {
+        FloatVector a0 = FloatVector.zero(F);
+        FloatVector a1 = FloatVector.zero(F);
+        FloatVector a2 = FloatVector.zero(F);
+        FloatVector a3 = FloatVector.zero(F);
+        int i = 0;
+        for (int b4 = n - 4 * L; i <= b4; i += 4 * L) {
+            a0 = a0.add(VectorMath.exp(FloatVector.fromMemorySegment(F, x, (xr + i) * 4L, NATIVE).sub(max)));
+            a1 = a1.add(VectorMath.exp(FloatVector.fromMemorySegment(F, x, (xr + i + L) * 4L, NATIVE).sub(max)));
+            a2 = a2.add(VectorMath.exp(FloatVector.fromMemorySegment(F, x, (xr + i + 2 * L) * 4L, NATIVE).sub(max)));
+            a3 = a3.add(VectorMath.exp(FloatVector.fromMemorySegment(F, x, (xr + i + 3 * L) * 4L, NATIVE).sub(max)));
+        }
+        for (int b = F.loopBound(n); i < b; i += L) {
+            a0 = a0.add(VectorMath.exp(FloatVector.fromMemorySegment(F, x, (xr + i) * 4L, NATIVE).sub(max)));
+        }
+        float s = a0.add(a1).add(a2.add(a3)).reduceLanes(VectorOperators.ADD);
+        for (; i < n; i++) {
+            s += VectorMath.exp(get(x, xr + i) - max);
+        }
+        return s;
+    }
+
+    private static float expSumMasked(MemorySegment x, long xr, int n, float max, MemorySegment mask, long mw) {
+        FloatVector acc = FloatVector.zero(F);
+        int i = 0;
+        for (int b = F.loopBound(n); i < b; i += L) {
+            FloatVector xv = FloatVector.fromMemorySegment(F, x, (xr + i) * 4L, NATIVE);
+            acc = acc.add(FloatVector.zero(F).blend(VectorMath.exp(xv.sub(max)), VectorMath.allowed(mask, mw, i)));
+        }
+        float s = acc.reduceLanes(VectorOperators.ADD);
+        for (; i < n; i++) {
+            if (VectorMath.isAllowed(mask, mw, i)) {
+                s += VectorMath.exp(get(x, xr + i) - max);
+            }
+        }
+        return s;
+    }
+
     /** Max over the allowed columns of one row; -inf when none is allowed. */
     static float rowMax(MemorySegment x, long xr, int n, MemorySegment mask, long mw) {
+        return mask == null ? rowMax(x, xr, n) : rowMaxMasked(x, xr, n, mask, mw);
+    }
+
+    static float rowMax(MemorySegment x, long xr, int n) {
+        FloatVector m0 = FloatVector.broadcast(F, Float.NEGATIVE_INFINITY);
+        FloatVector m1 = m0;
+        int i = 0;
+        for (int b2 = n - 2 * L; i <= b2; i += 2 * L) {
+            m0 = m0.max(FloatVector.fromMemorySegment(F, x, (xr + i) * 4L, NATIVE));
+            m1 = m1.max(FloatVector.fromMemorySegment(F, x, (xr + i + L) * 4L, NATIVE));
+        }
+        for (int b = F.loopBound(n); i < b; i += L) {
+            m0 = m0.max(FloatVector.fromMemorySegment(F, x, (xr + i) * 4L, NATIVE));
+        }
+        float m = m0.max(m1).reduceLanes(VectorOperators.MAX);
+        for (; i < n; i++) {
+            m = Math.max(m, get(x, xr + i));
+        }
+        return m;
+    }
+
+    private static float rowMaxMasked(MemorySegment x, long xr, int n, MemorySegment mask, long mw) {
         FloatVector m0 = FloatVector.broadcast(F, Float.NEGATIVE_INFINITY);
         int i = 0;
-        int bound = F.loopBound(n);
-        if (mask == null) {
-            FloatVector m1 = m0;
-            for (int b2 = n - 2 * L; i <= b2; i += 2 * L) {
-                m0 = m0.max(load(x, xr + i));
-                m1 = m1.max(load(x, xr + i + L));
-            }
-            m0 = m0.max(m1);
-            for (; i < bound; i += L) {
-                m0 = m0.max(load(x, xr + i));
-            }
-        } else {
-            for (; i < bound; i += L) {
-                VectorMask<Float> ok = VectorMath.allowed(mask, mw, i);
-                m0 = m0.max(FloatVector.broadcast(F, Float.NEGATIVE_INFINITY).blend(load(x, xr + i), ok));
-            }
+        for (int b = F.loopBound(n); i < b; i += L) {
+            VectorMask<Float> ok = VectorMath.allowed(mask, mw, i);
+            FloatVector xv = FloatVector.fromMemorySegment(F, x, (xr + i) * 4L, NATIVE);
+            m0 = m0.max(FloatVector.broadcast(F, Float.NEGATIVE_INFINITY).blend(xv, ok));
         }
         float m = m0.reduceLanes(VectorOperators.MAX);
         for (; i < n; i++) {
-            if (mask == null || VectorMath.isAllowed(mask, mw, i)) {
+            if (VectorMath.isAllowed(mask, mw, i)) {
                 m = Math.max(m, get(x, xr + i));
             }
         }

@@ -3,9 +3,8 @@ package org.moe4j.simd;
 import static org.moe4j.simd.VectorMath.F;
 import static org.moe4j.simd.VectorMath.L;
 import static org.moe4j.simd.VectorMath.get;
-import static org.moe4j.simd.VectorMath.load;
+import static org.moe4j.simd.VectorMath.NATIVE;
 import static org.moe4j.simd.VectorMath.set;
-import static org.moe4j.simd.VectorMath.store;
 
 import java.lang.foreign.MemorySegment;
 import jdk.incubator.vector.FloatVector;
@@ -29,9 +28,10 @@ public final class SwiGlu {
             long or = oOff + (long) r * ldo;
             int i = 0;
             for (; i < bound; i += L) {
-                FloatVector av = load(a, ar + i);
+                FloatVector av = FloatVector.fromMemorySegment(F, a, (ar + i) * 4L, NATIVE);
                 FloatVector sig = FloatVector.broadcast(F, 1f).div(VectorMath.exp(av.neg()).add(1f));
-                store(av.mul(sig).mul(load(b, br + i)), out, or + i);
+                FloatVector bv = FloatVector.fromMemorySegment(F, b, (br + i) * 4L, NATIVE);
+                av.mul(sig).mul(bv).intoMemorySegment(out, (or + i) * 4L, NATIVE);
             }
             for (; i < h; i++) {
                 float av = get(a, ar + i);
@@ -62,15 +62,15 @@ public final class SwiGlu {
             long dbr = dbOff + (long) r * lddb;
             int i = 0;
             for (; i < bound; i += L) {
-                FloatVector g = load(dout, gr + i);
-                FloatVector av = load(a, ar + i);
-                FloatVector bv = load(b, br + i);
+                FloatVector g = FloatVector.fromMemorySegment(F, dout, (gr + i) * 4L, NATIVE);
+                FloatVector av = FloatVector.fromMemorySegment(F, a, (ar + i) * 4L, NATIVE);
+                FloatVector bv = FloatVector.fromMemorySegment(F, b, (br + i) * 4L, NATIVE);
                 FloatVector s = FloatVector.broadcast(F, 1f).div(VectorMath.exp(av.neg()).add(1f));
                 FloatVector silu = av.mul(s);
                 // s (1 + a (1 - s)) = s + silu (1 - s)
                 FloatVector dsilu = silu.fma(s.neg().add(1f), s);
-                store(g.mul(bv).mul(dsilu), da, dar + i);
-                store(g.mul(silu), db, dbr + i);
+                g.mul(bv).mul(dsilu).intoMemorySegment(da, (dar + i) * 4L, NATIVE);
+                g.mul(silu).intoMemorySegment(db, (dbr + i) * 4L, NATIVE);
             }
             for (; i < h; i++) {
                 float g = get(dout, gr + i);

@@ -47,7 +47,7 @@ public final class TopK {
             int size = 0;
             float lastV = Float.NEGATIVE_INFINITY;
             for (int c = 0; c < n; c++) {
-                if (mask != null && ((mask.getAtIndex(ValueLayout.JAVA_LONG_UNALIGNED, mw + (c >>> 6)) >>> (c & 63)) & 1L) == 0) {
+                if (mask != null && !allowed(mask, mw, c)) {
                     continue;
                 }
                 float v = x.getAtIndex(Tensor.FLOAT, xr + c);
@@ -82,6 +82,10 @@ public final class TopK {
             minPicked = Math.min(minPicked, size);
         }
         return minPicked;
+    }
+
+    private static boolean allowed(MemorySegment mask, long rowWord, int c) {
+        return ((mask.getAtIndex(ValueLayout.JAVA_LONG_UNALIGNED, rowWord + (c >>> 6)) >>> (c & 63)) & 1L) != 0;
     }
 
     private static float value(MemorySegment x, long xr, int c) {
