@@ -39,6 +39,13 @@ import org.openjdk.jmh.annotations.Warmup;
  * 2048 x 512 = 1M elements. One call = the whole shape, on the calling thread (rows [0, T)).
  *
  * <p>Run: {@code ./moe4j bench KernelBench -f 1 -wi 2 -i 3 -w 1s -r 1s -prof gc}
+ *
+ * <p>Smoke result (2-core Zen 5 AVX-512, JDK 25, machine shared with other builds, so +-20%), us/op:
+ * rmsNormForward 316, rmsNormBackward 565, swiGluForward 1133, swiGluBackward 1697, softmaxForward 73,
+ * softmaxBackward 29, topK 403, crossEntropyForward 1912, crossEntropyBackward 1726, embeddingForward 319,
+ * embeddingBackward 366, adamWStep 584, gradSumSquares 124, bf16ToF32 217, f32ToBf16 198, f16ToF32 225.
+ * gc.alloc.rate.norm 0.2-14 B/op everywhere, growing with the op's length (JMH's per-iteration overhead);
+ * a boxed Vector would show as ~288 B per vector step (147 KB/op on an 8192-wide softmax before the fix).
  */
 @State(Scope.Thread)
 @BenchmarkMode(Mode.AverageTime)
