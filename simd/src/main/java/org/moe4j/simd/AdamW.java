@@ -1,0 +1,119 @@
+package org.moe4j.simd;
+
+import static org.moe4j.simd.VectorMath.F;
+import static org.moe4j.simd.VectorMath.L;
+import static org.moe4j.simd.VectorMath.get;
+import static org.moe4j.simd.VectorMath.NATIVE;
+import static org.moe4j.simd.VectorMath.set;
+
+import java.lang.foreign.MemorySegment;
+import jdk.incubator.vector.FloatVector;
+import jdk.incubator.vector.VectorOperators;
+
+/**
+ * The AdamW update over a flat range of parameters, and the global-norm helpers for gradient clipping.
+ *
+ * <pre>
+ *   g'  = gradScale * g                       (clipping folded in: gradScale = min(1, maxNorm / norm))
+ *   m   = b1 m + (1 - b1) g'
+ *   v   = b2 v + (1 - b2) g'^2
+ *   p  -= lr * ((m / bc1) / (sqrt(v / bc2) + eps) + wd * p)      bc1 = 1 - b1^t, bc2 = 1 - b2^t
+ * </pre>
+ * The bias corrections are passed in precomputed (one pow per step, not per element); weight decay uses the p
+ * before this step, and is the caller's choice per tensor (0 for embeddings and norms). Offsets are in elements;
+ * a call handles {@code n} elements from each offset, so the caller splits a range over workers. No allocation.
+ */
+public final class AdamW {
+    private AdamW() {
+    }
+
+    /** p, g, m, v [n] (each at its own offset): one AdamW step, updating p, m, v in place. */
+    public static void step(MemorySegment p, long pOff, MemorySegment g, long gOff, MemorySegment m, long mOff,
+                            MemorySegment v, long vOff, long n, float lr, float b1, float b2, float eps, float wd,
+                            float bc1, float bc2, float gradScale) {
+        float c1 = 1f - b1;
+        float c2 = 1f - b2;
+        float inv1 = 1f / bc1;
+        float inv2 = 1f / bc2;
+        long i = 0;
+        long bound = n - n % L;
+        for (; i < bound; i += L) {
+            FloatVector gv = FloatVector.fromMemorySegment(F, g, (gOff + i) * 4L, NATIVE).mul(gradScale);
+            FloatVector mv = FloatVector.fromMemorySegment(F, m, (mOff + i) * 4L, NATIVE).mul(b1).add(gv.mul(c1));
+            FloatVector vv = FloatVector.fromMemorySegment(F, v, (vOff + i) * 4L, NATIVE).mul(b2)
+                    .add(gv.mul(gv).mul(c2));
+            FloatVector pv = FloatVector.fromMemorySegment(F, p, (pOff + i) * 4L, NATIVE);
+            FloatVector upd = mv.mul(inv1).div(vv.mul(inv2).sqrt().add(eps)).add(pv.mul(wd));
+            mv.intoMemorySegment(m, (mOff + i) * 4L, NATIVE);
+            vv.intoMemorySegment(v, (vOff + i) * 4L, NATIVE);
+            pv.sub(upd.mul(lr)).intoMemorySegment(p, (pOff + i) * 4L, NATIVE);
+        }
+        for (; i < n; i++) {
+            float gv = get(g, gOff + i) * gradScale;
+            float mv = b1 * get(m, mOff + i) + c1 * gv;
+            float vv = b2 * get(v, vOff + i) + c2 * gv * gv;
+            float pv = get(p, pOff + i);
+            set(m, mOff + i, mv);
+            set(v, vOff + i, vv);
+            set(p, pOff + i, pv - lr * ((mv * inv1) / ((float) Math.sqrt(vv * inv2) + eps) + wd * pv));
+        }
+    }
+
+    /**
+     * Σ g[i]^2 over n elements, accumulated in double: float vector partial sums over blocks of 4096 elements
+     * (each lane adds at most 64 squares), each block's sum added in double.
+     */
+    public static double sumSquares(MemorySegment g, long off, long n) {
+        final int block = 4096;
+        double total = 0;
+        long i = 0;
+        for (; i + block <= n; i += block) {
+            total += blockSumSquares(g, off + i, block);
+        }
+        if (i < n) {
+            total += blockSumSquares(g, off + i, (int) (n - i));
+        }
+        return total;
+    }
+
+    private static float blockSumSquares(MemorySegment g, long off, int n) {
+        FloatVector s0 = FloatVector.zero(F);
+        FloatVector s1 = FloatVector.zero(F);
+        FloatVector s2 = FloatVector.zero(F);
+        FloatVector s3 = FloatVector.zero(F);
+        int i = 0;
+        for (int b4 = n - 4 * L; i <= b4; i += 4 * L) {
+            FloatVector v0 = FloatVector.fromMemorySegment(F, g, (off + i) * 4L, NATIVE);
+            FloatVector v1 = FloatVector.fromMemorySegment(F, g, (off + i + L) * 4L, NATIVE);
+            FloatVector v2 = FloatVector.fromMemorySegment(F, g, (off + i + 2 * L) * 4L, NATIVE);
+            FloatVector v3 = FloatVector.fromMemorySegment(F, g, (off + i + 3 * L) * 4L, NATIVE);
+            s0 = v0.fma(v0, s0);
+            s1 = v1.fma(v1, s1);
+            s2 = v2.fma(v2, s2);
+            s3 = v3.fma(v3, s3);
+        }
+        for (int b = F.loopBound(n); i < b; i += L) {
+            FloatVector v = FloatVector.fromMemorySegment(F, g, (off + i) * 4L, NATIVE);
+            s0 = v.fma(v, s0);
+        }
+        float s = s0.add(s1).add(s2.add(s3)).reduceLanes(VectorOperators.ADD);
+        for (; i < n; i++) {
+            float v = get(g, off + i);
+            s += v * v;
+        }
+        return s;
+    }
+
+    /** g[i] *= s over n elements (gradient clipping when it is not folded into {@link #step}). */
+    public static void scale(MemorySegment g, long off, long n, float s) {
+        long i = 0;
+        long bound = n - n % L;
+        for (; i < bound; i += L) {
+            long at = (off + i) * 4L;
+            FloatVector.fromMemorySegment(F, g, at, NATIVE).mul(s).intoMemorySegment(g, at, NATIVE);
+        }
+        for (; i < n; i++) {
+            set(g, off + i, get(g, off + i) * s);
+        }
+    }
+}

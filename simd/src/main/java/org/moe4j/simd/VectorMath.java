@@ -1,0 +1,156 @@
+package org.moe4j.simd;
+
+import java.lang.foreign.MemorySegment;
+import java.nio.ByteOrder;
+import jdk.incubator.vector.FloatVector;
+import jdk.incubator.vector.IntVector;
+import jdk.incubator.vector.VectorMask;
+import jdk.incubator.vector.VectorOperators;
+import jdk.incubator.vector.VectorSpecies;
+
+/**
+ * Shared pieces of the element-wise kernels: the float species, a vectorised exp, and a few row reductions that
+ * return primitives (so no {@code Vector} escapes a call). Package-private: kernels are the public surface.
+ */
+final class VectorMath {
+    private VectorMath() {
+    }
+
+    static final VectorSpecies<Float> F = FloatVector.SPECIES_PREFERRED;
+    static final int L = F.length();
+    static final ByteOrder NATIVE = ByteOrder.nativeOrder();
+
+    // exp(x) = 2^n * e^r, n = rint(x / ln2), r = x - n ln2 in [-ln2/2, ln2/2]; e^r by the Cephes expf polynomial
+    // (max relative error ~2 ulp on the reduced range). 2^n is applied as two factors 2^(n>>1) * 2^(n - n>>1), so
+    // n from -159 to 145 needs no special case: results below ~1e-45 round to 0 (subnormals come out right),
+    // above 3.4e38 overflow to +inf. The input is clamped to [-110, 100] first (both well past the float range of
+    // exp), which keeps n small; NaN passes through min/max and the polynomial as NaN.
+    private static final float EXP_LO = -110f;
+    private static final float EXP_HI = 100f;
+    private static final float LOG2E = 1.44269504088896341f;
+    private static final float LN2_HI = 0.693359375f;
+    private static final float LN2_LO = -2.12194440e-4f;
+    private static final float ROUND_MAGIC = 12582912f; // 1.5 * 2^23: adding it rounds to an integer in the low bits
+    private static final int ROUND_MAGIC_BITS = 0x4B400000;
+    private static final float P0 = 1.9875691500E-4f;
+    private static final float P1 = 1.3981999507E-3f;
+    private static final float P2 = 8.3334519073E-3f;
+    private static final float P3 = 4.1665795894E-2f;
+    private static final float P4 = 1.6666665459E-1f;
+    private static final float P5 = 5.0000001201E-1f;
+
+    /**
+     * Which exp the kernels use: {@code -Dmoe4j.exp=lanewise} (the Vector API's {@code lanewise(EXP)}, an SVML stub
+     * on x86-64: ~6e-8 relative, measured ~2x faster than the polynomial in VectorExpBench) or {@code poly}
+     * ({@link #expPoly}). Default: lanewise on amd64, where the JDK ships the SVML stubs; poly elsewhere, where
+     * lanewise(EXP) may fall back to a per-lane Java loop.
+     */
+    static final boolean LANEWISE_EXP = "lanewise".equals(System.getProperty("moe4j.exp",
+            "amd64".equals(System.getProperty("os.arch")) ? "lanewise" : "poly"));
+
+    /** e^x lane-wise, ~1e-7 relative; exp(-inf) = 0, exp(+inf) = +inf, exp(NaN) = NaN. */
+    static FloatVector exp(FloatVector x) {
+        return LANEWISE_EXP ? x.lanewise(VectorOperators.EXP) : expPoly(x);
+    }
+
+    /** The range-reduction + polynomial exp described above. */
+    static FloatVector expPoly(FloatVector x) {
+        FloatVector xc = x.max(EXP_LO).min(EXP_HI);
+        FloatVector t = xc.fma(LOG2E, ROUND_MAGIC);
+        FloatVector n = t.sub(ROUND_MAGIC);
+        FloatVector r = xc.sub(n.mul(LN2_HI)); // exact: LN2_HI has 9 significant bits and |n| <= 159
+        r = n.fma(FloatVector.broadcast(F, -LN2_LO), r);
+        FloatVector p = r.fma(P0, P1);
+        p = p.fma(r, FloatVector.broadcast(F, P2));
+        p = p.fma(r, FloatVector.broadcast(F, P3));
+        p = p.fma(r, FloatVector.broadcast(F, P4));
+        p = p.fma(r, FloatVector.broadcast(F, P5));
+        FloatVector r2 = r.mul(r);
+        p = p.fma(r2, r).add(1f);
+        IntVector ni = t.reinterpretAsInts().sub(ROUND_MAGIC_BITS);
+        IntVector n1 = ni.lanewise(VectorOperators.ASHR, 1);
+        IntVector n2 = ni.sub(n1);
+        FloatVector s1 = n1.add(127).lanewise(VectorOperators.LSHL, 23).reinterpretAsFloats();
+        FloatVector s2 = n2.add(127).lanewise(VectorOperators.LSHL, 23).reinterpretAsFloats();
+        return p.mul(s1).mul(s2);
+    }
+
+    /** Scalar e^x for loop tails (same range behaviour as {@link #exp(FloatVector)}). */
+    static float exp(float x) {
+        return (float) Math.exp(x);
+    }
+
+    static float get(MemorySegment s, long elem) {
+        return s.getAtIndex(Tensor.FLOAT, elem);
+    }
+
+    static void set(MemorySegment s, long elem, float v) {
+        s.setAtIndex(Tensor.FLOAT, elem, v);
+    }
+
+    /** Σ a[i]^2 over n floats from element offset {@code off}. */
+    static float sumSquares(MemorySegment a, long off, int n) {
+        FloatVector s0 = FloatVector.zero(F);
+        FloatVector s1 = FloatVector.zero(F);
+        FloatVector s2 = FloatVector.zero(F);
+        FloatVector s3 = FloatVector.zero(F);
+        int i = 0;
+        for (int b4 = n - 4 * L; i <= b4; i += 4 * L) {
+            FloatVector v0 = FloatVector.fromMemorySegment(F, a, (off + i) * 4L, NATIVE);
+            FloatVector v1 = FloatVector.fromMemorySegment(F, a, (off + i + L) * 4L, NATIVE);
+            FloatVector v2 = FloatVector.fromMemorySegment(F, a, (off + i + 2 * L) * 4L, NATIVE);
+            FloatVector v3 = FloatVector.fromMemorySegment(F, a, (off + i + 3 * L) * 4L, NATIVE);
+            s0 = v0.fma(v0, s0);
+            s1 = v1.fma(v1, s1);
+            s2 = v2.fma(v2, s2);
+            s3 = v3.fma(v3, s3);
+        }
+        for (int b = F.loopBound(n); i < b; i += L) {
+            FloatVector v = FloatVector.fromMemorySegment(F, a, (off + i) * 4L, NATIVE);
+            s0 = v.fma(v, s0);
+        }
+        float s = s0.add(s1).add(s2.add(s3)).reduceLanes(VectorOperators.ADD);
+        for (; i < n; i++) {
+            float v = get(a, off + i);
+            s += v * v;
+        }
+        return s;
+    }
+
+    /** Σ a[i] b[i] over n floats. */
+    static float dot(MemorySegment a, long aOff, MemorySegment b, long bOff, int n) {
+        FloatVector s0 = FloatVector.zero(F);
+        FloatVector s1 = FloatVector.zero(F);
+        int i = 0;
+        for (int b2 = n - 2 * L; i <= b2; i += 2 * L) {
+            FloatVector b0 = FloatVector.fromMemorySegment(F, b, (bOff + i) * 4L, NATIVE);
+            FloatVector b1 = FloatVector.fromMemorySegment(F, b, (bOff + i + L) * 4L, NATIVE);
+            s0 = FloatVector.fromMemorySegment(F, a, (aOff + i) * 4L, NATIVE).fma(b0, s0);
+            s1 = FloatVector.fromMemorySegment(F, a, (aOff + i + L) * 4L, NATIVE).fma(b1, s1);
+        }
+        for (int bd = F.loopBound(n); i < bd; i += L) {
+            FloatVector b0 = FloatVector.fromMemorySegment(F, b, (bOff + i) * 4L, NATIVE);
+            s0 = FloatVector.fromMemorySegment(F, a, (aOff + i) * 4L, NATIVE).fma(b0, s0);
+        }
+        float s = s0.add(s1).reduceLanes(VectorOperators.ADD);
+        for (; i < n; i++) {
+            s += get(a, aOff + i) * get(b, bOff + i);
+        }
+        return s;
+    }
+
+    /**
+     * The lanes of columns [c, c + L) allowed by a row bitset (bit c of word c >>> 6). {@code c} is a multiple of
+     * L, and L divides 64, so the L bits lie in one word.
+     */
+    static VectorMask<Float> allowed(MemorySegment mask, long rowWord, int c) {
+        long word = mask.getAtIndex(java.lang.foreign.ValueLayout.JAVA_LONG_UNALIGNED, rowWord + (c >>> 6));
+        return VectorMask.fromLong(F, word >>> (c & 63));
+    }
+
+    /** Whether column c is allowed by the row bitset starting at word {@code rowWord}. */
+    static boolean isAllowed(MemorySegment mask, long rowWord, int c) {
+        long word = mask.getAtIndex(java.lang.foreign.ValueLayout.JAVA_LONG_UNALIGNED, rowWord + (c >>> 6));
+        return ((word >>> (c & 63)) & 1L) != 0;
+    }
+}
