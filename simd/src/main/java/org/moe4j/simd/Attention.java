@@ -2,6 +2,7 @@ package org.moe4j.simd;
 
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
+import java.nio.ByteOrder;
 import java.util.Arrays;
 import jdk.incubator.vector.FloatVector;
 import jdk.incubator.vector.IntVector;
@@ -44,6 +45,7 @@ public final class Attention {
     private static final VectorSpecies<Float> SPECIES = FloatVector.SPECIES_PREFERRED;
     private static final int L = SPECIES.length();
     private static final ValueLayout.OfInt INT = ValueLayout.JAVA_INT_UNALIGNED;
+    private static final ByteOrder NATIVE = ByteOrder.nativeOrder();
     /** Query rows per tile. */
     private static final int BR = 64;
     /** Keys per tile; a multiple of the vector length. */
@@ -66,8 +68,8 @@ public final class Attention {
     private static final class Scratch {
         final float[] kt;  // [Dh, ktStride] K^T of one KV head
         final float[] vt;  // [Dh, ktStride] V^T (backward)
-        final float[] ks;  // [rows, dhPad] K (backward)
-        final float[] vs;  // [rows, dhPad] V (forward)
+        final float[] ks;  // [rows, dhPad] K
+        final float[] vs;  // [rows, dhPad] V
         final float[] qs;  // [rows, dhPad] q / sqrt(Dh) (forward: one query tile; backward: one head)
         final float[] dos; // [rows, dhPad] dOut of one head
         final float[] acc; // [rows, dhPad] forward: O accumulator of a tile; backward: dq of one head
@@ -239,12 +241,10 @@ public final class Attention {
             long kvLd = (long) kvHeads * dh;
             for (int j = 0; j < T; j++) {
                 long off = ((b * (long) T + j) * kvLd + (long) kvh * dh) * Float.BYTES;
-                MemorySegment.copy(k, Tensor.FLOAT, off, s.row, 0, dh);
-                for (int d = 0; d < dh; d++) {
-                    s.kt[d * ktStride + j] = s.row[d];
-                }
-                MemorySegment.copy(v, Tensor.FLOAT, off, s.vs, j * dp, dh);
+                loadRow(k, off, s.ks, j * dp, dh, 1f);
+                loadRow(v, off, s.vs, j * dp, dh, 1f);
             }
+            transpose(s.ks, dp, T, dh, s.kt, ktStride);
             s.cachedKv = b * kvHeads + kvh;
         }
         final float[] qs = s.qs, acc = s.acc, p = s.p, m = s.m, l = s.l;
@@ -255,9 +255,8 @@ public final class Attention {
             // qs [nqPad, dhPad] = q_tile / sqrt(Dh), padding rows 0
             for (int r = 0; r < nq; r++) {
                 long off = ((b * (long) T + i0 + r) * qLd + (long) h * dh) * Float.BYTES;
-                MemorySegment.copy(q, Tensor.FLOAT, off, qs, r * dp, dh);
+                loadRow(q, off, qs, r * dp, dh, scale);
             }
-            scaleInPlace(qs, 0, nq * dp, scale);
             Arrays.fill(qs, nq * dp, nqPad * dp, 0f);
             Arrays.fill(acc, 0, nqPad * dp, 0f);
             Arrays.fill(m, Float.NEGATIVE_INFINITY);
@@ -293,7 +292,7 @@ public final class Attention {
                     Arrays.fill(p, rowOff + e, rowOff + vE, Float.NEGATIVE_INFINITY);
                     float mOld = m[r];
                     float mNew = Math.max(mOld, rowMax(p, rowOff + vS, rowOff + vE));
-                    float alpha = (float) Math.exp(mOld - mNew); // 0 when mOld = -inf
+                    float alpha = mOld == mNew ? 1f : (float) Math.exp(mOld - mNew); // 0 when mOld = -inf
                     float sum = expSub(p, rowOff + vS, rowOff + vE, mNew);
                     l[r] = l[r] * alpha + sum;
                     m[r] = mNew;
@@ -313,9 +312,8 @@ public final class Attention {
             }
             // out = acc / l, lse = m + log l
             for (int r = 0; r < nq; r++) {
-                scaleInPlace(acc, r * dp, r * dp + dp, 1f / l[r]);
                 long row = b * (long) T + i0 + r;
-                MemorySegment.copy(acc, r * dp, out, Tensor.FLOAT, (row * qLd + (long) h * dh) * Float.BYTES, dh);
+                storeRow(acc, r * dp, out, (row * qLd + (long) h * dh) * Float.BYTES, dh, 1f / l[r]);
                 lseSeg.setAtIndex(Tensor.FLOAT, row * heads + h, m[r] + (float) Math.log(l[r]));
             }
         }
@@ -405,13 +403,11 @@ public final class Attention {
         final long kvLd = (long) kvHeads * dh;
         for (int j = 0; j < T; j++) {
             long off = ((b * (long) T + j) * kvLd + (long) kvh * dh) * Float.BYTES;
-            MemorySegment.copy(k, Tensor.FLOAT, off, s.ks, j * dp, dh);
-            MemorySegment.copy(v, Tensor.FLOAT, off, s.row, 0, dh);
-            for (int d = 0; d < dh; d++) {
-                s.kt[d * ktStride + j] = s.ks[j * dp + d];
-                s.vt[d * ktStride + j] = s.row[d];
-            }
+            loadRow(k, off, s.ks, j * dp, dh, 1f);
+            loadRow(v, off, s.vs, j * dp, dh, 1f);
         }
+        transpose(s.ks, dp, T, dh, s.kt, ktStride);
+        transpose(s.vs, dp, T, dh, s.vt, ktStride);
         // dk/dv rows are written up to 3 past T by the 4-key groups
         Arrays.fill(dk, 0, (tPad + 4) * dp, 0f);
         Arrays.fill(dv, 0, (tPad + 4) * dp, 0f);
@@ -421,13 +417,12 @@ public final class Attention {
             for (int i = 0; i < T; i++) {
                 long row = b * (long) T + i;
                 long off = (row * qLd + (long) h * dh) * Float.BYTES;
-                MemorySegment.copy(q, Tensor.FLOAT, off, qs, i * dp, dh);
-                MemorySegment.copy(dOut, Tensor.FLOAT, off, dos, i * dp, dh);
-                MemorySegment.copy(out, Tensor.FLOAT, off, s.row, 0, dh);
+                loadRow(q, off, qs, i * dp, dh, scale);
+                loadRow(dOut, off, dos, i * dp, dh, 1f);
+                loadRow(out, off, s.row, 0, dh, 1f);
                 s.d[i] = dot(dos, i * dp, s.row, 0, dp);
                 s.lse[i] = lseSeg.getAtIndex(Tensor.FLOAT, row * heads + h);
             }
-            scaleInPlace(qs, 0, T * dp, scale);
             Arrays.fill(qs, T * dp, tPad * dp, 0f);
             Arrays.fill(dos, T * dp, tPad * dp, 0f);
             Arrays.fill(dq, 0, tPad * dp, 0f);
@@ -494,16 +489,15 @@ public final class Attention {
                 }
             }
             // dq_head = (dS K) / sqrt(Dh)
-            scaleInPlace(dq, 0, T * dp, scale);
             for (int i = 0; i < T; i++) {
                 long off = ((b * (long) T + i) * qLd + (long) h * dh) * Float.BYTES;
-                MemorySegment.copy(dq, i * dp, dqSeg, Tensor.FLOAT, off, dh);
+                storeRow(dq, i * dp, dqSeg, off, dh, scale);
             }
         }
         for (int j = 0; j < T; j++) {
             long off = ((b * (long) T + j) * kvLd + (long) kvh * dh) * Float.BYTES;
-            MemorySegment.copy(dk, j * dp, dkSeg, Tensor.FLOAT, off, dh);
-            MemorySegment.copy(dv, j * dp, dvSeg, Tensor.FLOAT, off, dh);
+            storeRow(dk, j * dp, dkSeg, off, dh, 1f);
+            storeRow(dv, j * dp, dvSeg, off, dh, 1f);
         }
     }
 
@@ -656,6 +650,44 @@ public final class Attention {
         s1.intoArray(c, c1);
         s2.intoArray(c, c2);
         s3.intoArray(c, c3);
+    }
+
+    // dst[dOff + 0:n] = f * src[byteOff + 0:n floats]
+    private static void loadRow(MemorySegment src, long byteOff, float[] dst, int dOff, int n, float f) {
+        int i = 0;
+        for (int bound = SPECIES.loopBound(n); i < bound; i += L) {
+            FloatVector.fromMemorySegment(SPECIES, src, byteOff + (long) i * Float.BYTES, NATIVE).mul(f)
+                    .intoArray(dst, dOff + i);
+        }
+        for (; i < n; i++) {
+            dst[dOff + i] = f * src.get(Tensor.FLOAT, byteOff + (long) i * Float.BYTES);
+        }
+    }
+
+    // dst[byteOff + 0:n floats] = f * src[sOff + 0:n]
+    private static void storeRow(float[] src, int sOff, MemorySegment dst, long byteOff, int n, float f) {
+        int i = 0;
+        for (int bound = SPECIES.loopBound(n); i < bound; i += L) {
+            FloatVector.fromArray(SPECIES, src, sOff + i).mul(f)
+                    .intoMemorySegment(dst, byteOff + (long) i * Float.BYTES, NATIVE);
+        }
+        for (; i < n; i++) {
+            dst.set(Tensor.FLOAT, byteOff + (long) i * Float.BYTES, f * src[sOff + i]);
+        }
+    }
+
+    // dst [dh, ldDst] = src [T, ldSrc]^T (first dh columns), in blocks of 16 rows so that both sides stay in L1
+    private static void transpose(float[] src, int ldSrc, int T, int dh, float[] dst, int ldDst) {
+        for (int j0 = 0; j0 < T; j0 += 16) {
+            int jn = Math.min(16, T - j0);
+            for (int d = 0; d < dh; d++) {
+                int o = d * ldDst + j0;
+                int in = j0 * ldSrc + d;
+                for (int jj = 0; jj < jn; jj++) {
+                    dst[o + jj] = src[in + jj * ldSrc];
+                }
+            }
+        }
     }
 
     // max of x[from, to) (whole vectors)
