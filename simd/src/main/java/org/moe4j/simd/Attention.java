@@ -557,7 +557,11 @@ public final class Attention {
         for (; v + 4 <= nv; v += 4) {
             mm4x4(a, aOff, aRs, aCs, b, bOff + v * L, ldb, k, c, cOff + v * L, ldc, accumulate);
         }
-        for (; v < nv; v++) {
+        if (v + 2 <= nv) {
+            mm4x2(a, aOff, aRs, aCs, b, bOff + v * L, ldb, k, c, cOff + v * L, ldc, accumulate);
+            v += 2;
+        }
+        if (v < nv) {
             mm4x1(a, aOff, aRs, aCs, b, bOff + v * L, ldb, k, c, cOff + v * L, ldc, accumulate);
         }
     }
@@ -627,6 +631,47 @@ public final class Attention {
         s31.intoArray(c, c3 + L);
         s32.intoArray(c, c3 + 2 * L);
         s33.intoArray(c, c3 + 3 * L);
+    }
+
+    // 4 rows x 2 vectors of accumulators (diagonal tiles, head-dim tails)
+    private static void mm4x2(float[] a, int aOff, int aRs, int aCs, float[] b, int bOff, int ldb, int k,
+                              float[] c, int cOff, int ldc, boolean accumulate) {
+        final int c0 = cOff, c1 = cOff + ldc, c2 = cOff + 2 * ldc, c3 = cOff + 3 * ldc;
+        FloatVector z = FloatVector.zero(SPECIES);
+        FloatVector s00 = accumulate ? FloatVector.fromArray(SPECIES, c, c0) : z;
+        FloatVector s01 = accumulate ? FloatVector.fromArray(SPECIES, c, c0 + L) : z;
+        FloatVector s10 = accumulate ? FloatVector.fromArray(SPECIES, c, c1) : z;
+        FloatVector s11 = accumulate ? FloatVector.fromArray(SPECIES, c, c1 + L) : z;
+        FloatVector s20 = accumulate ? FloatVector.fromArray(SPECIES, c, c2) : z;
+        FloatVector s21 = accumulate ? FloatVector.fromArray(SPECIES, c, c2 + L) : z;
+        FloatVector s30 = accumulate ? FloatVector.fromArray(SPECIES, c, c3) : z;
+        FloatVector s31 = accumulate ? FloatVector.fromArray(SPECIES, c, c3 + L) : z;
+        for (int p = 0; p < k; p++) {
+            int ap = aOff + p * aCs;
+            int bp = bOff + p * ldb;
+            FloatVector b0 = FloatVector.fromArray(SPECIES, b, bp);
+            FloatVector b1 = FloatVector.fromArray(SPECIES, b, bp + L);
+            FloatVector a0 = FloatVector.broadcast(SPECIES, a[ap]);
+            s00 = b0.fma(a0, s00);
+            s01 = b1.fma(a0, s01);
+            FloatVector a1 = FloatVector.broadcast(SPECIES, a[ap + aRs]);
+            s10 = b0.fma(a1, s10);
+            s11 = b1.fma(a1, s11);
+            FloatVector a2 = FloatVector.broadcast(SPECIES, a[ap + 2 * aRs]);
+            s20 = b0.fma(a2, s20);
+            s21 = b1.fma(a2, s21);
+            FloatVector a3 = FloatVector.broadcast(SPECIES, a[ap + 3 * aRs]);
+            s30 = b0.fma(a3, s30);
+            s31 = b1.fma(a3, s31);
+        }
+        s00.intoArray(c, c0);
+        s01.intoArray(c, c0 + L);
+        s10.intoArray(c, c1);
+        s11.intoArray(c, c1 + L);
+        s20.intoArray(c, c2);
+        s21.intoArray(c, c2 + L);
+        s30.intoArray(c, c3);
+        s31.intoArray(c, c3 + L);
     }
 
     // 4 rows x 1 vector of accumulators
