@@ -91,6 +91,21 @@ class AttentionProperties {
         checkBackward(c, usePool);
     }
 
+    /** Sequences longer than one query tile (64) and one forward key tile (128): the online rescaling path. */
+    @Property(tries = 15)
+    void longSequencesMatchTwin(@ForAll @IntRange(min = 1, max = 2) int batch,
+                                @ForAll @IntRange(min = 65, max = MAX_T) int seqLen,
+                                @ForAll @IntRange(min = 1, max = 2) int heads,
+                                @ForAll @IntRange(min = 0, max = 1) int kvIndex,
+                                @ForAll @IntRange(min = 0, max = 6) int dhIndex,
+                                @ForAll @IntRange(min = 0, max = 3) int docMode,
+                                @ForAll boolean usePool,
+                                @ForAll long seed) {
+        Case c = Case.random(seed, batch, seqLen, heads, kvIndex, HEAD_DIMS[dhIndex], docMode);
+        checkForward(c, usePool);
+        checkBackward(c, !usePool);
+    }
+
     @Example
     void longSequencesWithDocumentsSpanSeveralTiles() {
         for (int docMode = 0; docMode < 4; docMode++) {

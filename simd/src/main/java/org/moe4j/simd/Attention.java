@@ -48,8 +48,12 @@ public final class Attention {
     private static final ByteOrder NATIVE = ByteOrder.nativeOrder();
     /** Query rows per tile. */
     private static final int BR = 64;
-    /** Keys per tile; a multiple of the vector length. */
-    private static final int BC = 64;
+    /** Keys per forward tile; a multiple of the vector length (wider tiles amortise the per-row softmax work). */
+    private static final int FWD_BC = 128;
+    /** Keys per backward tile (its P and dS tiles stay in L1 together). */
+    private static final int BWD_BC = 64;
+    /** The widest tile, for sizing scratch. */
+    private static final int BC = Math.max(FWD_BC, BWD_BC);
 
     private final int maxT;
     private final int heads;
@@ -262,15 +266,15 @@ public final class Attention {
             Arrays.fill(m, Float.NEGATIVE_INFINITY);
             Arrays.fill(l, 0f);
             final int kEnd = i0 + nq;
-            for (int j0 = lo[i0]; j0 < kEnd; j0 += BC) {
-                final int w = Math.min(BC, kEnd - j0);
+            for (int j0 = lo[i0]; j0 < kEnd; j0 += FWD_BC) {
+                final int w = Math.min(FWD_BC, kEnd - j0);
                 // S tile: rows of group g need keys [gLo, gHi) of this block only (causal / document limits)
                 tileRanges(s, lo, i0, nq, j0, w);
                 for (int r = 0; r < nq; r += 4) {
                     int g = r >> 2;
                     if (s.gvE[g] > s.gvS[g]) {
                         mm4(qs, r * dp, dp, 1, s.kt, j0 + s.gvS[g], ktStride, dh,
-                                p, r * BC + s.gvS[g], BC, (s.gvE[g] - s.gvS[g]) / L, false);
+                                p, r * FWD_BC + s.gvS[g], FWD_BC, (s.gvE[g] - s.gvS[g]) / L, false);
                     }
                 }
                 // online softmax, row by row
@@ -280,7 +284,7 @@ public final class Attention {
                     if (vE <= vS) {
                         continue;
                     }
-                    int rowOff = r * BC;
+                    int rowOff = r * FWD_BC;
                     int i = i0 + r;
                     int a = r < nq ? Math.max(0, lo[i] - j0) : 0;
                     int e = r < nq ? Math.min(w, i - j0 + 1) : 0;
@@ -305,7 +309,7 @@ public final class Attention {
                     int g = r >> 2;
                     int jl = s.gLo[g], jh = s.gHi[g];
                     if (jh > jl) {
-                        mm4(p, r * BC + jl, BC, 1, s.vs, (j0 + jl) * dp, dp, jh - jl,
+                        mm4(p, r * FWD_BC + jl, FWD_BC, 1, s.vs, (j0 + jl) * dp, dp, jh - jl,
                                 acc, r * dp, dp, dp / L, true);
                     }
                 }
@@ -430,8 +434,8 @@ public final class Attention {
                 final int nq = Math.min(BR, T - i0);
                 final int nqPad = roundUp(nq, 4);
                 final int kEnd = i0 + nq;
-                for (int j0 = lo[i0]; j0 < kEnd; j0 += BC) {
-                    final int w = Math.min(BC, kEnd - j0);
+                for (int j0 = lo[i0]; j0 < kEnd; j0 += BWD_BC) {
+                    final int w = Math.min(BWD_BC, kEnd - j0);
                     tileRanges(s, lo, i0, nq, j0, w);
                     // S = Qs K^T and dP = dO V^T on each row group's key range
                     for (int r = 0; r < nq; r += 4) {
@@ -439,28 +443,28 @@ public final class Attention {
                         if (s.gvE[g] > s.gvS[g]) {
                             int nv = (s.gvE[g] - s.gvS[g]) / L;
                             mm4(qs, (i0 + r) * dp, dp, 1, s.kt, j0 + s.gvS[g], ktStride, dh,
-                                    p, r * BC + s.gvS[g], BC, nv, false);
+                                    p, r * BWD_BC + s.gvS[g], BWD_BC, nv, false);
                             mm4(dos, (i0 + r) * dp, dp, 1, s.vt, j0 + s.gvS[g], ktStride, dh,
-                                    ds, r * BC + s.gvS[g], BC, nv, false);
+                                    ds, r * BWD_BC + s.gvS[g], BWD_BC, nv, false);
                         }
                     }
                     // P = exp(S - lse) (0 where masked), dS = P (dP - D); every other entry of the tile 0
                     for (int r = 0; r < nqPad; r++) {
                         int g = r >> 2;
                         int vS = s.gvS[g], vE = s.gvE[g];
-                        int rowOff = r * BC;
+                        int rowOff = r * BWD_BC;
                         int i = i0 + r;
                         int a = r < nq ? Math.max(0, lo[i] - j0) : 0;
                         int e = r < nq ? Math.min(w, i - j0 + 1) : 0;
                         if (vE <= vS || e <= a) {
-                            Arrays.fill(p, rowOff, rowOff + BC, 0f);
-                            Arrays.fill(ds, rowOff, rowOff + BC, 0f);
+                            Arrays.fill(p, rowOff, rowOff + BWD_BC, 0f);
+                            Arrays.fill(ds, rowOff, rowOff + BWD_BC, 0f);
                             continue;
                         }
                         Arrays.fill(p, rowOff, rowOff + vS, 0f);
-                        Arrays.fill(p, rowOff + vE, rowOff + BC, 0f);
+                        Arrays.fill(p, rowOff + vE, rowOff + BWD_BC, 0f);
                         Arrays.fill(ds, rowOff, rowOff + vS, 0f);
-                        Arrays.fill(ds, rowOff + vE, rowOff + BC, 0f);
+                        Arrays.fill(ds, rowOff + vE, rowOff + BWD_BC, 0f);
                         Arrays.fill(p, rowOff + vS, rowOff + a, Float.NEGATIVE_INFINITY);
                         Arrays.fill(p, rowOff + e, rowOff + vE, Float.NEGATIVE_INFINITY);
                         expSub(p, rowOff + vS, rowOff + vE, s.lse[i]);
@@ -472,9 +476,9 @@ public final class Attention {
                         if (rStart >= nq) {
                             break;
                         }
-                        mm4(p, rStart * BC + kg, 1, BC, dos, (i0 + rStart) * dp, dp, nq - rStart,
+                        mm4(p, rStart * BWD_BC + kg, 1, BWD_BC, dos, (i0 + rStart) * dp, dp, nq - rStart,
                                 dv, (j0 + kg) * dp, dp, dp / L, true);
-                        mm4(ds, rStart * BC + kg, 1, BC, qs, (i0 + rStart) * dp, dp, nq - rStart,
+                        mm4(ds, rStart * BWD_BC + kg, 1, BWD_BC, qs, (i0 + rStart) * dp, dp, nq - rStart,
                                 dk, (j0 + kg) * dp, dp, dp / L, true);
                     }
                     // dq [4, dhPad] += dS [4, gHi-gLo] K [gHi-gLo, dhPad]
@@ -482,7 +486,7 @@ public final class Attention {
                         int g = r >> 2;
                         int jl = s.gLo[g], jh = s.gHi[g];
                         if (jh > jl) {
-                            mm4(ds, r * BC + jl, BC, 1, s.ks, (j0 + jl) * dp, dp, jh - jl,
+                            mm4(ds, r * BWD_BC + jl, BWD_BC, 1, s.ks, (j0 + jl) * dp, dp, jh - jl,
                                     dq, (i0 + r) * dp, dp, dp / L, true);
                         }
                     }
