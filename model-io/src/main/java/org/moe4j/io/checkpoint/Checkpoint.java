@@ -1,0 +1,253 @@
+package org.moe4j.io.checkpoint;
+
+import com.fasterxml.jackson.core.JsonProcessingException;
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.SerializationFeature;
+import com.fasterxml.jackson.databind.json.JsonMapper;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import java.io.IOException;
+import java.nio.channels.FileChannel;
+import java.nio.file.Files;
+import java.nio.file.NoSuchFileException;
+import java.nio.file.Path;
+import java.nio.file.StandardCopyOption;
+import java.nio.file.StandardOpenOption;
+import java.util.ArrayList;
+import java.util.Collections;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.stream.Stream;
+import org.moe4j.io.safetensors.SafetensorsException;
+import org.moe4j.io.safetensors.SafetensorsFile;
+import org.moe4j.io.safetensors.SafetensorsWriter;
+import org.moe4j.simd.Tensor;
+
+/**
+ * A checkpoint folder in the Hugging Face layout ({@link CheckpointDescriptor}), opened read-only: weights are
+ * memory-mapped from their shards and handed out as zero-copy views. Writing is atomic for the whole folder.
+ */
+public final class Checkpoint implements AutoCloseable {
+    static final ObjectMapper JSON = JsonMapper.builder().enable(SerializationFeature.INDENT_OUTPUT).build();
+
+    private final Path dir;
+    private final HfConfig config;
+    private final List<SafetensorsFile> shards;
+    private final Map<String, SafetensorsFile> owner;
+
+    private Checkpoint(Path dir, HfConfig config, List<SafetensorsFile> shards, Map<String, SafetensorsFile> owner) {
+        this.dir = dir;
+        this.config = config;
+        this.shards = shards;
+        this.owner = owner;
+    }
+
+    /** Opens {@code dir}: config.json, then the index and its shards, or model.safetensors. */
+    public static Checkpoint open(Path dir) {
+        HfConfig config = readConfig(dir.resolve(CheckpointDescriptor.CONFIG));
+        List<SafetensorsFile> shards = new ArrayList<>();
+        Map<String, SafetensorsFile> owner = new LinkedHashMap<>();
+        try {
+            Path index = dir.resolve(CheckpointDescriptor.INDEX);
+            if (Files.exists(index)) {
+                JsonNode weightMap = readJson(index).get("weight_map");
+                if (weightMap == null || !weightMap.isObject()) {
+                    throw new SafetensorsException(index + ": needs a 'weight_map' object of tensor name -> shard file");
+                }
+                Map<String, SafetensorsFile> byFile = new LinkedHashMap<>();
+                for (Map.Entry<String, JsonNode> e : weightMap.properties()) {
+                    String file = e.getValue().asText();
+                    if (!e.getValue().isTextual() || file.contains("/") || file.contains("\\") || file.startsWith(".")) {
+                        throw new SafetensorsException(index + ": 'weight_map." + e.getKey()
+                                + "' must name a shard file in the folder, found " + e.getValue());
+                    }
+                    SafetensorsFile f = byFile.get(file);
+                    if (f == null) {
+                        f = SafetensorsFile.open(dir.resolve(file));
+                        byFile.put(file, f);
+                        shards.add(f);
+                    }
+                    if (!f.contains(e.getKey())) {
+                        throw new SafetensorsException(index + ": tensor '" + e.getKey() + "' is mapped to " + file
+                                + ", which does not contain it");
+                    }
+                    owner.put(e.getKey(), f);
+                }
+            } else {
+                Path single = dir.resolve(CheckpointDescriptor.SINGLE_WEIGHTS);
+                if (!Files.exists(single)) {
+                    throw new SafetensorsException(dir + ": no " + CheckpointDescriptor.SINGLE_WEIGHTS + " and no "
+                            + CheckpointDescriptor.INDEX + " (expected a Hugging Face checkpoint folder)");
+                }
+                SafetensorsFile f = SafetensorsFile.open(single);
+                shards.add(f);
+                for (String n : f.names()) {
+                    owner.put(n, f);
+                }
+            }
+            return new Checkpoint(dir, config, List.copyOf(shards), Collections.unmodifiableMap(owner));
+        } catch (RuntimeException e) {
+            shards.forEach(SafetensorsFile::close);
+            throw e;
+        }
+    }
+
+    /** Reads and validates a config.json. */
+    public static HfConfig readConfig(Path file) {
+        JsonNode node = readJson(file);
+        try {
+            return JSON.treeToValue(node, HfConfig.class).validate(file.toString());
+        } catch (JsonProcessingException e) {
+            throw new SafetensorsException(file + ": " + e.getOriginalMessage(), e);
+        }
+    }
+
+    private static JsonNode readJson(Path file) {
+        try {
+            JsonNode n = JSON.readTree(file.toFile());
+            if (n == null || !n.isObject()) {
+                throw new SafetensorsException(file + ": expected a JSON object");
+            }
+            return n;
+        } catch (NoSuchFileException e) {
+            throw new SafetensorsException(file + ": file not found", e);
+        } catch (JsonProcessingException e) {
+            throw new SafetensorsException(file + ": malformed JSON: " + e.getOriginalMessage(), e);
+        } catch (IOException e) {
+            throw new SafetensorsException(file + ": cannot read: " + e, e);
+        }
+    }
+
+    public Path dir() {
+        return dir;
+    }
+
+    public HfConfig config() {
+        return config;
+    }
+
+    /** Tensor names in file order. */
+    public List<String> names() {
+        return List.copyOf(owner.keySet());
+    }
+
+    public boolean contains(String name) {
+        return owner.containsKey(name);
+    }
+
+    /** A zero-copy view of tensor {@code name}. */
+    public Tensor tensor(String name) {
+        SafetensorsFile f = owner.get(name);
+        if (f == null) {
+            throw new SafetensorsException(dir + ": the checkpoint has no tensor '" + name + "'");
+        }
+        return f.tensor(name);
+    }
+
+    @Override
+    public void close() {
+        shards.forEach(SafetensorsFile::close);
+    }
+
+    /**
+     * Writes a checkpoint folder atomically: everything goes to a temporary sibling folder, is forced to disk,
+     * and the folder is renamed into place (an existing folder is moved aside first and deleted after). Tensors
+     * go to shards of at most {@code maxShardBytes} (a tensor larger than that gets a shard of its own); one shard
+     * is written as model.safetensors without an index.
+     */
+    public static void write(Path dir, HfConfig config, Map<String, Tensor> tensors, long maxShardBytes) {
+        config.validate(dir.resolve(CheckpointDescriptor.CONFIG).toString());
+        Path abs = dir.toAbsolutePath();
+        Path parent = abs.getParent();
+        Path tmp = null;
+        try {
+            Files.createDirectories(parent);
+            tmp = Files.createTempDirectory(parent, "." + abs.getFileName() + ".tmp-");
+            List<Map<String, Tensor>> groups = new ArrayList<>();
+            Map<String, Tensor> cur = new LinkedHashMap<>();
+            long curBytes = 0;
+            for (Map.Entry<String, Tensor> e : tensors.entrySet()) {
+                long b = e.getValue().byteSize();
+                if (!cur.isEmpty() && curBytes + b > maxShardBytes) {
+                    groups.add(cur);
+                    cur = new LinkedHashMap<>();
+                    curBytes = 0;
+                }
+                cur.put(e.getKey(), e.getValue());
+                curBytes += b;
+            }
+            groups.add(cur);
+            Map<String, String> meta = Map.of("format", "pt", "writer", "moe4j");
+            if (groups.size() == 1) {
+                SafetensorsWriter.write(tmp.resolve(CheckpointDescriptor.SINGLE_WEIGHTS), groups.get(0), meta);
+            } else {
+                ObjectNode index = JSON.createObjectNode();
+                long total = 0;
+                ObjectNode weightMap = JSON.createObjectNode();
+                for (int i = 0; i < groups.size(); i++) {
+                    String file = CheckpointDescriptor.shard(i, groups.size());
+                    SafetensorsWriter.write(tmp.resolve(file), groups.get(i), meta);
+                    for (Map.Entry<String, Tensor> e : groups.get(i).entrySet()) {
+                        weightMap.put(e.getKey(), file);
+                        total += e.getValue().byteSize();
+                    }
+                }
+                index.putObject("metadata").put("total_size", total);
+                index.set("weight_map", weightMap);
+                writeJson(tmp.resolve(CheckpointDescriptor.INDEX), index);
+            }
+            writeJson(tmp.resolve(CheckpointDescriptor.CONFIG), JSON.valueToTree(config));
+            fsyncDir(tmp);
+            Path old = null;
+            if (Files.exists(abs)) {
+                old = parent.resolve("." + abs.getFileName() + ".old-" + System.nanoTime());
+                Files.move(abs, old, StandardCopyOption.ATOMIC_MOVE);
+            }
+            Files.move(tmp, abs, StandardCopyOption.ATOMIC_MOVE);
+            tmp = null;
+            fsyncDir(parent);
+            if (old != null) {
+                deleteTree(old);
+            }
+        } catch (IOException e) {
+            throw new SafetensorsException(dir + ": cannot write the checkpoint: " + e, e);
+        } finally {
+            if (tmp != null) {
+                try {
+                    deleteTree(tmp);
+                } catch (IOException ignored) {
+                    // the original error is the one to report
+                }
+            }
+        }
+    }
+
+    private static void writeJson(Path file, JsonNode node) throws IOException {
+        byte[] bytes = JSON.writeValueAsBytes(node);
+        try (FileChannel ch = FileChannel.open(file, StandardOpenOption.CREATE_NEW, StandardOpenOption.WRITE)) {
+            java.nio.ByteBuffer b = java.nio.ByteBuffer.wrap(bytes);
+            while (b.hasRemaining()) {
+                ch.write(b);
+            }
+            ch.force(true);
+        }
+    }
+
+    private static void fsyncDir(Path dir) {
+        // Linux lets a directory be opened read-only and forced; elsewhere this is best effort
+        try (FileChannel ch = FileChannel.open(dir, StandardOpenOption.READ)) {
+            ch.force(true);
+        } catch (IOException ignored) {
+            // not supported on this file system: the renames are still atomic
+        }
+    }
+
+    private static void deleteTree(Path root) throws IOException {
+        try (Stream<Path> s = Files.walk(root)) {
+            for (Path p : s.sorted(Collections.reverseOrder()).toList()) {
+                Files.deleteIfExists(p);
+            }
+        }
+    }
+}
