@@ -29,4 +29,15 @@ public record RoutingConfig(boolean normalizeTopK, boolean softmaxOverAll, PoolC
     public static RoutingConfig standard() {
         return new RoutingConfig(false, false, PoolConfig.none(), MatryoshkaConfig.off(), 0, 0, LbScope.GLOBAL);
     }
+
+    /** EMO training: document pools 1/16 .. all of the routed experts (eval pool 1/4), no renormalisation, global LB. */
+    public static RoutingConfig emo(int routedExperts) {
+        return new RoutingConfig(false, false, PoolConfig.emo(routedExperts), MatryoshkaConfig.off(), 0, 0, LbScope.GLOBAL);
+    }
+
+    /** Matryoshka k' uniform on [kMin, kMax] with renormalised gates. */
+    public static RoutingConfig matryoshka(int kMin, int kMax) {
+        return new RoutingConfig(true, false, PoolConfig.none(), new MatryoshkaConfig(MatryoshkaMode.UNIFORM, kMin, kMax, 2.0),
+                0, 0, LbScope.GLOBAL);
+    }
 }

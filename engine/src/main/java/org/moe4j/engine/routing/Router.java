@@ -4,6 +4,8 @@ import java.util.Arrays;
 import org.moe4j.Moe4jException;
 import org.moe4j.engine.config.LbScope;
 import org.moe4j.engine.config.ModelConfig;
+import org.moe4j.simd.DType;
+import org.moe4j.simd.Tensor;
 
 /**
  * The routing pipeline of one MoE layer over T tokens (DESIGN.md "Routing is one pipeline", ALGORITHMS.md
@@ -28,6 +30,8 @@ public final class Router {
     private final int[] count;
     private final int[] mark;
     private int stamp;
+    // [maxTokens, E], the logits copied off-heap -> heap by forward(Tensor, ...)
+    private final float[] logitBuf;
 
     public Router(int experts, int shared, boolean normalizeTopK, boolean softmaxOverAll, int eosId,
                   int maxTokens, int maxSequences) {
@@ -48,6 +52,7 @@ public final class Router {
         acc = new double[experts];
         count = new int[experts];
         mark = new int[experts];
+        logitBuf = new float[maxTokens * experts];
     }
 
     /** A router for one layer of this model, for up to maxTokens tokens in up to maxSequences routing groups. */
@@ -120,6 +125,19 @@ public final class Router {
 
         applyCapacity(out, ctl.capacityFactor);
         group(out);
+    }
+
+    /**
+     * As {@link #forward(float[], int, int[], int, int[], RoutingControl, Routing)} with the logits in an F32 tensor
+     * whose first T rows of E floats (row-major, contiguous) are read; copied into a preallocated buffer.
+     */
+    public void forward(Tensor logits, int T, int[] seqStart, int sequences, int[] tokenIds, RoutingControl ctl,
+                        Routing out) {
+        if (logits == null || logits.dtype() != DType.F32 || logits.numel() < (long) T * experts || T < 0 || T > maxTokens)
+            throw new Moe4jException("Router.forward: logits tensor " + logits + " must be F32 with at least [T, E] = ["
+                    + T + ", " + experts + "] elements, T <= maxTokens = " + maxTokens);
+        java.lang.foreign.MemorySegment.copy(logits.segment(), Tensor.FLOAT, 0, logitBuf, 0, T * experts);
+        forward(logitBuf, T, seqStart, sequences, tokenIds, ctl, out);
     }
 
     /** pool = the top-p kept experts by u_e = Σ_{t in [a,b)} softmax_kept(z_t)_e, ties to the lower index. */
