@@ -1,0 +1,141 @@
+package org.moe4j.engine.config;
+
+import com.fasterxml.jackson.core.JsonProcessingException;
+import com.fasterxml.jackson.databind.DeserializationFeature;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.SerializationFeature;
+
+/**
+ * The model (ALGORITHMS.md section 1) and its routing. Experts are numbered 0..E-1; the shared ones are the LAST
+ * {@code sharedExperts} indices; {@code k} counts experts per token with the shared ones included, so a token has
+ * k' = k - s routed picks among E' = E - s routed experts.
+ */
+public record ModelConfig(int vocab, int d, int layers, int heads, int kvHeads, int experts, int sharedExperts,
+                          int k, int expertHidden, double ropeTheta, boolean qkNorm, double normEps, int maxSeq,
+                          int eosId, RoutingConfig routing, LossWeights loss) {
+
+    private static final ObjectMapper JSON = new ObjectMapper()
+            .enable(SerializationFeature.INDENT_OUTPUT)
+            .enable(DeserializationFeature.FAIL_ON_NULL_FOR_PRIMITIVES)
+            .enable(DeserializationFeature.FAIL_ON_MISSING_CREATOR_PROPERTIES);
+
+    public ModelConfig {
+        positive("vocab", vocab);
+        positive("d", d);
+        positive("layers", layers);
+        positive("heads", heads);
+        if (d % heads != 0) throw ConfigException.of("ModelConfig.d", d, "must be a multiple of heads = " + heads);
+        if ((d / heads) % 2 != 0)
+            throw ConfigException.of("ModelConfig.heads", heads, "head size d/heads = " + (d / heads) + " must be even for RoPE");
+        positive("kvHeads", kvHeads);
+        if (heads % kvHeads != 0)
+            throw ConfigException.of("ModelConfig.kvHeads", kvHeads, "must divide heads = " + heads);
+        positive("experts", experts);
+        if (sharedExperts < 0 || sharedExperts >= experts)
+            throw ConfigException.of("ModelConfig.sharedExperts", sharedExperts,
+                    "must be in [0, experts - 1] = [0, " + (experts - 1) + "] (at least one routed expert)");
+        if (k <= sharedExperts || k > experts)
+            throw ConfigException.of("ModelConfig.k", k, "must be in [sharedExperts + 1, experts] = ["
+                    + (sharedExperts + 1) + ", " + experts + "] (k counts the shared experts)");
+        positive("expertHidden", expertHidden);
+        if (!(ropeTheta > 0) || Double.isInfinite(ropeTheta))
+            throw ConfigException.of("ModelConfig.ropeTheta", ropeTheta, "must be finite and > 0");
+        if (!(normEps > 0) || Double.isInfinite(normEps))
+            throw ConfigException.of("ModelConfig.normEps", normEps, "must be finite and > 0");
+        positive("maxSeq", maxSeq);
+        if (eosId < 0 || eosId >= vocab)
+            throw ConfigException.of("ModelConfig.eosId", eosId, "must be a token id in [0, vocab) = [0, " + vocab + ")");
+        if (routing == null) throw ConfigException.of("ModelConfig.routing", null, "must be given");
+        if (loss == null) throw ConfigException.of("ModelConfig.loss", null, "must be given");
+        int routed = experts - sharedExperts;
+        PoolConfig p = routing.pool();
+        if (p.mode() == PoolMode.EMO) {
+            if (p.poolMin() > routed)
+                throw ConfigException.of("ModelConfig.routing.pool.poolMin", p.poolMin(),
+                        "must be <= routed experts E - s = " + routed);
+            if (p.poolMax() > routed)
+                throw ConfigException.of("ModelConfig.routing.pool.poolMax", p.poolMax(),
+                        "must be <= routed experts E - s = " + routed);
+            if (p.evalPool() > routed)
+                throw ConfigException.of("ModelConfig.routing.pool.evalPool", p.evalPool(),
+                        "must be <= routed experts E - s = " + routed);
+        }
+        MatryoshkaConfig m = routing.matryoshka();
+        if (m.mode() != MatryoshkaMode.OFF && m.kMax() > routed)
+            throw ConfigException.of("ModelConfig.routing.matryoshka.kMax", m.kMax(),
+                    "must be <= routed experts E - s = " + routed);
+    }
+
+    private static void positive(String field, int v) {
+        if (v <= 0) throw ConfigException.of("ModelConfig." + field, v, "must be > 0");
+    }
+
+    /** E' = E - s, the routed experts. */
+    public int routedExperts() {
+        return experts - sharedExperts;
+    }
+
+    /** k' = k - s, routed picks per token when Matryoshka is off. */
+    public int routedK() {
+        return k - sharedExperts;
+    }
+
+    /** The largest k' any forward pass can use (Matryoshka's kMax when on). */
+    public int maxRoutedK() {
+        return routing.matryoshka().mode() == MatryoshkaMode.OFF ? routedK() : Math.max(routedK(), routing.matryoshka().kMax());
+    }
+
+    public int headSize() {
+        return d / heads;
+    }
+
+    public ModelConfig withRouting(RoutingConfig r) {
+        return new ModelConfig(vocab, d, layers, heads, kvHeads, experts, sharedExperts, k, expertHidden, ropeTheta,
+                qkNorm, normEps, maxSeq, eosId, r, loss);
+    }
+
+    public ModelConfig withLoss(LossWeights l) {
+        return new ModelConfig(vocab, d, layers, heads, kvHeads, experts, sharedExperts, k, expertHidden, ropeTheta,
+                qkNorm, normEps, maxSeq, eosId, routing, l);
+    }
+
+    /** V 8192, d 256, 4 layers, 4 heads, E 16, k 2, h 512, T 256. */
+    public static ModelConfig small() {
+        return new ModelConfig(8192, 256, 4, 4, 4, 16, 0, 2, 512, 10000.0, false, 1e-6, 256, 0,
+                RoutingConfig.standard(), LossWeights.defaults());
+    }
+
+    /** V 8192, d 512, 4 layers, 8 heads, E 32, k 4, h 512, T 256. */
+    public static ModelConfig bench() {
+        return new ModelConfig(8192, 512, 4, 8, 8, 32, 0, 4, 512, 10000.0, false, 1e-6, 256, 0,
+                RoutingConfig.standard(), LossWeights.defaults());
+    }
+
+    /** For tests: V 64, d 16, 2 layers, 2 heads, E 6 with 1 shared, k 3, h 8, T 16, EOS id 1. */
+    public static ModelConfig tiny() {
+        return new ModelConfig(64, 16, 2, 2, 1, 6, 1, 3, 8, 10000.0, false, 1e-6, 16, 1,
+                RoutingConfig.standard(), LossWeights.defaults());
+    }
+
+    public String toJson() {
+        try {
+            return JSON.writeValueAsString(this);
+        } catch (JsonProcessingException e) {
+            throw new ConfigException("ModelConfig: cannot write JSON: " + e.getOriginalMessage());
+        }
+    }
+
+    /** Parses config JSON; a rule broken by a value surfaces as the {@link ConfigException} that names it. */
+    public static ModelConfig fromJson(String json) {
+        try {
+            return JSON.readValue(json, ModelConfig.class);
+        } catch (JsonProcessingException e) {
+            Throwable c = e;
+            while (c != null) {
+                if (c instanceof ConfigException ce) throw ce;
+                c = c.getCause();
+            }
+            throw new ConfigException("ModelConfig JSON: " + e.getOriginalMessage());
+        }
+    }
+}

@@ -1,0 +1,178 @@
+package org.moe4j.engine.routing;
+
+import org.moe4j.Moe4jException;
+import org.moe4j.engine.config.MatryoshkaMode;
+import org.moe4j.engine.config.ModelConfig;
+import org.moe4j.engine.config.PoolMode;
+import org.moe4j.engine.config.RoutingConfig;
+
+/**
+ * What one routing call does beyond the config: the allowed experts (subset, pool sizes), k' and the capacity
+ * factor, and the random stream to draw from. Mutable and reused; set it once per layer call, no allocation.
+ */
+public final class RoutingControl {
+    /** Where each document's pool size comes from. */
+    public enum PoolSizes {
+        /** No document pool: a token may use every kept routed expert. */
+        NONE,
+        /** Uniform in [poolMin, poolMax] per (document, layer), from the rng (EMO training). */
+        SAMPLED,
+        /** The same size P for every document (EMO evaluation pool). */
+        FIXED,
+        /** Pinned per document, in document order (sequence by sequence, position order). */
+        GIVEN
+    }
+
+    /** Where k' comes from. */
+    public enum KSource { FIXED, UNIFORM, POWER }
+
+    ExpertSet subset;
+    PoolSizes poolSizes = PoolSizes.NONE;
+    int poolMin = 1, poolMax = 1, fixedPool;
+    int[] givenPools;
+    KSource kSource = KSource.FIXED;
+    int kRouted = 1, kMin = 1, kMax = 1;
+    double tau = 2.0;
+    double capacityFactor;
+    RoutingRng rng;
+
+    /** Training defaults of a model: its pool range, its Matryoshka k, its training capacity factor. */
+    public static RoutingControl training(ModelConfig c, RoutingRng rng) {
+        RoutingControl ctl = new RoutingControl().fixedK(c.routedK()).rng(rng);
+        RoutingConfig r = c.routing();
+        if (r.pool().mode() == PoolMode.EMO) ctl.sampledPools(r.pool().poolMin(), r.pool().poolMax());
+        var m = r.matryoshka();
+        if (m.mode() == MatryoshkaMode.UNIFORM) ctl.uniformK(m.kMin(), m.kMax());
+        else if (m.mode() == MatryoshkaMode.POWER) ctl.powerK(m.kMin(), m.kMax(), m.tau());
+        return ctl.capacityFactor(r.capacityFactor());
+    }
+
+    /** Evaluation defaults: fixed k' = k - s, the eval pool (if EMO and evalPool > 0), the eval capacity factor. */
+    public static RoutingControl eval(ModelConfig c) {
+        RoutingControl ctl = new RoutingControl().fixedK(c.routedK());
+        RoutingConfig r = c.routing();
+        if (r.pool().mode() == PoolMode.EMO && r.pool().evalPool() > 0) ctl.fixedPools(r.pool().evalPool());
+        return ctl.capacityFactor(r.evalCapacityFactor());
+    }
+
+    /** A fixed subset of experts (deployment); null = every expert. Shared experts in it are ignored. */
+    public RoutingControl subset(ExpertSet s) {
+        subset = s;
+        return this;
+    }
+
+    public RoutingControl noPools() {
+        poolSizes = PoolSizes.NONE;
+        return this;
+    }
+
+    public RoutingControl sampledPools(int min, int max) {
+        if (min < 1 || max < min)
+            throw new Moe4jException("RoutingControl: pool range [" + min + ", " + max + "] must satisfy 1 <= min <= max");
+        poolSizes = PoolSizes.SAMPLED;
+        poolMin = min;
+        poolMax = max;
+        return this;
+    }
+
+    public RoutingControl fixedPools(int p) {
+        if (p < 1) throw new Moe4jException("RoutingControl: fixed pool size " + p + " must be >= 1");
+        poolSizes = PoolSizes.FIXED;
+        fixedPool = p;
+        return this;
+    }
+
+    /** sizes[doc] per document in document order; the array is read, not copied. */
+    public RoutingControl givenPools(int[] sizes) {
+        if (sizes == null) throw new Moe4jException("RoutingControl: given pool sizes must not be null");
+        poolSizes = PoolSizes.GIVEN;
+        givenPools = sizes;
+        return this;
+    }
+
+    /** k' routed picks per token (a layer budget); clamped to the kept routed experts. */
+    public RoutingControl fixedK(int k) {
+        if (k < 1) throw new Moe4jException("RoutingControl: k' = " + k + " must be >= 1");
+        kSource = KSource.FIXED;
+        kRouted = k;
+        return this;
+    }
+
+    public RoutingControl uniformK(int min, int max) {
+        checkRange(min, max);
+        kSource = KSource.UNIFORM;
+        kMin = min;
+        kMax = max;
+        return this;
+    }
+
+    /** P(k') ∝ k'^(1/tau) on [min, max]. */
+    public RoutingControl powerK(int min, int max, double tau) {
+        checkRange(min, max);
+        if (!(tau > 0) || Double.isInfinite(tau)) throw new Moe4jException("RoutingControl: tau = " + tau + " must be finite and > 0");
+        kSource = KSource.POWER;
+        kMin = min;
+        kMax = max;
+        this.tau = tau;
+        return this;
+    }
+
+    private static void checkRange(int min, int max) {
+        if (min < 1 || max < min)
+            throw new Moe4jException("RoutingControl: k' range [" + min + ", " + max + "] must satisfy 1 <= min <= max");
+    }
+
+    /** 0 = no capacity. */
+    public RoutingControl capacityFactor(double cf) {
+        if (!(cf >= 0) || Double.isInfinite(cf)) throw new Moe4jException("RoutingControl: capacity factor " + cf + " must be finite and >= 0");
+        capacityFactor = cf;
+        return this;
+    }
+
+    public RoutingControl rng(RoutingRng r) {
+        rng = r;
+        return this;
+    }
+
+    public ExpertSet subset() {
+        return subset;
+    }
+
+    public PoolSizes poolSizes() {
+        return poolSizes;
+    }
+
+    public KSource kSource() {
+        return kSource;
+    }
+
+    public double capacityFactor() {
+        return capacityFactor;
+    }
+
+    RoutingRng requireRng(String why) {
+        if (rng == null) throw new Moe4jException("RoutingControl: " + why + " needs a RoutingRng (call rng(...))");
+        return rng;
+    }
+
+    /** Draws (or returns) this call's k', before clamping to the kept experts. */
+    int drawK() {
+        switch (kSource) {
+            case FIXED:
+                return kRouted;
+            case UNIFORM:
+                return requireRng("uniform Matryoshka k").nextInt(kMin, kMax);
+            default: {
+                // P(k) ∝ k^(1/tau): inverse CDF by a walk over [kMin, kMax]
+                double inv = 1.0 / tau, total = 0;
+                for (int k = kMin; k <= kMax; k++) total += Math.pow(k, inv);
+                double u = requireRng("power Matryoshka k").nextDouble() * total;
+                for (int k = kMin; k < kMax; k++) {
+                    u -= Math.pow(k, inv);
+                    if (u < 0) return k;
+                }
+                return kMax;
+            }
+        }
+    }
+}
