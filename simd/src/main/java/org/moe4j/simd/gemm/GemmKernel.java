@@ -1,0 +1,377 @@
+package org.moe4j.simd.gemm;
+
+import java.lang.foreign.MemorySegment;
+import java.nio.ByteOrder;
+import jdk.incubator.vector.FloatVector;
+import jdk.incubator.vector.VectorSpecies;
+import org.moe4j.simd.Tensor;
+import org.moe4j.simd.WorkerPool;
+
+/**
+ * The blocked, packed SGEMM behind {@link org.moe4j.simd.JavaGemm}: argument checks, the per-call task (static
+ * grid partition), packing of A and B into per-thread panels, and the MR x NR register micro-kernel.
+ *
+ * <p>Layouts. Packed A block: {@code ceil(mc / MR)} panels, panel {@code ip} holds {@code ap[ip*MR*kc + p*MR + r]
+ * = op(A)[ic + ip*MR + r, pc + p]} (rows past m are zero). Packed B block: panel {@code jp} holds
+ * {@code bp[jp*NR*kc + p*NR + j] = op(B)[pc + p, jc + jp*NR + j]} (columns past n are zero). The micro-kernel then
+ * reads MR broadcasts and NR/16 vectors per p, all contiguous.
+ */
+public final class GemmKernel {
+    private GemmKernel() {
+    }
+
+    static final VectorSpecies<Float> S = FloatVector.SPECIES_512;
+    static final int L = 16;
+    /** Micro-tile: MR rows x NR columns of C held in MR * NR / 16 vector accumulators. */
+    public static final int MR = 6;
+    public static final int NR = 32;
+    /** K block: an NR x KC B micro-panel (32 KB) stays in L1 while the A micro-panels stream from L2. */
+    public static final int KC = 256;
+    /** M block: the packed A block [MC, KC] (144 KB) lives in L2. */
+    public static final int MC = 144;
+    /** N block: the packed B block [KC, NC] (2 MB) lives in L2/L3. */
+    public static final int NC = 2048;
+    /** Below m * n * k of this, a call runs on the caller thread alone. */
+    public static final long PARALLEL_MIN_FLOPS = 64L * 64 * 64;
+    /** M-split (whole row slices per thread) once every thread gets at least this many rows; else N slices. */
+    static final int MSPLIT_MIN_ROWS = 192;
+
+    private static final ByteOrder NATIVE = ByteOrder.nativeOrder();
+
+    /** Per-executing-thread packing buffers (the pool may run any chunk inline, so worker ids can be shared). */
+    private static final ThreadLocal<Buffers> BUFFERS = ThreadLocal.withInitial(Buffers::new);
+
+    static final class Buffers {
+        final float[] ap = new float[MC * KC];
+        final float[] bp = new float[KC * NC];
+        final float[] row = new float[Math.max(NC, Math.max(KC, MC))];
+        final float[] tile = new float[MR * NR];
+    }
+
+    public static void checkArgs(boolean transA, boolean transB, int m, int n, int k,
+                                 MemorySegment a, long aOffset, int lda, MemorySegment b, long bOffset, int ldb,
+                                 MemorySegment c, long cOffset, int ldc) {
+        if (m < 0 || n < 0 || k < 0) {
+            throw new IllegalArgumentException("sgemm: m, n, k must be >= 0, got " + m + ", " + n + ", " + k);
+        }
+        if (aOffset < 0 || bOffset < 0 || cOffset < 0) {
+            throw new IllegalArgumentException("sgemm: offsets must be >= 0, got a " + aOffset + ", b " + bOffset
+                    + ", c " + cOffset);
+        }
+        int aCols = transA ? m : k;
+        int bCols = transB ? k : n;
+        if (lda < Math.max(1, aCols)) {
+            throw new IllegalArgumentException("sgemm: lda " + lda + " < " + aCols + " (A " + (transA ? "[k, m]" : "[m, k]") + ")");
+        }
+        if (ldb < Math.max(1, bCols)) {
+            throw new IllegalArgumentException("sgemm: ldb " + ldb + " < " + bCols + " (B " + (transB ? "[n, k]" : "[k, n]") + ")");
+        }
+        if (ldc < Math.max(1, n)) {
+            throw new IllegalArgumentException("sgemm: ldc " + ldc + " < n = " + n);
+        }
+        if (m == 0 || n == 0) {
+            return;
+        }
+        checkExtent("C", c, cOffset, m, n, ldc);
+        if (k > 0) {
+            checkExtent("A", a, aOffset, transA ? k : m, aCols, lda);
+            checkExtent("B", b, bOffset, transB ? n : k, bCols, ldb);
+        }
+    }
+
+    private static void checkExtent(String what, MemorySegment s, long off, int rows, int cols, int ld) {
+        long last = off + (long) (rows - 1) * ld + cols; // one past the last element read or written
+        if (s == null || last * 4 > s.byteSize()) {
+            throw new IllegalArgumentException("sgemm: " + what + " needs " + last + " floats from offset 0 ("
+                    + rows + " rows of " + cols + ", ld " + ld + ", offset " + off + "), segment holds "
+                    + (s == null ? "null" : String.valueOf(s.byteSize() / 4)));
+        }
+    }
+
+    /** C[m, n] = beta * C (beta == 0 writes zeros, ignoring NaN in C); the k == 0 case. */
+    public static void scale(int m, int n, float beta, MemorySegment c, long cOffset, int ldc) {
+        for (int i = 0; i < m; i++) {
+            long row = cOffset + (long) i * ldc;
+            for (int j = 0; j < n; j++) {
+                float v = beta == 0f ? 0f : beta * c.getAtIndex(Tensor.FLOAT, row + j);
+                c.setAtIndex(Tensor.FLOAT, row + j, v);
+            }
+        }
+    }
+
+    /** One call's arguments and its static tm x tn grid of sub-problems; reused across calls. */
+    public static final class Task implements WorkerPool.RangeTask {
+        boolean transA;
+        boolean transB;
+        int m;
+        int n;
+        int k;
+        float alpha;
+        float beta;
+        MemorySegment a;
+        MemorySegment b;
+        MemorySegment c;
+        long aOff;
+        long bOff;
+        long cOff;
+        int lda;
+        int ldb;
+        int ldc;
+        int tm;
+        int tn;
+
+        public void set(boolean transA, boolean transB, int m, int n, int k, float alpha,
+                        MemorySegment a, long aOffset, int lda, MemorySegment b, long bOffset, int ldb,
+                        float beta, MemorySegment c, long cOffset, int ldc, int threads) {
+            this.transA = transA;
+            this.transB = transB;
+            this.m = m;
+            this.n = n;
+            this.k = k;
+            this.alpha = alpha;
+            this.beta = beta;
+            this.a = a;
+            this.b = b;
+            this.c = c;
+            this.aOff = aOffset;
+            this.bOff = bOffset;
+            this.cOff = cOffset;
+            this.lda = lda;
+            this.ldb = ldb;
+            this.ldc = ldc;
+            // rows per thread large enough that re-packing all of B per thread is cheap: split M; else split N
+            // (each thread packs all of A, which is small then)
+            if (m >= MSPLIT_MIN_ROWS * threads) {
+                tm = threads;
+                tn = 1;
+            } else {
+                tm = 1;
+                tn = threads;
+            }
+        }
+
+        public int chunks() {
+            return tm * tn;
+        }
+
+        public void clear() {
+            a = null;
+            b = null;
+            c = null;
+        }
+
+        @Override
+        public void run(int start, int end, int worker) {
+            Buffers buf = BUFFERS.get();
+            int mPanels = (m + MR - 1) / MR;
+            int nPanels = (n + NR - 1) / NR;
+            for (int ch = start; ch < end; ch++) {
+                int ci = ch / tn;
+                int cj = ch % tn;
+                int i0 = Math.min(m, (int) ((long) mPanels * ci / tm) * MR);
+                int i1 = Math.min(m, (int) ((long) mPanels * (ci + 1) / tm) * MR);
+                int j0 = Math.min(n, (int) ((long) nPanels * cj / tn) * NR);
+                int j1 = Math.min(n, (int) ((long) nPanels * (cj + 1) / tn) * NR);
+                if (i0 < i1 && j0 < j1) {
+                    block(buf, i0, i1, j0, j1);
+                }
+            }
+        }
+
+        /** C[i0:i1, j0:j1] = alpha * op(A)[i0:i1, :] op(B)[:, j0:j1] + beta * C[i0:i1, j0:j1]. */
+        private void block(Buffers buf, int i0, int i1, int j0, int j1) {
+            float[] ap = buf.ap;
+            float[] bp = buf.bp;
+            for (int jc = j0; jc < j1; jc += NC) {
+                int nc = Math.min(NC, j1 - jc);
+                for (int pc = 0; pc < k; pc += KC) {
+                    int kc = Math.min(KC, k - pc);
+                    float betaEff = pc == 0 ? beta : 1f;
+                    packB(buf, pc, kc, jc, nc);
+                    for (int ic = i0; ic < i1; ic += MC) {
+                        int mc = Math.min(MC, i1 - ic);
+                        packA(buf, ic, mc, pc, kc);
+                        for (int jr = 0; jr < nc; jr += NR) {
+                            int nr = Math.min(NR, nc - jr);
+                            int bIdx = jr * kc; // panel jr / NR starts at (jr / NR) * NR * kc
+                            for (int ir = 0; ir < mc; ir += MR) {
+                                int mr = Math.min(MR, mc - ir);
+                                long cIdx = cOff + (long) (ic + ir) * ldc + jc + jr;
+                                kernel6x32(kc, ap, ir * kc, bp, bIdx, c, cIdx, ldc, mr, nr, alpha, betaEff, buf.tile);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+
+        // op(A)[ic:ic+mc, pc:pc+kc] -> ap panels [MR] interleaved by p
+        private void packA(Buffers buf, int ic, int mc, int pc, int kc) {
+            float[] ap = buf.ap;
+            float[] row = buf.row;
+            if (!transA) {
+                // A [m, k]: row r of the panel is contiguous in p
+                for (int ir = 0; ir < mc; ir += MR) {
+                    int base = ir * kc;
+                    int mr = Math.min(MR, mc - ir);
+                    for (int r = 0; r < mr; r++) {
+                        MemorySegment.copy(a, Tensor.FLOAT, (aOff + (long) (ic + ir + r) * lda + pc) * 4, row, 0, kc);
+                        for (int p = 0, d = base + r; p < kc; p++, d += MR) {
+                            ap[d] = row[p];
+                        }
+                    }
+                    for (int r = mr; r < MR; r++) {
+                        for (int p = 0, d = base + r; p < kc; p++, d += MR) {
+                            ap[d] = 0f;
+                        }
+                    }
+                }
+            } else {
+                // A stored [k, m]: row p of storage holds op(A)[:, p] contiguous in i
+                int mPad = (mc + MR - 1) / MR * MR;
+                for (int i = mc; i < mPad; i++) {
+                    row[i] = 0f;
+                }
+                for (int p = 0; p < kc; p++) {
+                    MemorySegment.copy(a, Tensor.FLOAT, (aOff + (long) (pc + p) * lda + ic) * 4, row, 0, mc);
+                    for (int ir = 0; ir < mPad; ir += MR) {
+                        int d = ir * kc + p * MR;
+                        for (int r = 0; r < MR; r++) {
+                            ap[d + r] = row[ir + r];
+                        }
+                    }
+                }
+            }
+        }
+
+        // op(B)[pc:pc+kc, jc:jc+nc] -> bp panels [NR] interleaved by p
+        private void packB(Buffers buf, int pc, int kc, int jc, int nc) {
+            float[] bp = buf.bp;
+            float[] row = buf.row;
+            if (!transB) {
+                // B [k, n]: row p is contiguous in j
+                int nPad = (nc + NR - 1) / NR * NR;
+                for (int j = nc; j < nPad; j++) {
+                    row[j] = 0f;
+                }
+                for (int p = 0; p < kc; p++) {
+                    MemorySegment.copy(b, Tensor.FLOAT, (bOff + (long) (pc + p) * ldb + jc) * 4, row, 0, nc);
+                    for (int jr = 0; jr < nPad; jr += NR) {
+                        int d = jr * kc + p * NR;
+                        FloatVector.fromArray(S, row, jr).intoArray(bp, d);
+                        FloatVector.fromArray(S, row, jr + L).intoArray(bp, d + L);
+                    }
+                }
+            } else {
+                // B stored [n, k]: row j of storage holds op(B)[:, j] contiguous in p
+                for (int jr = 0; jr < nc; jr += NR) {
+                    int base = jr * kc;
+                    int nr = Math.min(NR, nc - jr);
+                    for (int j = 0; j < nr; j++) {
+                        MemorySegment.copy(b, Tensor.FLOAT, (bOff + (long) (jc + jr + j) * ldb + pc) * 4, row, 0, kc);
+                        for (int p = 0, d = base + j; p < kc; p++, d += NR) {
+                            bp[d] = row[p];
+                        }
+                    }
+                    for (int j = nr; j < NR; j++) {
+                        for (int p = 0, d = base + j; p < kc; p++, d += NR) {
+                            bp[d] = 0f;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /**
+     * C[mr, nr] (row stride ldc, from element cIdx) = alpha * Apanel[MR, kc] Bpanel[kc, NR] + beta * C, for
+     * mr <= MR, nr <= NR; beta == 0 ignores C. Accumulators: 6 rows x 2 vectors.
+     */
+    static void kernel6x32(int kc, float[] ap, int aIdx, float[] bp, int bIdx, MemorySegment c, long cIdx, int ldc,
+                           int mr, int nr, float alpha, float beta, float[] tile) {
+        FloatVector c00 = FloatVector.zero(S);
+        FloatVector c01 = FloatVector.zero(S);
+        FloatVector c10 = FloatVector.zero(S);
+        FloatVector c11 = FloatVector.zero(S);
+        FloatVector c20 = FloatVector.zero(S);
+        FloatVector c21 = FloatVector.zero(S);
+        FloatVector c30 = FloatVector.zero(S);
+        FloatVector c31 = FloatVector.zero(S);
+        FloatVector c40 = FloatVector.zero(S);
+        FloatVector c41 = FloatVector.zero(S);
+        FloatVector c50 = FloatVector.zero(S);
+        FloatVector c51 = FloatVector.zero(S);
+        int ai = aIdx;
+        int bi = bIdx;
+        for (int p = 0; p < kc; p++, ai += MR, bi += NR) {
+            FloatVector b0 = FloatVector.fromArray(S, bp, bi);
+            FloatVector b1 = FloatVector.fromArray(S, bp, bi + L);
+            FloatVector a0 = FloatVector.broadcast(S, ap[ai]);
+            c00 = a0.fma(b0, c00);
+            c01 = a0.fma(b1, c01);
+            FloatVector a1 = FloatVector.broadcast(S, ap[ai + 1]);
+            c10 = a1.fma(b0, c10);
+            c11 = a1.fma(b1, c11);
+            FloatVector a2 = FloatVector.broadcast(S, ap[ai + 2]);
+            c20 = a2.fma(b0, c20);
+            c21 = a2.fma(b1, c21);
+            FloatVector a3 = FloatVector.broadcast(S, ap[ai + 3]);
+            c30 = a3.fma(b0, c30);
+            c31 = a3.fma(b1, c31);
+            FloatVector a4 = FloatVector.broadcast(S, ap[ai + 4]);
+            c40 = a4.fma(b0, c40);
+            c41 = a4.fma(b1, c41);
+            FloatVector a5 = FloatVector.broadcast(S, ap[ai + 5]);
+            c50 = a5.fma(b0, c50);
+            c51 = a5.fma(b1, c51);
+        }
+        if (mr == MR && nr == NR) {
+            long rs = (long) ldc * 4;
+            long o = cIdx * 4;
+            store(c00, c01, c, o, alpha, beta);
+            store(c10, c11, c, o + rs, alpha, beta);
+            store(c20, c21, c, o + 2 * rs, alpha, beta);
+            store(c30, c31, c, o + 3 * rs, alpha, beta);
+            store(c40, c41, c, o + 4 * rs, alpha, beta);
+            store(c50, c51, c, o + 5 * rs, alpha, beta);
+        } else {
+            c00.intoArray(tile, 0);
+            c01.intoArray(tile, L);
+            c10.intoArray(tile, NR);
+            c11.intoArray(tile, NR + L);
+            c20.intoArray(tile, 2 * NR);
+            c21.intoArray(tile, 2 * NR + L);
+            c30.intoArray(tile, 3 * NR);
+            c31.intoArray(tile, 3 * NR + L);
+            c40.intoArray(tile, 4 * NR);
+            c41.intoArray(tile, 4 * NR + L);
+            c50.intoArray(tile, 5 * NR);
+            c51.intoArray(tile, 5 * NR + L);
+            storeEdge(tile, c, cIdx, ldc, mr, nr, alpha, beta);
+        }
+    }
+
+    private static void store(FloatVector v0, FloatVector v1, MemorySegment c, long byteOff, float alpha, float beta) {
+        if (beta == 0f) {
+            v0.mul(alpha).intoMemorySegment(c, byteOff, NATIVE);
+            v1.mul(alpha).intoMemorySegment(c, byteOff + 4 * L, NATIVE);
+        } else {
+            FloatVector o0 = FloatVector.fromMemorySegment(S, c, byteOff, NATIVE);
+            FloatVector o1 = FloatVector.fromMemorySegment(S, c, byteOff + 4 * L, NATIVE);
+            v0.mul(alpha).add(o0.mul(beta)).intoMemorySegment(c, byteOff, NATIVE);
+            v1.mul(alpha).add(o1.mul(beta)).intoMemorySegment(c, byteOff + 4 * L, NATIVE);
+        }
+    }
+
+    private static void storeEdge(float[] tile, MemorySegment c, long cIdx, int ldc, int mr, int nr,
+                                  float alpha, float beta) {
+        for (int r = 0; r < mr; r++) {
+            long row = cIdx + (long) r * ldc;
+            for (int j = 0; j < nr; j++) {
+                float acc = alpha * tile[r * NR + j];
+                float v = beta == 0f ? acc : acc + beta * c.getAtIndex(Tensor.FLOAT, row + j);
+                c.setAtIndex(Tensor.FLOAT, row + j, v);
+            }
+        }
+    }
+}
