@@ -325,41 +325,38 @@ public final class GemmKernel {
             c50 = a5.fma(b0, c50);
             c51 = a5.fma(b1, c51);
         }
+        // spill the tile to a small array (24 stores per kc FMAs x 12) and update C outside: keeps this method
+        // small enough for C2 to inline every Vector API call (a Vector passed to a non-inlined helper is boxed)
+        c00.intoArray(tile, 0);
+        c01.intoArray(tile, L);
+        c10.intoArray(tile, NR);
+        c11.intoArray(tile, NR + L);
+        c20.intoArray(tile, 2 * NR);
+        c21.intoArray(tile, 2 * NR + L);
+        c30.intoArray(tile, 3 * NR);
+        c31.intoArray(tile, 3 * NR + L);
+        c40.intoArray(tile, 4 * NR);
+        c41.intoArray(tile, 4 * NR + L);
+        c50.intoArray(tile, 5 * NR);
+        c51.intoArray(tile, 5 * NR + L);
         if (mr == MR && nr == NR) {
-            long rs = (long) ldc * 4;
-            long o = cIdx * 4;
-            store(c00, c01, c, o, alpha, beta);
-            store(c10, c11, c, o + rs, alpha, beta);
-            store(c20, c21, c, o + 2 * rs, alpha, beta);
-            store(c30, c31, c, o + 3 * rs, alpha, beta);
-            store(c40, c41, c, o + 4 * rs, alpha, beta);
-            store(c50, c51, c, o + 5 * rs, alpha, beta);
+            storeFull(tile, c, cIdx, ldc, alpha, beta);
         } else {
-            c00.intoArray(tile, 0);
-            c01.intoArray(tile, L);
-            c10.intoArray(tile, NR);
-            c11.intoArray(tile, NR + L);
-            c20.intoArray(tile, 2 * NR);
-            c21.intoArray(tile, 2 * NR + L);
-            c30.intoArray(tile, 3 * NR);
-            c31.intoArray(tile, 3 * NR + L);
-            c40.intoArray(tile, 4 * NR);
-            c41.intoArray(tile, 4 * NR + L);
-            c50.intoArray(tile, 5 * NR);
-            c51.intoArray(tile, 5 * NR + L);
             storeEdge(tile, c, cIdx, ldc, mr, nr, alpha, beta);
         }
     }
 
-    private static void store(FloatVector v0, FloatVector v1, MemorySegment c, long byteOff, float alpha, float beta) {
-        if (beta == 0f) {
-            v0.mul(alpha).intoMemorySegment(c, byteOff, NATIVE);
-            v1.mul(alpha).intoMemorySegment(c, byteOff + 4 * L, NATIVE);
-        } else {
-            FloatVector o0 = FloatVector.fromMemorySegment(S, c, byteOff, NATIVE);
-            FloatVector o1 = FloatVector.fromMemorySegment(S, c, byteOff + 4 * L, NATIVE);
-            v0.mul(alpha).add(o0.mul(beta)).intoMemorySegment(c, byteOff, NATIVE);
-            v1.mul(alpha).add(o1.mul(beta)).intoMemorySegment(c, byteOff + 4 * L, NATIVE);
+    /** C[MR, NR] = alpha * tile + beta * C (beta == 0: C ignored). */
+    private static void storeFull(float[] tile, MemorySegment c, long cIdx, int ldc, float alpha, float beta) {
+        for (int r = 0; r < MR; r++) {
+            long o = (cIdx + (long) r * ldc) * 4;
+            for (int j = 0; j < NR; j += L) {
+                FloatVector v = FloatVector.fromArray(S, tile, r * NR + j).mul(alpha);
+                if (beta != 0f) {
+                    v = v.add(FloatVector.fromMemorySegment(S, c, o + 4L * j, NATIVE).mul(beta));
+                }
+                v.intoMemorySegment(c, o + 4L * j, NATIVE);
+            }
         }
     }
 
