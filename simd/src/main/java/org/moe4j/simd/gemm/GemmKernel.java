@@ -23,14 +23,14 @@ public final class GemmKernel {
     static final VectorSpecies<Float> S = FloatVector.SPECIES_512;
     static final int L = 16;
     /** Micro-tile: MR rows x NR columns of C held in MR * NR / 16 vector accumulators. */
-    public static final int MR = 6;
-    public static final int NR = 32;
+    public static final int MR = 8;
+    public static final int NR = 48;
     /** K block: an NR x KC B micro-panel (32 KB) stays in L1 while the A micro-panels stream from L2. */
     public static final int KC = 256;
     /** M block: the packed A block [MC, KC] (144 KB) lives in L2. */
     public static final int MC = 144;
     /** N block: the packed B block [KC, NC] (2 MB) lives in L2/L3. */
-    public static final int NC = 2048;
+    public static final int NC = 2016;
     /** Below m * n * k of this, a call runs on the caller thread alone. */
     public static final long PARALLEL_MIN_FLOPS = 64L * 64 * 64;
     /** M-split (whole row slices per thread) once every thread gets at least this many rows; else N slices. */
@@ -197,7 +197,7 @@ public final class GemmKernel {
                             for (int ir = 0; ir < mc; ir += MR) {
                                 int mr = Math.min(MR, mc - ir);
                                 long cIdx = cOff + (long) (ic + ir) * ldc + jc + jr;
-                                kernel6x32(kc, ap, ir * kc, bp, bIdx, c, cIdx, ldc, mr, nr, alpha, betaEff, buf.tile);
+                                kernel(kc, ap, ir * kc, bp, bIdx, c, cIdx, ldc, mr, nr, alpha, betaEff, buf.tile);
                             }
                         }
                     }
@@ -258,8 +258,9 @@ public final class GemmKernel {
                     MemorySegment.copy(b, Tensor.FLOAT, (bOff + (long) (pc + p) * ldb + jc) * 4, row, 0, nc);
                     for (int jr = 0; jr < nPad; jr += NR) {
                         int d = jr * kc + p * NR;
-                        FloatVector.fromArray(S, row, jr).intoArray(bp, d);
-                        FloatVector.fromArray(S, row, jr + L).intoArray(bp, d + L);
+                        for (int v = 0; v < NR; v += L) {
+                            FloatVector.fromArray(S, row, jr + v).intoArray(bp, d + v);
+                        }
                     }
                 }
             } else {
@@ -285,61 +286,101 @@ public final class GemmKernel {
 
     /**
      * C[mr, nr] (row stride ldc, from element cIdx) = alpha * Apanel[MR, kc] Bpanel[kc, NR] + beta * C, for
-     * mr <= MR, nr <= NR; beta == 0 ignores C. Accumulators: 6 rows x 2 vectors.
+     * mr <= MR, nr <= NR; beta == 0 ignores C. Accumulators: 8 rows x 3 vectors; per p, 3 B loads and 8 A
+     * broadcasts feed 24 FMAs.
      */
-    static void kernel6x32(int kc, float[] ap, int aIdx, float[] bp, int bIdx, MemorySegment c, long cIdx, int ldc,
-                           int mr, int nr, float alpha, float beta, float[] tile) {
+    static void kernel(int kc, float[] ap, int aIdx, float[] bp, int bIdx, MemorySegment c, long cIdx, int ldc,
+                       int mr, int nr, float alpha, float beta, float[] tile) {
         FloatVector c00 = FloatVector.zero(S);
         FloatVector c01 = FloatVector.zero(S);
+        FloatVector c02 = FloatVector.zero(S);
         FloatVector c10 = FloatVector.zero(S);
         FloatVector c11 = FloatVector.zero(S);
+        FloatVector c12 = FloatVector.zero(S);
         FloatVector c20 = FloatVector.zero(S);
         FloatVector c21 = FloatVector.zero(S);
+        FloatVector c22 = FloatVector.zero(S);
         FloatVector c30 = FloatVector.zero(S);
         FloatVector c31 = FloatVector.zero(S);
+        FloatVector c32 = FloatVector.zero(S);
         FloatVector c40 = FloatVector.zero(S);
         FloatVector c41 = FloatVector.zero(S);
+        FloatVector c42 = FloatVector.zero(S);
         FloatVector c50 = FloatVector.zero(S);
         FloatVector c51 = FloatVector.zero(S);
+        FloatVector c52 = FloatVector.zero(S);
+        FloatVector c60 = FloatVector.zero(S);
+        FloatVector c61 = FloatVector.zero(S);
+        FloatVector c62 = FloatVector.zero(S);
+        FloatVector c70 = FloatVector.zero(S);
+        FloatVector c71 = FloatVector.zero(S);
+        FloatVector c72 = FloatVector.zero(S);
         for (int p = 0; p < kc; p++) {
             // indices linear in the loop variable, so C2 hoists the range checks out of the loop
             int ai = aIdx + p * MR;
             int bi = bIdx + p * NR;
             FloatVector b0 = FloatVector.fromArray(S, bp, bi);
-            FloatVector b1 = FloatVector.fromArray(S, bp, bi + L);
+            FloatVector b1 = FloatVector.fromArray(S, bp, bi + 16);
+            FloatVector b2 = FloatVector.fromArray(S, bp, bi + 32);
             FloatVector a0 = FloatVector.broadcast(S, ap[ai]);
             c00 = a0.fma(b0, c00);
             c01 = a0.fma(b1, c01);
+            c02 = a0.fma(b2, c02);
             FloatVector a1 = FloatVector.broadcast(S, ap[ai + 1]);
             c10 = a1.fma(b0, c10);
             c11 = a1.fma(b1, c11);
+            c12 = a1.fma(b2, c12);
             FloatVector a2 = FloatVector.broadcast(S, ap[ai + 2]);
             c20 = a2.fma(b0, c20);
             c21 = a2.fma(b1, c21);
+            c22 = a2.fma(b2, c22);
             FloatVector a3 = FloatVector.broadcast(S, ap[ai + 3]);
             c30 = a3.fma(b0, c30);
             c31 = a3.fma(b1, c31);
+            c32 = a3.fma(b2, c32);
             FloatVector a4 = FloatVector.broadcast(S, ap[ai + 4]);
             c40 = a4.fma(b0, c40);
             c41 = a4.fma(b1, c41);
+            c42 = a4.fma(b2, c42);
             FloatVector a5 = FloatVector.broadcast(S, ap[ai + 5]);
             c50 = a5.fma(b0, c50);
             c51 = a5.fma(b1, c51);
+            c52 = a5.fma(b2, c52);
+            FloatVector a6 = FloatVector.broadcast(S, ap[ai + 6]);
+            c60 = a6.fma(b0, c60);
+            c61 = a6.fma(b1, c61);
+            c62 = a6.fma(b2, c62);
+            FloatVector a7 = FloatVector.broadcast(S, ap[ai + 7]);
+            c70 = a7.fma(b0, c70);
+            c71 = a7.fma(b1, c71);
+            c72 = a7.fma(b2, c72);
         }
-        // spill the tile to a small array (24 stores per kc FMAs x 12) and update C outside: keeps this method
-        // small enough for C2 to inline every Vector API call (a Vector passed to a non-inlined helper is boxed)
+        // spill the tile to a small array and update C outside: keeps this method small enough for C2 to inline
+        // every Vector API call (a Vector passed to a non-inlined helper is boxed)
         c00.intoArray(tile, 0);
-        c01.intoArray(tile, L);
-        c10.intoArray(tile, NR);
-        c11.intoArray(tile, NR + L);
-        c20.intoArray(tile, 2 * NR);
-        c21.intoArray(tile, 2 * NR + L);
-        c30.intoArray(tile, 3 * NR);
-        c31.intoArray(tile, 3 * NR + L);
-        c40.intoArray(tile, 4 * NR);
-        c41.intoArray(tile, 4 * NR + L);
-        c50.intoArray(tile, 5 * NR);
-        c51.intoArray(tile, 5 * NR + L);
+        c01.intoArray(tile, 16);
+        c02.intoArray(tile, 32);
+        c10.intoArray(tile, 48);
+        c11.intoArray(tile, 64);
+        c12.intoArray(tile, 80);
+        c20.intoArray(tile, 96);
+        c21.intoArray(tile, 112);
+        c22.intoArray(tile, 128);
+        c30.intoArray(tile, 144);
+        c31.intoArray(tile, 160);
+        c32.intoArray(tile, 176);
+        c40.intoArray(tile, 192);
+        c41.intoArray(tile, 208);
+        c42.intoArray(tile, 224);
+        c50.intoArray(tile, 240);
+        c51.intoArray(tile, 256);
+        c52.intoArray(tile, 272);
+        c60.intoArray(tile, 288);
+        c61.intoArray(tile, 304);
+        c62.intoArray(tile, 320);
+        c70.intoArray(tile, 336);
+        c71.intoArray(tile, 352);
+        c72.intoArray(tile, 368);
         if (mr == MR && nr == NR) {
             storeFull(tile, c, cIdx, ldc, alpha, beta);
         } else {
