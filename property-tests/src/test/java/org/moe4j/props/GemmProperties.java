@@ -150,6 +150,16 @@ class GemmProperties {
         pr.check("pool2 large", pr.run(POOL2, pr.c), pr.expected());
     }
 
+    /** The skinny path (B^T, m <= 32: dot products from the segments) at k around the 16-lane edges. */
+    @Property(tries = 40)
+    void skinnyTransBMatchesTwin(@ForAll @IntRange(min = 1, max = 40) int m, @ForAll @IntRange(min = 1, max = 90) int n,
+                                 @ForAll @IntRange(min = 1, max = 300) int k, @ForAll long seed) {
+        Problem pr = new Problem(new Random(seed), m, n, k, false, true);
+        float[] one = pr.run(POOL1, pr.c);
+        pr.check("skinny", one, pr.expected());
+        assertArrayEquals(one, pr.run(POOL3, pr.c), "skinny: 3 threads vs 1");
+    }
+
     /** 1, 2 and 3 threads partition differently (M vs N slices) but every element sums in the same order. */
     @Property(tries = 30)
     void threadCountDoesNotChangeBits(@ForAll @IntRange(min = 1, max = 700) int m,

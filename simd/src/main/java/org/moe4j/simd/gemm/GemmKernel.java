@@ -35,6 +35,14 @@ public final class GemmKernel {
     public static final long PARALLEL_MIN_FLOPS = 64L * 64 * 64;
     /** M-split (whole row slices per thread) once every thread gets at least this many rows; else N slices. */
     static final int MSPLIT_MIN_ROWS = 192;
+    /**
+     * Skinny path: op(A) [m, k] x B^T with B stored [n, k] and m at most this: dot products straight from the
+     * segments, no packing (packing B, k n elements, costs more than the 2 m k n FLOP when m is a few dozen).
+     */
+    public static final int DOT_MAX_ROWS = 32;
+    /** Skinny tile: DR rows of A x DC rows of B, DR * DC vector accumulators over k. */
+    static final int DR = 4;
+    static final int DC = 4;
 
     private static final ByteOrder NATIVE = ByteOrder.nativeOrder();
 
@@ -46,6 +54,8 @@ public final class GemmKernel {
         final float[] bp = new float[KC * NC];
         final float[] row = new float[Math.max(NC, Math.max(KC, MC))];
         final float[] tile = new float[MR * NR];
+        final float[] dotLanes = new float[DR * DC * L];
+        final float[] dotSums = new float[DR * DC];
     }
 
     public static void checkArgs(boolean transA, boolean transB, int m, int n, int k,
@@ -119,6 +129,7 @@ public final class GemmKernel {
         int ldc;
         int tm;
         int tn;
+        boolean dot;
 
         public void set(boolean transA, boolean transB, int m, int n, int k, float alpha,
                         MemorySegment a, long aOffset, int lda, MemorySegment b, long bOffset, int ldb,
@@ -141,7 +152,8 @@ public final class GemmKernel {
             this.ldc = ldc;
             // rows per thread large enough that re-packing all of B per thread is cheap: split M; else split N
             // (each thread packs all of A, which is small then)
-            if (m >= MSPLIT_MIN_ROWS * threads) {
+            dot = transB && !transA && m <= DOT_MAX_ROWS;
+            if (m >= MSPLIT_MIN_ROWS * threads && !dot) {
                 tm = threads;
                 tn = 1;
             } else {
@@ -173,7 +185,11 @@ public final class GemmKernel {
                 int j0 = Math.min(n, (int) ((long) nPanels * cj / tn) * NR);
                 int j1 = Math.min(n, (int) ((long) nPanels * (cj + 1) / tn) * NR);
                 if (i0 < i1 && j0 < j1) {
-                    block(buf, i0, i1, j0, j1);
+                    if (dot) {
+                        dotBlock(buf, i0, i1, j0, j1);
+                    } else {
+                        block(buf, i0, i1, j0, j1);
+                    }
                 }
             }
         }
@@ -280,6 +296,145 @@ public final class GemmKernel {
                         }
                     }
                 }
+            }
+        }
+
+        /**
+         * Skinny path over C[i0:i1, j0:j1]: C[i, j] = alpha * dot(A[i, :], B[j, :]) + beta * C[i, j], A [m, k] and
+         * B [n, k] read in place. Every element is summed in the same order whatever tile it falls in (16 lane
+         * partial sums over p, then lanes 0..15 in order, then the tail), so the partition cannot change bits.
+         */
+        private void dotBlock(Buffers buf, int i0, int i1, int j0, int j1) {
+            float[] lanes = buf.dotLanes;
+            float[] sums = buf.dotSums;
+            for (int j = j0; j < j1; j += DC) {
+                int nc = Math.min(DC, j1 - j);
+                for (int i = i0; i < i1; i += DR) {
+                    int nrows = Math.min(DR, i1 - i);
+                    if (nrows == DR && nc == DC) {
+                        dot4x4(a, aOff + (long) i * lda, lda, b, bOff + (long) j * ldb, ldb, k, lanes, sums);
+                    } else {
+                        for (int r = 0; r < nrows; r++) {
+                            for (int q = 0; q < nc; q++) {
+                                sums[r * DC + q] = dot1(a, aOff + (long) (i + r) * lda, b, bOff + (long) (j + q) * ldb,
+                                        k, lanes);
+                            }
+                        }
+                    }
+                    for (int r = 0; r < nrows; r++) {
+                        long row = cOff + (long) (i + r) * ldc + j;
+                        for (int q = 0; q < nc; q++) {
+                            float v = alpha * sums[r * DC + q];
+                            if (beta != 0f) {
+                                v = v + beta * c.getAtIndex(Tensor.FLOAT, row + q);
+                            }
+                            c.setAtIndex(Tensor.FLOAT, row + q, v);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /** Sum of lanes[base .. base + 16) in lane order, then the scalar tail of the dot product from p = kv. */
+    private static float finish(float[] lanes, int base, MemorySegment a, long aRow, MemorySegment b, long bRow,
+                                int kv, int k) {
+        float s = 0f;
+        for (int l = 0; l < L; l++) {
+            s += lanes[base + l];
+        }
+        for (int p = kv; p < k; p++) {
+            s += a.getAtIndex(Tensor.FLOAT, aRow + p) * b.getAtIndex(Tensor.FLOAT, bRow + p);
+        }
+        return s;
+    }
+
+    static float dot1(MemorySegment a, long aRow, MemorySegment b, long bRow, int k, float[] lanes) {
+        int kv = S.loopBound(k);
+        FloatVector acc = FloatVector.zero(S);
+        for (int p = 0; p < kv; p += L) {
+            acc = FloatVector.fromMemorySegment(S, a, (aRow + p) * 4, NATIVE)
+                    .fma(FloatVector.fromMemorySegment(S, b, (bRow + p) * 4, NATIVE), acc);
+        }
+        acc.intoArray(lanes, 0);
+        return finish(lanes, 0, a, aRow, b, bRow, kv, k);
+    }
+
+    /** sums[r * 4 + q] = dot(A row aRow0 + r lda, B row bRow0 + q ldb) over k, for r, q < 4. */
+    static void dot4x4(MemorySegment a, long aRow0, int lda, MemorySegment b, long bRow0, int ldb, int k,
+                       float[] lanes, float[] sums) {
+        int kv = S.loopBound(k);
+        long a0 = aRow0 * 4;
+        long a1 = a0 + 4L * lda;
+        long a2 = a1 + 4L * lda;
+        long a3 = a2 + 4L * lda;
+        long b0 = bRow0 * 4;
+        long b1 = b0 + 4L * ldb;
+        long b2 = b1 + 4L * ldb;
+        long b3 = b2 + 4L * ldb;
+        FloatVector c00 = FloatVector.zero(S);
+        FloatVector c01 = FloatVector.zero(S);
+        FloatVector c02 = FloatVector.zero(S);
+        FloatVector c03 = FloatVector.zero(S);
+        FloatVector c10 = FloatVector.zero(S);
+        FloatVector c11 = FloatVector.zero(S);
+        FloatVector c12 = FloatVector.zero(S);
+        FloatVector c13 = FloatVector.zero(S);
+        FloatVector c20 = FloatVector.zero(S);
+        FloatVector c21 = FloatVector.zero(S);
+        FloatVector c22 = FloatVector.zero(S);
+        FloatVector c23 = FloatVector.zero(S);
+        FloatVector c30 = FloatVector.zero(S);
+        FloatVector c31 = FloatVector.zero(S);
+        FloatVector c32 = FloatVector.zero(S);
+        FloatVector c33 = FloatVector.zero(S);
+        for (int p = 0; p < kv; p += L) {
+            long o = 4L * p;
+            FloatVector vb0 = FloatVector.fromMemorySegment(S, b, b0 + o, NATIVE);
+            FloatVector vb1 = FloatVector.fromMemorySegment(S, b, b1 + o, NATIVE);
+            FloatVector vb2 = FloatVector.fromMemorySegment(S, b, b2 + o, NATIVE);
+            FloatVector vb3 = FloatVector.fromMemorySegment(S, b, b3 + o, NATIVE);
+            FloatVector va0 = FloatVector.fromMemorySegment(S, a, a0 + o, NATIVE);
+            c00 = va0.fma(vb0, c00);
+            c01 = va0.fma(vb1, c01);
+            c02 = va0.fma(vb2, c02);
+            c03 = va0.fma(vb3, c03);
+            FloatVector va1 = FloatVector.fromMemorySegment(S, a, a1 + o, NATIVE);
+            c10 = va1.fma(vb0, c10);
+            c11 = va1.fma(vb1, c11);
+            c12 = va1.fma(vb2, c12);
+            c13 = va1.fma(vb3, c13);
+            FloatVector va2 = FloatVector.fromMemorySegment(S, a, a2 + o, NATIVE);
+            c20 = va2.fma(vb0, c20);
+            c21 = va2.fma(vb1, c21);
+            c22 = va2.fma(vb2, c22);
+            c23 = va2.fma(vb3, c23);
+            FloatVector va3 = FloatVector.fromMemorySegment(S, a, a3 + o, NATIVE);
+            c30 = va3.fma(vb0, c30);
+            c31 = va3.fma(vb1, c31);
+            c32 = va3.fma(vb2, c32);
+            c33 = va3.fma(vb3, c33);
+        }
+        c00.intoArray(lanes, 0);
+        c01.intoArray(lanes, 16);
+        c02.intoArray(lanes, 32);
+        c03.intoArray(lanes, 48);
+        c10.intoArray(lanes, 64);
+        c11.intoArray(lanes, 80);
+        c12.intoArray(lanes, 96);
+        c13.intoArray(lanes, 112);
+        c20.intoArray(lanes, 128);
+        c21.intoArray(lanes, 144);
+        c22.intoArray(lanes, 160);
+        c23.intoArray(lanes, 176);
+        c30.intoArray(lanes, 192);
+        c31.intoArray(lanes, 208);
+        c32.intoArray(lanes, 224);
+        c33.intoArray(lanes, 240);
+        for (int r = 0; r < DR; r++) {
+            for (int q = 0; q < DC; q++) {
+                sums[r * DC + q] = finish(lanes, (r * DC + q) * L, a, aRow0 + (long) r * lda, b, bRow0 + (long) q * ldb,
+                        kv, k);
             }
         }
     }
