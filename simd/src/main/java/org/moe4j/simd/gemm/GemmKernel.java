@@ -52,7 +52,7 @@ public final class GemmKernel {
     static final class Buffers {
         final float[] ap = new float[MC * KC];
         final float[] bp = new float[KC * NC];
-        final float[] row = new float[Math.max(NC, Math.max(KC, MC))];
+        final float[] row = new float[Math.max(NC, Math.max(4 * KC, MC))];
         final float[] tile = new float[MR * NR];
         final float[] dotLanes = new float[DR * DC * L];
         final float[] dotSums = new float[DR * DC];
@@ -284,13 +284,29 @@ public final class GemmKernel {
                 for (int jr = 0; jr < nc; jr += NR) {
                     int base = jr * kc;
                     int nr = Math.min(NR, nc - jr);
-                    for (int j = 0; j < nr; j++) {
-                        MemorySegment.copy(b, Tensor.FLOAT, (bOff + (long) (jc + jr + j) * ldb + pc) * 4, row, 0, kc);
-                        for (int p = 0, d = base + j; p < kc; p++, d += NR) {
+                    int j = 0;
+                    for (; j + 4 <= nr; j += 4) {
+                        // 4 rows at once: 4 adjacent floats per p land in one cache line
+                        long src = (bOff + (long) (jc + jr + j) * ldb + pc) * 4;
+                        MemorySegment.copy(b, Tensor.FLOAT, src, row, 0, kc);
+                        MemorySegment.copy(b, Tensor.FLOAT, src + 4L * ldb, row, KC, kc);
+                        MemorySegment.copy(b, Tensor.FLOAT, src + 8L * ldb, row, 2 * KC, kc);
+                        MemorySegment.copy(b, Tensor.FLOAT, src + 12L * ldb, row, 3 * KC, kc);
+                        for (int p = 0; p < kc; p++) {
+                            int d = base + j + p * NR;
                             bp[d] = row[p];
+                            bp[d + 1] = row[KC + p];
+                            bp[d + 2] = row[2 * KC + p];
+                            bp[d + 3] = row[3 * KC + p];
                         }
                     }
-                    for (int j = nr; j < NR; j++) {
+                    for (; j < nr; j++) {
+                        MemorySegment.copy(b, Tensor.FLOAT, (bOff + (long) (jc + jr + j) * ldb + pc) * 4, row, 0, kc);
+                        for (int p = 0; p < kc; p++) {
+                            bp[base + j + p * NR] = row[p];
+                        }
+                    }
+                    for (; j < NR; j++) { // zero columns past n
                         for (int p = 0, d = base + j; p < kc; p++, d += NR) {
                             bp[d] = 0f;
                         }
