@@ -230,13 +230,29 @@ public final class GemmKernel {
                 for (int ir = 0; ir < mc; ir += MR) {
                     int base = ir * kc;
                     int mr = Math.min(MR, mc - ir);
-                    for (int r = 0; r < mr; r++) {
-                        MemorySegment.copy(a, Tensor.FLOAT, (aOff + (long) (ic + ir + r) * lda + pc) * 4, row, 0, kc);
-                        for (int p = 0, d = base + r; p < kc; p++, d += MR) {
+                    int r = 0;
+                    for (; r + 4 <= mr; r += 4) {
+                        // 4 rows at once: 4 adjacent floats per p land in one cache line
+                        long src = (aOff + (long) (ic + ir + r) * lda + pc) * 4;
+                        MemorySegment.copy(a, Tensor.FLOAT, src, row, 0, kc);
+                        MemorySegment.copy(a, Tensor.FLOAT, src + 4L * lda, row, KC, kc);
+                        MemorySegment.copy(a, Tensor.FLOAT, src + 8L * lda, row, 2 * KC, kc);
+                        MemorySegment.copy(a, Tensor.FLOAT, src + 12L * lda, row, 3 * KC, kc);
+                        for (int p = 0; p < kc; p++) {
+                            int d = base + r + p * MR;
                             ap[d] = row[p];
+                            ap[d + 1] = row[KC + p];
+                            ap[d + 2] = row[2 * KC + p];
+                            ap[d + 3] = row[3 * KC + p];
                         }
                     }
-                    for (int r = mr; r < MR; r++) {
+                    for (; r < mr; r++) {
+                        MemorySegment.copy(a, Tensor.FLOAT, (aOff + (long) (ic + ir + r) * lda + pc) * 4, row, 0, kc);
+                        for (int p = 0; p < kc; p++) {
+                            ap[base + r + p * MR] = row[p];
+                        }
+                    }
+                    for (; r < MR; r++) { // zero rows past m
                         for (int p = 0, d = base + r; p < kc; p++, d += MR) {
                             ap[d] = 0f;
                         }
