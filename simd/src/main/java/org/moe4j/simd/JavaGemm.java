@@ -15,8 +15,11 @@ import org.moe4j.simd.gemm.GemmKernel;
  * </pre>
  *
  * The packing step absorbs transA/transB, leading dimensions and offsets, so the micro-kernel sees one layout and
- * zero-padded edge panels. Parallel over a static grid: whole M halves per thread when M is large, N slices when
- * M is small (MoE expert GEMMs with 16..256 rows), each thread packing into its own reused buffers. Nothing is
+ * zero-padded edge panels (MR = 8, NR = 48, KC = 256, MC = 144, NC = 2016; see {@link GemmKernel}). When B
+ * is transposed (stored [n, k], the weight layout) and m <= 32, a skinny path skips packing and takes 4 x 4
+ * tiles of dot products straight from the segments. Parallel over a static grid: whole M slices per thread when
+ * M is large, N slices when M is small (MoE expert GEMMs with 16..256 rows), each thread packing into its own
+ * reused buffers. Nothing is
  * allocated on the heap per call in steady state (the buffers are per executing thread; the task object is
  * reused, and only a call that finds it in use by a concurrent call makes a fresh one).
  */
