@@ -31,6 +31,12 @@ import org.openjdk.jmh.annotations.Warmup;
  * <p>One op = one sgemm = 2 s^3 FLOP. GemmReport turns ops/s into GFLOP/s and % of peak.
  *
  * <p>Run: {@code ./moe4j bench GemmBench -f 1 -wi 2 -i 3 -w 1s -r 1s -prof gc}
+ *
+ * <p>Result (GemmReport, {@code -f 1 -wi 1 -i 2 -w 1s -r 1s}, 2 threads, shared 2-core Zen 5, FMA peak measured in
+ * the same run 478 GFLOP/s): 256^3 256 GFLOP/s (54%), 512^3 300 (63%), 1024^3 310 (65%), 2048^3 305 (64%).
+ * gc.alloc.rate.norm 1.2 / 7.8 / 60 / 488 B/op: ~8 KB per JMH iteration divided by the ops in it (it scales
+ * with 1 / ops/s), i.e. nothing per call. The micro-kernel alone on L1-resident panels runs at 80-83% of the
+ * one-thread FMA rate; the rest goes to packing and the C read-modify-write once per K block.
  */
 @State(Scope.Benchmark)
 @BenchmarkMode(Mode.Throughput)
