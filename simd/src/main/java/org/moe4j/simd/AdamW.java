@@ -68,40 +68,12 @@ public final class AdamW {
         double total = 0;
         long i = 0;
         for (; i + block <= n; i += block) {
-            total += blockSumSquares(g, off + i, block);
+            total += VectorMath.sumSquares(g, off + i, block);
         }
         if (i < n) {
-            total += blockSumSquares(g, off + i, (int) (n - i));
+            total += VectorMath.sumSquares(g, off + i, (int) (n - i));
         }
         return total;
-    }
-
-    private static float blockSumSquares(MemorySegment g, long off, int n) {
-        FloatVector s0 = FloatVector.zero(F);
-        FloatVector s1 = FloatVector.zero(F);
-        FloatVector s2 = FloatVector.zero(F);
-        FloatVector s3 = FloatVector.zero(F);
-        int i = 0;
-        for (int b4 = n - 4 * L; i <= b4; i += 4 * L) {
-            FloatVector v0 = FloatVector.fromMemorySegment(F, g, (off + i) * 4L, NATIVE);
-            FloatVector v1 = FloatVector.fromMemorySegment(F, g, (off + i + L) * 4L, NATIVE);
-            FloatVector v2 = FloatVector.fromMemorySegment(F, g, (off + i + 2 * L) * 4L, NATIVE);
-            FloatVector v3 = FloatVector.fromMemorySegment(F, g, (off + i + 3 * L) * 4L, NATIVE);
-            s0 = v0.fma(v0, s0);
-            s1 = v1.fma(v1, s1);
-            s2 = v2.fma(v2, s2);
-            s3 = v3.fma(v3, s3);
-        }
-        for (int b = F.loopBound(n); i < b; i += L) {
-            FloatVector v = FloatVector.fromMemorySegment(F, g, (off + i) * 4L, NATIVE);
-            s0 = v.fma(v, s0);
-        }
-        float s = s0.add(s1).add(s2.add(s3)).reduceLanes(VectorOperators.ADD);
-        for (; i < n; i++) {
-            float v = get(g, off + i);
-            s += v * v;
-        }
-        return s;
     }
 
     /** g[i] *= s over n elements (gradient clipping when it is not folded into {@link #step}). */
