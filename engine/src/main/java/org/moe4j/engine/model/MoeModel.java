@@ -1,0 +1,113 @@
+package org.moe4j.engine.model;
+
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.util.SplittableRandom;
+import org.moe4j.Moe4jException;
+import org.moe4j.engine.config.ModelConfig;
+import org.moe4j.simd.DType;
+import org.moe4j.simd.Tensor;
+
+/**
+ * The parameters of one MoE language model and their gradients, each one flat off-heap float32 buffer in
+ * {@link ParamLayout} order, owned by the model's arena. {@link #close()} frees both.
+ */
+public final class MoeModel implements AutoCloseable {
+    private final ModelConfig config;
+    private final ParamLayout layout;
+    private final Arena arena;
+    private final MemorySegment params;
+    private final MemorySegment grads;
+
+    public MoeModel(ModelConfig config) {
+        this.config = config;
+        this.layout = new ParamLayout(config);
+        this.arena = Arena.ofShared();
+        long bytes = layout.total() * Float.BYTES;
+        this.params = arena.allocate(bytes, Tensor.ALIGNMENT);
+        this.grads = arena.allocate(bytes, Tensor.ALIGNMENT);
+    }
+
+    public ModelConfig config() {
+        return config;
+    }
+
+    public ParamLayout layout() {
+        return layout;
+    }
+
+    /** The flat parameter buffer [layout().total()]. */
+    public MemorySegment params() {
+        return params;
+    }
+
+    /** The flat gradient buffer, same layout. */
+    public MemorySegment grads() {
+        return grads;
+    }
+
+    /** A view of one parameter. */
+    public Tensor param(String name) {
+        return view(params, layout.entry(name));
+    }
+
+    /** A view of one parameter's gradient. */
+    public Tensor grad(String name) {
+        return view(grads, layout.entry(name));
+    }
+
+    private static Tensor view(MemorySegment seg, ParamLayout.Entry e) {
+        return Tensor.of(seg.asSlice(e.offset() * Float.BYTES, e.numel() * Float.BYTES), DType.F32, e.shape());
+    }
+
+    public void zeroGrads() {
+        grads.fill((byte) 0);
+    }
+
+    /**
+     * GPT-2 style initialisation: norm weights 1, matrices N(0, 0.02²), the projections that write into the residual
+     * stream (o_proj, down_proj) scaled by 1/sqrt(2·layers). Deterministic in the seed.
+     */
+    public MoeModel initRandom(long seed) {
+        SplittableRandom rnd = new SplittableRandom(seed);
+        double resid = 0.02 / Math.sqrt(2.0 * config.layers());
+        for (ParamLayout.Entry e : layout.entries()) {
+            String n = e.name();
+            boolean norm = n.endsWith("norm.weight") || n.endsWith("layernorm.weight");
+            double std = n.contains("o_proj") || n.contains("down_proj") ? resid : 0.02;
+            for (long i = 0; i < e.numel(); i++) {
+                float v = norm ? 1f : (float) (gaussian(rnd) * std);
+                params.setAtIndex(Tensor.FLOAT, e.offset() + i, v);
+            }
+        }
+        return this;
+    }
+
+    private static double gaussian(SplittableRandom r) {
+        // Box-Muller; one value per call is enough for initialisation
+        double u1 = 1.0 - r.nextDouble(), u2 = r.nextDouble();
+        return Math.sqrt(-2.0 * Math.log(u1)) * Math.cos(2 * Math.PI * u2);
+    }
+
+    /** Copies {@code values} into parameter {@code name}; the length must match its shape. */
+    public void setParam(String name, float[] values) {
+        ParamLayout.Entry e = layout.entry(name);
+        if (values.length != e.numel())
+            throw new Moe4jException("parameter '" + name + "' has " + e.numel() + " values " + e
+                    + ", got " + values.length);
+        MemorySegment.copy(values, 0, params, Tensor.FLOAT, e.offset() * Float.BYTES, values.length);
+    }
+
+    public float[] paramValues(String name) {
+        return param(name).toFloatArray();
+    }
+
+    public float[] gradValues(String name) {
+        return grad(name).toFloatArray();
+    }
+
+    @Override
+    public void close() {
+        arena.close();
+    }
+}

@@ -1,0 +1,174 @@
+package org.moe4j.engine.model;
+
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.Collections;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import org.moe4j.Moe4jException;
+import org.moe4j.engine.config.ModelConfig;
+
+/**
+ * Where every parameter of a model lives in one flat float32 buffer, under its Hugging Face name (the EMO layout,
+ * ALGORITHMS.md section 1). Parameters, gradients and both AdamW moments share this layout, so a step can treat
+ * them as one vector (global norm, optimizer) and a checkpoint can name each tensor.
+ *
+ * <p>Order per layer: pre-attention norm; q, k, v, o projections; q/k norms (when qkNorm); pre-feed-forward norm;
+ * router; then per expert gate_proj (W1) directly followed by up_proj (W3), so that [W1; W3] is one [2h, d]
+ * matrix and one GEMM computes both, then down_proj (W2).
+ */
+public final class ParamLayout {
+    /** One tensor: name, shape, element offset in the flat buffer, whether AdamW decays it. */
+    public record Entry(String name, int[] shape, long offset, long numel, boolean decay) {
+        public Entry {
+            shape = shape.clone();
+        }
+
+        @Override
+        public int[] shape() {
+            return shape.clone();
+        }
+
+        @Override
+        public String toString() {
+            return name + Arrays.toString(shape);
+        }
+    }
+
+    private final List<Entry> entries;
+    private final Map<String, Entry> byName;
+    private final long total;
+    private final ModelConfig config;
+
+    public ParamLayout(ModelConfig c) {
+        this.config = c;
+        List<Entry> list = new ArrayList<>();
+        long[] at = {0};
+        int d = c.d(), dh = c.headSize(), qw = c.heads() * dh, kw = c.kvHeads() * dh, h = c.expertHidden();
+        add(list, at, embedTokens(), false, c.vocab(), d);
+        for (int l = 0; l < c.layers(); l++) {
+            add(list, at, preAttentionNorm(l), false, d);
+            add(list, at, qProj(l), true, qw, d);
+            add(list, at, kProj(l), true, kw, d);
+            add(list, at, vProj(l), true, kw, d);
+            add(list, at, oProj(l), true, d, qw);
+            if (c.qkNorm()) {
+                add(list, at, qNorm(l), false, qw);
+                add(list, at, kNorm(l), false, kw);
+            }
+            add(list, at, preFeedForwardNorm(l), false, d);
+            add(list, at, router(l), true, c.experts(), d);
+            for (int j = 0; j < c.experts(); j++) {
+                add(list, at, gateProj(l, j), true, h, d);
+                add(list, at, upProj(l, j), true, h, d);
+                add(list, at, downProj(l, j), true, d, h);
+            }
+        }
+        add(list, at, finalNorm(), false, d);
+        add(list, at, lmHead(), true, c.vocab(), d);
+        this.entries = Collections.unmodifiableList(list);
+        Map<String, Entry> m = new LinkedHashMap<>();
+        for (Entry e : list) m.put(e.name(), e);
+        this.byName = Collections.unmodifiableMap(m);
+        this.total = at[0];
+    }
+
+    private static void add(List<Entry> list, long[] at, String name, boolean decay, int... shape) {
+        long n = 1;
+        for (int s : shape) n *= s;
+        list.add(new Entry(name, shape, at[0], n, decay));
+        at[0] += n;
+    }
+
+    public static String embedTokens() {
+        return "model.embed_tokens.weight";
+    }
+
+    public static String preAttentionNorm(int l) {
+        return "model.layers." + l + ".pre_attention_layernorm.weight";
+    }
+
+    public static String qProj(int l) {
+        return "model.layers." + l + ".self_attn.q_proj.weight";
+    }
+
+    public static String kProj(int l) {
+        return "model.layers." + l + ".self_attn.k_proj.weight";
+    }
+
+    public static String vProj(int l) {
+        return "model.layers." + l + ".self_attn.v_proj.weight";
+    }
+
+    public static String oProj(int l) {
+        return "model.layers." + l + ".self_attn.o_proj.weight";
+    }
+
+    public static String qNorm(int l) {
+        return "model.layers." + l + ".self_attn.q_norm.weight";
+    }
+
+    public static String kNorm(int l) {
+        return "model.layers." + l + ".self_attn.k_norm.weight";
+    }
+
+    public static String preFeedForwardNorm(int l) {
+        return "model.layers." + l + ".pre_feedforward_layernorm.weight";
+    }
+
+    public static String router(int l) {
+        return "model.layers." + l + ".mlp.gate.weight";
+    }
+
+    public static String gateProj(int l, int j) {
+        return "model.layers." + l + ".mlp.experts." + j + ".gate_proj.weight";
+    }
+
+    public static String upProj(int l, int j) {
+        return "model.layers." + l + ".mlp.experts." + j + ".up_proj.weight";
+    }
+
+    public static String downProj(int l, int j) {
+        return "model.layers." + l + ".mlp.experts." + j + ".down_proj.weight";
+    }
+
+    public static String finalNorm() {
+        return "model.norm.weight";
+    }
+
+    public static String lmHead() {
+        return "lm_head.weight";
+    }
+
+    public ModelConfig config() {
+        return config;
+    }
+
+    /** Every tensor in buffer order. */
+    public List<Entry> entries() {
+        return entries;
+    }
+
+    /** Floats in the flat buffer. */
+    public long total() {
+        return total;
+    }
+
+    public boolean has(String name) {
+        return byName.containsKey(name);
+    }
+
+    /** The entry called {@code name}; the error lists what a model of this config has. */
+    public Entry entry(String name) {
+        Entry e = byName.get(name);
+        if (e == null)
+            throw new Moe4jException("parameter '" + name + "' does not exist in this model (" + entries.size()
+                    + " tensors, e.g. " + entries.get(0).name() + ", " + entries.get(entries.size() - 1).name() + ")");
+        return e;
+    }
+
+    public long offset(String name) {
+        return entry(name).offset();
+    }
+}

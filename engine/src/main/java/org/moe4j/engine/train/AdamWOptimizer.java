@@ -1,0 +1,156 @@
+package org.moe4j.engine.train;
+
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.util.ArrayList;
+import java.util.List;
+import org.moe4j.engine.model.MoeModel;
+import org.moe4j.engine.model.NonFiniteException;
+import org.moe4j.engine.model.ParamLayout;
+import org.moe4j.simd.AdamW;
+import org.moe4j.simd.Tensor;
+import org.moe4j.simd.VectorOps;
+import org.moe4j.simd.WorkerPool;
+
+/**
+ * AdamW over the model's flat parameter buffer (ALGORITHMS.md section 4): β (0.9, 0.95), weight decay 0.1 on
+ * matrices only (none on embeddings and norms), global gradient-norm clipping. The moments live off-heap in the
+ * parameter layout. The buffer is cut once into chunks that never straddle two tensors, so a step is one parallel
+ * loop with no allocation.
+ */
+public final class AdamWOptimizer implements AutoCloseable {
+    private static final int CHUNK = 1 << 16;
+
+    private final MoeModel model;
+    private final WorkerPool pool;
+    private final Arena arena = Arena.ofShared();
+    private final MemorySegment m, v;
+    private final long[] chunkStart;
+    private final int[] chunkLen;
+    private final boolean[] chunkDecay;
+    private final double[] partial;
+    private double beta1 = 0.9, beta2 = 0.95, epsilon = 1e-8, weightDecay = 0.1;
+    private long step;
+    private double lastNorm;
+
+    public AdamWOptimizer(MoeModel model, WorkerPool pool) {
+        this.model = model;
+        this.pool = pool;
+        long bytes = model.layout().total() * Float.BYTES;
+        m = arena.allocate(bytes, Tensor.ALIGNMENT);
+        v = arena.allocate(bytes, Tensor.ALIGNMENT);
+        List<long[]> chunks = new ArrayList<>();
+        for (ParamLayout.Entry e : model.layout().entries()) {
+            for (long a = 0; a < e.numel(); a += CHUNK)
+                chunks.add(new long[] {e.offset() + a, Math.min(CHUNK, e.numel() - a), e.decay() ? 1 : 0});
+        }
+        chunkStart = new long[chunks.size()];
+        chunkLen = new int[chunks.size()];
+        chunkDecay = new boolean[chunks.size()];
+        for (int i = 0; i < chunks.size(); i++) {
+            chunkStart[i] = chunks.get(i)[0];
+            chunkLen[i] = (int) chunks.get(i)[1];
+            chunkDecay[i] = chunks.get(i)[2] == 1;
+        }
+        partial = new double[pool.threads()];
+    }
+
+    public AdamWOptimizer betas(double b1, double b2) {
+        beta1 = b1;
+        beta2 = b2;
+        return this;
+    }
+
+    public AdamWOptimizer weightDecay(double wd) {
+        weightDecay = wd;
+        return this;
+    }
+
+    public long stepCount() {
+        return step;
+    }
+
+    /** Restores the step counter (resume). */
+    public void stepCount(long s) {
+        step = s;
+    }
+
+    /** The first moment buffer (for checkpoints). */
+    public MemorySegment firstMoment() {
+        return m;
+    }
+
+    public MemorySegment secondMoment() {
+        return v;
+    }
+
+    /** The global gradient norm measured by the last {@link #step}, before clipping. */
+    public double lastGradNorm() {
+        return lastNorm;
+    }
+
+    private final class NormTask implements WorkerPool.RangeTask {
+        @Override
+        public void run(int s, int e, int worker) {
+            double acc = 0;
+            for (int i = s; i < e; i++) acc += AdamW.sumSquares(model.grads(), chunkStart[i], chunkLen[i]);
+            partial[worker] += acc;
+        }
+    }
+
+    private final NormTask normTask = new NormTask();
+
+    private final class StepTask implements WorkerPool.RangeTask {
+        float lr, bc1, bc2, scale;
+
+        @Override
+        public void run(int s, int e, int worker) {
+            MemorySegment p = model.params(), g = model.grads();
+            for (int i = s; i < e; i++) {
+                long o = chunkStart[i];
+                AdamW.step(p, o, g, o, m, o, v, o, chunkLen[i], lr, (float) beta1, (float) beta2, (float) epsilon,
+                        chunkDecay[i] ? (float) weightDecay : 0f, bc1, bc2, scale);
+            }
+        }
+    }
+
+    private final StepTask stepTask = new StepTask();
+
+    /**
+     * One update from the gradients (which hold the SUM over {@code microBatches} micro-batch means): they are
+     * averaged, clipped to global norm {@code clip} (0 = no clipping), and applied with learning rate lr.
+     * Returns the gradient norm before clipping. A non-finite norm names the first bad tensor and changes nothing.
+     */
+    public double step(double lr, double clip, int microBatches) {
+        java.util.Arrays.fill(partial, 0.0);
+        pool.parallelFor(chunkStart.length, normTask);
+        double ss = 0;
+        for (double x : partial) ss += x;
+        double norm = Math.sqrt(ss) / microBatches;
+        lastNorm = norm;
+        if (!Double.isFinite(norm)) {
+            for (ParamLayout.Entry e : model.layout().entries()) {
+                long at = VectorOps.firstNonFinite(model.grads(), e.offset(), e.numel());
+                if (at >= 0)
+                    throw new NonFiniteException("non-finite gradient: first in " + e.name() + " at element " + at
+                            + "; no parameter was updated");
+            }
+            throw new NonFiniteException("non-finite gradient norm (sum of squares overflowed); no parameter was updated");
+        }
+        double scale = 1.0 / microBatches;
+        if (clip > 0 && norm > clip) scale *= clip / norm;
+        step++;
+        StepTask t = stepTask;
+        t.lr = (float) lr;
+        t.bc1 = (float) (1 - Math.pow(beta1, step));
+        t.bc2 = (float) (1 - Math.pow(beta2, step));
+        t.scale = (float) scale;
+        pool.parallelFor(chunkStart.length, t);
+        return norm;
+    }
+
+    @Override
+    public void close() {
+        arena.close();
+    }
+}

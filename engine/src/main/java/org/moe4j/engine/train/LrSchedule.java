@@ -1,0 +1,22 @@
+package org.moe4j.engine.train;
+
+import org.moe4j.engine.config.ConfigException;
+
+/** Linear warm-up from 0 to {@code peak} over {@code warmup} steps, then cosine decay to {@code peak·minRatio}. */
+public record LrSchedule(double peak, int warmup, int total, double minRatio) {
+    public LrSchedule {
+        if (!(peak > 0) || Double.isInfinite(peak)) throw new ConfigException("LrSchedule.peak = " + peak + ": must be finite and > 0");
+        if (warmup < 0) throw new ConfigException("LrSchedule.warmup = " + warmup + ": must be >= 0");
+        if (total < 1) throw new ConfigException("LrSchedule.total = " + total + ": must be >= 1");
+        if (!(minRatio >= 0 && minRatio <= 1)) throw new ConfigException("LrSchedule.minRatio = " + minRatio + ": must be in [0, 1]");
+    }
+
+    /** The learning rate of step s (0-based). */
+    public double at(long s) {
+        if (s < warmup) return peak * (s + 1) / warmup;
+        if (total <= warmup) return peak;
+        double progress = Math.min(1.0, (double) (s - warmup) / Math.max(1, total - warmup));
+        double cos = 0.5 * (1 + Math.cos(Math.PI * progress));
+        return peak * (minRatio + (1 - minRatio) * cos);
+    }
+}

@@ -1,0 +1,105 @@
+package org.moe4j.engine.train;
+
+import java.io.PrintStream;
+import java.util.Locale;
+import org.moe4j.Moe4jException;
+import org.moe4j.engine.model.MoeTransformer;
+import org.moe4j.engine.model.StepStats;
+
+/**
+ * The training loop: per optimizer step, {@code accumulation} micro-batches of B x T tokens (forward + backward,
+ * gradients summed), then AdamW with warm-up + cosine and global-norm clipping. Logs one line per {@code logEvery}
+ * steps with the loss and each aux loss, tokens/s, expert load (min/max share), drops and ERC's mean epsilon. A
+ * non-finite loss or gradient stops training with a {@link org.moe4j.engine.model.NonFiniteException} that names
+ * the layer and tensor; the parameters are left as they were before that step's update.
+ */
+public final class Trainer {
+    /** Loop settings. */
+    public record Options(int batch, int seqLen, int accumulation, LrSchedule lr, double clip, int logEvery) {
+        public Options {
+            if (batch < 1 || seqLen < 2 || accumulation < 1 || logEvery < 1)
+                throw new Moe4jException("Trainer.Options: batch " + batch + ", seqLen " + seqLen + ", accumulation "
+                        + accumulation + ", logEvery " + logEvery + ": need batch >= 1, seqLen >= 2, the others >= 1");
+        }
+    }
+
+    /** What one optimizer step measured (copied out of the transformer's stats, mean over micro-batches). */
+    public record StepLog(long step, double loss, double ce, double lb, double z, double erc, double ercEps,
+                          double lr, double gradNorm, double tokensPerSecond, double loadMin, double loadMax,
+                          int drops, String kPerLayer) {
+    }
+
+    private final MoeTransformer model;
+    private final AdamWOptimizer optimizer;
+    private final BatchSource source;
+    private final Options options;
+    private final PrintStream log;
+    private final int[] tokens;
+
+    public Trainer(MoeTransformer model, AdamWOptimizer optimizer, BatchSource source, Options options, PrintStream log) {
+        if ((long) options.batch() * options.seqLen() > model.maxTokens() || options.batch() > model.maxSequences())
+            throw new Moe4jException("Trainer: batch " + options.batch() + " x " + options.seqLen()
+                    + " does not fit the transformer (" + model.maxSequences() + " sequences, " + model.maxTokens() + " tokens)");
+        this.model = model;
+        this.optimizer = optimizer;
+        this.source = source;
+        this.options = options;
+        this.log = log;
+        this.tokens = new int[options.batch() * options.seqLen()];
+    }
+
+    public BatchSource source() {
+        return source;
+    }
+
+    public AdamWOptimizer optimizer() {
+        return optimizer;
+    }
+
+    /** Runs one optimizer step; logs it when its index is a multiple of logEvery (or it is the first). */
+    public StepLog step() {
+        long t0 = System.nanoTime();
+        long s = optimizer.stepCount();
+        model.model().zeroGrads();
+        double loss = 0, ce = 0, lb = 0, z = 0, erc = 0, eps = 0, lmin = 1, lmax = 0;
+        int drops = 0;
+        int acc = options.accumulation();
+        for (int i = 0; i < acc; i++) {
+            source.next(tokens, options.batch(), options.seqLen());
+            model.setBatch(tokens, options.batch(), options.seqLen());
+            loss += model.forward();
+            model.backward();
+            StepStats st = model.stats();
+            ce += st.ce;
+            lb += st.lbMean;
+            z += st.zMean;
+            erc += st.ercMean;
+            double e = 0;
+            for (int l = 0; l < st.layers(); l++) {
+                e += st.ercEps[l];
+                lmin = Math.min(lmin, st.loadMin[l]);
+                lmax = Math.max(lmax, st.loadMax[l]);
+            }
+            eps += e / st.layers();
+            drops += st.totalDrops();
+        }
+        double lr = options.lr().at(s);
+        double norm = optimizer.step(lr, options.clip(), acc);
+        double secs = (System.nanoTime() - t0) * 1e-9;
+        StepStats st = model.stats();
+        StringBuilder ks = new StringBuilder();
+        for (int l = 0; l < st.layers(); l++) ks.append(l == 0 ? "" : ",").append(st.kRouted[l]);
+        StepLog out = new StepLog(s, loss / acc, ce / acc, lb / acc, z / acc, erc / acc, eps / acc, lr, norm,
+                (double) acc * options.batch() * options.seqLen() / secs, lmin, lmax, drops, ks.toString());
+        if (log != null && (s % options.logEvery() == 0 || s + 1 == options.lr().total())) log.println(format(out));
+        return out;
+    }
+
+    public static String format(StepLog l) {
+        return String.format(Locale.ROOT,
+                "step %5d  loss %.4f  ce %.4f  lb %.4f  z %.4f  erc %s  eps %s  lr %.2e  |g| %.3f  %,.0f tok/s  load %.3f-%.3f  drops %d  k %s",
+                l.step(), l.loss(), l.ce(), l.lb(), l.z(), Double.isNaN(l.erc()) ? "off" : String.format(Locale.ROOT, "%.4f", l.erc()),
+                Double.isNaN(l.ercEps()) ? "-" : String.format(Locale.ROOT, "%.3f", l.ercEps()), l.lr(), l.gradNorm(),
+                l.tokensPerSecond(), l.loadMin(), l.loadMax(), l.drops(), l.kPerLayer());
+    }
+}
