@@ -56,6 +56,7 @@ public final class MoeTransformer implements AutoCloseable {
     private final StepStats stats;
     private final RoutingControl[] controls;
     private final RoutingRng ercRng;
+    private RoutingRng routingRng;
     private final Layer[] layers;
     private boolean docMask;
     private boolean ercOn;
@@ -105,6 +106,7 @@ public final class MoeTransformer implements AutoCloseable {
         stats = new StepStats(L);
         controls = new RoutingControl[L];
         RoutingRng rng = new RoutingRng(0x5EEDL);
+        routingRng = rng;
         for (int l = 0; l < L; l++) controls[l] = RoutingControl.training(c, rng);
         ercRng = new RoutingRng(0xE5CL);
         ercOn = c.loss().erc() > 0;
@@ -246,6 +248,7 @@ public final class MoeTransformer implements AutoCloseable {
     /** Replaces every layer's control by the config's training (true) or evaluation (false) defaults. */
     public void useDefaults(boolean training, long seed) {
         RoutingRng rng = new RoutingRng(seed);
+        routingRng = rng;
         for (int l = 0; l < L; l++) controls[l] = training ? RoutingControl.training(c, rng) : RoutingControl.eval(c);
         ercRng.setState(seed ^ 0xE5CL);
     }
@@ -263,6 +266,11 @@ public final class MoeTransformer implements AutoCloseable {
     /** Pins ERC's noise u [E'kept, d] (kept order) of layer l; null draws fresh noise each step. */
     public void pinErcNoise(int l, float[] u) {
         layers[l].erc.pinNoise(u);
+    }
+
+    /** The stream the default controls draw pool sizes and Matryoshka k from (its state goes into checkpoints). */
+    public RoutingRng routingRng() {
+        return routingRng;
     }
 
     public RoutingRng ercRng() {

@@ -157,6 +157,18 @@ public final class Checkpoint implements AutoCloseable {
      * is written as model.safetensors without an index.
      */
     public static void write(Path dir, HfConfig config, Map<String, Tensor> tensors, long maxShardBytes) {
+        write(dir, config, tensors, maxShardBytes, Map.of(), Map.of(), Map.of());
+    }
+
+    /**
+     * As {@link #write(Path, HfConfig, Map, long)}, with files beside the weights in the same atomic folder:
+     * {@code extraSafetensors} (file name -> tensors, e.g. {@link CheckpointDescriptor#TRAINING_STATE}),
+     * {@code extraJson} (file name -> JSON, e.g. training_state.json) and {@code copies} (file name -> a file to
+     * copy in, e.g. the tokenizer.json).
+     */
+    public static void write(Path dir, HfConfig config, Map<String, Tensor> tensors, long maxShardBytes,
+                             Map<String, Map<String, Tensor>> extraSafetensors, Map<String, JsonNode> extraJson,
+                             Map<String, Path> copies) {
         config.validate(dir.resolve(CheckpointDescriptor.CONFIG).toString());
         Path abs = dir.toAbsolutePath();
         Path parent = abs.getParent();
@@ -198,6 +210,19 @@ public final class Checkpoint implements AutoCloseable {
                 writeJson(tmp.resolve(CheckpointDescriptor.INDEX), index);
             }
             writeJson(tmp.resolve(CheckpointDescriptor.CONFIG), JSON.valueToTree(config));
+            for (Map.Entry<String, Map<String, Tensor>> e : extraSafetensors.entrySet()) {
+                SafetensorsWriter.write(tmp.resolve(e.getKey()), e.getValue(), meta);
+            }
+            for (Map.Entry<String, JsonNode> e : extraJson.entrySet()) {
+                writeJson(tmp.resolve(e.getKey()), e.getValue());
+            }
+            for (Map.Entry<String, Path> e : copies.entrySet()) {
+                Path to = tmp.resolve(e.getKey());
+                Files.copy(e.getValue(), to);
+                try (FileChannel ch = FileChannel.open(to, StandardOpenOption.WRITE)) {
+                    ch.force(true);
+                }
+            }
             fsyncDir(tmp);
             Path old = null;
             if (Files.exists(abs)) {
