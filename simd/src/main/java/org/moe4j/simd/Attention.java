@@ -785,7 +785,7 @@ public final class Attention {
             ex.intoArray(x, i);
             sum = sum.add(ex);
         }
-        return sum.reduceLanes(VectorOperators.ADD);
+        return VectorMath.sum(sum);
     }
 
     // ds[i] = p[i] * (ds[i] - d) over [from, to) (whole vectors)
@@ -809,7 +809,7 @@ public final class Attention {
         for (int i = 0; i < n; i += L) {
             acc = FloatVector.fromArray(SPECIES, x, xOff + i).fma(FloatVector.fromArray(SPECIES, y, yOff + i), acc);
         }
-        return acc.reduceLanes(VectorOperators.ADD);
+        return VectorMath.sum(acc);
     }
 
     private static int roundUp(int x, int m) {

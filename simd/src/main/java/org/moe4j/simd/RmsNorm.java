@@ -85,7 +85,7 @@ public final class RmsNorm {
                 FloatVector w0 = FloatVector.fromMemorySegment(F, w, (wOff + i) * 4L, NATIVE);
                 a0 = g0.mul(w0).fma(FloatVector.fromMemorySegment(F, x, (xr + i) * 4L, NATIVE), a0);
             }
-            float s = a0.add(a1).reduceLanes(VectorOperators.ADD);
+            float s = VectorMath.sum(a0.add(a1));
             for (; i < d; i++) {
                 s += get(dy, gr + i) * get(w, wOff + i) * get(x, xr + i);
             }

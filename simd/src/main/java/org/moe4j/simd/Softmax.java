@@ -131,7 +131,7 @@ public final class Softmax {
             e.intoMemorySegment(y, (yr + i) * 4L, NATIVE);
             acc0 = acc0.add(e);
         }
-        float sum = acc0.add(acc1).reduceLanes(VectorOperators.ADD);
+        float sum = VectorMath.sum(acc0.add(acc1));
         for (; i < n; i++) {
             float e = VectorMath.exp(get(x, xr + i) - max);
             set(y, yr + i, e);
@@ -150,7 +150,7 @@ public final class Softmax {
             e.intoMemorySegment(y, (yr + i) * 4L, NATIVE);
             acc = acc.add(e);
         }
-        float sum = acc.reduceLanes(VectorOperators.ADD);
+        float sum = VectorMath.sum(acc);
         for (; i < n; i++) {
             float e = VectorMath.isAllowed(mask, mw, i) ? VectorMath.exp(get(x, xr + i) - max) : 0f;
             set(y, yr + i, e);
@@ -175,7 +175,7 @@ public final class Softmax {
         for (int b = F.loopBound(n); i < b; i += L) {
             a0 = a0.add(VectorMath.exp(FloatVector.fromMemorySegment(F, x, (xr + i) * 4L, NATIVE).sub(max)));
         }
-        float s = a0.add(a1).add(a2.add(a3)).reduceLanes(VectorOperators.ADD);
+        float s = VectorMath.sum(a0.add(a1).add(a2.add(a3)));
         for (; i < n; i++) {
             s += VectorMath.exp(get(x, xr + i) - max);
         }
@@ -189,7 +189,7 @@ public final class Softmax {
             FloatVector xv = FloatVector.fromMemorySegment(F, x, (xr + i) * 4L, NATIVE);
             acc = acc.add(FloatVector.zero(F).blend(VectorMath.exp(xv.sub(max)), VectorMath.allowed(mask, mw, i)));
         }
-        float s = acc.reduceLanes(VectorOperators.ADD);
+        float s = VectorMath.sum(acc);
         for (; i < n; i++) {
             if (VectorMath.isAllowed(mask, mw, i)) {
                 s += VectorMath.exp(get(x, xr + i) - max);

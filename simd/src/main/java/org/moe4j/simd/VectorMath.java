@@ -6,6 +6,7 @@ import jdk.incubator.vector.FloatVector;
 import jdk.incubator.vector.IntVector;
 import jdk.incubator.vector.VectorMask;
 import jdk.incubator.vector.VectorOperators;
+import jdk.incubator.vector.VectorShuffle;
 import jdk.incubator.vector.VectorSpecies;
 
 /**
@@ -19,6 +20,11 @@ final class VectorMath {
     static final VectorSpecies<Float> F = FloatVector.SPECIES_PREFERRED;
     static final int L = F.length();
     static final ByteOrder NATIVE = ByteOrder.nativeOrder();
+    // rotations by 8, 4, 2, 1 lanes for the fixed-order lane sum
+    private static final VectorShuffle<Float> ROT8 = VectorShuffle.fromOp(F, i -> (i + 8) % L);
+    private static final VectorShuffle<Float> ROT4 = VectorShuffle.fromOp(F, i -> (i + 4) % L);
+    private static final VectorShuffle<Float> ROT2 = VectorShuffle.fromOp(F, i -> (i + 2) % L);
+    private static final VectorShuffle<Float> ROT1 = VectorShuffle.fromOp(F, i -> (i + 1) % L);
 
     // exp(x) = 2^n * e^r, n = rint(x / ln2), r = x - n ln2 in [-ln2/2, ln2/2]; e^r by the Cephes expf polynomial
     // (max relative error ~2 ulp on the reduced range). 2^n is applied as two factors 2^(n>>1) * 2^(n - n>>1), so
@@ -80,6 +86,19 @@ final class VectorMath {
         return (float) Math.exp(x);
     }
 
+    /**
+     * Σ of the lanes in a fixed pairwise order. {@code reduceLanes(ADD)} leaves the order unspecified, and the
+     * JIT-compiled and interpreted forms do differ, so results would change as code warms up; with this sum a
+     * computation gives the same bits cold and warm (exact resume depends on it).
+     */
+    static float sum(FloatVector v) {
+        if (L >= 16) v = v.add(v.rearrange(ROT8));
+        if (L >= 8) v = v.add(v.rearrange(ROT4));
+        if (L >= 4) v = v.add(v.rearrange(ROT2));
+        if (L >= 2) v = v.add(v.rearrange(ROT1));
+        return v.lane(0);
+    }
+
     static float get(MemorySegment s, long elem) {
         return s.getAtIndex(Tensor.FLOAT, elem);
     }
@@ -109,7 +128,7 @@ final class VectorMath {
             FloatVector v = FloatVector.fromMemorySegment(F, a, (off + i) * 4L, NATIVE);
             s0 = v.fma(v, s0);
         }
-        float s = s0.add(s1).add(s2.add(s3)).reduceLanes(VectorOperators.ADD);
+        float s = sum(s0.add(s1).add(s2.add(s3)));
         for (; i < n; i++) {
             float v = get(a, off + i);
             s += v * v;
@@ -132,7 +151,7 @@ final class VectorMath {
             FloatVector b0 = FloatVector.fromMemorySegment(F, b, (bOff + i) * 4L, NATIVE);
             s0 = FloatVector.fromMemorySegment(F, a, (aOff + i) * 4L, NATIVE).fma(b0, s0);
         }
-        float s = s0.add(s1).reduceLanes(VectorOperators.ADD);
+        float s = sum(s0.add(s1));
         for (; i < n; i++) {
             s += get(a, aOff + i) * get(b, bOff + i);
         }

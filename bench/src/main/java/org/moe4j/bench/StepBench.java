@@ -1,0 +1,121 @@
+package org.moe4j.bench;
+
+import java.lang.management.ManagementFactory;
+import java.util.Locale;
+import org.moe4j.engine.config.ModelConfig;
+import org.moe4j.engine.model.MoeModel;
+import org.moe4j.engine.model.MoeTransformer;
+import org.moe4j.engine.train.AdamWOptimizer;
+import org.moe4j.engine.train.SyntheticCorpus;
+import org.moe4j.simd.Gemm;
+import org.moe4j.simd.JavaGemm;
+import org.moe4j.simd.WorkerPool;
+
+/**
+ * One whole training step (forward + backward + AdamW) and one forward pass (prefill) of the engine issue's two
+ * configs, B 8 x T 256 on the synthetic source, side by side with the FP32 FMA peak measured in the same process:
+ * tokens/s, achieved model GFLOP/s (matmul FLOPs counted analytically: forward 2·params-touched per token plus
+ * causal attention, training 3x forward), % of peak, and heap bytes allocated per step after warm-up (all threads,
+ * from the JVM's per-thread allocation counters).
+ *
+ * <p>Run: {@code ./moe4j build && java --add-modules jdk.incubator.vector --enable-native-access=ALL-UNNAMED
+ * -cp bench/target/benchmarks.jar org.moe4j.bench.StepBench [small|bench ...] [--steps N]}. Compare with
+ * {@code bench/torch_moe_step.py} through {@code bench/compare-torch.sh}, which runs both in one script.
+ */
+public final class StepBench {
+    private StepBench() {
+    }
+
+    public static void main(String[] args) {
+        int steps = 5;
+        java.util.List<String> configs = new java.util.ArrayList<>();
+        for (int i = 0; i < args.length; i++) {
+            if (args[i].equals("--steps")) steps = Integer.parseInt(args[++i]);
+            else configs.add(args[i]);
+        }
+        if (configs.isEmpty()) configs = java.util.List.of("small", "bench");
+        WorkerPool pool = WorkerPool.common();
+        double peak = fmaPeak(pool);
+        System.out.printf(Locale.ROOT, "FP32 FMA peak, %d threads: %.1f GFLOP/s (JDK %s)%n", pool.threads(), peak,
+                Runtime.version());
+        System.out.println("| config | phase | tokens/s | ms/step | model GFLOP/s | % of peak | heap B/step |");
+        System.out.println("|---|---|---:|---:|---:|---:|---:|");
+        for (String name : configs) {
+            ModelConfig c = name.equals("bench") ? ModelConfig.bench() : ModelConfig.small();
+            run(name, c, 8, 256, steps, pool, new JavaGemm(pool), peak);
+        }
+    }
+
+    /** Forward matmul FLOPs per token of a sequence of T tokens (attention over T/2 keys on average). */
+    static double forwardFlopsPerToken(ModelConfig c, int T) {
+        int d = c.d(), qw = c.heads() * c.headSize(), kw = c.kvHeads() * c.headSize();
+        double attnProj = 2.0 * d * (qw + 2 * kw) + 2.0 * qw * d;
+        double attn = 2.0 * 2 * qw * (T + 1) / 2.0;
+        double router = 2.0 * d * c.experts();
+        double experts = (double) c.k() * 6.0 * d * c.expertHidden();
+        double head = 2.0 * d * c.vocab();
+        return c.layers() * (attnProj + attn + router + experts) + head;
+    }
+
+    static void run(String name, ModelConfig c, int B, int T, int steps, WorkerPool pool, Gemm gemm, double peak) {
+        c = c.withLoss(new org.moe4j.engine.config.LossWeights(c.loss().lb(), c.loss().routerZ(), 0.0, 0.0));
+        int[] tokens = new int[B * T];
+        SyntheticCorpus src = new SyntheticCorpus(c.vocab(), c.eosId(), 4, 4, 1);
+        try (MoeModel m = new MoeModel(c).initRandom(1);
+             MoeTransformer tr = new MoeTransformer(m, B * T, B, gemm, pool);
+             AdamWOptimizer opt = new AdamWOptimizer(m, pool)) {
+            src.next(tokens, B, T);
+            tr.setBatch(tokens, B, T);
+            Runnable train = () -> {
+                m.zeroGrads();
+                tr.forward();
+                tr.backward();
+                opt.step(1e-4, 1.0, 1);
+            };
+            Runnable fwd = tr::forward;
+            double flopTok = forwardFlopsPerToken(c, T);
+            report(name, "train step", train, steps, B * T, 3 * flopTok, peak);
+            report(name, "forward", fwd, steps, B * T, flopTok, peak);
+        }
+    }
+
+    static void report(String name, String phase, Runnable step, int steps, int tokens, double flopPerToken, double peak) {
+        for (int i = 0; i < 2; i++) step.run(); // warm-up (JIT, first-touch of buffers)
+        long bytes0 = allocatedBytes();
+        long t0 = System.nanoTime();
+        for (int i = 0; i < steps; i++) step.run();
+        long ns = System.nanoTime() - t0;
+        long bytes = allocatedBytes() - bytes0;
+        double sec = ns * 1e-9 / steps;
+        double gflops = tokens * flopPerToken / sec / 1e9;
+        System.out.printf(Locale.ROOT, "| %s | %s | %,.0f | %.1f | %.1f | %.1f%% | %,d |%n", name, phase, tokens / sec,
+                sec * 1e3, gflops, 100 * gflops / peak, bytes / steps);
+    }
+
+    /** Bytes allocated on the heap so far by every live thread. */
+    static long allocatedBytes() {
+        var mx = (com.sun.management.ThreadMXBean) ManagementFactory.getThreadMXBean();
+        long[] ids = mx.getAllThreadIds();
+        long s = 0;
+        for (long b : mx.getThreadAllocatedBytes(ids)) if (b > 0) s += b;
+        return s;
+    }
+
+    /** FmaPeakBench's kernel on every pool thread for about a second; GFLOP/s summed over threads. */
+    static double fmaPeak(WorkerPool pool) {
+        FmaPeakBench k = new FmaPeakBench();
+        int reps = 40;
+        double best = 0;
+        for (int round = 0; round < 4; round++) {
+            long t0 = System.nanoTime();
+            pool.parallelFor(pool.threads(), (s, e, w) -> {
+                float sink = 0;
+                for (int i = 0; i < reps; i++) sink += k.fma16();
+                if (sink == 42f) System.out.print("");
+            });
+            double sec = (System.nanoTime() - t0) * 1e-9;
+            best = Math.max(best, pool.threads() * reps * FmaPeakBench.FLOP_PER_OP / sec / 1e9);
+        }
+        return best;
+    }
+}
