@@ -49,6 +49,12 @@ public final class BrownCorpus implements DocumentSource {
         return reference;
     }
 
+    /** The corpus has 500 texts. */
+    @Override
+    public long documentCountHint() {
+        return 500;
+    }
+
     @Override
     public Stream<Document> documents() {
         return TarDocuments.stream(tarball, e -> {

@@ -15,4 +15,9 @@ public interface DocumentSource {
 
     /** The documents, in a fixed order. Close the stream to release the files it reads. */
     Stream<Document> documents();
+
+    /** About how many documents {@link #documents()} yields, for a progress bar; -1 when unknown. */
+    default long documentCountHint() {
+        return -1;
+    }
 }

@@ -82,34 +82,24 @@ public final class JdkSources implements DocumentSource {
                 + (maxPerDomain > 0 ? " (at most " + maxPerDomain + " files per domain)" : "");
     }
 
+    /** Counts the chosen files from the zip's central directory (no decompression). */
+    @Override
+    public long documentCountHint() {
+        ZipFile zip = open();
+        try (zip) {
+            return chosen(zip).size();
+        } catch (IOException e) {
+            return -1;
+        }
+    }
+
     @Override
     public Stream<Document> documents() {
-        ZipFile zip;
+        ZipFile zip = open();
         try {
-            zip = new ZipFile(srcZip.toFile(), StandardCharsets.UTF_8);
-        } catch (IOException e) {
-            throw new CorpusException(srcZip + ": cannot open the JDK source zip: " + e, e);
-        }
-        try {
-            List<ZipEntry> files = new ArrayList<>();
-            List<Document> stubs = new ArrayList<>();
-            zip.stream().filter(e -> !e.isDirectory() && e.getName().endsWith(".java") && e.getName().indexOf('/') > 0)
-                    .forEach(e -> {
-                        files.add(e);
-                        stubs.add(new Document(id(e), domainOf(e.getName().substring(0, e.getName().indexOf('/'))), ""));
-                    });
-            boolean[] keep = DocumentSources.selectPerDomain(stubs, maxPerDomain);
-            List<Integer> chosen = new ArrayList<>();
-            for (int i = 0; i < keep.length; i++) {
-                if (keep[i]) {
-                    chosen.add(i);
-                }
-            }
-            return chosen.stream().map(i -> {
-                ZipEntry e = files.get(i);
+            return chosen(zip).stream().map(e -> {
                 try (InputStream in = zip.getInputStream(e)) {
-                    return new Document(stubs.get(i).id(), stubs.get(i).domain(),
-                            new String(in.readAllBytes(), StandardCharsets.UTF_8));
+                    return new Document(id(e), domainOf(module(e)), new String(in.readAllBytes(), StandardCharsets.UTF_8));
                 } catch (IOException ex) {
                     throw new CorpusException(srcZip + ": cannot read '" + e.getName() + "': " + ex, ex);
                 }
@@ -128,6 +118,35 @@ public final class JdkSources implements DocumentSource {
             }
             throw e;
         }
+    }
+
+    private ZipFile open() {
+        try {
+            return new ZipFile(srcZip.toFile(), StandardCharsets.UTF_8);
+        } catch (IOException e) {
+            throw new CorpusException(srcZip + ": cannot open the JDK source zip: " + e, e);
+        }
+    }
+
+    /** The .java entries under the cap, in zip order. */
+    private List<ZipEntry> chosen(ZipFile zip) {
+        List<ZipEntry> files = zip.stream()
+                .filter(e -> !e.isDirectory() && e.getName().endsWith(".java") && e.getName().indexOf('/') > 0)
+                .map(e -> (ZipEntry) e)
+                .toList();
+        List<Document> stubs = files.stream().map(e -> new Document(id(e), domainOf(module(e)), "")).toList();
+        boolean[] keep = DocumentSources.selectPerDomain(stubs, maxPerDomain);
+        List<ZipEntry> chosen = new ArrayList<>();
+        for (int i = 0; i < keep.length; i++) {
+            if (keep[i]) {
+                chosen.add(files.get(i));
+            }
+        }
+        return chosen;
+    }
+
+    private static String module(ZipEntry e) {
+        return e.getName().substring(0, e.getName().indexOf('/'));
     }
 
     private static String id(ZipEntry e) {

@@ -71,6 +71,7 @@ public record ShardManifest(String format, int version, Tokenizer tokenizer, dou
         try {
             Files.createDirectories(dir);
             tmp = Files.createTempFile(dir, "." + FILE_NAME + ".", ".tmp");
+            ShardWriter.readableByAll(tmp);
             Files.write(tmp, JSON.writeValueAsBytes(this), StandardOpenOption.TRUNCATE_EXISTING);
             try (FileChannel ch = FileChannel.open(tmp, StandardOpenOption.WRITE)) {
                 ch.force(true);

@@ -9,6 +9,7 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.StandardCopyOption;
 import java.nio.file.StandardOpenOption;
+import java.nio.file.attribute.PosixFilePermissions;
 import java.util.Arrays;
 
 /**
@@ -43,6 +44,7 @@ public final class ShardWriter implements AutoCloseable {
             Path dir = path.toAbsolutePath().getParent();
             Files.createDirectories(dir);
             tmp = Files.createTempFile(dir, "." + path.getFileName() + ".", ".tmp");
+            readableByAll(tmp);
             channel = FileChannel.open(tmp, StandardOpenOption.WRITE, StandardOpenOption.TRUNCATE_EXISTING);
             channel.position(ShardDescriptor.TOKENS_OFFSET);
         } catch (IOException e) {
@@ -192,6 +194,15 @@ public final class ShardWriter implements AutoCloseable {
             channel.write(buffer);
         }
         buffer.clear();
+    }
+
+    /** A temporary file is created owner-only; the shard it becomes is an ordinary rw-r--r-- file. */
+    static void readableByAll(Path file) throws IOException {
+        try {
+            Files.setPosixFilePermissions(file, PosixFilePermissions.fromString("rw-r--r--"));
+        } catch (UnsupportedOperationException e) {
+            // not a POSIX file system: its defaults apply
+        }
     }
 
     /** Renames {@code from} onto {@code to} atomically where the file system allows it. */

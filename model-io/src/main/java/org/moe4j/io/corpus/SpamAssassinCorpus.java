@@ -44,6 +44,12 @@ public final class SpamAssassinCorpus implements DocumentSource {
         return reference;
     }
 
+    /** The package has 6,046 messages. */
+    @Override
+    public long documentCountHint() {
+        return 6046;
+    }
+
     @Override
     public Stream<Document> documents() {
         return TarDocuments.stream(tarball, e -> {

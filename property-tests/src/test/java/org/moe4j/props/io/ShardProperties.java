@@ -264,10 +264,19 @@ class ShardProperties {
 
     // ---- hostile files ----
 
-    private static byte[] validShardBytes(Random rnd) throws IOException {
-        List<Doc> docs = randomDocs(rnd, 300, 4);
-        docs.add(new Doc(1, new int[] {5, 6, 7}));
-        return Files.readAllBytes(write("valid.shard", docs, 300, 299, 4));
+    /** A few valid shards to corrupt, written once (each write is fsynced). */
+    private static final List<byte[]> VALID = new ArrayList<>();
+
+    private static synchronized byte[] validShardBytes(Random rnd) throws IOException {
+        if (VALID.isEmpty()) {
+            Random r = new Random(42);
+            for (int i = 0; i < 16; i++) {
+                List<Doc> docs = randomDocs(r, 300, 4);
+                docs.add(new Doc(1, new int[] {5, 6, 7}));
+                VALID.add(Files.readAllBytes(write("valid.shard", docs, 300, 299, 4)));
+            }
+        }
+        return VALID.get(rnd.nextInt(VALID.size())).clone();
     }
 
     /** Opening either works and every read stays in bounds, or fails with a CorpusException naming the file. */
