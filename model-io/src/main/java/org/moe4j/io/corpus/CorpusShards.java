@@ -15,6 +15,10 @@ import java.util.stream.Stream;
  * its id hashes to ({@link Split}) and is written as EOS followed by its tokens. Domain ids are given in the order
  * domains first appear. Documents whose text encodes to no token are skipped. Encoding runs in parallel over
  * batches of documents (the encoder must be thread-safe); the output does not depend on the thread count.
+ *
+ * <p>Each file is replaced atomically, and {@code manifest.json} is removed before the first shard is replaced and
+ * written after the last, so a folder with a manifest always holds the shards it describes; a failed run leaves the
+ * old shards (or none) and no manifest.
  */
 public final class CorpusShards {
     private static final int BATCH = 256;
@@ -70,6 +74,8 @@ public final class CorpusShards {
                     }
                 }
             }
+            // a folder with a manifest is complete: the old manifest goes before the first shard is replaced
+            ShardManifest.delete(outDir);
             List<String> domains = List.copyOf(domainIds.keySet());
             Map<String, ShardManifest.SplitStats> splits = new LinkedHashMap<>();
             for (Split s : Split.values()) {

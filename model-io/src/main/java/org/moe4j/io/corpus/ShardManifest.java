@@ -64,6 +64,38 @@ public record ShardManifest(String format, int version, Tokenizer tokenizer, dou
         return m;
     }
 
+    /**
+     * Opens the shard of {@code split} in {@code dir} and checks it against this manifest (counts, vocabulary, EOS,
+     * domains), so that a shard from another run is not read with this run's domain names.
+     */
+    public TokenShard open(Path dir, Split split) {
+        SplitStats st = splits.get(split.stem());
+        if (st == null) {
+            throw new CorpusException(dir.resolve(FILE_NAME) + ": no split '" + split.stem() + "'");
+        }
+        TokenShard shard = TokenShard.open(dir.resolve(st.file()));
+        if (shard.tokenCount() != st.tokens() || shard.documentCount() != st.documents()
+                || shard.vocabSize() != tokenizer.vocabSize() || shard.eosId() != tokenizer.eosId()
+                || shard.domainCount() != domains.size()) {
+            shard.close();
+            throw new CorpusException(shard.path() + ": holds " + shard.tokenCount() + " tokens, "
+                    + shard.documentCount() + " documents, vocabulary " + shard.vocabSize() + ", EOS " + shard.eosId()
+                    + ", " + shard.domainCount() + " domains, but " + dir.resolve(FILE_NAME) + " says " + st.tokens()
+                    + ", " + st.documents() + ", " + tokenizer.vocabSize() + ", " + tokenizer.eosId() + ", "
+                    + domains.size() + ": the shard and the manifest come from different runs");
+        }
+        return shard;
+    }
+
+    /** Removes {@code dir/manifest.json} if it is there. */
+    static void delete(Path dir) {
+        try {
+            Files.deleteIfExists(dir.resolve(FILE_NAME));
+        } catch (IOException e) {
+            throw new CorpusException(dir.resolve(FILE_NAME) + ": cannot remove the old manifest: " + e, e);
+        }
+    }
+
     /** Writes {@code dir/manifest.json} atomically (temporary file, fsync, rename). */
     public void write(Path dir) {
         Path file = dir.resolve(FILE_NAME);

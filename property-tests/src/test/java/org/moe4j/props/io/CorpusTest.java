@@ -5,6 +5,8 @@ import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.io.IOException;
+import java.io.PrintWriter;
+import java.io.StringWriter;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -21,6 +23,7 @@ import java.util.stream.Collectors;
 import java.util.stream.Stream;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
+import org.moe4j.engine.cli.PrepareDataCommand;
 import org.moe4j.io.corpus.BrownCorpus;
 import org.moe4j.io.corpus.ByteEncoder;
 import org.moe4j.io.corpus.CorpusException;
@@ -36,6 +39,7 @@ import org.moe4j.io.corpus.ShardManifest;
 import org.moe4j.io.corpus.SpamAssassinCorpus;
 import org.moe4j.io.corpus.Split;
 import org.moe4j.io.corpus.TokenShard;
+import picocli.CommandLine;
 
 /** The corpus sources on small local inputs (no network: the npm sources read synthetic tarballs). */
 class CorpusTest {
@@ -272,6 +276,55 @@ class CorpusTest {
             assertEquals(Set.of("manifest.json", "train.shard", "val.shard"),
                     files.map(p -> p.getFileName().toString()).collect(Collectors.toSet()), "no temporary file left");
         }
+    }
+
+    @Test
+    void prepareDataCommandReadsFolderAndJsonl() throws IOException {
+        Path texts = dir.resolve("texts");
+        Files.createDirectories(texts.resolve("law"));
+        Files.writeString(texts.resolve("law/a.txt"), "statute ".repeat(50));
+        Path jsonl = dir.resolve("web.jsonl");
+        Files.writeString(jsonl, "{\"text\": \"hello web\"}\n{\"text\": \"cooking\", \"domain\": \"food\"}\n");
+        Path out = dir.resolve("out");
+        StringWriter stdout = new StringWriter(), stderr = new StringWriter();
+        CommandLine cl = new CommandLine(new PrepareDataCommand());
+        cl.setOut(new PrintWriter(stdout));
+        cl.setErr(new PrintWriter(stderr));
+        int code = cl.execute("--source", "folder:" + texts, "--source", "jsonl:" + jsonl, "--out", out.toString(),
+                "--val-fraction", "0", "--no-progress", "--vocab", "1000");
+        assertEquals(0, code, stderr.toString());
+        assertTrue(stderr.toString().contains("--vocab 1000 is ignored"), stderr.toString());
+        String summary = stdout.toString();
+        assertTrue(summary.matches("(?s).*law\\s+1\\s+401\\s+0\\s+0.*"), summary);
+        assertTrue(summary.matches("(?s).*food\\s+1\\s+8\\s+0\\s+0.*"), summary);
+        ShardManifest m = ShardManifest.read(out);
+        assertEquals(List.of("law", "web", "food"), m.domains());
+        assertEquals(List.of("folder:" + texts, "jsonl:" + jsonl), m.sources().stream().map(ShardManifest.Source::name).toList());
+        try (TokenShard train = m.open(out, Split.TRAIN)) {
+            assertEquals(3, train.documentCount());
+        }
+
+        StringWriter err2 = new StringWriter();
+        CommandLine bad = new CommandLine(new PrepareDataCommand());
+        bad.setErr(new PrintWriter(err2));
+        bad.setExecutionExceptionHandler((ex, c, parsed) -> {
+            c.getErr().println(ex.getMessage());
+            return 1;
+        });
+        assertEquals(1, bad.execute("--source", "wikipedia", "--out", out.toString()));
+        assertTrue(err2.toString().contains("--source 'wikipedia' is not a source"), err2.toString());
+    }
+
+    @Test
+    void manifestRefusesAShardFromAnotherRun() throws IOException {
+        Path a = dir.resolve("a"), b = dir.resolve("b");
+        CorpusShards.prepare(List.of(listSource(List.of(new Document("x", "d", "one")))), new ByteEncoder(), a, 0,
+                CorpusShards.SILENT);
+        CorpusShards.prepare(List.of(listSource(List.of(new Document("y", "d", "other text")))), new ByteEncoder(), b,
+                0, CorpusShards.SILENT);
+        Files.copy(b.resolve("train.shard"), a.resolve("train.shard"), java.nio.file.StandardCopyOption.REPLACE_EXISTING);
+        CorpusException e = assertThrows(CorpusException.class, () -> ShardManifest.read(a).open(a, Split.TRAIN));
+        assertTrue(e.getMessage().contains("different runs"), e.getMessage());
     }
 
     static DocumentSource listSource(List<Document> docs) {
