@@ -112,7 +112,11 @@ public final class CorpusShards {
         }
         int domain = domainIds.computeIfAbsent(doc.domain(), k -> domainIds.size());
         Split split = Split.of(doc.id(), valFraction);
-        writers.get(split).add(domain, ids);
+        try {
+            writers.get(split).add(domain, ids);
+        } catch (CorpusException e) {
+            throw new CorpusException("document '" + doc.id() + "': " + e.getMessage(), e);
+        }
         List<long[]> c = counts.get(split);
         while (c.size() <= domain) {
             c.add(new long[2]);

@@ -89,7 +89,7 @@ public final class JdkSources implements DocumentSource {
         try (zip) {
             return chosen(zip).size();
         } catch (IOException e) {
-            return -1;
+            return -1; // closing a zip that was only listed failed: the count is still only a hint, and documents() reports errors
         }
     }
 

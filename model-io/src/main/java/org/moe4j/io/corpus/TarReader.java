@@ -50,7 +50,7 @@ final class TarReader implements AutoCloseable {
             switch (type) {
                 case 'x' -> longName = paxPath(content);
                 case 'L' -> longName = cString(content, 0, content.length);
-                case '0', 0 -> {
+                case '0', '7', 0 -> {
                     return new Entry(name, content);
                 }
                 default -> {

