@@ -3,6 +3,7 @@ package org.moe4j.props.model;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertNotEquals;
 
 import java.util.Arrays;
 import java.util.LinkedHashMap;
@@ -286,6 +287,40 @@ class RefModelExamplesTest {
             assertArrayEquals(new double[4], Arrays.copyOfRange(a.grads().get(RefModel.router(l)), 4, 8));
             for (String w : new String[] {"gate_proj", "up_proj", "down_proj"})
                 assertArrayEquals(new double[12], a.grads().get(RefModel.expert(l, 1, w)));
+        }
+    }
+
+    /**
+     * Sequences do not interact in the forward pass, so every loss can be rebuilt from one-sequence runs: CE and
+     * outZ weighted by label tokens, z by tokens, LB local = the mean of the per-sequence LBs; LB global is not.
+     */
+    @Test
+    void lossScopesOverSequences() {
+        int[][] tokens = {{1, 4, 0, 6, 2}, {6, 5, 5}, {3}};
+        for (boolean local : new boolean[] {true, false}) {
+            RefSpec s = new RefSpec(7, 4, 2, 2, 1, 5, 1, 3, 3, 10000.0, false, 1e-6, 0, true, false, local, 1.25, true,
+                    0.1, 0.01, 1, 1e-3);
+            Map<String, double[]> p = RefModel.randomParams(s, 10);
+            int[][][] pools = {{{2, 3}, {1}, {4}}, {{4, 1}, {3}, {2}}};
+            RefResult all = RefModel.run(s, p, tokens, new RefDraws(pools, null, null, null));
+            double ce = 0, outZ = 0, z = 0, lbMean = 0;
+            int labels = 0, count = 0;
+            for (int b = 0; b < tokens.length; b++) {
+                int[][][] own = {{pools[0][b]}, {pools[1][b]}};
+                RefResult one = RefModel.run(s, p, new int[][] {tokens[b]}, new RefDraws(own, null, null, null));
+                ce += one.ce() * (tokens[b].length - 1);
+                outZ += one.outZ() * (tokens[b].length - 1);
+                z += one.z() * tokens[b].length;
+                lbMean += one.lb() / tokens.length;
+                labels += tokens[b].length - 1;
+                count += tokens[b].length;
+                for (int t = 0; t < tokens[b].length; t++) assertArrayEquals(one.logits()[0][t], all.logits()[b][t], 1e-12);
+            }
+            assertEquals(ce / labels, all.ce(), 1e-12);
+            assertEquals(outZ / labels, all.outZ(), 1e-12);
+            assertEquals(z / count, all.z(), 1e-12);
+            if (local) assertEquals(lbMean, all.lb(), 1e-12);
+            else assertNotEquals(lbMean, all.lb(), 1e-6);
         }
     }
 

@@ -3,11 +3,13 @@ package org.moe4j.props.model;
 import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import java.util.Arrays;
 import java.util.LinkedHashMap;
 import java.util.Map;
 import java.util.function.ToDoubleFunction;
 import net.jqwik.api.ForAll;
 import net.jqwik.api.Property;
+import net.jqwik.api.statistics.Statistics;
 import org.moe4j.props.model.RefModelCases.Case;
 import org.moe4j.props.model.RefModelCases.Check;
 import org.moe4j.props.model.RefModelCases.Mode;
@@ -33,6 +35,8 @@ class RefModelFiniteDifferenceProperties {
             RefResult r = c.run();
             Check check = RefModelCases.finiteDifferences(c, r.grads(), RefResult::total, 2, seed, H, RTOL, ATOL);
             assertNull(check.firstFailure(), check.firstFailure());
+            Statistics.label("entries skipped at a kink").collect(check.skipped() > 0);
+            Statistics.label("capacity drops").collect(Arrays.stream(r.dropsAtPosition()).flatMapToInt(Arrays::stream).sum() > 0);
         }
     }
 

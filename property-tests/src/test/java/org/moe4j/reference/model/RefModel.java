@@ -519,19 +519,15 @@ public final class RefModel {
      */
     private static void route(RefSpec s, int l, int[][] tokens, RefDraws draws, LayerState st, double[] lbL,
                               double[] zL) {
-        int B = tokens.length, E = s.experts(), Er = s.routed();
+        int B = tokens.length, E = s.experts();
         st.kept = new boolean[E];
         int[] subset = draws.subset() == null ? null : draws.subset()[l];
         if (subset == null) Arrays.fill(st.kept, true);
         else for (int e : subset) st.kept[e] = true;
+        st.keptRouted = keptRouted(s, draws, l);
+        int nKept = st.keptRouted.length; // E' of this layer's losses and capacity
         boolean[] keptRouted = new boolean[E];
-        int nKept = 0;
-        for (int e = 0; e < Er; e++) if (st.kept[e]) {
-            keptRouted[e] = true;
-            nKept++;
-        }
-        st.keptRouted = new int[nKept];
-        for (int e = 0, i = 0; e < Er; e++) if (keptRouted[e]) st.keptRouted[i++] = e;
+        for (int e : st.keptRouted) keptRouted[e] = true;
         int kDrawn = draws.kPerLayer() == null ? s.k() - s.shared() : draws.kPerLayer()[l];
         st.kRouted = Math.min(kDrawn, nKept);
 
