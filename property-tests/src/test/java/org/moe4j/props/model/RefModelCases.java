@@ -121,6 +121,7 @@ final class RefModelCases {
     static Check finiteDifferences(Case c, Map<String, double[]> analytic, ToDoubleFunction<RefResult> f, int perTensor,
                                    long seed, double h, double rtol, double atol) {
         Random r = new Random(seed);
+        double[][] eps = c.fixedEps(); // ε at the unperturbed parameters, for every nudge
         String decisions = c.run().decisions();
         int compared = 0, skipped = 0;
         for (Map.Entry<String, double[]> e : c.params().entrySet()) {
@@ -129,9 +130,9 @@ final class RefModelCases {
                 int i = r.nextInt(w.length);
                 double keep = w[i];
                 w[i] = keep + h;
-                RefResult plus = RefModel.run(c.spec(), c.params(), c.tokens(), c.draws(), null == c.draws().ercNoise() ? null : epsAt(c, keep, e.getKey(), i));
+                RefResult plus = RefModel.run(c.spec(), c.params(), c.tokens(), c.draws(), eps);
                 w[i] = keep - h;
-                RefResult minus = RefModel.run(c.spec(), c.params(), c.tokens(), c.draws(), null == c.draws().ercNoise() ? null : epsAt(c, keep, e.getKey(), i));
+                RefResult minus = RefModel.run(c.spec(), c.params(), c.tokens(), c.draws(), eps);
                 w[i] = keep;
                 if (!plus.decisions().equals(decisions) || !minus.decisions().equals(decisions)) {
                     skipped++;
@@ -141,20 +142,10 @@ final class RefModelCases {
                 double an = analytic.get(e.getKey())[i];
                 compared++;
                 if (!(Math.abs(fd - an) <= rtol * Math.max(Math.abs(fd), Math.abs(an)) + atol))
-                    return new Check(compared, skipped, e.getKey() + "[" + i + "]: analytic " + an + ", finite difference "
-                            + fd + " (" + c + ")");
+                    return new Check(compared, skipped, e.getKey() + "[" + i + "]: analytic " + an
+                            + ", finite difference " + fd + " (" + c + ")");
             }
         }
         return new Check(compared, skipped, null);
-    }
-
-    /** ε computed at the unperturbed parameters: entry i of tensor name reset to keep while computing it. */
-    private static double[][] epsAt(Case c, double keep, String name, int i) {
-        double[] w = c.params().get(name);
-        double nudged = w[i];
-        w[i] = keep;
-        double[][] eps = c.fixedEps();
-        w[i] = nudged;
-        return eps;
     }
 }

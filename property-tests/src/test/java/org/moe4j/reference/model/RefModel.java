@@ -15,6 +15,11 @@ import java.util.Random;
  * <p>Weights are row-major: a matrix W [rows, cols] maps x [cols] to W x [rows]. Activations are [b][t][...]
  * (sequence, position, features); sequences may have different lengths. The backward is explicit: each forward
  * step keeps what its backward needs in a {@link LayerState}, and the backward walks the layers in reverse.
+ *
+ * <p>Choices where the brief is silent: k' of a layer is min(drawn k', kept routed experts) and is the k' of LB and
+ * capacity (a token whose pool is smaller uses its whole pool); with no label token at all, ce = outZ = 0; a layer
+ * keeping fewer than 2 routed experts has ERC 0 and mean ε 0. No gradient flows through a discrete choice (pool,
+ * top-k, drop, ERC hinge sign) nor through ERC's ε.
  */
 public final class RefModel {
     private RefModel() {
