@@ -73,6 +73,17 @@ public final class MoeTransformer implements AutoCloseable {
     private final float[] dGate, dLogits;
 
     public MoeTransformer(MoeModel model, int maxTokens, int maxSequences, Gemm gemm, WorkerPool pool) {
+        this(model, maxTokens, maxSequences, model.config().maxRoutedK(), gemm, pool);
+    }
+
+    /**
+     * A transformer for batches of up to maxTokens tokens in up to maxSequences sequences, whose routing may pick
+     * up to maxRoutedK routed experts per token (the config's k', or Matryoshka's kMax; more for layer budgets).
+     */
+    public MoeTransformer(MoeModel model, int maxTokens, int maxSequences, int maxRoutedK, Gemm gemm, WorkerPool pool) {
+        if (maxRoutedK < 1 || maxRoutedK > model.config().routedExperts())
+            throw new Moe4jException("MoeTransformer: maxRoutedK = " + maxRoutedK + " must be in [1, routed experts = "
+                    + model.config().routedExperts() + "]");
         if (maxTokens < 1 || maxSequences < 1 || maxSequences > maxTokens)
             throw new Moe4jException("MoeTransformer: maxTokens = " + maxTokens + ", maxSequences = " + maxSequences
                     + ": need 1 <= maxSequences <= maxTokens");
@@ -94,7 +105,7 @@ public final class MoeTransformer implements AutoCloseable {
         shared = c.sharedExperts();
         routed = c.routedExperts();
         hid = c.expertHidden();
-        kTotMax = c.maxRoutedK() + shared;
+        kTotMax = Math.max(maxRoutedK, c.maxRoutedK()) + shared;
         eps = (float) c.normEps();
         P = model.params();
         G = model.grads();
@@ -446,6 +457,9 @@ public final class MoeTransformer implements AutoCloseable {
         Routing r = ly.routing;
         ly.router.forward(ly.rlogits, N, seqStart, B, tokens, controls[ly.l], r);
         int kTot = r.kTot(), S = r.keptSlots();
+        if (kTot > kTotMax)
+            throw new Moe4jException("layer " + ly.l + ": routing picked k' = " + r.kRouted() + " experts per token, this "
+                    + "transformer was built for at most " + (kTotMax - shared) + " (pass maxRoutedK)");
         Arrays.fill(ly.rowOfSlot, 0, N * kTot, -1);
         for (int i = 0; i < S; i++) ly.rowOfSlot[r.perm[i]] = i;
         ops.gather(xn2, ly.xe.segment(), r.perm, kTot, d, S);
