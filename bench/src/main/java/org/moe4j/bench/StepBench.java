@@ -26,11 +26,14 @@ public final class StepBench {
     private StepBench() {
     }
 
+    static int WARMUP = 8;
+
     public static void main(String[] args) {
         int steps = 5;
         java.util.List<String> configs = new java.util.ArrayList<>();
         for (int i = 0; i < args.length; i++) {
             if (args[i].equals("--steps")) steps = Integer.parseInt(args[++i]);
+            else if (args[i].equals("--warmup")) WARMUP = Integer.parseInt(args[++i]);
             else configs.add(args[i]);
         }
         if (configs.isEmpty()) configs = java.util.List.of("small", "bench");
@@ -80,7 +83,7 @@ public final class StepBench {
     }
 
     static void report(String name, String phase, Runnable step, int steps, int tokens, double flopPerToken, double peak) {
-        for (int i = 0; i < 2; i++) step.run(); // warm-up (JIT, first-touch of buffers)
+        for (int i = 0; i < WARMUP; i++) step.run(); // warm-up (JIT compiles the kernels, first touch of buffers)
         long bytes0 = allocatedBytes();
         long t0 = System.nanoTime();
         for (int i = 0; i < steps; i++) step.run();

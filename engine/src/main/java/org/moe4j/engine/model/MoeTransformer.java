@@ -455,6 +455,7 @@ public final class MoeTransformer implements AutoCloseable {
         ops.rmsNorm(hres, 0, P, ly.wNorm2, xn2, 0, ly.rstd2.segment(), 0, d, eps, N);
         gemm.sgemm(false, true, N, E, d, 1f, xn2, 0, d, P, ly.wr, d, 0f, ly.rlogits.segment(), 0, E);
         Routing r = ly.routing;
+        if (VectorOps.firstNonFinite(ly.rlogits.segment(), 0, (long) N * E) >= 0) throw new NonFiniteException(firstNonFinite());
         ly.router.forward(ly.rlogits, N, seqStart, B, tokens, controls[ly.l], r);
         int kTot = r.kTot(), S = r.keptSlots();
         if (kTot > kTotMax)

@@ -110,4 +110,19 @@ class MoeTransformerTest {
             assertEquals(c.layers(), tr.stats().layers());
         }
     }
+
+    @Test
+    void nonFiniteLossNamesTheLayerAndTensor() {
+        ModelConfig c = ModelConfig.tiny();
+        try (MoeModel m = new MoeModel(c); MoeTransformer tr = new MoeTransformer(m, 16, 2, new JavaGemm(POOL), POOL)) {
+            m.initRandom(1);
+            float[] w = m.paramValues(ParamLayout.oProj(1));
+            w[3] = Float.POSITIVE_INFINITY;
+            m.setParam(ParamLayout.oProj(1), w);
+            tr.setBatch(tokens(16, c.vocab(), 2), 2, 8);
+            var ex = assertThrows(NonFiniteException.class, tr::forward);
+            assertTrue(ex.getMessage().contains("layer 1") && ex.getMessage().contains("residual after attention"),
+                    ex.getMessage());
+        }
+    }
 }
