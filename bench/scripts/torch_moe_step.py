@@ -50,7 +50,10 @@ class Block(torch.nn.Module):
         q, k, v = self.qkv(self.n1(x)).split(d, dim=-1)
         q, k, v = (t.view(B, T, self.H, -1).transpose(1, 2) for t in (q, k, v))
         q, k = rope(q, cos, sin), rope(k, cos, sin)
-        a = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        # torch 1.13 (Debian) has no scaled_dot_product_attention: the plain causal form
+        s = (q @ k.transpose(-1, -2)) * (q.shape[-1] ** -0.5)
+        s = s.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), float("-inf"))
+        a = s.softmax(-1) @ v
         x = x + self.o(a.transpose(1, 2).reshape(B, T, d))
         u = self.n2(x).view(B * T, d)
         z = self.router(u)
