@@ -6,7 +6,10 @@ import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
 import java.io.IOException;
+import java.net.URISyntaxException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
@@ -151,6 +154,34 @@ class TokenizerTest {
         Path resaved = tmp.resolve("llama-resaved.json");
         llama.save(resaved);
         assertArrayEquals(ids, BpeTokenizer.load(resaved).encode("12345"));
+    }
+
+    private static Path resource(String name) throws URISyntaxException {
+        return Path.of(TokenizerTest.class.getResource("/tokenizer/" + name).toURI());
+    }
+
+    /**
+     * Golden files from Hugging Face {@code tokenizers} (see corpus.json's "generator"): its trainer's file, read
+     * here, encodes the probes to its ids, and our trainer on the same corpus learns the same vocabulary and merges.
+     */
+    @Test
+    void agreesWithHuggingFaceTokenizers() throws IOException, URISyntaxException {
+        ObjectMapper json = new ObjectMapper();
+        BpeTokenizer hf = BpeTokenizer.load(resource("hf-trained.json"));
+        JsonNode enc = json.readTree(resource("hf-encodings.json").toFile());
+        for (int i = 0; i < enc.get("probes").size(); i++) {
+            String probe = enc.get("probes").get(i).asText();
+            int[] expected = json.convertValue(enc.get("ids").get(i), int[].class);
+            assertArrayEquals(expected, hf.encode(probe), probe);
+            assertEquals(probe, hf.decode(expected));
+        }
+        List<String> corpus = new ArrayList<>();
+        json.readTree(resource("corpus.json").toFile()).get("texts").forEach(t -> corpus.add(t.asText()));
+        BpeTokenizer ours = BpeTokenizer.train(corpus, 400, null, null);
+        assertEquals(hf.merges(), ours.merges());
+        for (int id = 0; id < hf.vocabSize(); id++) {
+            assertEquals(hf.token(id), ours.token(id), "token " + id);
+        }
     }
 
     @Test
