@@ -79,6 +79,20 @@ class TokenizerTest {
         }
     }
 
+    /** Llama-3 sets ignore_merges: a piece that is itself a token is taken whole, even where merges never reach it. */
+    @Test
+    void ignoreMergesTakesWholePieces() throws IOException {
+        String withHed = TINY.replace("MERGES", MERGES_AS_STRINGS)
+                .replace("\"<|endoftext|>\": 17}", "\"<|endoftext|>\": 17, \"Hed\": 18}");
+        assertArrayEquals(new int[] {8, 7}, BpeTokenizer.load(write("a.json", withHed)).encode("Hed"));
+        BpeTokenizer ignoring = BpeTokenizer.load(write("b.json",
+                withHed.replace("\"byte_fallback\": false,", "\"byte_fallback\": false, \"ignore_merges\": true,")));
+        assertArrayEquals(new int[] {18, 17, 8, 15}, ignoring.encode("Hed<|endoftext|>Held"));
+        Path resaved = tmp.resolve("c.json");
+        ignoring.save(resaved);
+        assertArrayEquals(new int[] {18}, BpeTokenizer.load(resaved).encode("Hed"));
+    }
+
     @Test
     void tinyFileSurvivesSaveAndLoad() throws IOException {
         BpeTokenizer tok = BpeTokenizer.load(write("tiny.json", TINY.replace("MERGES", MERGES_AS_STRINGS)));
@@ -162,7 +176,8 @@ class TokenizerTest {
 
     /**
      * Golden files from Hugging Face {@code tokenizers} (see corpus.json's "generator"): its trainer's file, read
-     * here, encodes the probes to its ids, and our trainer on the same corpus learns the same vocabulary and merges.
+     * here, encodes the probes to its ids (also with Llama-3's Split regex, hf-llama3-style.json; the probes mix
+     * Unicode white space, digits, combining marks, emoji and random code points), and our trainer on the same corpus learns the same vocabulary and merges.
      */
     @Test
     void agreesWithHuggingFaceTokenizers() throws IOException, URISyntaxException {
@@ -174,6 +189,12 @@ class TokenizerTest {
             int[] expected = json.convertValue(enc.get("ids").get(i), int[].class);
             assertArrayEquals(expected, hf.encode(probe), probe);
             assertEquals(probe, hf.decode(expected));
+        }
+        BpeTokenizer llama = BpeTokenizer.load(resource("hf-llama3-style.json"));
+        JsonNode l3 = enc.get("llama3_style");
+        for (int i = 0; i < l3.get("probes").size(); i++) {
+            String probe = l3.get("probes").get(i).asText();
+            assertArrayEquals(json.convertValue(l3.get("ids").get(i), int[].class), llama.encode(probe), probe);
         }
         List<String> corpus = new ArrayList<>();
         json.readTree(resource("corpus.json").toFile()).get("texts").forEach(t -> corpus.add(t.asText()));
