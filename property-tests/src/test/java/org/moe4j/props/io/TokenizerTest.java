@@ -133,6 +133,19 @@ class TokenizerTest {
         assertRejected(ok.replace("\"id\": 17", "\"id\": \"x\""), "'added_tokens[0].id'");
         assertRejected(ok.replace("\"normalizer\": null", "\"normalizer\": {\"type\": \"NFC\"}"), "'normalizer'");
         assertRejected(ok.replace("\"Ġworld\": 16", "\"Ġworld\": 15"), "'model.vocab'", "id 15");
+        String byteLevel = "{\"type\": \"ByteLevel\", \"add_prefix_space\": false, \"trim_offsets\": true, "
+                + "\"use_regex\": true}";
+        String split = "{\"type\": \"Split\", \"pattern\": {\"Regex\": \"\\\\d\"}, \"behavior\": \"BEHAVIOR\"}";
+        assertRejected(ok.replace(byteLevel, "{\"type\": \"Sequence\", \"pretokenizers\": [" + byteLevel + ", "
+                + split.replace("BEHAVIOR", "Isolated") + "]}"), "'pre_tokenizer.pretokenizers[0]'", "not last");
+        assertRejected(ok.replace(byteLevel, "{\"type\": \"Sequence\", \"pretokenizers\": ["
+                + split.replace("BEHAVIOR", "Removed") + ", " + byteLevel + "]}"),
+                "'pre_tokenizer.pretokenizers[0].behavior'", "Removed");
+        assertRejected(ok.replace(byteLevel, "{\"type\": \"Sequence\", \"pretokenizers\": ["
+                + split.replace("BEHAVIOR", "Isolated").replace("\\\\d", "(") + ", " + byteLevel + "]}"),
+                "'pre_tokenizer.pretokenizers[0].pattern.Regex'");
+        assertRejected(ok.replace("\"lstrip\": false", "\"lstrip\": true"), "'added_tokens[0].lstrip'");
+        assertRejected(ok.replace("\"byte_fallback\": false", "\"byte_fallback\": true"), "'model.byte_fallback'");
     }
 
     @Test
@@ -202,6 +215,32 @@ class TokenizerTest {
         assertEquals(hf.merges(), ours.merges());
         for (int id = 0; id < hf.vocabSize(); id++) {
             assertEquals(hf.token(id), ours.token(id), "token " + id);
+        }
+    }
+
+    /** One tokenizer shared by threads (shard writing does this): same ids as a single thread, cache and all. */
+    @Test
+    void encodesFromManyThreadsAtOnce() throws Exception {
+        BpeTokenizer tok = BpeTokenizer.train(prose(), 330, null, null);
+        List<String> texts = new ArrayList<>();
+        for (int i = 0; i < 200; i++) {
+            texts.add(prose().get(i % 20) + " variant " + i + " " + "x".repeat(i % 50));
+        }
+        List<int[]> expected = texts.stream().map(BpeTokenizer.train(prose(), 330, null, null)::encode).toList();
+        try (var pool = java.util.concurrent.Executors.newFixedThreadPool(4)) {
+            List<java.util.concurrent.Future<?>> done = new ArrayList<>();
+            for (int t = 0; t < 4; t++) {
+                int offset = t * 37;
+                done.add(pool.submit(() -> {
+                    for (int i = 0; i < texts.size(); i++) {
+                        int k = (i + offset) % texts.size();
+                        assertArrayEquals(expected.get(k), tok.encode(texts.get(k)));
+                    }
+                }));
+            }
+            for (var f : done) {
+                f.get();
+            }
         }
     }
 
