@@ -368,7 +368,10 @@ public final class BpeTokenizer {
         return size;
     }
 
-    /** The text of {@code ids}: BPE tokens' bytes read as UTF-8 (a cut-off sequence gives U+FFFD), added tokens' content. */
+    /**
+     * The text of {@code ids}: BPE tokens' bytes read as UTF-8 (a cut-off sequence gives U+FFFD), added tokens'
+     * content as it is.
+     */
     public String decode(int[] ids) {
         StringBuilder sb = new StringBuilder(ids.length * 4);
         byte[] buf = new byte[64];
