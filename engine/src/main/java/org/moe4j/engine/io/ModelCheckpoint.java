@@ -6,27 +6,41 @@ import com.fasterxml.jackson.databind.node.ObjectNode;
 import java.lang.foreign.MemorySegment;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.LinkedHashMap;
+import java.util.List;
 import java.util.Map;
 import org.moe4j.Moe4jException;
+import org.moe4j.engine.config.LbScope;
+import org.moe4j.engine.config.LossWeights;
+import org.moe4j.engine.config.MatryoshkaConfig;
 import org.moe4j.engine.config.ModelConfig;
+import org.moe4j.engine.config.PoolConfig;
+import org.moe4j.engine.config.RoutingConfig;
 import org.moe4j.engine.model.MoeModel;
 import org.moe4j.engine.model.ParamLayout;
 import org.moe4j.io.checkpoint.Checkpoint;
 import org.moe4j.io.checkpoint.CheckpointDescriptor;
 import org.moe4j.io.checkpoint.HfConfig;
+import org.moe4j.io.hf.HfArchitecture;
+import org.moe4j.io.hf.MoeHyperParameters;
+import org.moe4j.simd.Convert;
 import org.moe4j.simd.DType;
 import org.moe4j.simd.Tensor;
 
 /**
- * A model as a Hugging Face checkpoint folder in the EMO layout (config.json with HF keys and the full moe4j
- * config in its "moe4j" block, model*.safetensors under HF tensor names), and optionally the training state beside
- * it: {@code training_state.safetensors} (AdamW moments, flat in the parameter layout) and
+ * A model as a Hugging Face checkpoint folder. Written in the EMO layout (config.json with HF keys and the full
+ * moe4j config in its "moe4j" block, model*.safetensors under the canonical names), optionally with the training
+ * state beside it: {@code training_state.safetensors} (AdamW moments, flat in the parameter layout) and
  * {@code training_state.json} (step, data position, random streams) — everything an exact resume needs.
+ * Read from any architecture {@link HfArchitecture} knows (EMO, OLMoE, Mixtral): one code path, the architecture's
+ * name table and config rules being the only difference.
  */
 public final class ModelCheckpoint {
     public static final String STATE_JSON = "training_state.json";
     private static final ObjectMapper JSON = new ObjectMapper();
+    private static final System.Logger LOG = System.getLogger(ModelCheckpoint.class.getName());
     private static final long SHARD_BYTES = 2L << 30;
 
     private ModelCheckpoint() {
@@ -37,6 +51,7 @@ public final class ModelCheckpoint {
                              long routingRngState, long ercRngState, JsonNode extra) {
     }
 
+    /** The EMO config.json of a model: HF keys (qk_norm included) and the full config as the moe4j block. */
     public static HfConfig hfConfig(ModelConfig c) {
         JsonNode block;
         try {
@@ -46,11 +61,35 @@ public final class ModelCheckpoint {
         }
         return new HfConfig("emo", c.vocab(), c.d(), c.expertHidden(), c.layers(), c.heads(), c.kvHeads(),
                 c.experts(), null, c.k(), c.sharedExperts(), c.routing().normalizeTopK(), c.ropeTheta(), c.normEps(),
-                false, c.maxSeq(), c.eosId(), block);
+                false, c.maxSeq(), c.eosId(), block, c.qkNorm());
     }
 
     /** Writes the folder atomically; state and tokenizer may be null. */
     public static void save(Path dir, MoeModel model, TrainState state, Path tokenizer) {
+        write(dir, model, state, tokenizer == null ? Map.of() : Map.of(CheckpointDescriptor.TOKENIZER, tokenizer));
+    }
+
+    /** Files beside the weights that describe the tokenizer and generation, not the architecture: kept by export. */
+    public static final List<String> TOKENIZER_FILES = List.of(CheckpointDescriptor.TOKENIZER, "tokenizer_config.json",
+            "special_tokens_map.json", "generation_config.json");
+
+    /**
+     * Writes {@code model} in the EMO layout without training state ({@link #save}: canonical tensor names, all
+     * float32, config.json with {@code model_type: emo}, {@code num_experts}, {@code num_shared_experts},
+     * {@code norm_topk_prob}, {@code qk_norm} and the moe4j block), copying the {@link #TOKENIZER_FILES} that
+     * {@code from} (the imported folder; may be null) has.
+     *
+     * @return the number of tensors written
+     */
+    public static int export(Path dir, MoeModel model, Path from) {
+        Map<String, Path> copies = new LinkedHashMap<>();
+        if (from != null)
+            for (String f : TOKENIZER_FILES) if (Files.isRegularFile(from.resolve(f))) copies.put(f, from.resolve(f));
+        write(dir, model, null, copies);
+        return model.layout().entries().size();
+    }
+
+    private static void write(Path dir, MoeModel model, TrainState state, Map<String, Path> copies) {
         Map<String, Tensor> tensors = new LinkedHashMap<>();
         for (ParamLayout.Entry e : model.layout().entries()) tensors.put(e.name(), model.param(e.name()));
         Map<String, Map<String, Tensor>> extra = new LinkedHashMap<>();
@@ -70,57 +109,227 @@ public final class ModelCheckpoint {
             if (state.extra() != null) o.set("extra", state.extra());
             json.put(STATE_JSON, o);
         }
-        Map<String, Path> copies = tokenizer == null ? Map.of() : Map.of(CheckpointDescriptor.TOKENIZER, tokenizer);
         Checkpoint.write(dir, hfConfig(model.config()), tensors, SHARD_BYTES, extra, json, copies);
+    }
+
+    /**
+     * A checkpoint folder read into a model.
+     *
+     * @param model        the parameters, upcast to float32, under canonical (EMO) names
+     * @param architecture what config.json's {@code model_type} named
+     * @param tensors      tensors read from the files
+     * @param notes        what the import did beyond a plain copy (a tied LM head, a config derived from HF keys)
+     */
+    public record Imported(MoeModel model, HfArchitecture architecture, int tensors, List<String> notes) {
+        public Imported {
+            notes = List.copyOf(notes);
+        }
     }
 
     /** The model config of a checkpoint: the moe4j block when present, else derived from the HF keys. */
     public static ModelConfig config(Checkpoint ck) {
-        HfConfig h = ck.config();
-        if (h.moe4j() != null && !h.moe4j().isNull()) return ModelConfig.fromJson(h.moe4j().toString());
-        ModelConfig base = ModelConfig.tiny();
-        var routing = new org.moe4j.engine.config.RoutingConfig(Boolean.TRUE.equals(h.normTopkProb()), false,
-                org.moe4j.engine.config.PoolConfig.none(), org.moe4j.engine.config.MatryoshkaConfig.off(), 0, 0,
-                org.moe4j.engine.config.LbScope.GLOBAL);
-        return new ModelConfig(h.vocabSize(), h.hiddenSize(), h.numHiddenLayers(), h.numAttentionHeads(), h.kvHeads(),
-                h.experts(), h.sharedExperts(), h.numExpertsPerTok(), h.intermediateSize(),
-                h.ropeTheta() == null ? 10000.0 : h.ropeTheta(), false, h.rmsNormEps() == null ? 1e-6 : h.rmsNormEps(),
-                h.maxPositionEmbeddings() == null ? 4096 : h.maxPositionEmbeddings(),
-                h.eosTokenId() == null ? 0 : h.eosTokenId(), routing, base.loss());
+        Path file = ck.dir().resolve(CheckpointDescriptor.CONFIG);
+        JsonNode raw = readConfigJson(file);
+        return config(raw, HfArchitecture.detect(raw, file.toString()), file.toString());
     }
 
-    /** Loads the weights of a checkpoint folder (F32, BF16 or F16, upcast) into a new model. */
+    /**
+     * The model config of a config.json of architecture {@code arch}: its moe4j block when present (a checkpoint
+     * moe4j wrote), else the architecture's hyper-parameters ({@link HfArchitecture#hyperParameters}) as an
+     * inference config — standard top-k routing (no document pool, no Matryoshka, no capacity), gates renormalised
+     * when the architecture says so (Mixtral always, OLMoE per {@code norm_topk_prob}), default loss weights.
+     */
+    public static ModelConfig config(JsonNode raw, HfArchitecture arch, String file) {
+        JsonNode block = raw.get("moe4j");
+        if (block != null && !block.isNull()) return ModelConfig.fromJson(block.toString());
+        refuseUnsupportedKeys(raw, file);
+        MoeHyperParameters h = arch.hyperParameters(raw, file);
+        var routing = new RoutingConfig(h.normTopK(), false, PoolConfig.none(), MatryoshkaConfig.off(), 0, 0,
+                LbScope.GLOBAL);
+        JsonNode maxPos = raw.get("max_position_embeddings");
+        JsonNode eos = raw.get("eos_token_id");
+        int eosId = eos == null || eos.isNull() ? 0 : eos.isInt() ? eos.intValue() : -1;
+        if (eosId < 0 || eosId >= h.vocab())
+            throw new Moe4jException(file + ": 'eos_token_id' = " + eos + " must be one token id in [0, vocab_size = "
+                    + h.vocab() + ")");
+        return new ModelConfig(h.vocab(), h.d(), h.layers(), h.heads(), h.kvHeads(), h.experts(), h.shared(), h.k(),
+                h.hidden(), h.ropeTheta(), h.qkNorm(), h.normEps(),
+                maxPos == null || !maxPos.canConvertToInt() || maxPos.intValue() < 1 ? 4096 : maxPos.intValue(),
+                eosId, routing, LossWeights.defaults());
+    }
+
+    /**
+     * Keys every architecture shares whose values would make the engine compute something else than the checkpoint
+     * was trained to: refused by name rather than run wrongly.
+     */
+    private static void refuseUnsupportedKeys(JsonNode raw, String file) {
+        JsonNode act = raw.get("hidden_act");
+        if (act != null && !act.isNull() && !"silu".equals(act.asText()))
+            throw new Moe4jException(file + ": 'hidden_act' = " + act + " is not supported (the experts are SwiGLU: \"silu\")");
+        JsonNode scaling = raw.get("rope_scaling");
+        if (scaling != null && !scaling.isNull())
+            throw new Moe4jException(file + ": 'rope_scaling' = " + scaling + " is not supported (expected null or absent)");
+        JsonNode bias = raw.get("attention_bias");
+        if (bias != null && !bias.isNull() && !(bias.isBoolean() && !bias.booleanValue()))
+            throw new Moe4jException(file + ": 'attention_bias' = " + bias + " is not supported (attention has no biases)");
+        JsonNode headDim = raw.get("head_dim");
+        JsonNode hidden = raw.get("hidden_size"), heads = raw.get("num_attention_heads");
+        if (headDim != null && !headDim.isNull() && hidden != null && heads != null && heads.asInt() > 0
+                && headDim.asInt() != hidden.asInt() / heads.asInt())
+            throw new Moe4jException(file + ": 'head_dim' = " + headDim + " is not supported; the engine's head size is "
+                    + "hidden_size / num_attention_heads = " + hidden.asInt() / heads.asInt());
+    }
+
+    /** Loads a checkpoint folder of any supported architecture ({@link #importCheckpoint}); notes go to the log. */
     public static MoeModel load(Path dir) {
+        Imported im = importCheckpoint(dir);
+        for (String note : im.notes()) LOG.log(System.Logger.Level.INFO, note);
+        return im.model();
+    }
+
+    /**
+     * Reads a checkpoint folder of any architecture {@link HfArchitecture} knows (EMO, OLMoE, Mixtral) into a new
+     * model: the architecture from config.json's {@code model_type}, the config from {@link #config(JsonNode,
+     * HfArchitecture, String)}, every tensor renamed to its canonical name through the architecture's name table
+     * and upcast from BF16/F16 to float32. Every tensor the model needs must be there with its exact shape, and
+     * every tensor there must be one the model needs; all such problems are reported together, each with the
+     * tensor, the file that holds it and the expected shape.
+     *
+     * <p>Tied embeddings ({@code tie_word_embeddings: true}): the engine's LM head is a parameter of its own, so it
+     * starts as a copy of the embedding (said in {@link Imported#notes()}); after training the two differ and an
+     * export writes both, untied. A stored {@code lm_head.weight} that differs from the embedding is refused: HF
+     * would ignore it, silently dropping it would hide a broken file.
+     */
+    public static Imported importCheckpoint(Path dir) {
+        Path configFile = dir.resolve(CheckpointDescriptor.CONFIG);
+        String file = configFile.toString();
+        JsonNode raw = readConfigJson(configFile);
+        HfArchitecture arch = HfArchitecture.detect(raw, file);
+        ModelConfig c = config(raw, arch, file);
+        boolean tied = raw.path("tie_word_embeddings").asBoolean(false);
+        List<String> notes = new ArrayList<>();
+        JsonNode block = raw.get("moe4j");
+        if (block == null || block.isNull())
+            notes.add(file + ": " + arch.modelType() + " config read from its Hugging Face keys: " + describe(c));
         try (Checkpoint ck = Checkpoint.open(dir)) {
-            ModelConfig c = config(ck);
             MoeModel m = new MoeModel(c);
             try {
-                for (ParamLayout.Entry e : m.layout().entries()) {
-                    if (!ck.contains(e.name()))
-                        throw new Moe4jException(dir + ": tensor '" + e.name() + "' is missing; the config expects "
-                                + java.util.Arrays.toString(e.shape()));
-                    Tensor t = ck.tensor(e.name());
-                    if (!java.util.Arrays.equals(t.shape(), e.shape()))
-                        throw new Moe4jException(dir + ": tensor '" + e.name() + "' has shape "
-                                + java.util.Arrays.toString(t.shape()) + ", config expects " + java.util.Arrays.toString(e.shape()));
-                    copyInto(t, m.params(), e.offset());
+                ParamLayout layout = m.layout();
+                List<String> problems = new ArrayList<>();
+                Map<String, String> hfOf = new LinkedHashMap<>(); // canonical -> the HF name it was stored under
+                for (String name : ck.names()) {
+                    String canonical;
+                    try {
+                        canonical = arch.toCanonical(name);
+                    } catch (Moe4jException ex) {
+                        problems.add(where(dir, name) + ": " + ex.getMessage());
+                        continue;
+                    }
+                    if (!layout.has(canonical)) {
+                        problems.add(where(dir, name) + ": tensor '" + name + "' (canonical '" + canonical
+                                + "') is not a parameter of this model (" + describe(c) + ")");
+                        continue;
+                    }
+                    hfOf.put(canonical, name);
                 }
-                for (String name : ck.names())
-                    if (!m.layout().has(name))
-                        throw new Moe4jException(dir + ": tensor '" + name + "' is not a parameter of this model");
+                String lmHead = ParamLayout.lmHead(), embed = ParamLayout.embedTokens();
+                for (ParamLayout.Entry e : layout.entries()) {
+                    String name = hfOf.get(e.name());
+                    if (name == null) {
+                        if (!(tied && e.name().equals(lmHead)))
+                            problems.add(dir + ": tensor '" + arch.fromCanonical(e.name()) + "' is missing; the config "
+                                    + "expects shape " + Arrays.toString(e.shape()));
+                        continue;
+                    }
+                    Tensor t = ck.tensor(name);
+                    if (!Arrays.equals(t.shape(), e.shape())) {
+                        problems.add(where(dir, name) + ": tensor '" + name + "' has shape "
+                                + Arrays.toString(t.shape()) + ", config expects " + Arrays.toString(e.shape()));
+                        continue;
+                    }
+                    if (problems.isEmpty()) copyInto(t, m.params(), e.offset());
+                }
+                if (!problems.isEmpty()) {
+                    int shown = Math.min(problems.size(), MAX_PROBLEMS);
+                    throw new Moe4jException(dir + ": " + arch.modelType() + " checkpoint does not fit its config ("
+                            + problems.size() + " problem" + (problems.size() == 1 ? "" : "s") + "):\n  "
+                            + String.join("\n  ", problems.subList(0, shown))
+                            + (shown < problems.size() ? "\n  ... and " + (problems.size() - shown) + " more" : ""));
+                }
+                if (tied) tieHead(dir, arch, m, hfOf.containsKey(lmHead), notes);
+                return new Imported(m, arch, hfOf.size(), notes);
             } catch (RuntimeException ex) {
                 m.close();
                 throw ex;
             }
-            return m;
         }
     }
 
+    private static final int MAX_PROBLEMS = 20;
+
+    /** Copies the embedding into the LM head; a stored head must already equal it. */
+    private static void tieHead(Path dir, HfArchitecture arch, MoeModel m, boolean headStored, List<String> notes) {
+        ParamLayout.Entry emb = m.layout().entry(ParamLayout.embedTokens()), head = m.layout().entry(ParamLayout.lmHead());
+        MemorySegment p = m.params();
+        if (headStored) {
+            long bytes = emb.numel() * Float.BYTES;
+            long diff = MemorySegment.mismatch(p, emb.offset() * Float.BYTES, emb.offset() * Float.BYTES + bytes,
+                    p, head.offset() * Float.BYTES, head.offset() * Float.BYTES + bytes);
+            if (diff >= 0)
+                throw new Moe4jException(where(dir, arch.fromCanonical(head.name())) + ": 'tie_word_embeddings' is "
+                        + "true but tensor '" + arch.fromCanonical(head.name()) + "' differs from '"
+                        + arch.fromCanonical(emb.name()) + "' (at element " + diff / Float.BYTES
+                        + "); remove one or set tie_word_embeddings to false");
+            notes.add(dir + ": tied embeddings; the stored lm_head equals the embedding, used as is");
+            return;
+        }
+        MemorySegment.copy(p, emb.offset() * Float.BYTES, p, head.offset() * Float.BYTES, emb.numel() * Float.BYTES);
+        notes.add(dir + ": tie_word_embeddings is true and there is no lm_head: the LM head starts as a copy of the "
+                + "embedding (an untied parameter from now on; an export writes both)");
+    }
+
+    /** "dir/file" for a tensor: its shard from the index, or model.safetensors. */
+    private static String where(Path dir, String tensor) {
+        Path index = dir.resolve(CheckpointDescriptor.INDEX);
+        if (Files.exists(index)) {
+            try {
+                JsonNode f = JSON.readTree(index.toFile()).path("weight_map").get(tensor);
+                if (f != null && f.isTextual()) return dir.resolve(f.textValue()).toString();
+            } catch (java.io.IOException e) {
+                return index.toString(); // Checkpoint.open read it already, so this is not expected
+            }
+            return index.toString();
+        }
+        return dir.resolve(CheckpointDescriptor.SINGLE_WEIGHTS).toString();
+    }
+
+    private static String describe(ModelConfig c) {
+        return String.format(java.util.Locale.ROOT, "vocab %d, d %d, %d layers, %d heads (%d kv), E %d (shared %d), "
+                        + "k %d, h %d, qkNorm %s, normalizeTopK %s, rope theta %s, eps %s", c.vocab(), c.d(), c.layers(),
+                c.heads(), c.kvHeads(), c.experts(), c.sharedExperts(), c.k(), c.expertHidden(), c.qkNorm(),
+                c.routing().normalizeTopK(), c.ropeTheta(), c.normEps());
+    }
+
+    private static JsonNode readConfigJson(Path file) {
+        try {
+            JsonNode n = JSON.readTree(file.toFile());
+            if (n == null || !n.isObject()) throw new Moe4jException(file + ": expected a JSON object");
+            return n;
+        } catch (java.io.FileNotFoundException | java.nio.file.NoSuchFileException e) {
+            throw new Moe4jException(file + ": file not found (expected a Hugging Face checkpoint folder)");
+        } catch (com.fasterxml.jackson.core.JsonProcessingException e) {
+            throw new Moe4jException(file + ": malformed JSON: " + e.getOriginalMessage());
+        } catch (java.io.IOException e) {
+            throw new Moe4jException(file + ": cannot read: " + e);
+        }
+    }
+
+    /** t (F32, BF16 or F16) -> float32 at dst[offset ..]. */
     private static void copyInto(Tensor t, MemorySegment dst, long offset) {
-        if (t.dtype() == DType.F32) {
-            MemorySegment.copy(t.segment(), 0, dst, offset * Float.BYTES, t.byteSize());
-        } else {
-            for (long i = 0; i < t.numel(); i++) dst.setAtIndex(Tensor.FLOAT, offset + i, t.get(i));
+        switch (t.dtype()) {
+            case F32 -> MemorySegment.copy(t.segment(), 0, dst, offset * Float.BYTES, t.byteSize());
+            case BF16 -> Convert.bf16ToF32(t.segment(), 0, dst, offset, t.numel());
+            case F16 -> Convert.f16ToF32(t.segment(), 0, dst, offset, t.numel());
         }
     }
 

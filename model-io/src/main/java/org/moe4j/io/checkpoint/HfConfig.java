@@ -9,7 +9,8 @@ import org.moe4j.Moe4jException;
 /**
  * The Hugging Face {@code config.json} of an MoE checkpoint, EMO/OLMoE keys. Keys other models add are ignored on
  * read; training-only settings of moe4j sit in the {@code moe4j} block, kept as JSON so model-io need not know the
- * engine's types. Boxed fields are optional in the file (null when absent).
+ * engine's types. Boxed fields are optional in the file (null when absent). {@code qk_norm} is EMO's flag for
+ * RMSNorm on queries and keys (OLMoE always has it, Mixtral never; see {@code HfArchitecture}).
  */
 @JsonIgnoreProperties(ignoreUnknown = true)
 @JsonInclude(JsonInclude.Include.NON_NULL)
@@ -31,7 +32,19 @@ public record HfConfig(
         @JsonProperty("tie_word_embeddings") Boolean tieWordEmbeddings,
         @JsonProperty("max_position_embeddings") Integer maxPositionEmbeddings,
         @JsonProperty("eos_token_id") Integer eosTokenId,
-        @JsonProperty("moe4j") JsonNode moe4j) {
+        @JsonProperty("moe4j") JsonNode moe4j,
+        @JsonProperty("qk_norm") Boolean qkNorm) {
+
+    /** Without {@code qk_norm} (absent from the file): the constructor from before that key was written. */
+    public HfConfig(String modelType, int vocabSize, int hiddenSize, int intermediateSize, int numHiddenLayers,
+                    int numAttentionHeads, Integer numKeyValueHeads, Integer numExperts, Integer numLocalExperts,
+                    int numExpertsPerTok, Integer numSharedExperts, Boolean normTopkProb, Double ropeTheta,
+                    Double rmsNormEps, Boolean tieWordEmbeddings, Integer maxPositionEmbeddings, Integer eosTokenId,
+                    JsonNode moe4j) {
+        this(modelType, vocabSize, hiddenSize, intermediateSize, numHiddenLayers, numAttentionHeads,
+                numKeyValueHeads, numExperts, numLocalExperts, numExpertsPerTok, numSharedExperts, normTopkProb,
+                ropeTheta, rmsNormEps, tieWordEmbeddings, maxPositionEmbeddings, eosTokenId, moe4j, null);
+    }
 
     /** Checks the fields every architecture needs; the message names the config.json key and the rule. */
     public HfConfig validate(String file) {
