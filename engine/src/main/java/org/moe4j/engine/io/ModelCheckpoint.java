@@ -216,18 +216,21 @@ public final class ModelCheckpoint {
             try {
                 ParamLayout layout = m.layout();
                 List<String> problems = new ArrayList<>();
+                boolean unknown = false;
                 Map<String, String> hfOf = new LinkedHashMap<>(); // canonical -> the HF name it was stored under
                 for (String name : ck.names()) {
                     String canonical;
                     try {
                         canonical = arch.toCanonical(name);
                     } catch (Moe4jException ex) {
-                        problems.add(where(dir, name) + ": " + ex.getMessage());
+                        problems.add(where(dir, name) + ": unknown tensor '" + name + "' (no row of the "
+                                + arch.modelType() + " name table matches)");
+                        unknown = true;
                         continue;
                     }
                     if (!layout.has(canonical)) {
                         problems.add(where(dir, name) + ": tensor '" + name + "' (canonical '" + canonical
-                                + "') is not a parameter of this model (" + describe(c) + ")");
+                                + "') is not a parameter of this model");
                         continue;
                     }
                     hfOf.put(canonical, name);
@@ -252,9 +255,11 @@ public final class ModelCheckpoint {
                 if (!problems.isEmpty()) {
                     int shown = Math.min(problems.size(), MAX_PROBLEMS);
                     throw new Moe4jException(dir + ": " + arch.modelType() + " checkpoint does not fit its config ("
-                            + problems.size() + " problem" + (problems.size() == 1 ? "" : "s") + "):\n  "
+                            + describe(c) + "), " + problems.size() + " problem" + (problems.size() == 1 ? "" : "s")
+                            + ":\n  "
                             + String.join("\n  ", problems.subList(0, shown))
-                            + (shown < problems.size() ? "\n  ... and " + (problems.size() - shown) + " more" : ""));
+                            + (shown < problems.size() ? "\n  ... and " + (problems.size() - shown) + " more" : "")
+                            + (unknown ? "\n  (" + arch.modelType() + " tensor names are " + arch.hfPatterns() + ")" : ""));
                 }
                 if (tied) tieHead(dir, arch, m, hfOf.containsKey(lmHead), notes);
                 return new Imported(m, arch, hfOf.size(), notes);
