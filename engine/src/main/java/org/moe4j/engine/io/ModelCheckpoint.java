@@ -212,6 +212,7 @@ public final class ModelCheckpoint {
         if (block == null || block.isNull())
             notes.add(file + ": " + arch.modelType() + " config read from its Hugging Face keys: " + describe(c));
         try (Checkpoint ck = Checkpoint.open(dir)) {
+            TensorFiles files = new TensorFiles(dir);
             MoeModel m = new MoeModel(c);
             try {
                 ParamLayout layout = m.layout();
@@ -223,13 +224,13 @@ public final class ModelCheckpoint {
                     try {
                         canonical = arch.toCanonical(name);
                     } catch (Moe4jException ex) {
-                        problems.add(where(dir, name) + ": unknown tensor '" + name + "' (no row of the "
+                        problems.add(files.of(name) + ": unknown tensor '" + name + "' (no row of the "
                                 + arch.modelType() + " name table matches)");
                         unknown = true;
                         continue;
                     }
                     if (!layout.has(canonical)) {
-                        problems.add(where(dir, name) + ": tensor '" + name + "' (canonical '" + canonical
+                        problems.add(files.of(name) + ": tensor '" + name + "' (canonical '" + canonical
                                 + "') is not a parameter of this model");
                         continue;
                     }
@@ -246,7 +247,7 @@ public final class ModelCheckpoint {
                     }
                     Tensor t = ck.tensor(name);
                     if (!Arrays.equals(t.shape(), e.shape())) {
-                        problems.add(where(dir, name) + ": tensor '" + name + "' has shape "
+                        problems.add(files.of(name) + ": tensor '" + name + "' has shape "
                                 + Arrays.toString(t.shape()) + ", config expects " + Arrays.toString(e.shape()));
                         continue;
                     }
@@ -261,7 +262,7 @@ public final class ModelCheckpoint {
                             + (shown < problems.size() ? "\n  ... and " + (problems.size() - shown) + " more" : "")
                             + (unknown ? "\n  (" + arch.modelType() + " tensor names are " + arch.hfPatterns() + ")" : ""));
                 }
-                if (tied) tieHead(dir, arch, m, hfOf.containsKey(lmHead), notes);
+                if (tied) tieHead(dir, files, arch, m, hfOf.containsKey(lmHead), notes);
                 return new Imported(m, arch, hfOf.size(), notes);
             } catch (RuntimeException ex) {
                 m.close();
@@ -273,7 +274,7 @@ public final class ModelCheckpoint {
     private static final int MAX_PROBLEMS = 20;
 
     /** Copies the embedding into the LM head; a stored head must already equal it. */
-    private static void tieHead(Path dir, HfArchitecture arch, MoeModel m, boolean headStored, List<String> notes) {
+    private static void tieHead(Path dir, TensorFiles files, HfArchitecture arch, MoeModel m, boolean headStored, List<String> notes) {
         ParamLayout.Entry emb = m.layout().entry(ParamLayout.embedTokens()), head = m.layout().entry(ParamLayout.lmHead());
         MemorySegment p = m.params();
         if (headStored) {
@@ -281,7 +282,7 @@ public final class ModelCheckpoint {
             long diff = MemorySegment.mismatch(p, emb.offset() * Float.BYTES, emb.offset() * Float.BYTES + bytes,
                     p, head.offset() * Float.BYTES, head.offset() * Float.BYTES + bytes);
             if (diff >= 0)
-                throw new Moe4jException(where(dir, arch.fromCanonical(head.name())) + ": 'tie_word_embeddings' is "
+                throw new Moe4jException(files.of(arch.fromCanonical(head.name())) + ": 'tie_word_embeddings' is "
                         + "true but tensor '" + arch.fromCanonical(head.name()) + "' differs from '"
                         + arch.fromCanonical(emb.name()) + "' (at element " + diff / Float.BYTES
                         + "); remove one or set tie_word_embeddings to false");
@@ -293,19 +294,28 @@ public final class ModelCheckpoint {
                 + "embedding (an untied parameter from now on; an export writes both)");
     }
 
-    /** "dir/file" for a tensor: its shard from the index, or model.safetensors. */
-    private static String where(Path dir, String tensor) {
-        Path index = dir.resolve(CheckpointDescriptor.INDEX);
-        if (Files.exists(index)) {
-            try {
-                JsonNode f = JSON.readTree(index.toFile()).path("weight_map").get(tensor);
-                if (f != null && f.isTextual()) return dir.resolve(f.textValue()).toString();
-            } catch (java.io.IOException e) {
-                return index.toString(); // Checkpoint.open read it already, so this is not expected
-            }
-            return index.toString();
+    /** Names the file that holds a tensor: its shard from the index (read once, when first asked), or model.safetensors. */
+    private static final class TensorFiles {
+        private final Path dir;
+        private JsonNode weightMap;
+
+        TensorFiles(Path dir) {
+            this.dir = dir;
         }
-        return dir.resolve(CheckpointDescriptor.SINGLE_WEIGHTS).toString();
+
+        String of(String tensor) {
+            Path index = dir.resolve(CheckpointDescriptor.INDEX);
+            if (!Files.exists(index)) return dir.resolve(CheckpointDescriptor.SINGLE_WEIGHTS).toString();
+            if (weightMap == null) {
+                try {
+                    weightMap = JSON.readTree(index.toFile()).path("weight_map");
+                } catch (java.io.IOException e) {
+                    return index.toString(); // Checkpoint.open has read it already: not expected
+                }
+            }
+            JsonNode f = weightMap.get(tensor);
+            return f != null && f.isTextual() ? dir.resolve(f.textValue()).toString() : index.toString();
+        }
     }
 
     private static String describe(ModelConfig c) {
