@@ -73,6 +73,11 @@ public final class ModelCheckpoint {
     public static final List<String> TOKENIZER_FILES = List.of(CheckpointDescriptor.TOKENIZER, "tokenizer_config.json",
             "special_tokens_map.json", "generation_config.json");
 
+    /** {@link #export(Path, MoeModel, Path)} with no folder to copy tokenizer files from. */
+    public static int export(Path dir, MoeModel model) {
+        return export(dir, model, null);
+    }
+
     /**
      * Writes {@code model} in the EMO layout without training state ({@link #save}: canonical tensor names, all
      * float32, config.json with {@code model_type: emo}, {@code num_experts}, {@code num_shared_experts},
@@ -137,7 +142,8 @@ public final class ModelCheckpoint {
      * The model config of a config.json of architecture {@code arch}: its moe4j block when present (a checkpoint
      * moe4j wrote), else the architecture's hyper-parameters ({@link HfArchitecture#hyperParameters}) as an
      * inference config — standard top-k routing (no document pool, no Matryoshka, no capacity), gates renormalised
-     * when the architecture says so (Mixtral always, OLMoE per {@code norm_topk_prob}), default loss weights.
+     * when the architecture says so (Mixtral always, OLMoE per {@code norm_topk_prob}), default loss weights,
+     * maxSeq from {@code max_position_embeddings} (4096 when absent), EOS from {@code eos_token_id} (0 when absent).
      */
     public static ModelConfig config(JsonNode raw, HfArchitecture arch, String file) {
         JsonNode block = raw.get("moe4j");
