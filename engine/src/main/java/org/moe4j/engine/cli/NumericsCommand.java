@@ -75,8 +75,8 @@ public final class NumericsCommand implements Callable<Integer> {
                 normTopkProb, lbScope, weights, capacityFactor, docMask, ercNoise, out, grads, dumpRouting);
         Numerics.Outcome o = Numerics.run(q, WorkerPool.common());
         var loss = o.result().get("loss");
-        System.out.printf("numerics: total %s = ce %s + aux (lb %s, z %s, erc %s, out_z %s); wrote %s%s%n",
-                loss.get("total"), loss.get("ce"), loss.get("lb"), loss.get("z"), loss.get("erc"), loss.get("out_z"),
+        System.out.printf("numerics: total %s (ce %s, out_z %s, lb %s, z %s, erc %s; aux unweighted); wrote %s%s%n",
+                loss.get("total"), loss.get("ce"), loss.get("out_z"), loss.get("lb"), loss.get("z"), loss.get("erc"),
                 out, grads == null ? "" : " and " + grads);
         return 0;
     }

@@ -1,7 +1,7 @@
 package org.moe4j.engine.numerics;
 
+import com.fasterxml.jackson.core.util.DefaultPrettyPrinter;
 import com.fasterxml.jackson.databind.ObjectMapper;
-import com.fasterxml.jackson.databind.SerializationFeature;
 import com.fasterxml.jackson.databind.node.ArrayNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import java.io.IOException;
@@ -34,7 +34,10 @@ import org.moe4j.simd.Tensor;
  * </pre>
  */
 final class NumericsReport {
-    private static final ObjectMapper JSON = new ObjectMapper().enable(SerializationFeature.INDENT_OUTPUT);
+    // objects indented, arrays on one line: a layer's counts or a row of logits reads as one line
+    private static final ObjectMapper JSON = new ObjectMapper();
+    private static final DefaultPrettyPrinter PRINTER = new DefaultPrettyPrinter()
+            .withArrayIndenter(DefaultPrettyPrinter.NopIndenter.instance);
     static final int FIRST_POSITIONS = 8;
 
     private final NumericsRequest q;
@@ -209,7 +212,7 @@ final class NumericsReport {
         try {
             Files.createDirectories(abs.getParent());
             tmp = Files.createTempFile(abs.getParent(), "." + abs.getFileName() + ".", ".tmp");
-            JSON.writeValue(tmp.toFile(), root);
+            JSON.writer(PRINTER).writeValue(tmp.toFile(), root);
             try {
                 Files.move(tmp, abs, StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
             } catch (AtomicMoveNotSupportedException e) {
