@@ -1,7 +1,6 @@
 package org.moe4j.engine.numerics;
 
 import com.fasterxml.jackson.databind.node.ObjectNode;
-import java.lang.foreign.MemorySegment;
 import java.util.Arrays;
 import java.util.LinkedHashMap;
 import java.util.Map;
@@ -18,6 +17,7 @@ import org.moe4j.engine.model.MoeTransformer;
 import org.moe4j.engine.model.ParamLayout;
 import org.moe4j.engine.routing.ExpertSet;
 import org.moe4j.engine.routing.RoutingControl;
+import org.moe4j.io.checkpoint.Checkpoint;
 import org.moe4j.io.safetensors.SafetensorsWriter;
 import org.moe4j.simd.JavaGemm;
 import org.moe4j.simd.Tensor;
@@ -42,19 +42,17 @@ public final class Numerics {
     }
 
     public static Outcome run(NumericsRequest q, WorkerPool pool) {
-        MoeModel model;
-        NumericsInputs.Tokens tok;
-        try (MoeModel loaded = ModelCheckpoint.load(q.ckpt())) {
-            ModelConfig c0 = loaded.config();
-            tok = NumericsInputs.readTokens(q.tokens(), c0.vocab(), c0.eosId());
-            for (int b = 0; b < tok.sequences().length; b++)
-                if (tok.sequences()[b].length > c0.maxSeq())
-                    throw new Moe4jException(q.tokens() + ": tokens[" + b + "] has " + tok.sequences()[b].length
-                            + " tokens, the checkpoint's maximum sequence length is " + c0.maxSeq());
-            ModelConfig c = configFor(c0, q, tok);
-            model = new MoeModel(c);
-            MemorySegment.copy(loaded.params(), 0, model.params(), 0, loaded.layout().total() * Float.BYTES);
+        ModelConfig c0;
+        try (Checkpoint ck = Checkpoint.open(q.ckpt())) {
+            c0 = ModelCheckpoint.config(ck);
         }
+        NumericsInputs.Tokens tok = NumericsInputs.readTokens(q.tokens(), c0.vocab(), c0.eosId());
+        for (int b = 0; b < tok.sequences().length; b++)
+            if (tok.sequences()[b].length > c0.maxSeq())
+                throw new Moe4jException(q.tokens() + ": tokens[" + b + "] has " + tok.sequences()[b].length
+                        + " tokens, the checkpoint's maximum sequence length is " + c0.maxSeq());
+        // the checkpoint's weights straight into a model with this run's settings (same layout, no second copy)
+        MoeModel model = ModelCheckpoint.load(q.ckpt(), configFor(c0, q, tok));
         try (model) {
             return step(q, model, tok, pool);
         }

@@ -47,7 +47,7 @@ import picocli.CommandLine;
 
 /**
  * {@code ./moe4j numerics}, run in-process on files, against the float64 reference model: a random small checkpoint
- * (F32 or BF16, one file or sharded, with or without the moe4j config block) is written to a temporary folder with
+ * (F32, BF16 or F16, one file or sharded, with or without the moe4j config block) is written to a temporary folder with
  * its tokens, pool sizes (all three forms), subset (both forms) and ERC noise files; the main runs; RESULT.json
  * (losses, per-layer figures, logit statistics, first logits, pools, capacity, drops, routing) and grads.safetensors
  * must equal {@link RefModel#run} on the same parameters and draws. Overrides of k' per layer, norm_topk_prob, the
@@ -60,12 +60,12 @@ class NumericsMainProperties {
             "subset: experts", "subset: layers", "k per layer", "capacity"};
 
     /** Everything one case writes and expects. */
-    record Case(String mode, RefSpec spec, ModelConfig saved, boolean hfOnly, boolean bf16, boolean sharded,
+    record Case(String mode, RefSpec spec, ModelConfig saved, boolean hfOnly, DType dtype, boolean sharded,
                 int[][] tokens, Integer eosInFile, Object poolsJson, Object subsetJson, RefDraws draws,
                 float[][][] noiseFull, List<String> options, long seed) {
         @Override
         public String toString() {
-            return mode + " " + spec + (hfOnly ? " hf-only" : "") + (bf16 ? " bf16" : "") + (sharded ? " sharded" : "")
+            return mode + " " + spec + (hfOnly ? " hf-only" : "") + " " + dtype + (sharded ? " sharded" : "")
                     + " options " + options + " tokens " + Arrays.deepToString(tokens) + " eos_id " + eosInFile
                     + " pools " + poolsJson + " subset " + subsetJson;
         }
@@ -86,7 +86,8 @@ class NumericsMainProperties {
         int shared = r.nextInt(3) == 0 ? 1 : 0, routed = experts - shared;
         int k = shared + 1 + r.nextInt(routed - (routed > 1 ? 1 : 0));
         boolean qkNorm = r.nextBoolean(), hfOnly = !qkNorm && r.nextInt(3) == 0;
-        boolean bf16 = r.nextInt(3) == 0, sharded = r.nextBoolean(), ragged = r.nextBoolean();
+        DType dtype = DType.values()[r.nextInt(DType.values().length)];
+        boolean sharded = r.nextBoolean(), ragged = r.nextBoolean();
         boolean docMask = r.nextBoolean(), erc = r.nextInt(3) != 0;
 
         // the checkpoint's own settings (hf-only: norm_topk_prob from config.json, GLOBAL, default weights)
@@ -195,7 +196,7 @@ class NumericsMainProperties {
         }
         RefSpec spec = new RefSpec(vocab, d, layers, heads, kv, experts, shared, k, hidden, 10000.0, qkNorm, 1e-6, eos,
                 norm, false, lbLocal, cf, docMask, w.lb(), w.routerZ(), w.erc(), w.outputZ());
-        return new Case(MODES[mode], spec, saved, hfOnly, bf16, sharded, tokens, eosInFile, poolsJson, subsetJson,
+        return new Case(MODES[mode], spec, saved, hfOnly, dtype, sharded, tokens, eosInFile, poolsJson, subsetJson,
                 new RefDraws(pools, kPer, noise, subset), noiseFull, options, seed);
     }
 
@@ -205,10 +206,10 @@ class NumericsMainProperties {
         Map<String, double[]> params = RefModel.randomParams(s, cs.seed());
         Path dir = Files.createTempDirectory("moe4j-numerics-");
         try (Arena arena = Arena.ofConfined()) {
-            // the checkpoint: parameters stored as F32 or BF16; the reference gets exactly the stored values
+            // the checkpoint: parameters stored as F32, BF16 or F16; the reference gets exactly the stored values
             Map<String, Tensor> tensors = new LinkedHashMap<>();
             for (Map.Entry<String, double[]> e : params.entrySet()) {
-                Tensor t = Tensor.allocate(arena, cs.bf16() ? DType.BF16 : DType.F32, RefModel.shapes(s).get(e.getKey()));
+                Tensor t = Tensor.allocate(arena, cs.dtype(), RefModel.shapes(s).get(e.getKey()));
                 double[] v = e.getValue();
                 for (int i = 0; i < v.length; i++) {
                     t.set(i, (float) v[i]);
