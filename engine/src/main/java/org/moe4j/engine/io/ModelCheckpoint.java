@@ -91,8 +91,16 @@ public final class ModelCheckpoint {
 
     /** Loads the weights of a checkpoint folder (F32, BF16 or F16, upcast) into a new model. */
     public static MoeModel load(Path dir) {
+        return load(dir, null);
+    }
+
+    /**
+     * As {@link #load(Path)}, into a model of {@code config} instead of the checkpoint's own (null = its own): the
+     * same shapes with other routing, loss or EOS settings. Every tensor is checked against this config's layout.
+     */
+    public static MoeModel load(Path dir, ModelConfig config) {
         try (Checkpoint ck = Checkpoint.open(dir)) {
-            ModelConfig c = config(ck);
+            ModelConfig c = config != null ? config : config(ck);
             MoeModel m = new MoeModel(c);
             try {
                 for (ParamLayout.Entry e : m.layout().entries()) {
