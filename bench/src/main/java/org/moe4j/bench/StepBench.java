@@ -95,12 +95,21 @@ public final class StepBench {
                 sec * 1e3, gflops, 100 * gflops / peak, bytes / steps);
     }
 
-    /** Bytes allocated on the heap so far by every live thread. */
+    private static long[] engineThreads;
+
+    /**
+     * Bytes allocated on the heap so far by the threads that run the step: this one and the worker pool's
+     * (JVM service threads — JFR, cleaners, JMX — are not the engine's and are left out).
+     */
     static long allocatedBytes() {
         var mx = (com.sun.management.ThreadMXBean) ManagementFactory.getThreadMXBean();
-        long[] ids = mx.getAllThreadIds();
+        if (engineThreads == null) {
+            engineThreads = Thread.getAllStackTraces().keySet().stream()
+                    .filter(t -> t == Thread.currentThread() || t.getName().startsWith("moe4j-worker"))
+                    .mapToLong(Thread::threadId).toArray();
+        }
         long s = 0;
-        for (long b : mx.getThreadAllocatedBytes(ids)) if (b > 0) s += b;
+        for (long id : engineThreads) s += mx.getThreadAllocatedBytes(id);
         return s;
     }
 

@@ -48,6 +48,14 @@ public final class VectorOps {
         for (; i < n; i++) VectorMath.set(y, yOff + i, alpha * VectorMath.get(x, xOff + i));
     }
 
+    /** a[i] = 0, i in [0, n) (no slice object, unlike {@code asSlice(..).fill(..)}). */
+    public static void zero(MemorySegment a, long off, long n) {
+        FloatVector z = FloatVector.zero(F);
+        long i = 0;
+        for (long b = n - n % L; i < b; i += L) z.intoMemorySegment(a, (off + i) * 4L, NATIVE);
+        for (; i < n; i++) VectorMath.set(a, off + i, 0f);
+    }
+
     /** Index of the first non-finite value among n floats, or -1. */
     public static long firstNonFinite(MemorySegment a, long off, long n) {
         for (long i = 0; i < n; i++) {

@@ -188,9 +188,22 @@ public final class ModelCheckpoint {
 
     /** Loads a checkpoint folder of any supported architecture ({@link #importCheckpoint}); notes go to the log. */
     public static MoeModel load(Path dir) {
-        Imported im = importCheckpoint(dir);
+        return load(dir, null);
+    }
+
+    /**
+     * As {@link #load(Path)}, into a model of {@code config} instead of the checkpoint's own (null = its own): the
+     * same shapes with other routing, loss or EOS settings. Every tensor is checked against this config's layout.
+     */
+    public static MoeModel load(Path dir, ModelConfig config) {
+        Imported im = importCheckpoint(dir, config);
         for (String note : im.notes()) LOG.log(System.Logger.Level.INFO, note);
         return im.model();
+    }
+
+    /** {@link #importCheckpoint(Path, ModelConfig)} with the checkpoint's own config. */
+    public static Imported importCheckpoint(Path dir) {
+        return importCheckpoint(dir, null);
     }
 
     /**
@@ -205,17 +218,20 @@ public final class ModelCheckpoint {
      * starts as a copy of the embedding (said in {@link Imported#notes()}); after training the two differ and an
      * export writes both, untied. A stored {@code lm_head.weight} that differs from the embedding is refused: HF
      * would ignore it, silently dropping it would hide a broken file.
+     *
+     * @param config the config to load into instead of the checkpoint's own (null = its own; same shapes, e.g. other
+     *               routing or loss settings)
      */
-    public static Imported importCheckpoint(Path dir) {
+    public static Imported importCheckpoint(Path dir, ModelConfig config) {
         Path configFile = dir.resolve(CheckpointDescriptor.CONFIG);
         String file = configFile.toString();
         JsonNode raw = readConfigJson(configFile);
         HfArchitecture arch = HfArchitecture.detect(raw, file);
-        ModelConfig c = config(raw, arch, file);
+        ModelConfig c = config != null ? config : config(raw, arch, file);
         boolean tied = raw.path("tie_word_embeddings").asBoolean(false);
         List<String> notes = new ArrayList<>();
         JsonNode block = raw.get("moe4j");
-        if (block == null || block.isNull())
+        if (config == null && (block == null || block.isNull()))
             notes.add(file + ": " + arch.modelType() + " config read from its Hugging Face keys: " + describe(c));
         try (Checkpoint ck = Checkpoint.open(dir)) {
             TensorFiles files = new TensorFiles(dir);
@@ -242,7 +258,7 @@ public final class ModelCheckpoint {
                     }
                     hfOf.put(canonical, name);
                 }
-                String lmHead = ParamLayout.lmHead(), embed = ParamLayout.embedTokens();
+                String lmHead = ParamLayout.lmHead();
                 for (ParamLayout.Entry e : layout.entries()) {
                     String name = hfOf.get(e.name());
                     if (name == null) {

@@ -132,7 +132,7 @@ final class ExpertRouterCoupling {
     /** Adds weight · dL/dR into the router gradient rows and weight · dL/dW1_j into each expert's W1 gradient. */
     void backward(double weight, MemorySegment params, MemorySegment grads, long routerOff, long[] w1Off) {
         if (n < 2 || weight == 0) return;
-        dRt.asSlice(0, (long) n * d * 4).fill((byte) 0);
+        VectorOps.zero(dRt, 0, (long) n * d);
         for (int j = 0; j < n; j++) {
             long pj = (long) j * maxE * h;
             boolean any = false;

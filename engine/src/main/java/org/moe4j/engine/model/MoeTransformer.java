@@ -532,7 +532,7 @@ public final class MoeTransformer implements AutoCloseable {
             gemm.sgemm(false, false, n, d, 2 * hid, 1f, a13, (long) a * 2 * hid, 2 * hid, P, ly.w13[e], d, 0f, dxe, (long) a * d, d);
         }
         MemorySegment dxn2 = tmp.segment();
-        dxn2.asSlice(0, (long) N * d * 4).fill((byte) 0);
+        VectorOps.zero(dxn2, 0, (long) N * d);
         ops.scatterAdd(dxe, dxn2, ly.rowOfSlot, kTot, d, N);
         // router: gates, load balance, z-loss
         ly.router.backward(r, dGate, dLogits);

@@ -69,7 +69,7 @@ final class RowOps {
         @Override
         public void run(int s, int e, int worker) {
             long base = (long) worker * maxWidth;
-            dwPartial.asSlice(base * Float.BYTES, (long) d * Float.BYTES).fill((byte) 0);
+            VectorOps.zero(dwPartial, base, d);
             RmsNorm.backward(dy, dyo, x, xo, w, wo, rstd, ro, dx, dxo, acc, dwPartial, base, d, s, e);
         }
     }
