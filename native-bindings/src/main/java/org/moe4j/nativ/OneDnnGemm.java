@@ -17,11 +17,22 @@ public final class OneDnnGemm implements Gemm {
     private static final byte T = 'T';
     private final OneDnn.Bindings dnnl;
     private final OmpThreads omp;
+    private final Gemm heapFallback;
 
     /** @param threads OpenMP threads for oneDNN calls, normally the engine's thread count; 0 = OpenMP default. */
     public OneDnnGemm(int threads) {
+        this(threads, null);
+    }
+
+    /**
+     * @param threads      OpenMP threads for oneDNN calls; 0 = OpenMP default
+     * @param heapFallback runs products whose operands include a heap segment (C cannot read those); null: such
+     *                     calls throw IllegalArgumentException
+     */
+    public OneDnnGemm(int threads, Gemm heapFallback) {
         this.dnnl = OneDnn.bindings();
         this.omp = new OmpThreads(threads);
+        this.heapFallback = heapFallback;
     }
 
     @Override
@@ -43,6 +54,10 @@ public final class OneDnnGemm implements Gemm {
         }
         if (k == 0) {
             GemmKernel.scale(m, n, beta, c, cOffset, ldc);
+            return;
+        }
+        if (heapFallback != null && !(a.isNative() && b.isNative() && c.isNative())) {
+            heapFallback.sgemm(transA, transB, m, n, k, alpha, a, aOffset, lda, b, bOffset, ldb, beta, c, cOffset, ldc);
             return;
         }
         requireNative(a, "A");
