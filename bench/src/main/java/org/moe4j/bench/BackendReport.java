@@ -10,6 +10,7 @@ import java.util.List;
 import java.util.Locale;
 import java.util.Map;
 import org.openjdk.jmh.infra.BenchmarkParams;
+import org.openjdk.jmh.results.Result;
 import org.openjdk.jmh.results.RunResult;
 import org.openjdk.jmh.runner.Runner;
 import org.openjdk.jmh.runner.RunnerException;
@@ -25,8 +26,8 @@ import org.openjdk.jmh.runner.options.OptionsBuilder;
  *
  * <p>Run: {@code java --add-modules jdk.incubator.vector --enable-native-access=ALL-UNNAMED -cp
  * bench/target/benchmarks.jar org.moe4j.bench.BackendReport -f 1 -wi 2 -i 3 -w 1s -r 1s
- * -p shape=sq1024,sq2048,up64,up256 --out backends.md}. JMH options may follow; {@code --out FILE} also writes
- * the table as markdown.
+ * -p shape=sq1024,sq2048,up64,up256 --out backends.md}. JMH options may follow ({@code -prof gc} adds B/op to
+ * each cell); {@code --out FILE} also writes the table as markdown.
  */
 public final class BackendReport {
     private BackendReport() {
@@ -48,6 +49,7 @@ public final class BackendReport {
         CommandLineOptions cli = new CommandLineOptions(jmhArgs.toArray(new String[0]));
         List<Double> peaks = new ArrayList<>();
         Map<String, Map<String, Double>> table = new LinkedHashMap<>(); // shape -> backend -> GFLOP/s
+        Map<String, Map<String, Double>> bytes = new LinkedHashMap<>(); // shape -> backend -> B/op (with -prof gc)
         List<String> backends = new ArrayList<>();
         peaks.add(peak(cli));
         Collection<RunResult> results = new Runner(new OptionsBuilder().parent(cli)
@@ -59,6 +61,10 @@ public final class BackendReport {
             String backend = p.getParam("backend");
             double gflops = r.getPrimaryResult().getScore() * BackendGemmBench.flopPerOp(shape) / 1e9;
             table.computeIfAbsent(shape, s -> new LinkedHashMap<>()).put(backend, gflops);
+            Result<?> gc = r.getSecondaryResults().get("gc.alloc.rate.norm");
+            if (gc != null) {
+                bytes.computeIfAbsent(shape, s -> new LinkedHashMap<>()).put(backend, gc.getScore());
+            }
             if (!backends.contains(backend)) {
                 backends.add(backend);
             }
@@ -78,7 +84,9 @@ public final class BackendReport {
                     d[3] != 0 ? " A^T" : "", d[4] != 0 ? " B^T" : ""));
             for (String b : backends) {
                 Double g = row.getValue().get(b);
-                md.append(g == null ? " - |" : String.format(Locale.ROOT, " %.0f (%.0f%%) |", g, 100 * g / peak));
+                Double bo = bytes.getOrDefault(row.getKey(), Map.of()).get(b);
+                md.append(g == null ? " - |" : String.format(Locale.ROOT, " %.0f (%.0f%%%s) |", g, 100 * g / peak,
+                        bo == null ? "" : String.format(Locale.ROOT, ", %.1f B/op", bo)));
             }
             md.append('\n');
         }
