@@ -3,7 +3,12 @@ package org.moe4j.nativ;
 import java.io.IOException;
 import java.io.InputStream;
 import java.lang.foreign.Arena;
+import java.lang.foreign.FunctionDescriptor;
+import java.lang.foreign.Linker;
+import java.lang.foreign.MemorySegment;
 import java.lang.foreign.SymbolLookup;
+import java.lang.foreign.ValueLayout;
+import java.lang.invoke.MethodHandle;
 import java.net.JarURLConnection;
 import java.net.URL;
 import java.net.URLConnection;
@@ -23,6 +28,7 @@ import java.util.ArrayList;
 import java.util.HashMap;
 import java.util.HexFormat;
 import java.util.List;
+import java.util.Locale;
 import java.util.Map;
 import java.util.Properties;
 
@@ -40,7 +46,8 @@ import java.util.Properties;
  * on the digests are also pinned here, so a damaged or substituted jar is refused.
  *
  * <p>{@code -Dmoe4j.dnnl.path=/usr/lib/x86_64-linux-gnu/libdnnl.so.3} loads a system oneDNN instead (its OpenMP
- * runtime is then whatever the system linker resolves).
+ * runtime is then whatever the system linker resolves). Before either is loaded, the OpenMP wait policy is set
+ * (see {@link #configureOpenMp()}).
  *
  * <p>Everything here throws {@link NativeLibraryException}; {@link OneDnn} turns that into one log line and a
  * Java fallback.
@@ -49,6 +56,8 @@ public final class NativeLibraries {
     public static final String DNNL_PATH_PROPERTY = "moe4j.dnnl.path";
     public static final String CACHE_PROPERTY = "moe4j.native.cache";
     public static final String CACHE_ENV = "MOE4J_NATIVE_CACHE";
+    /** OpenMP wait policy applied before libgomp loads: passive (default), active, or "default" (leave it). */
+    public static final String OMP_WAIT_POLICY_PROPERTY = "moe4j.omp.waitPolicy";
 
     /** The org.bytedeco:dnnl version this build depends on (keep in step with the parent pom). */
     public static final String DNNL_PINNED_VERSION = "3.13-1.5.14";
@@ -97,6 +106,55 @@ public final class NativeLibraries {
 
     /** Loads oneDNN (and, from the jar, its libgomp) as the source says; never returns null. */
     public static Loaded loadDnnl(DnnlSource source) {
+        String omp = configureOpenMp();
+        Loaded l = loadDnnlLibraries(source);
+        return new Loaded(l.lookup(), l.files(), l.origin() + ", " + omp);
+    }
+
+    /**
+     * libgomp reads its settings from the environment once, when it is loaded, so this runs before the dlopen.
+     * Unless the environment already sets OMP_WAIT_POLICY (or GOMP_SPINCOUNT), moe4j asks for a passive wait:
+     * OpenMP workers that spin after each GEMM take the CPU from moe4j's own worker threads, and on a shared,
+     * oversubscribed machine a spinning barrier made small expert GEMMs 6-8x slower (measured with BackendGemmBench,
+     * up64, 2 threads, load average ~7 on 2 cores). -Dmoe4j.omp.waitPolicy=active restores spinning (a few
+     * microseconds less per call on a quiet, dedicated machine); =default leaves libgomp's default.
+     */
+    @SuppressWarnings("restricted")
+    static String configureOpenMp() {
+        String env = System.getenv("OMP_WAIT_POLICY");
+        if (env != null) {
+            return "OMP_WAIT_POLICY=" + env + " from the environment";
+        }
+        if (System.getenv("GOMP_SPINCOUNT") != null) {
+            return "GOMP_SPINCOUNT=" + System.getenv("GOMP_SPINCOUNT") + " from the environment";
+        }
+        String policy = System.getProperty(OMP_WAIT_POLICY_PROPERTY, "passive").trim().toLowerCase(Locale.ROOT);
+        if (policy.equals("default")) {
+            return "OpenMP wait policy left at libgomp's default";
+        }
+        if (!policy.equals("passive") && !policy.equals("active")) {
+            throw new NativeLibraryException("-D" + OMP_WAIT_POLICY_PROPERTY + "=" + policy + ": expected passive, "
+                    + "active or default");
+        }
+        Linker linker = Linker.nativeLinker();
+        MemorySegment setenv = linker.defaultLookup().find("setenv").orElse(null);
+        if (setenv == null) {
+            return "OpenMP wait policy left at libgomp's default (no setenv in libc)";
+        }
+        // int setenv(const char *name, const char *value, int overwrite); overwrite 0: a value set meanwhile wins
+        MethodHandle h = linker.downcallHandle(setenv, FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.ADDRESS,
+                ValueLayout.ADDRESS, ValueLayout.JAVA_INT));
+        try (Arena a = Arena.ofConfined()) {
+            int rc = (int) h.invokeExact(a.allocateFrom("OMP_WAIT_POLICY"), a.allocateFrom(policy.toUpperCase(
+                    Locale.ROOT)), 0);
+            return rc == 0 ? "OMP_WAIT_POLICY=" + policy + " (set by moe4j before loading libgomp)"
+                    : "OpenMP wait policy left at libgomp's default (setenv failed)";
+        } catch (Throwable t) {
+            throw OneDnn.rethrow(t);
+        }
+    }
+
+    private static Loaded loadDnnlLibraries(DnnlSource source) {
         if (source.systemPath() != null) {
             Path lib = Path.of(source.systemPath());
             if (!Files.isRegularFile(lib)) {
