@@ -10,6 +10,7 @@ import net.jqwik.api.Property;
 import net.jqwik.api.constraints.IntRange;
 import net.jqwik.api.lifecycle.AfterContainer;
 import org.junit.jupiter.api.Test;
+import org.moe4j.nativ.NativeLibraryException;
 import org.moe4j.nativ.OneDnn;
 import org.moe4j.nativ.OneDnnGemm;
 import org.moe4j.nativ.OneDnnMatmul;
@@ -94,8 +95,17 @@ class OneDnnGemmProperties {
                                @ForAll boolean transB, @ForAll long seed) {
         BackendGemmCase p = new BackendGemmCase(new Random(seed), m, n, k, transA, transB);
         OneDnnMatmul mm = matmul();
-        float[] out = p.runBf16((ta, tb, mm2, nn, kk, al, a, ao, lda, b, bo, ldb, be, c, co, ldc) ->
-                mm.matmul(DType.BF16, ta, tb, mm2, nn, kk, al, a, ao, lda, b, bo, ldb, be, c, co, ldc));
+        float[] out;
+        try {
+            out = p.runBf16((ta, tb, mm2, nn, kk, al, a, ao, lda, b, bo, ldb, be, c, co, ldc) ->
+                    mm.matmul(DType.BF16, ta, tb, mm2, nn, kk, al, a, ao, lda, b, bo, ldb, be, c, co, ldc));
+        } catch (NativeLibraryException e) {
+            // a CPU without bf16 support may have no bf16 matmul at all: that is reported, not a wrong answer
+            if (!OneDnn.bf16Native() && e.getMessage().contains("dnnl_unimplemented")) {
+                return;
+            }
+            throw e;
+        }
         p.check("matmul bf16 vs rounded inputs", out, p.expected(p.aBf16Rounded(), p.bBf16Rounded()), 4e-5);
         p.check("matmul bf16 vs float inputs", out, p.expected(p.a, p.b), 0x1p-7);
     }
