@@ -239,7 +239,13 @@ public final class NativeLibraries {
                 Map<String, Entry> record = readRecord(dir);
                 List<String> bad = verify(dir, names, pinnedSha256, record);
                 for (String name : bad) {
-                    record.put(name, extractOne(loader, resourceDir + name, dir, name, pinnedSha256.get(name)));
+                    try {
+                        record.put(name, extractOne(loader, resourceDir + name, dir, name, pinnedSha256.get(name)));
+                    } catch (IOException e) {
+                        throw new NativeLibraryException("extracting " + resourceDir + name + " into " + dir
+                                + " failed (" + e + "); set -D" + CACHE_PROPERTY + " or $" + CACHE_ENV
+                                + " to a writable folder with space", e);
+                    }
                 }
                 if (!bad.isEmpty()) {
                     writeRecord(dir, record);
