@@ -14,15 +14,14 @@ import org.openjdk.jmh.results.Result;
 import org.openjdk.jmh.results.RunResult;
 import org.openjdk.jmh.runner.Runner;
 import org.openjdk.jmh.runner.RunnerException;
-import org.openjdk.jmh.runner.options.ChainedOptionsBuilder;
 import org.openjdk.jmh.runner.options.CommandLineOptionException;
 import org.openjdk.jmh.runner.options.CommandLineOptions;
 import org.openjdk.jmh.runner.options.OptionsBuilder;
 
 /**
- * Runs FmaPeakBench and BackendGemmBench in one JMH run and prints one side-by-side table: a row per shape, a
+ * Runs BackendGemmBench and FmaPeakBench in one JMH run and prints one side-by-side table: a row per shape, a
  * column per backend, each cell GFLOP/s and % of the FMA peak measured in the same run (the machine is shared;
- * ratios within one run are what to quote). FmaPeakBench runs first and last, so drift during the run shows.
+ * ratios within one run are what to quote).
  *
  * <p>Run: {@code java --add-modules jdk.incubator.vector --enable-native-access=ALL-UNNAMED -cp
  * bench/target/benchmarks.jar org.moe4j.bench.BackendReport -f 1 -wi 2 -i 3 -w 1s -r 1s
@@ -47,16 +46,19 @@ public final class BackendReport {
             }
         }
         CommandLineOptions cli = new CommandLineOptions(jmhArgs.toArray(new String[0]));
-        List<Double> peaks = new ArrayList<>();
         Map<String, Map<String, Double>> table = new LinkedHashMap<>(); // shape -> backend -> GFLOP/s
         Map<String, Map<String, Double>> bytes = new LinkedHashMap<>(); // shape -> backend -> B/op (with -prof gc)
         List<String> backends = new ArrayList<>();
-        peaks.add(peak(cli));
+        // one JMH run (one acquisition of JMH's machine-wide lock): the GEMMs, then the FMA peak
         Collection<RunResult> results = new Runner(new OptionsBuilder().parent(cli)
-                .include("org.moe4j.bench.BackendGemmBench\\.").build()).run();
-        peaks.add(peak(cli));
+                .include("org.moe4j.bench.(BackendGemmBench|FmaPeakBench)\\.").build()).run();
+        List<Double> peaks = new ArrayList<>();
         for (RunResult r : results) {
             BenchmarkParams p = r.getParams();
+            if (p.getBenchmark().contains("FmaPeakBench")) {
+                peaks.add(r.getPrimaryResult().getScore() * FmaPeakBench.FLOP_PER_OP / 1e9);
+                continue;
+            }
             String shape = p.getParam("shape");
             String backend = p.getParam("backend");
             double gflops = r.getPrimaryResult().getScore() * BackendGemmBench.flopPerOp(shape) / 1e9;
@@ -90,24 +92,13 @@ public final class BackendReport {
             }
             md.append('\n');
         }
-        String head = String.format(Locale.ROOT, "Backend GEMM report: GFLOP/s (%% of the FP32 FMA peak); peak measured "
-                + "before and after in this run: %.1f and %.1f GFLOP/s (mean %.1f used)", peaks.get(0), peaks.get(1),
-                peak);
+        String head = String.format(Locale.ROOT, "Backend GEMM report: GFLOP/s (%% of the FP32 FMA peak); FMA peak "
+                + "measured in this run: %.1f GFLOP/s", peak);
         System.out.println();
         System.out.println(head);
         System.out.print(md);
         if (out != null) {
             Files.writeString(out, head + "\n\n" + md);
         }
-    }
-
-    /** FmaPeakBench alone, with the run's warm-up and measurement options: GFLOP/s. */
-    private static double peak(CommandLineOptions cli) throws RunnerException {
-        ChainedOptionsBuilder ob = new OptionsBuilder().parent(cli).include("org.moe4j.bench.FmaPeakBench\\.");
-        double best = Double.NaN;
-        for (RunResult r : new Runner(ob.build()).run()) {
-            best = r.getPrimaryResult().getScore() * FmaPeakBench.FLOP_PER_OP / 1e9;
-        }
-        return best;
     }
 }
