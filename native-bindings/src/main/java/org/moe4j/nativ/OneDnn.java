@@ -124,6 +124,22 @@ public final class OneDnn {
         return true;
     }
 
+    /**
+     * {@code omp_get_max_threads()} on the calling thread: how many OpenMP threads a oneDNN call made from here
+     * would use; -1 when the OpenMP runtime exposes no such symbol.
+     */
+    public static int maxThreadsForCallingThread() {
+        Bindings b = bindings();
+        if (b.ompGetMaxThreads == null) {
+            return -1;
+        }
+        try {
+            return (int) b.ompGetMaxThreads.invokeExact();
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
     /** The bound entry points; throws NativeLibraryException with {@link #reason()} when unavailable. */
     static Bindings bindings() {
         if (B == null) {
@@ -231,8 +247,9 @@ public final class OneDnn {
         // dnnl_status_t dnnl_memory_set_data_handle(dnnl_memory_t memory, void *handle)
         final MethodHandle memorySetDataHandle;
         final MethodHandle memoryDestroy;
-        // void omp_set_num_threads(int) from the OpenMP runtime; null when absent
+        // void omp_set_num_threads(int) and int omp_get_max_threads(void) from the OpenMP runtime; null when absent
         final MethodHandle ompSetNumThreads;
+        final MethodHandle ompGetMaxThreads;
 
         @SuppressWarnings("restricted")
         Bindings(NativeLibraries.Loaded lib) {
@@ -285,9 +302,11 @@ public final class OneDnn {
             MethodHandle isaHandle = handle(linker, l, "dnnl_get_effective_cpu_isa", FunctionDescriptor.of(JAVA_INT));
             // const dnnl_version_t *dnnl_version(void): struct { int major, minor, patch; const char *hash; ... }
             MethodHandle versionHandle = handle(linker, l, "dnnl_version", FunctionDescriptor.of(ADDRESS));
-            MemorySegment omp = l.find("omp_set_num_threads").orElseGet(OneDnn.Bindings::systemOmpSetNumThreads);
+            MemorySegment omp = l.find("omp_set_num_threads").orElseGet(() -> systemOmp("omp_set_num_threads"));
             ompSetNumThreads = omp == null ? null
                     : linker.downcallHandle(omp, FunctionDescriptor.ofVoid(JAVA_INT));
+            MemorySegment ompMax = l.find("omp_get_max_threads").orElseGet(() -> systemOmp("omp_get_max_threads"));
+            ompGetMaxThreads = ompMax == null ? null : linker.downcallHandle(ompMax, FunctionDescriptor.of(JAVA_INT));
             try {
                 isa = (int) isaHandle.invokeExact();
                 MemorySegment v = ((MemorySegment) versionHandle.invokeExact()).reinterpret(12);
@@ -302,10 +321,9 @@ public final class OneDnn {
 
         /** A system oneDNN links its OpenMP runtime itself; dlopen by soname finds the copy already loaded. */
         @SuppressWarnings("restricted")
-        private static MemorySegment systemOmpSetNumThreads() {
+        private static MemorySegment systemOmp(String symbol) {
             try {
-                return SymbolLookup.libraryLookup("libgomp.so.1", Arena.global()).find("omp_set_num_threads")
-                        .orElse(null);
+                return SymbolLookup.libraryLookup("libgomp.so.1", Arena.global()).find(symbol).orElse(null);
             } catch (IllegalArgumentException e) {
                 return null;
             }

@@ -23,6 +23,24 @@ class OneDnnTest {
         System.out.println("oneDNN: " + OneDnn.reason() + ", bf16 native: " + OneDnn.bf16Native());
     }
 
+    /** The GEMM objects give oneDNN their thread count on each calling thread (an OpenMP per-thread setting). */
+    @Test
+    void threadCountAppliesPerCallingThread() throws Exception {
+        try (Arena arena = Arena.ofShared()) {
+            MemorySegment s = arena.allocate(64);
+            for (int threads : new int[] {1, 3}) {
+                int[] seen = new int[1];
+                Thread t = new Thread(() -> {
+                    new OneDnnGemm(threads).sgemm(false, false, 2, 2, 2, 1f, s, 0, 2, s, 0, 2, 0f, s, 8, 2);
+                    seen[0] = OneDnn.maxThreadsForCallingThread();
+                });
+                t.start();
+                t.join();
+                assertEquals(threads, seen[0]);
+            }
+        }
+    }
+
     static float[] naive(boolean ta, boolean tb, int m, int n, int k, float[] a, int lda, float[] b, int ldb) {
         float[] c = new float[m * n];
         for (int i = 0; i < m; i++) {
