@@ -3,16 +3,16 @@ package org.moe4j.engine.cli;
 import java.lang.foreign.Arena;
 import java.util.SplittableRandom;
 import java.util.concurrent.Callable;
+import org.moe4j.nativ.GemmBackends;
 import org.moe4j.simd.Gemm;
-import org.moe4j.simd.JavaGemm;
 import org.moe4j.simd.Tensor;
 import org.moe4j.simd.WorkerPool;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 
-/** Checks the GEMM kernel against a plain double-precision product and prints its speed. */
+/** Checks the chosen GEMM backend against a plain double-precision product and prints its speed. */
 @Command(name = "selfcheck", mixinStandardHelpOptions = true,
-        description = "Checks the Java GEMM against a float64 product and prints GFLOP/s.")
+        description = "Checks the GEMM backend against a float64 product and prints GFLOP/s.")
 public final class SelfCheckCommand implements Callable<Integer> {
     @Option(names = "--size", description = "square GEMM size (default ${DEFAULT-VALUE})")
     int size = 1024;
@@ -20,10 +20,17 @@ public final class SelfCheckCommand implements Callable<Integer> {
     @Option(names = "--seconds", description = "timing budget (default ${DEFAULT-VALUE})")
     double seconds = 3;
 
+    @Option(names = "--gemm", description = "GEMM backend: auto, java, onednn or cuda (default: -Dmoe4j.gemm, "
+            + "$MOE4J_GEMM, else auto)")
+    String backend;
+
     @Override
     public Integer call() {
         WorkerPool pool = WorkerPool.common();
-        Gemm gemm = new JavaGemm(pool);
+        GemmBackends.Choice choice = backend == null ? GemmBackends.fromEnvironment(pool)
+                : GemmBackends.select(backend, pool);
+        Gemm gemm = choice.gemm();
+        System.out.println("GEMM backend: " + gemm.name() + " (" + choice.reason() + ")");
         System.out.printf("moe4j self-check: JDK %s, %d threads, GEMM '%s'%n", Runtime.version(), pool.threads(), gemm.name());
         int n = size;
         try (Arena arena = Arena.ofShared()) {

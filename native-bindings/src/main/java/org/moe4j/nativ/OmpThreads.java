@@ -1,0 +1,33 @@
+package org.moe4j.nativ;
+
+/**
+ * Applies one OpenMP thread count to every Java thread that calls into oneDNN. {@code omp_set_num_threads} sets
+ * an ICV of the calling thread only, so the first call from each thread sets it (a thread-local int, no allocation
+ * after that first call). A count of 0 leaves the OpenMP default ({@code OMP_NUM_THREADS}, else one per CPU).
+ */
+final class OmpThreads {
+    private final int threads;
+    private final ThreadLocal<int[]> applied = ThreadLocal.withInitial(() -> new int[1]);
+
+    OmpThreads(int threads) {
+        if (threads < 0) {
+            throw new IllegalArgumentException("oneDNN threads must be >= 0 (0: OpenMP default), got " + threads);
+        }
+        this.threads = threads;
+    }
+
+    int threads() {
+        return threads;
+    }
+
+    void applyToCallingThread() {
+        if (threads == 0) {
+            return;
+        }
+        int[] cell = applied.get();
+        if (cell[0] != threads) {
+            OneDnn.setThreadsForCallingThread(threads);
+            cell[0] = threads;
+        }
+    }
+}
