@@ -11,7 +11,7 @@ java_home=$(./moe4j java-home)
 for r in $(seq 1 "$rounds"); do
   echo "## round $r: moe4j"
   MOE4J_THREADS=2 "$java_home/bin/java" --add-modules jdk.incubator.vector --enable-native-access=ALL-UNNAMED \
-    -cp bench/target/benchmarks.jar org.moe4j.bench.StepBench ${configs[*]} 2>&1 | grep -v '^WARNING'
+    -cp bench/target/benchmarks.jar org.moe4j.bench.StepBench ${configs[*]} --backends java,onednn 2>&1 | grep -v '^WARNING'
   echo "## round $r: PyTorch"
   env -u OPENBLAS_CORETYPE LD_LIBRARY_PATH=/usr/lib/x86_64-linux-gnu/openblas-openmp OMP_NUM_THREADS=2 \
     /usr/bin/python3 bench/scripts/torch_moe_step.py ${configs[*]}

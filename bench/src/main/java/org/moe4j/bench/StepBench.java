@@ -8,7 +8,6 @@ import org.moe4j.engine.model.MoeTransformer;
 import org.moe4j.engine.train.AdamWOptimizer;
 import org.moe4j.engine.train.SyntheticCorpus;
 import org.moe4j.simd.Gemm;
-import org.moe4j.simd.JavaGemm;
 import org.moe4j.simd.WorkerPool;
 
 /**
@@ -19,7 +18,8 @@ import org.moe4j.simd.WorkerPool;
  * from the JVM's per-thread allocation counters).
  *
  * <p>Run: {@code ./moe4j build && java --add-modules jdk.incubator.vector --enable-native-access=ALL-UNNAMED
- * -cp bench/target/benchmarks.jar org.moe4j.bench.StepBench [small|bench ...] [--steps N]}. Compare with
+ * -cp bench/target/benchmarks.jar org.moe4j.bench.StepBench [small|bench ...] [--steps N] [--warmup N]
+ * [--backends java,onednn]} (or {@code ./moe4j bench-main StepBench ...}). Compare with
  * {@code bench/torch_moe_step.py} through {@code bench/compare-torch.sh}, which runs both in one script.
  */
 public final class StepBench {
@@ -30,9 +30,11 @@ public final class StepBench {
 
     public static void main(String[] args) {
         int steps = 5;
+        String[] backends = {"java"};
         java.util.List<String> configs = new java.util.ArrayList<>();
         for (int i = 0; i < args.length; i++) {
             if (args[i].equals("--steps")) steps = Integer.parseInt(args[++i]);
+            else if (args[i].equals("--backends")) backends = args[++i].split(",");
             else if (args[i].equals("--warmup")) WARMUP = Integer.parseInt(args[++i]);
             else configs.add(args[i]);
         }
@@ -41,11 +43,17 @@ public final class StepBench {
         double peak = fmaPeak(pool);
         System.out.printf(Locale.ROOT, "FP32 FMA peak, %d threads: %.1f GFLOP/s (JDK %s)%n", pool.threads(), peak,
                 Runtime.version());
-        System.out.println("| config | phase | tokens/s | ms/step | model GFLOP/s | % of peak | heap B/step |");
-        System.out.println("|---|---|---:|---:|---:|---:|---:|");
+        Gemm[] gemms = new Gemm[backends.length];
+        for (int i = 0; i < backends.length; i++) {
+            var choice = org.moe4j.nativ.GemmBackends.select(backends[i], pool);
+            gemms[i] = choice.gemm();
+            System.out.println("backend " + backends[i] + ": " + choice.gemm().name() + " (" + choice.reason() + ")");
+        }
+        System.out.println("| config | GEMM | phase | tokens/s | ms/step | model GFLOP/s | % of peak | heap B/step |");
+        System.out.println("|---|---|---|---:|---:|---:|---:|---:|");
         for (String name : configs) {
             ModelConfig c = name.equals("bench") ? ModelConfig.bench() : ModelConfig.small();
-            run(name, c, 8, 256, steps, pool, new JavaGemm(pool), peak);
+            for (Gemm g : gemms) run(name, c, 8, 256, steps, pool, g, peak);
         }
     }
 
@@ -77,8 +85,8 @@ public final class StepBench {
             };
             Runnable fwd = tr::forward;
             double flopTok = forwardFlopsPerToken(c, T);
-            report(name, "train step", train, steps, B * T, 3 * flopTok, peak);
-            report(name, "forward", fwd, steps, B * T, flopTok, peak);
+            report(name + " | " + gemm.name(), "train step", train, steps, B * T, 3 * flopTok, peak);
+            report(name + " | " + gemm.name(), "forward", fwd, steps, B * T, flopTok, peak);
         }
     }
 
