@@ -31,8 +31,12 @@ public final class QuickstartCommand implements Callable<Integer> {
             description = "Working folder: DIR/data (shards, tokenizer) and DIR/model (checkpoint); default ~/.cache/moe4j/quickstart")
     Path out;
 
-    @Option(names = "--steps", defaultValue = "300", description = "Optimizer steps (default: ${DEFAULT-VALUE}).")
+    @Option(names = "--steps", defaultValue = "400", description = "Optimizer steps (default: ${DEFAULT-VALUE}).")
     int steps;
+
+    @Option(names = "--time-limit", defaultValue = "240", paramLabel = "SECONDS",
+            description = "Stop training after this many seconds even if --steps are not done; 0: no limit (default: ${DEFAULT-VALUE}).")
+    double timeLimit;
 
     @Option(names = "--docs-per-domain", defaultValue = "300", paramLabel = "N",
             description = "JDK source files per domain (default: ${DEFAULT-VALUE}).")
@@ -82,7 +86,8 @@ public final class QuickstartCommand implements Callable<Integer> {
                 "--data", data.toString(), "--steps", Integer.toString(steps), "--batch", Integer.toString(batch),
                 "--seq", Integer.toString(seq), "--lr", "3e-3", "--warmup", Integer.toString(Math.max(1, steps / 15)),
                 "--log-every", Integer.toString(Math.max(1, steps / 15)), "--seed", Long.toString(seed),
-                "--val-batches", "16", "--val-per-domain", "--out", model.toString()));
+                "--val-batches", "16", "--val-per-domain", "--time-limit", Double.toString(timeLimit),
+                "--out", model.toString()));
         new CommandLine(train).parseArgs(args.toArray(String[]::new));
         long t1 = System.nanoTime();
         train.call();

@@ -69,6 +69,10 @@ public final class TrainCommand implements Callable<Integer> {
     @Option(names = "--val-batches", defaultValue = "8",
             description = "with --data: batches of fixed validation windows scored at the end (default: ${DEFAULT-VALUE})")
     int valBatches;
+    @Option(names = "--time-limit", defaultValue = "0", paramLabel = "SECONDS",
+            description = "stop after the step that passes this many seconds of training (0: none); the schedule still "
+                    + "assumes --steps")
+    double timeLimit;
     @Option(names = "--val-per-domain", description = "with --data: also print the validation loss per domain")
     boolean valPerDomain;
 
@@ -119,7 +123,10 @@ public final class TrainCommand implements Callable<Integer> {
                         new LrSchedule(lr, warmup, steps, 0.1), clip, logEvery), System.out);
                 Summary sum = train(trainer, opt, steps, () -> {
                     if (out != null) save(out, model, opt, src, tr, tokenizer, extra);
-                }, saveEvery);
+                }, saveEvery, timeLimit);
+                if (opt.stepCount() < steps)
+                    System.out.printf(Locale.ROOT, "stopped after step %d of %d: --time-limit %.0f s reached%n",
+                            opt.stepCount(), steps, timeLimit);
                 System.out.printf(Locale.ROOT, "loss: first %d steps %.4f -> last %d steps %.4f (ce %.4f -> %.4f)%n",
                         sum.window(), sum.firstLoss(), sum.window(), sum.lastLoss(), sum.firstCe(), sum.lastCe());
                 if (out != null) {
@@ -150,26 +157,40 @@ public final class TrainCommand implements Callable<Integer> {
     Summary summary;
 
     /**
-     * Runs the optimizer steps from the optimizer's step count to {@code steps}; calls {@code checkpoint} every
-     * {@code saveEvery} steps (0: never) before the last.
+     * Runs the optimizer steps from the optimizer's step count to {@code steps}, or until {@code timeLimit} seconds
+     * (0: no limit) have passed; calls {@code checkpoint} every {@code saveEvery} steps (0: never) before the last.
+     * The figures of the last steps are over the steps actually run.
      */
-    static Summary train(Trainer trainer, AdamWOptimizer opt, int steps, Runnable checkpoint, int saveEvery) {
-        double firstAvg = 0, lastAvg = 0, firstCe = 0, lastCe = 0;
-        long start = opt.stepCount();
+    static Summary train(Trainer trainer, AdamWOptimizer opt, int steps, Runnable checkpoint, int saveEvery,
+                         double timeLimit) {
+        long start = opt.stepCount(), t0 = System.nanoTime();
         int window = (int) Math.max(1, Math.min(10, (steps - start) / 5));
+        double firstAvg = 0, firstCe = 0;
+        double[] lastLoss = new double[window], lastCe = new double[window]; // ring of the last steps
+        int ran = 0;
         for (long s = start; s < steps; s++) {
             Trainer.StepLog lg = trainer.step();
-            if (s - start < window) {
+            if (ran < window) {
                 firstAvg += lg.loss() / window;
                 firstCe += lg.ce() / window;
             }
-            if (s >= steps - window) {
-                lastAvg += lg.loss() / window;
-                lastCe += lg.ce() / window;
-            }
+            lastLoss[ran % window] = lg.loss();
+            lastCe[ran % window] = lg.ce();
+            ran++;
             if (saveEvery > 0 && (s + 1) % saveEvery == 0 && s + 1 < steps) checkpoint.run();
+            if (timeLimit > 0 && (System.nanoTime() - t0) * 1e-9 >= timeLimit) break;
         }
-        return new Summary(window, firstAvg, lastAvg, firstCe, lastCe, null);
+        int n = Math.min(ran, window);
+        double lastAvg = 0, lastCeAvg = 0;
+        for (int i = 0; i < n; i++) {
+            lastAvg += lastLoss[i] / n;
+            lastCeAvg += lastCe[i] / n;
+        }
+        if (ran < window && ran > 0) {
+            firstAvg *= (double) window / ran;
+            firstCe *= (double) window / ran;
+        }
+        return new Summary(n, firstAvg, lastAvg, firstCe, lastCeAvg, null);
     }
 
     /**
