@@ -31,7 +31,7 @@ public final class QuickstartCommand implements Callable<Integer> {
             description = "Working folder: DIR/data (shards, tokenizer) and DIR/model (checkpoint); default ~/.cache/moe4j/quickstart")
     Path out;
 
-    @Option(names = "--steps", defaultValue = "400", description = "Optimizer steps (default: ${DEFAULT-VALUE}).")
+    @Option(names = "--steps", defaultValue = "800", description = "Optimizer steps (default: ${DEFAULT-VALUE}).")
     int steps;
 
     @Option(names = "--time-limit", defaultValue = "240", paramLabel = "SECONDS",
@@ -85,7 +85,7 @@ public final class QuickstartCommand implements Callable<Integer> {
         List<String> args = new ArrayList<>(List.of("--config", "quickstart", "--routing", routing,
                 "--data", data.toString(), "--steps", Integer.toString(steps), "--batch", Integer.toString(batch),
                 "--seq", Integer.toString(seq), "--lr", "3e-3", "--warmup", Integer.toString(Math.max(1, steps / 15)),
-                "--log-every", Integer.toString(Math.max(1, steps / 15)), "--seed", Long.toString(seed),
+                "--log-every", Integer.toString(Math.max(1, steps / 16)), "--seed", Long.toString(seed),
                 "--val-batches", "16", "--val-per-domain", "--time-limit", Double.toString(timeLimit),
                 "--out", model.toString()));
         new CommandLine(train).parseArgs(args.toArray(String[]::new));
@@ -95,9 +95,10 @@ public final class QuickstartCommand implements Callable<Integer> {
 
         TrainCommand.Summary s = train.summary;
         ValidationLoss.Result v = s.validation();
-        System.out.printf(Locale.ROOT, "%nquickstart: train ce %.3f -> %.3f (first/last %d steps), validation ce %.3f "
-                        + "(perplexity %.1f; a uniform guess is %.3f)%n", s.firstCe(), s.lastCe(), s.window(), v.ce(),
-                v.perplexity(), Math.log(vocab));
+        System.out.printf(Locale.ROOT, "%nquickstart: train ce %.3f -> %.3f (first/last %d steps)%s; a uniform guess over "
+                        + "%d tokens is %.3f%n", s.firstCe(), s.lastCe(), s.window(),
+                v == null ? "" : String.format(Locale.ROOT, ", validation ce %.3f (perplexity %.1f)", v.ce(), v.perplexity()),
+                vocab, Math.log(vocab));
         System.out.printf(Locale.ROOT, "quickstart: data %.0f s, training + validation %.0f s, total %.0f s; model in %s%n",
                 prepSeconds, trainSeconds, (System.nanoTime() - t0) * 1e-9, model.toAbsolutePath());
         return 0;

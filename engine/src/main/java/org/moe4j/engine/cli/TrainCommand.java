@@ -101,6 +101,13 @@ public final class TrainCommand implements Callable<Integer> {
             if (dataDir != null) {
                 shards = ShardBatchSource.open(dataDir, Split.TRAIN, seq, seed).checkFits(c);
                 src = shards;
+                ShardManifest.SplitStats vs = manifest.splits().get(Split.VAL.stem());
+                if (vs == null || vs.tokens() < seq) {
+                    System.out.println("note: the val split of " + dataDir + " holds " + (vs == null ? 0 : vs.tokens())
+                            + " tokens, fewer than one sequence of " + seq + ": no validation loss (raise --val-fraction of prepare-data)");
+                } else {
+                    val = ShardBatchSource.open(dataDir, Split.VAL, seq, seed).checkFits(c);
+                }
             } else {
                 src = new SyntheticCorpus(c.vocab(), c.eosId(), domains, 4, seed);
             }
@@ -133,8 +140,7 @@ public final class TrainCommand implements Callable<Integer> {
                     save(out, model, opt, src, tr, tokenizer, extra);
                     System.out.println("checkpoint: " + out.toAbsolutePath() + (tokenizer != null ? " (with tokenizer.json)" : ""));
                 }
-                if (dataDir != null) {
-                    val = ShardBatchSource.open(dataDir, Split.VAL, seq, seed).checkFits(c);
+                if (val != null) {
                     sum = new Summary(sum.window(), sum.firstLoss(), sum.lastLoss(), sum.firstCe(), sum.lastCe(),
                             printValidation(System.out, tr, val, batch, valBatches, seed, valPerDomain));
                 }
