@@ -21,8 +21,8 @@ import org.moe4j.Moe4jException;
  *
  * <p>Encoding: added tokens (special ones such as {@code <|endoftext|>}) are matched first, as whole strings,
  * longest first; the text between them is split by the {@link PreTokenizer}, each piece is spelled as UTF-8 bytes
- * in the byte-level alphabet, and merges apply to it by rank (lowest first, every occurrence left to right, as
- * GPT-2's {@code bpe()} does). Nothing is added around the text: no BOS/EOS, whatever the file's
+ * in the byte-level alphabet, and merges apply to it by rank (lowest rank first, leftmost first, as Hugging Face
+ * {@code tokenizers} does). Nothing is added around the text: no BOS/EOS, whatever the file's
  * {@code post_processor} says; callers add {@link #eosId()} where they want it.
  *
  * <p>Round trip: {@code decode(encode(s)).equals(s)} for every string that is valid UTF-16, i.e. has no unpaired
@@ -60,8 +60,6 @@ public final class BpeTokenizer {
     private final Map<String, Integer> addedIds;
     private final Pattern addedPattern;
     private final int[] byteIds = new int[256];
-    private final int[] mergeLeft;
-    private final int[] mergeRight;
     private final int[] mergeResult;
     private final LongIntMap ranks;
     private final PreTokenizer preTokenizer;
@@ -143,17 +141,15 @@ public final class BpeTokenizer {
         }
 
         int m = merges.size();
-        mergeLeft = new int[m];
-        mergeRight = new int[m];
         mergeResult = new int[m];
         ranks = new LongIntMap(m);
         for (int r = 0; r < m; r++) {
             Merge mg = merges.get(r);
             String field = "model.merges[" + r + "]";
-            mergeLeft[r] = mergeSide(field, mg, mg.left());
-            mergeRight[r] = mergeSide(field, mg, mg.right());
+            int left = mergeSide(field, mg, mg.left());
+            int right = mergeSide(field, mg, mg.right());
             mergeResult[r] = mergeSide(field, mg, mg.left() + mg.right());
-            ranks.putIfAbsent(LongIntMap.pair(mergeLeft[r], mergeRight[r]), r); // a repeated rule keeps its first rank
+            ranks.put(LongIntMap.pair(left, right), r); // a repeated rule takes its last rank, as in HF and GPT-2
         }
 
         List<AddedToken> longestFirst = new ArrayList<>(added);
@@ -252,7 +248,13 @@ public final class BpeTokenizer {
         return ids;
     }
 
-    /** Merges by rank within one piece: the lowest-ranked adjacent pair, every occurrence left to right, repeated. */
+    /**
+     * Merges within one piece, as Hugging Face's {@code Word::merge_all} does: repeatedly the adjacent pair with the
+     * lowest rank, leftmost first. A heap of (rank, position) over a linked list of symbols makes this O(n log n),
+     * so a long piece (a minified line, a base64 blob) costs no more than its length suggests. For a vocabulary
+     * learned by BPE this gives the same tokens as GPT-2's {@code bpe()}, which merges every occurrence of the
+     * best pair per pass (a new pair always ranks after the merge that made it).
+     */
     private int[] bpe(byte[] bytes) {
         if (ignoreMerges) {
             Integer whole = vocab.get(ByteLevel.encode(bytes));
@@ -260,8 +262,9 @@ public final class BpeTokenizer {
                 return new int[] {whole};
             }
         }
-        int[] sym = new int[bytes.length];
-        for (int i = 0; i < bytes.length; i++) {
+        int n = bytes.length;
+        int[] sym = new int[n];
+        for (int i = 0; i < n; i++) {
             int id = byteIds[bytes[i] & 0xFF];
             if (id < 0) {
                 if (unkId < 0) {
@@ -272,35 +275,103 @@ public final class BpeTokenizer {
             }
             sym[i] = id;
         }
-        int n = sym.length;
-        while (n > 1) {
-            int best = Integer.MAX_VALUE;
-            for (int i = 0; i + 1 < n; i++) {
-                int r = ranks.get(LongIntMap.pair(sym[i], sym[i + 1]), Integer.MAX_VALUE);
-                if (r < best) {
-                    best = r;
-                }
-            }
-            if (best == Integer.MAX_VALUE) {
-                break;
-            }
-            int a = mergeLeft[best];
-            int b = mergeRight[best];
-            int w = 0;
-            for (int i = 0; i < n; ) {
-                if (i + 1 < n && sym[i] == a && sym[i + 1] == b) {
-                    sym[w++] = mergeResult[best];
-                    i += 2;
-                } else {
-                    sym[w++] = sym[i++];
-                }
-            }
-            n = w;
+        if (n < 2) {
+            return sym;
         }
-        return n == sym.length ? sym : Arrays.copyOf(sym, n);
+        int[] prev = new int[n];
+        int[] next = new int[n];
+        // heap entries: rank << 32 | position of the pair's left symbol; at most n - 1 initial + 2 per merge
+        long[] heap = new long[3 * n];
+        int size = 0;
+        for (int i = 0; i < n; i++) {
+            prev[i] = i - 1;
+            next[i] = i + 1 < n ? i + 1 : -1;
+            int r = i + 1 < n ? rank(sym[i], sym[i + 1]) : -1;
+            if (r >= 0) {
+                size = heapPush(heap, size, (long) r << 32 | i);
+            }
+        }
+        int alive = n;
+        while (size > 0) {
+            long top = heap[0];
+            size = heapPop(heap, size);
+            int r = (int) (top >>> 32);
+            int pos = (int) top;
+            int right = next[pos];
+            if (sym[pos] < 0 || right < 0 || rank(sym[pos], sym[right]) != r) {
+                continue; // a symbol of this pair was merged away since it was pushed
+            }
+            sym[pos] = mergeResult[r];
+            sym[right] = -1;
+            alive--;
+            next[pos] = next[right];
+            if (next[pos] >= 0) {
+                prev[next[pos]] = pos;
+                int rr = rank(sym[pos], sym[next[pos]]);
+                if (rr >= 0) {
+                    size = heapPush(heap, size, (long) rr << 32 | pos);
+                }
+            }
+            if (prev[pos] >= 0) {
+                int rl = rank(sym[prev[pos]], sym[pos]);
+                if (rl >= 0) {
+                    size = heapPush(heap, size, (long) rl << 32 | prev[pos]);
+                }
+            }
+        }
+        int[] out = new int[alive];
+        for (int i = 0, k = 0; i >= 0; i = next[i]) {
+            out[k++] = sym[i];
+        }
+        return out;
     }
 
-    /** The text of {@code ids}: BPE tokens' bytes read as UTF-8 (a cut-off sequence gives U+FFFD), added tokens' content. */
+    /** The rank of merging (left, right), or -1 when no rule does. */
+    private int rank(int left, int right) {
+        return ranks.get(LongIntMap.pair(left, right), -1);
+    }
+
+    /** Min-heap push; returns the new size. */
+    private static int heapPush(long[] heap, int size, long v) {
+        int i = size;
+        while (i > 0) {
+            int parent = (i - 1) >>> 1;
+            if (heap[parent] <= v) {
+                break;
+            }
+            heap[i] = heap[parent];
+            i = parent;
+        }
+        heap[i] = v;
+        return size + 1;
+    }
+
+    /** Removes the minimum (heap[0]); returns the new size. */
+    private static int heapPop(long[] heap, int size) {
+        long last = heap[--size];
+        int i = 0;
+        while (true) {
+            int child = 2 * i + 1;
+            if (child >= size) {
+                break;
+            }
+            if (child + 1 < size && heap[child + 1] < heap[child]) {
+                child++;
+            }
+            if (heap[child] >= last) {
+                break;
+            }
+            heap[i] = heap[child];
+            i = child;
+        }
+        heap[i] = last;
+        return size;
+    }
+
+    /**
+     * The text of {@code ids}: BPE tokens' bytes read as UTF-8 (a cut-off sequence gives U+FFFD), added tokens'
+     * content as it is.
+     */
     public String decode(int[] ids) {
         StringBuilder sb = new StringBuilder(ids.length * 4);
         byte[] buf = new byte[64];

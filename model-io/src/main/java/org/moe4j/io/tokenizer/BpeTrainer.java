@@ -4,7 +4,6 @@ import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.HashMap;
-import java.util.HashSet;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
@@ -19,8 +18,8 @@ import org.moe4j.Moe4jException;
  *
  * <p>The text is read once into distinct pre-token words with their counts. Each pair of adjacent symbols has a
  * count (summed over the words it occurs in, times their counts) and an index of the words it occurs in. A merge
- * rewrites only the words in its pair's index: their old pairs are subtracted, the merge is applied, their new
- * pairs added. A max-heap orders pairs by (count desc, left id asc, right id asc); entries whose count went down
+ * rewrites only the words in its pair's index, and changes only the counts of the pairs next to each occurrence.
+ * A max-heap orders pairs by (count desc, left id asc, right id asc); entries whose count went down
  * since they were pushed are fixed lazily when they reach the top, and pairs whose count went up (only pairs
  * holding the new token can) are pushed again. Cost per merge is proportional to the words that hold the pair.
  */
@@ -42,6 +41,10 @@ final class BpeTrainer {
     private long[] pairCount = new long[1 << 16];
     private int[][] pairWords = new int[1 << 16][];
     private int[] pairWordsLength = new int[1 << 16];
+    // pairs whose count went up in the current merge (each once)
+    private boolean[] grownMark = new boolean[1 << 16];
+    private int[] grown = new int[1024];
+    private int grownLength;
 
     private BpeTrainer() {
     }
@@ -156,7 +159,10 @@ final class BpeTrainer {
             return c != 0 ? c : Integer.compare(x.right(), y.right());
         });
         for (int w = 0; w < wordSymbols.length; w++) {
-            addPairs(w, -1);
+            int[] sym = wordSymbols[w];
+            for (int j = 0; j + 1 < wordLength[w]; j++) {
+                count(LongIntMap.pair(sym[j], sym[j + 1]), wordCount[w], w);
+            }
         }
         for (int s = 0; s < pairSlots.size(); s++) {
             if (pairCount[s] > 0) {
@@ -166,11 +172,10 @@ final class BpeTrainer {
         List<BpeTokenizer.Merge> merges = new ArrayList<>();
         int[] seen = new int[wordSymbols.length];
         int stamp = 0;
-        HashSet<Integer> grown = new HashSet<>();
+        grownLength = 0;
         while (idToToken.size() < vocabSize && !heap.isEmpty()) {
             Candidate top = heap.poll();
-            long key = LongIntMap.pair(top.left(), top.right());
-            int slot = pairSlots.get(key, -1);
+            int slot = pairSlots.get(LongIntMap.pair(top.left(), top.right()), -1);
             long now = pairCount[slot];
             if (now != top.count()) {
                 if (now > 0) {
@@ -193,35 +198,26 @@ final class BpeTrainer {
             merges.add(new BpeTokenizer.Merge(left, right));
 
             stamp++;
-            grown.clear();
             int[] words = pairWords[slot];
             int nWords = pairWordsLength[slot];
             for (int i = 0; i < nWords; i++) {
                 int w = words[i];
-                if (seen[w] == stamp) {
-                    continue;
-                }
-                seen[w] = stamp;
-                if (!contains(w, top.left(), top.right())) {
-                    continue;
-                }
-                subtractPairs(w);
-                mergeWord(w, top.left(), top.right(), id);
-                addPairs(w, id);
-                int[] sym = wordSymbols[w];
-                for (int j = 0; j + 1 < wordLength[w]; j++) {
-                    if (sym[j] == id || sym[j + 1] == id) {
-                        grown.add(pairSlots.get(LongIntMap.pair(sym[j], sym[j + 1]), -1));
-                    }
+                if (seen[w] != stamp) {
+                    seen[w] = stamp;
+                    mergeWord(w, top.left(), top.right(), id);
                 }
             }
-            pairWords[slot] = null; // the pair is gone from every word
+            pairCount[slot] = 0; // merged everywhere; a merge never makes a new (left, right) neighbour
+            pairWords[slot] = null;
             pairWordsLength[slot] = 0;
-            for (int s : grown) {
+            for (int g = 0; g < grownLength; g++) {
+                int s = grown[g];
+                grownMark[s] = false;
                 if (pairCount[s] > 0) {
                     heap.add(candidate(s));
                 }
             }
+            grownLength = 0;
             if (progress != null) {
                 progress.accept(idToToken.size());
             }
@@ -234,43 +230,63 @@ final class BpeTrainer {
         return new Candidate(pairCount[slot], (int) (key >>> 32), (int) key);
     }
 
-    private boolean contains(int w, int a, int b) {
+    /**
+     * Replaces every occurrence of (a, b) in word w, left to right, by id, and moves the word's count from the
+     * pairs around each occurrence to the new ones (Hugging Face's {@code Word::merge}): with x before and y
+     * after, (x, a) and (b, y) lose it, (x, id) and (id, y) gain it. x is read from the rewritten word, so
+     * back-to-back occurrences cancel correctly ("a b a b": (id, a) is gained, then lost; (id, id) gained).
+     */
+    private void mergeWord(int w, int a, int b, int id) {
         int[] sym = wordSymbols[w];
-        for (int j = 0; j + 1 < wordLength[w]; j++) {
-            if (sym[j] == a && sym[j + 1] == b) {
-                return true;
+        int n = wordLength[w];
+        long c = wordCount[w];
+        int out = 0;
+        for (int j = 0; j < n; ) {
+            if (j + 1 < n && sym[j] == a && sym[j + 1] == b) {
+                if (out > 0) {
+                    count(LongIntMap.pair(sym[out - 1], a), -c, -1);
+                    grew(count(LongIntMap.pair(sym[out - 1], id), c, w));
+                }
+                if (j + 2 < n) {
+                    count(LongIntMap.pair(b, sym[j + 2]), -c, -1);
+                    grew(count(LongIntMap.pair(id, sym[j + 2]), c, w));
+                }
+                sym[out++] = id; // out <= j: writes never overtake the reads
+                j += 2;
+            } else {
+                sym[out++] = sym[j++];
             }
         }
-        return false;
+        wordLength[w] = out;
     }
 
-    private void subtractPairs(int w) {
-        int[] sym = wordSymbols[w];
-        long c = wordCount[w];
-        for (int j = 0; j + 1 < wordLength[w]; j++) {
-            pairCount[pairSlots.get(LongIntMap.pair(sym[j], sym[j + 1]), -1)] -= c;
+    /** Adds {@code delta} to a pair's count, indexing word w under it when w >= 0; returns the pair's slot. */
+    private int count(long key, long delta, int w) {
+        int slot = pairSlots.putIfAbsent(key, pairSlots.size());
+        if (slot == pairCount.length) {
+            int cap = slot * 2;
+            pairCount = Arrays.copyOf(pairCount, cap);
+            pairKeys = Arrays.copyOf(pairKeys, cap);
+            pairWords = Arrays.copyOf(pairWords, cap);
+            pairWordsLength = Arrays.copyOf(pairWordsLength, cap);
+            grownMark = Arrays.copyOf(grownMark, cap);
         }
+        pairKeys[slot] = key;
+        pairCount[slot] += delta;
+        if (w >= 0) {
+            index(slot, w);
+        }
+        return slot;
     }
 
-    /** Adds word w's pairs to the counts; indexes w under every pair when {@code newId < 0}, else under pairs holding newId. */
-    private void addPairs(int w, int newId) {
-        int[] sym = wordSymbols[w];
-        long c = wordCount[w];
-        for (int j = 0; j + 1 < wordLength[w]; j++) {
-            long key = LongIntMap.pair(sym[j], sym[j + 1]);
-            int slot = pairSlots.putIfAbsent(key, pairSlots.size());
-            if (slot == pairCount.length) {
-                int cap = slot * 2;
-                pairCount = Arrays.copyOf(pairCount, cap);
-                pairKeys = Arrays.copyOf(pairKeys, cap);
-                pairWords = Arrays.copyOf(pairWords, cap);
-                pairWordsLength = Arrays.copyOf(pairWordsLength, cap);
+    /** Remembers a pair whose count went up during this merge, to push it on the heap afterwards. */
+    private void grew(int slot) {
+        if (!grownMark[slot]) {
+            grownMark[slot] = true;
+            if (grownLength == grown.length) {
+                grown = Arrays.copyOf(grown, grownLength * 2);
             }
-            pairKeys[slot] = key;
-            pairCount[slot] += c;
-            if (newId < 0 || sym[j] == newId || sym[j + 1] == newId) {
-                index(slot, w);
-            }
+            grown[grownLength++] = slot;
         }
     }
 
@@ -278,7 +294,7 @@ final class BpeTrainer {
         int[] list = pairWords[slot];
         int n = pairWordsLength[slot];
         if (n > 0 && list[n - 1] == w) {
-            return; // a word is indexed once per pass; its occurrences come together
+            return; // a word's occurrences of a pair are indexed together, so a repeat is the last entry
         }
         if (list == null) {
             list = new int[2];
@@ -288,21 +304,5 @@ final class BpeTrainer {
         list[n] = w;
         pairWords[slot] = list;
         pairWordsLength[slot] = n + 1;
-    }
-
-    /** Replaces every occurrence of (a, b) in word w, left to right, by id. */
-    private void mergeWord(int w, int a, int b, int id) {
-        int[] sym = wordSymbols[w];
-        int n = wordLength[w];
-        int out = 0;
-        for (int j = 0; j < n; ) {
-            if (j + 1 < n && sym[j] == a && sym[j + 1] == b) {
-                sym[out++] = id;
-                j += 2;
-            } else {
-                sym[out++] = sym[j++];
-            }
-        }
-        wordLength[w] = out;
     }
 }

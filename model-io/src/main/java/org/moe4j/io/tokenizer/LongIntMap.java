@@ -57,6 +57,18 @@ final class LongIntMap {
         return value;
     }
 
+    /** Stores the value, replacing any the key had. */
+    void put(long key, int value) {
+        int i = slot(key);
+        values[i] = value;
+        if (keys[i] == EMPTY) {
+            keys[i] = key;
+            if (++size * 2 > keys.length) {
+                grow();
+            }
+        }
+    }
+
     private void grow() {
         long[] oldKeys = keys;
         int[] oldValues = values;

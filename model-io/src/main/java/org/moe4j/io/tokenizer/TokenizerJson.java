@@ -128,7 +128,8 @@ final class TokenizerJson {
                 String s = m.textValue();
                 int sp = s.indexOf(' ');
                 if (sp <= 0 || sp == s.length() - 1 || s.indexOf(' ', sp + 1) >= 0) {
-                    throw fail(src, "model.merges[" + i + "]", "is '" + s + "', expected two tokens split by one space");
+                    throw fail(src, "model.merges[" + i + "]",
+                            "is '" + s + "', expected two tokens split by one space");
                 }
                 out.add(new BpeTokenizer.Merge(s.substring(0, sp), s.substring(sp + 1)));
             } else if (m.isArray() && m.size() == 2 && m.get(0).isTextual() && m.get(1).isTextual()) {
@@ -182,10 +183,12 @@ final class TokenizerJson {
                 } else if (pattern.has("String")) {
                     splits.add(PreTokenizer.Stage.literal(pattern.get("String").asText()));
                 } else {
-                    throw fail(src, field + ".pattern", "is " + pattern + ", expected {\"Regex\": ...} or {\"String\": ...}");
+                    throw fail(src, field + ".pattern",
+                            "is " + pattern + ", expected {\"Regex\": ...} or {\"String\": ...}");
                 }
             } catch (java.util.regex.PatternSyntaxException e) {
-                throw new Moe4jException(src + ": '" + field + ".pattern.Regex' does not compile: " + e.getMessage(), e);
+                throw new Moe4jException(src + ": '" + field + ".pattern.Regex' does not compile: " + e.getMessage(),
+                        e);
             }
         }
         throw fail(src, "pre_tokenizer.pretokenizers", "has no ByteLevel stage (not a byte-level tokenizer)");
@@ -221,7 +224,8 @@ final class TokenizerJson {
                     throw fail(src, field + "." + flag, "is true; not supported (added tokens match exactly)");
                 }
             }
-            out.add(new BpeTokenizer.AddedToken(id.intValue(), content.textValue(), t.path("special").asBoolean(false)));
+            boolean special = t.path("special").asBoolean(false);
+            out.add(new BpeTokenizer.AddedToken(id.intValue(), content.textValue(), special));
         }
         return out;
     }

@@ -18,6 +18,7 @@ import net.jqwik.api.Property;
 import net.jqwik.api.Provide;
 import net.jqwik.api.constraints.IntRange;
 import org.moe4j.io.tokenizer.BpeTokenizer;
+import org.moe4j.reference.tokenizer.RefBpe;
 import org.moe4j.reference.tokenizer.RefBpeTrainer;
 
 /**
@@ -118,6 +119,24 @@ class TokenizerProperties {
         int expected = (s.length() - s.replace(BpeTokenizer.END_OF_TEXT, "").length())
                 / BpeTokenizer.END_OF_TEXT.length();
         assertEquals(expected, eos);
+    }
+
+    /** One pre-token piece (letters, maybe after a space), up to a few thousand bytes: the heap path at length. */
+    @Provide
+    Arbitrary<String> longPiece() {
+        Arbitrary<String> letters = Arbitraries.strings().withChars("thequickbrownfoxéü").ofMinLength(1)
+                .ofMaxLength(3000);
+        Arbitrary<String> repeats = Arbitraries.of("the", "aa", "ab", "ing", "é").flatMap(
+                u -> Arbitraries.integers().between(1, 500).map(u::repeat));
+        return Arbitraries.oneOf(letters, repeats).flatMap(
+                w -> Arbitraries.of("", " ").map(prefix -> prefix + w));
+    }
+
+    @Property(tries = 200)
+    void encodingAPieceMatchesTheRescanningTwin(@ForAll("longPiece") String piece) {
+        RefBpe twin = new RefBpe(TRAINED.merges().stream().map(m -> m.left() + " " + m.right()).toList());
+        List<String> got = java.util.Arrays.stream(TRAINED.encode(piece)).mapToObj(TRAINED::token).toList();
+        assertEquals(twin.encodePiece(piece), got);
     }
 
     @Provide

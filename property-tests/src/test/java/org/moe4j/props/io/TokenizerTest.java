@@ -79,6 +79,20 @@ class TokenizerTest {
         }
     }
 
+    /** Llama-3 sets ignore_merges: a piece that is itself a token is taken whole, even where merges never reach it. */
+    @Test
+    void ignoreMergesTakesWholePieces() throws IOException {
+        String withHed = TINY.replace("MERGES", MERGES_AS_STRINGS)
+                .replace("\"<|endoftext|>\": 17}", "\"<|endoftext|>\": 17, \"Hed\": 18}");
+        assertArrayEquals(new int[] {8, 7}, BpeTokenizer.load(write("a.json", withHed)).encode("Hed"));
+        BpeTokenizer ignoring = BpeTokenizer.load(write("b.json",
+                withHed.replace("\"byte_fallback\": false,", "\"byte_fallback\": false, \"ignore_merges\": true,")));
+        assertArrayEquals(new int[] {18, 17, 8, 15}, ignoring.encode("Hed<|endoftext|>Held"));
+        Path resaved = tmp.resolve("c.json");
+        ignoring.save(resaved);
+        assertArrayEquals(new int[] {18}, BpeTokenizer.load(resaved).encode("Hed"));
+    }
+
     @Test
     void tinyFileSurvivesSaveAndLoad() throws IOException {
         BpeTokenizer tok = BpeTokenizer.load(write("tiny.json", TINY.replace("MERGES", MERGES_AS_STRINGS)));
@@ -119,6 +133,19 @@ class TokenizerTest {
         assertRejected(ok.replace("\"id\": 17", "\"id\": \"x\""), "'added_tokens[0].id'");
         assertRejected(ok.replace("\"normalizer\": null", "\"normalizer\": {\"type\": \"NFC\"}"), "'normalizer'");
         assertRejected(ok.replace("\"Ġworld\": 16", "\"Ġworld\": 15"), "'model.vocab'", "id 15");
+        String byteLevel = "{\"type\": \"ByteLevel\", \"add_prefix_space\": false, \"trim_offsets\": true, "
+                + "\"use_regex\": true}";
+        String split = "{\"type\": \"Split\", \"pattern\": {\"Regex\": \"\\\\d\"}, \"behavior\": \"BEHAVIOR\"}";
+        assertRejected(ok.replace(byteLevel, "{\"type\": \"Sequence\", \"pretokenizers\": [" + byteLevel + ", "
+                + split.replace("BEHAVIOR", "Isolated") + "]}"), "'pre_tokenizer.pretokenizers[0]'", "not last");
+        assertRejected(ok.replace(byteLevel, "{\"type\": \"Sequence\", \"pretokenizers\": ["
+                + split.replace("BEHAVIOR", "Removed") + ", " + byteLevel + "]}"),
+                "'pre_tokenizer.pretokenizers[0].behavior'", "Removed");
+        assertRejected(ok.replace(byteLevel, "{\"type\": \"Sequence\", \"pretokenizers\": ["
+                + split.replace("BEHAVIOR", "Isolated").replace("\\\\d", "(") + ", " + byteLevel + "]}"),
+                "'pre_tokenizer.pretokenizers[0].pattern.Regex'");
+        assertRejected(ok.replace("\"lstrip\": false", "\"lstrip\": true"), "'added_tokens[0].lstrip'");
+        assertRejected(ok.replace("\"byte_fallback\": false", "\"byte_fallback\": true"), "'model.byte_fallback'");
     }
 
     @Test
@@ -162,7 +189,8 @@ class TokenizerTest {
 
     /**
      * Golden files from Hugging Face {@code tokenizers} (see corpus.json's "generator"): its trainer's file, read
-     * here, encodes the probes to its ids, and our trainer on the same corpus learns the same vocabulary and merges.
+     * here, encodes the probes to its ids (also with Llama-3's Split regex, hf-llama3-style.json; the probes mix
+     * Unicode white space, digits, combining marks, emoji and random code points), and our trainer on the same corpus learns the same vocabulary and merges.
      */
     @Test
     void agreesWithHuggingFaceTokenizers() throws IOException, URISyntaxException {
@@ -175,12 +203,44 @@ class TokenizerTest {
             assertArrayEquals(expected, hf.encode(probe), probe);
             assertEquals(probe, hf.decode(expected));
         }
+        BpeTokenizer llama = BpeTokenizer.load(resource("hf-llama3-style.json"));
+        JsonNode l3 = enc.get("llama3_style");
+        for (int i = 0; i < l3.get("probes").size(); i++) {
+            String probe = l3.get("probes").get(i).asText();
+            assertArrayEquals(json.convertValue(l3.get("ids").get(i), int[].class), llama.encode(probe), probe);
+        }
         List<String> corpus = new ArrayList<>();
         json.readTree(resource("corpus.json").toFile()).get("texts").forEach(t -> corpus.add(t.asText()));
         BpeTokenizer ours = BpeTokenizer.train(corpus, 400, null, null);
         assertEquals(hf.merges(), ours.merges());
         for (int id = 0; id < hf.vocabSize(); id++) {
             assertEquals(hf.token(id), ours.token(id), "token " + id);
+        }
+    }
+
+    /** One tokenizer shared by threads (shard writing does this): same ids as a single thread, cache and all. */
+    @Test
+    void encodesFromManyThreadsAtOnce() throws Exception {
+        BpeTokenizer tok = BpeTokenizer.train(prose(), 330, null, null);
+        List<String> texts = new ArrayList<>();
+        for (int i = 0; i < 200; i++) {
+            texts.add(prose().get(i % 20) + " variant " + i + " " + "x".repeat(i % 50));
+        }
+        List<int[]> expected = texts.stream().map(BpeTokenizer.train(prose(), 330, null, null)::encode).toList();
+        try (var pool = java.util.concurrent.Executors.newFixedThreadPool(4)) {
+            List<java.util.concurrent.Future<?>> done = new ArrayList<>();
+            for (int t = 0; t < 4; t++) {
+                int offset = t * 37;
+                done.add(pool.submit(() -> {
+                    for (int i = 0; i < texts.size(); i++) {
+                        int k = (i + offset) % texts.size();
+                        assertArrayEquals(expected.get(k), tok.encode(texts.get(k)));
+                    }
+                }));
+            }
+            for (var f : done) {
+                f.get();
+            }
         }
     }
 

@@ -50,6 +50,10 @@ public final class TokenizerTrainingTiming {
         long t1 = System.nanoTime();
         System.out.printf("read %d files, %.1f M chars from %s in %.1f s%n", texts.size(), chars / 1048576.0, zip,
                 (t1 - t0) / 1e9);
+        BpeTokenizer.train(texts, 257, null, null); // no merges: reading and counting the words alone
+        long t1b = System.nanoTime();
+        System.out.printf("pre-tokenised and counted words (vocab 257, no merges) in %.1f s%n", (t1b - t1) / 1e9);
+        t1 = System.nanoTime();
         BpeTokenizer tok = BpeTokenizer.train(texts, vocab, null, null);
         long t2 = System.nanoTime();
         System.out.printf("trained vocab %d (%d merges) in %.1f s%n", tok.vocabSize(), tok.merges().size(),
