@@ -84,6 +84,10 @@ public final class TrainCommand implements Callable<Integer> {
             dataDir = Path.of(resumeState.path("extra").get("data").asText());
             System.out.println("data: " + dataDir + " (from the checkpoint's training state)");
         }
+        if (dataDir != null && resumeState != null && resumeState.path("extra").has("seq")
+                && resumeState.path("extra").get("seq").asInt() != seq)
+            System.out.println("note: the checkpoint was trained with --seq " + resumeState.path("extra").get("seq").asInt()
+                    + "; windows of " + seq + " tokens do not continue its data order exactly");
         ShardManifest manifest = dataDir != null ? ShardManifest.read(dataDir) : null;
         ModelConfig c = resume != null ? null : withRouting(baseConfig(config), routing);
         if (c != null && lbScope != null) c = c.withRouting(withScope(c.routing(), lbScope));
