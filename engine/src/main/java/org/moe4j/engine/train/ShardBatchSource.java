@@ -16,7 +16,8 @@ import org.moe4j.io.corpus.WindowSampler;
  * {@link WindowSampler} window over the packed shard, so it runs across documents (each opened by EOS). The
  * transformer predicts token t+1 from token t within a sequence, so a sequence of T tokens carries T - 1 labels; the
  * sampler is cut with sequence length T - 1 (windows of T tokens, consecutive ones overlapping by one), which makes
- * every transition of the shard a label exactly once per epoch.
+ * every transition of the shard a label exactly once per epoch (but the fewer than T - 1 that the epoch's random
+ * shift leaves at the ends).
  *
  * <p>Deterministic from (shard, T, seed). The data position is the sampler's: windows drawn so far, B per batch;
  * restoring it ({@link #position(long)}) continues exactly where a run stopped, even with another batch size.
