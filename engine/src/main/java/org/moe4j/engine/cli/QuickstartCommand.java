@@ -1,14 +1,125 @@
 package org.moe4j.engine.cli;
 
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Locale;
 import java.util.concurrent.Callable;
+import org.moe4j.engine.train.ValidationLoss;
+import org.moe4j.io.corpus.BpeTextEncoder;
+import org.moe4j.io.corpus.CorpusException;
+import org.moe4j.io.corpus.JdkSources;
+import org.moe4j.io.corpus.ShardManifest;
+import picocli.CommandLine;
 import picocli.CommandLine.Command;
+import picocli.CommandLine.Model.CommandSpec;
+import picocli.CommandLine.Option;
+import picocli.CommandLine.Spec;
 
-/** The README's main job on its embedded default. Until the engine trains, it is the kernel self-check. */
+/**
+ * The README's main job on its embedded default, a few minutes on two cores: the sources of the running JDK as a
+ * six-domain corpus (a deterministic sample of files per domain) with a byte-level BPE trained on them, then a small
+ * EMO-routed MoE trained on it, its validation loss overall and per domain, and the checkpoint with its tokenizer.
+ * The prepared data is kept and reused while its manifest matches what this run would write.
+ */
 @Command(name = "quickstart", mixinStandardHelpOptions = true,
-        description = "The main job on the embedded default (today: the kernel self-check).")
+        description = "The main job on the embedded default: prepare the JDK's own sources (6 domains, BPE), train a "
+                + "small EMO-routed MoE on them for a few minutes, report train/validation loss per domain, save it.")
 public final class QuickstartCommand implements Callable<Integer> {
+    @Option(names = "--out", paramLabel = "DIR",
+            description = "Working folder: DIR/data (shards, tokenizer) and DIR/model (checkpoint); default ~/.cache/moe4j/quickstart")
+    Path out;
+
+    @Option(names = "--steps", defaultValue = "800", description = "Optimizer steps (default: ${DEFAULT-VALUE}).")
+    int steps;
+
+    @Option(names = "--time-limit", defaultValue = "240", paramLabel = "SECONDS",
+            description = "Stop training after this many seconds even if --steps are not done; 0: no limit (default: ${DEFAULT-VALUE}).")
+    double timeLimit;
+
+    @Option(names = "--docs-per-domain", defaultValue = "300", paramLabel = "N",
+            description = "JDK source files per domain (default: ${DEFAULT-VALUE}).")
+    int docsPerDomain;
+
+    @Option(names = "--vocab", defaultValue = "2048", description = "BPE vocabulary (default: ${DEFAULT-VALUE}).")
+    int vocab;
+
+    @Option(names = "--routing", defaultValue = "emo",
+            description = "standard | emo | matryoshka | capacity | shared (default: ${DEFAULT-VALUE})")
+    String routing;
+
+    @Option(names = "--batch", defaultValue = "8") int batch;
+    @Option(names = "--seq", defaultValue = "128") int seq;
+    @Option(names = "--seed", defaultValue = "1") long seed;
+
+    @Spec
+    CommandSpec spec;
+
+    static final double VAL_FRACTION = 0.05;
+
     @Override
     public Integer call() {
-        return new SelfCheckCommand().call();
+        long t0 = System.nanoTime();
+        Path dir = out != null ? out : Path.of(System.getProperty("user.home"), ".cache", "moe4j", "quickstart");
+        Path data = dir.resolve("data"), model = dir.resolve("model");
+        JdkSources jdk = JdkSources.ofRunningJdk(docsPerDomain);
+        String why = reuseProblem(data, jdk.reference(), vocab);
+        if (why == null) {
+            System.out.println("quickstart: reusing the prepared data in " + data);
+        } else {
+            System.out.println("quickstart: preparing " + data + " (" + why + "): the JDK's sources, at most "
+                    + docsPerDomain + " files per domain, byte-level BPE of " + vocab + " tokens");
+            PrepareDataCommand prep = new PrepareDataCommand();
+            CommandLine cl = new CommandLine(prep);
+            cl.setOut(spec.commandLine().getOut());
+            cl.setErr(spec.commandLine().getErr());
+            cl.parseArgs("--source", "jdk", "--max-docs-per-domain", Integer.toString(docsPerDomain),
+                    "--vocab", Integer.toString(vocab), "--val-fraction", Double.toString(VAL_FRACTION),
+                    "--out", data.toString(), "--no-progress");
+            prep.call();
+        }
+        double prepSeconds = (System.nanoTime() - t0) * 1e-9;
+
+        TrainCommand train = new TrainCommand();
+        List<String> args = new ArrayList<>(List.of("--config", "quickstart", "--routing", routing,
+                "--data", data.toString(), "--steps", Integer.toString(steps), "--batch", Integer.toString(batch),
+                "--seq", Integer.toString(seq), "--lr", "3e-3", "--warmup", Integer.toString(Math.max(1, steps / 15)),
+                "--log-every", Integer.toString(Math.max(1, steps / 16)), "--seed", Long.toString(seed),
+                "--val-batches", "16", "--val-per-domain", "--time-limit", Double.toString(timeLimit),
+                "--out", model.toString()));
+        new CommandLine(train).parseArgs(args.toArray(String[]::new));
+        long t1 = System.nanoTime();
+        train.call();
+        double trainSeconds = (System.nanoTime() - t1) * 1e-9;
+
+        TrainCommand.Summary s = train.summary;
+        ValidationLoss.Result v = s.validation();
+        System.out.printf(Locale.ROOT, "%nquickstart: train ce %.3f -> %.3f (first/last %d steps)%s; a uniform guess over "
+                        + "%d tokens is %.3f%n", s.firstCe(), s.lastCe(), s.window(),
+                v == null ? "" : String.format(Locale.ROOT, ", validation ce %.3f (perplexity %.1f)", v.ce(), v.perplexity()),
+                vocab, Math.log(vocab));
+        System.out.printf(Locale.ROOT, "quickstart: data %.0f s, training + validation %.0f s, total %.0f s; model in %s%n",
+                prepSeconds, trainSeconds, (System.nanoTime() - t0) * 1e-9, model.toAbsolutePath());
+        return 0;
+    }
+
+    /** Why the folder cannot be reused (null: it can): no manifest, or one written from other inputs. */
+    static String reuseProblem(Path data, String jdkReference, int vocab) {
+        if (!Files.isRegularFile(data.resolve(ShardManifest.FILE_NAME))) return "not prepared yet";
+        ShardManifest m;
+        try {
+            m = ShardManifest.read(data);
+        } catch (CorpusException e) {
+            return "its manifest is unreadable";
+        }
+        if (m.sources().size() != 1 || !jdkReference.equals(m.sources().get(0).reference()))
+            return "prepared from other sources";
+        if (m.tokenizer().vocabSize() != vocab || m.valFraction() != VAL_FRACTION) return "prepared with other settings";
+        Path tok = data.resolve(PrepareDataCommand.TOKENIZER_JSON);
+        if (!Files.isRegularFile(tok) || m.tokenizer().reference() == null
+                || !m.tokenizer().reference().contains(BpeTextEncoder.sha256(tok)))
+            return "its tokenizer.json does not match the manifest";
+        return null;
     }
 }

@@ -1,5 +1,10 @@
 package org.moe4j.engine.cli;
 
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.node.JsonNodeFactory;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import java.io.PrintStream;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.Locale;
@@ -9,6 +14,7 @@ import org.moe4j.engine.config.LbScope;
 import org.moe4j.engine.config.MatryoshkaConfig;
 import org.moe4j.engine.config.ModelConfig;
 import org.moe4j.engine.config.PoolConfig;
+import org.moe4j.engine.config.PoolMode;
 import org.moe4j.engine.config.RoutingConfig;
 import org.moe4j.engine.io.ModelCheckpoint;
 import org.moe4j.engine.model.MoeModel;
@@ -16,8 +22,13 @@ import org.moe4j.engine.model.MoeTransformer;
 import org.moe4j.engine.train.AdamWOptimizer;
 import org.moe4j.engine.train.BatchSource;
 import org.moe4j.engine.train.LrSchedule;
+import org.moe4j.engine.train.ShardBatchSource;
 import org.moe4j.engine.train.SyntheticCorpus;
 import org.moe4j.engine.train.Trainer;
+import org.moe4j.engine.train.ValidationLoss;
+import org.moe4j.io.corpus.BpeTextEncoder;
+import org.moe4j.io.corpus.ShardManifest;
+import org.moe4j.io.corpus.Split;
 import org.moe4j.simd.JavaGemm;
 import org.moe4j.simd.WorkerPool;
 import picocli.CommandLine.Command;
@@ -28,7 +39,7 @@ import picocli.CommandLine.Option;
         description = "Train an MoE language model (routing: standard, emo, matryoshka, capacity, shared).")
 public final class TrainCommand implements Callable<Integer> {
     @Option(names = "--config", defaultValue = "tiny",
-            description = "tiny | small | bench | a ModelConfig JSON file (default: ${DEFAULT-VALUE})")
+            description = "tiny | quickstart | small | bench | a ModelConfig JSON file (default: ${DEFAULT-VALUE})")
     String config;
 
     @Option(names = "--routing", defaultValue = "standard",
@@ -52,58 +63,221 @@ public final class TrainCommand implements Callable<Integer> {
     @Option(names = "--out", description = "write the checkpoint (with training state) here at the end") Path out;
     @Option(names = "--save-every", defaultValue = "0", description = "also save to --out every N steps") int saveEvery;
     @Option(names = "--resume", description = "resume exactly from this checkpoint folder") Path resume;
+    @Option(names = "--data", paramLabel = "DIR",
+            description = "a prepare-data folder: train on its train split (vocabulary and EOS from its manifest), "
+                    + "report the validation loss on its val split (default: the synthetic source)") Path data;
+    @Option(names = "--val-batches", defaultValue = "8",
+            description = "with --data: batches of fixed validation windows scored at the end (default: ${DEFAULT-VALUE})")
+    int valBatches;
+    @Option(names = "--time-limit", defaultValue = "0", paramLabel = "SECONDS",
+            description = "stop after the step that passes this many seconds of training (0: none); the schedule still "
+                    + "assumes --steps")
+    double timeLimit;
+    @Option(names = "--val-per-domain", description = "with --data: also print the validation loss per domain")
+    boolean valPerDomain;
 
     @Override
     public Integer call() {
+        JsonNode resumeState = resume != null ? readState(resume) : null;
+        Path dataDir = data;
+        if (dataDir == null && resumeState != null && resumeState.path("extra").hasNonNull("data")) {
+            dataDir = Path.of(resumeState.path("extra").get("data").asText());
+            System.out.println("data: " + dataDir + " (from the checkpoint's training state)");
+        }
+        if (dataDir != null && resumeState != null && resumeState.path("extra").has("seq")
+                && resumeState.path("extra").get("seq").asInt() != seq)
+            System.out.println("note: the checkpoint was trained with --seq " + resumeState.path("extra").get("seq").asInt()
+                    + "; windows of " + seq + " tokens do not continue its data order exactly");
+        ShardManifest manifest = dataDir != null ? ShardManifest.read(dataDir) : null;
         ModelConfig c = resume != null ? null : withRouting(baseConfig(config), routing);
         if (c != null && lbScope != null) c = c.withRouting(withScope(c.routing(), lbScope));
+        if (c != null && manifest != null) c = withVocab(c, manifest.tokenizer().vocabSize(), manifest.tokenizer().eosId());
         WorkerPool pool = WorkerPool.common();
         MoeModel model = resume != null ? ModelCheckpoint.load(resume) : new MoeModel(c).initRandom(seed);
         c = model.config();
         System.out.printf(Locale.ROOT, "moe4j train: %s routing, d %d, %d layers, %d heads (%d kv), E %d (shared %d), k %d, h %d, vocab %d; "
                         + "%,d parameters; batch %d x %d; %d threads%n", routingName(c), c.d(), c.layers(), c.heads(), c.kvHeads(),
                 c.experts(), c.sharedExperts(), c.k(), c.expertHidden(), c.vocab(), model.layout().total(), batch, seq, pool.threads());
-        if (seq > c.maxSeq()) throw new Moe4jException("--seq " + seq + " exceeds the model's maxSeq " + c.maxSeq());
-        BatchSource src = new SyntheticCorpus(c.vocab(), c.eosId(), domains, 4, seed);
-        System.out.println("data: " + src.describe());
-        try (MoeTransformer tr = new MoeTransformer(model, batch * seq, batch, new JavaGemm(pool), pool);
-             AdamWOptimizer opt = new AdamWOptimizer(model, pool)) {
-            tr.useDefaults(true, seed);
-            tr.docMask(docMask);
-            if (resume != null) {
-                var st = ModelCheckpoint.loadState(resume, opt.firstMoment(), opt.secondMoment(), model.layout().total());
-                opt.stepCount(st.get("step").asLong());
-                src.position(st.get("data_position").asLong());
-                tr.routingRng().setState(st.get("routing_rng_state").asLong());
-                tr.ercRng().setState(st.get("erc_rng_state").asLong());
-                System.out.println("resumed from " + resume + " at step " + opt.stepCount());
+        ShardBatchSource shards = null, val = null;
+        try {
+            if (seq > c.maxSeq()) throw new Moe4jException("--seq " + seq + " exceeds the model's maxSeq " + c.maxSeq());
+            BatchSource src;
+            if (dataDir != null) {
+                shards = ShardBatchSource.open(dataDir, Split.TRAIN, seq, seed).checkFits(c);
+                src = shards;
+                ShardManifest.SplitStats vs = manifest.splits().get(Split.VAL.stem());
+                if (vs == null || vs.tokens() < seq) {
+                    System.out.println("note: the val split of " + dataDir + " holds " + (vs == null ? 0 : vs.tokens())
+                            + " tokens, fewer than one sequence of " + seq + ": no validation loss (raise --val-fraction of prepare-data)");
+                } else {
+                    val = ShardBatchSource.open(dataDir, Split.VAL, seq, seed).checkFits(c);
+                }
+            } else {
+                src = new SyntheticCorpus(c.vocab(), c.eosId(), domains, 4, seed);
             }
-            Trainer trainer = new Trainer(tr, opt, src, new Trainer.Options(batch, seq, accum,
-                    new LrSchedule(lr, warmup, steps, 0.1), clip, logEvery), System.out);
-            double first = Double.NaN, firstAvg = 0, lastAvg = 0;
-            int window = Math.max(1, Math.min(10, steps / 5));
-            long start = opt.stepCount();
-            for (long s = start; s < steps; s++) {
-                Trainer.StepLog lg = trainer.step();
-                if (Double.isNaN(first)) first = lg.loss();
-                if (s - start < window) firstAvg += lg.loss() / window;
-                if (s >= steps - window) lastAvg += lg.loss() / window;
-                if (out != null && saveEvery > 0 && (s + 1) % saveEvery == 0 && s + 1 < steps) save(out, model, opt, src, tr);
-            }
-            System.out.printf(Locale.ROOT, "loss: first %d steps %.4f -> last %d steps %.4f%n", window, firstAvg, window, lastAvg);
-            if (out != null) {
-                save(out, model, opt, src, tr);
-                System.out.println("checkpoint: " + out.toAbsolutePath());
+            System.out.println("data: " + src.describe());
+            Path tokenizer = dataDir != null ? tokenizerOf(dataDir, manifest) : null;
+            JsonNode extra = dataDir != null ? dataExtra(dataDir, seq) : null;
+            try (MoeTransformer tr = new MoeTransformer(model, batch * seq, batch, new JavaGemm(pool), pool);
+                 AdamWOptimizer opt = new AdamWOptimizer(model, pool)) {
+                tr.useDefaults(true, seed);
+                tr.docMask(docMask);
+                if (resume != null) {
+                    var st = ModelCheckpoint.loadState(resume, opt.firstMoment(), opt.secondMoment(), model.layout().total());
+                    opt.stepCount(st.get("step").asLong());
+                    src.position(st.get("data_position").asLong());
+                    tr.routingRng().setState(st.get("routing_rng_state").asLong());
+                    tr.ercRng().setState(st.get("erc_rng_state").asLong());
+                    System.out.println("resumed from " + resume + " at step " + opt.stepCount());
+                }
+                Trainer trainer = new Trainer(tr, opt, src, new Trainer.Options(batch, seq, accum,
+                        new LrSchedule(lr, warmup, steps, 0.1), clip, logEvery), System.out);
+                Summary sum = train(trainer, opt, steps, () -> {
+                    if (out != null) save(out, model, opt, src, tr, tokenizer, extra);
+                }, saveEvery, timeLimit);
+                if (opt.stepCount() < steps)
+                    System.out.printf(Locale.ROOT, "stopped after step %d of %d: --time-limit %.0f s reached%n",
+                            opt.stepCount(), steps, timeLimit);
+                System.out.printf(Locale.ROOT, "loss: first %d steps %.4f -> last %d steps %.4f (ce %.4f -> %.4f)%n",
+                        sum.window(), sum.firstLoss(), sum.window(), sum.lastLoss(), sum.firstCe(), sum.lastCe());
+                if (out != null) {
+                    save(out, model, opt, src, tr, tokenizer, extra);
+                    System.out.println("checkpoint: " + out.toAbsolutePath() + (tokenizer != null ? " (with tokenizer.json)" : ""));
+                }
+                if (val != null) {
+                    sum = new Summary(sum.window(), sum.firstLoss(), sum.lastLoss(), sum.firstCe(), sum.lastCe(),
+                            printValidation(System.out, tr, val, batch, valBatches, seed, valPerDomain));
+                }
+                summary = sum;
             }
         } finally {
+            if (val != null) val.close();
+            if (shards != null) shards.close();
             model.close();
         }
         return 0;
     }
 
-    static void save(Path out, MoeModel model, AdamWOptimizer opt, BatchSource src, MoeTransformer tr) {
+    /** What a run measured: mean loss and CE of its first and last {@code window} steps, and the validation CE. */
+    record Summary(int window, double firstLoss, double lastLoss, double firstCe, double lastCe,
+                   ValidationLoss.Result validation) {
+    }
+
+    /** Set by {@link #call()} when it returns normally (for the quickstart and tests). */
+    Summary summary;
+
+    /**
+     * Runs the optimizer steps from the optimizer's step count to {@code steps}, or until {@code timeLimit} seconds
+     * (0: no limit) have passed; calls {@code checkpoint} every {@code saveEvery} steps (0: never) before the last.
+     * The figures of the last steps are over the steps actually run.
+     */
+    static Summary train(Trainer trainer, AdamWOptimizer opt, int steps, Runnable checkpoint, int saveEvery,
+                         double timeLimit) {
+        long start = opt.stepCount(), t0 = System.nanoTime();
+        int window = (int) Math.max(1, Math.min(10, (steps - start) / 5));
+        double firstAvg = 0, firstCe = 0;
+        double[] lastLoss = new double[window], lastCe = new double[window]; // ring of the last steps
+        int ran = 0;
+        for (long s = start; s < steps; s++) {
+            Trainer.StepLog lg = trainer.step();
+            if (ran < window) {
+                firstAvg += lg.loss() / window;
+                firstCe += lg.ce() / window;
+            }
+            lastLoss[ran % window] = lg.loss();
+            lastCe[ran % window] = lg.ce();
+            ran++;
+            if (saveEvery > 0 && (s + 1) % saveEvery == 0 && s + 1 < steps) checkpoint.run();
+            if (timeLimit > 0 && (System.nanoTime() - t0) * 1e-9 >= timeLimit) break;
+        }
+        int n = Math.min(ran, window);
+        double lastAvg = 0, lastCeAvg = 0;
+        for (int i = 0; i < n; i++) {
+            lastAvg += lastLoss[i] / n;
+            lastCeAvg += lastCe[i] / n;
+        }
+        if (ran < window && ran > 0) {
+            firstAvg *= (double) window / ran;
+            firstCe *= (double) window / ran;
+        }
+        return new Summary(n, firstAvg, lastAvg, firstCe, lastCeAvg, null);
+    }
+
+    /**
+     * Prints the validation CE of the model on fixed windows of {@code val}: with every expert (no document pool)
+     * and, for an EMO model, with its evaluation pool; per domain when {@code perDomain}. Leaves the transformer with
+     * training controls; call after the last save (it draws from fresh evaluation streams).
+     */
+    static ValidationLoss.Result printValidation(PrintStream out, MoeTransformer tr, ShardBatchSource val, int batch,
+                                                 int batches, long seed, boolean perDomain) {
+        ModelConfig c = tr.config();
+        tr.useDefaults(false, seed);
+        for (int l = 0; l < c.layers(); l++) tr.control(l).noPools();
+        ValidationLoss.Result full = ValidationLoss.run(tr, val, batch, batches);
+        out.printf(Locale.ROOT, "validation: ce %.4f (perplexity %.2f) over %,d tokens of the val split, every expert%n",
+                full.ce(), full.perplexity(), full.labels());
+        ValidationLoss.Result pooled = null;
+        if (c.routing().pool().mode() == PoolMode.EMO && c.routing().pool().evalPool() > 0) {
+            tr.useDefaults(false, seed);
+            pooled = ValidationLoss.run(tr, val, batch, batches);
+            out.printf(Locale.ROOT, "validation: ce %.4f (perplexity %.2f) with EMO's evaluation pool of %d experts per document%n",
+                    pooled.ce(), pooled.perplexity(), c.routing().pool().evalPool());
+        }
+        if (perDomain) {
+            out.printf(Locale.ROOT, "%-14s %10s %10s%s%n", "domain", "val tokens", "ce", pooled != null ? "  ce (pool " + c.routing().pool().evalPool() + ")" : "");
+            for (int d = 0; d < full.domains().size(); d++) {
+                if (full.domainLabels()[d] == 0) continue;
+                out.printf(Locale.ROOT, "%-14s %,10d %10.4f%s%n", full.domains().get(d), full.domainLabels()[d], full.domainCe()[d],
+                        pooled != null ? String.format(Locale.ROOT, " %14.4f", pooled.domainCe()[d]) : "");
+            }
+        }
+        tr.useDefaults(true, seed);
+        return full;
+    }
+
+    static void save(Path out, MoeModel model, AdamWOptimizer opt, BatchSource src, MoeTransformer tr, Path tokenizer,
+                     JsonNode extra) {
         ModelCheckpoint.save(out, model, new ModelCheckpoint.TrainState(opt.firstMoment(), opt.secondMoment(),
-                opt.stepCount(), src.position(), tr.routingRng().state(), tr.ercRng().state(), null), null);
+                opt.stepCount(), src.position(), tr.routingRng().state(), tr.ercRng().state(), extra), tokenizer);
+    }
+
+    /** The config with the vocabulary and EOS id of a shard folder's tokenizer (embedding and LM head follow). */
+    static ModelConfig withVocab(ModelConfig c, int vocab, int eosId) {
+        return new ModelConfig(vocab, c.d(), c.layers(), c.heads(), c.kvHeads(), c.experts(), c.sharedExperts(), c.k(),
+                c.expertHidden(), c.ropeTheta(), c.qkNorm(), c.normEps(), c.maxSeq(), eosId, c.routing(), c.loss());
+    }
+
+    /**
+     * The folder's tokenizer.json when the manifest says the shards were written with it (its checksum is in the
+     * manifest's tokenizer reference); null otherwise (byte-level shards, or a tokenizer.json from another run,
+     * which is then not copied into the checkpoint, with a note).
+     */
+    static Path tokenizerOf(Path dataDir, ShardManifest m) {
+        Path t = dataDir.resolve(PrepareDataCommand.TOKENIZER_JSON);
+        if (!Files.isRegularFile(t)) return null;
+        String ref = m.tokenizer().reference();
+        if (ref != null && ref.contains(BpeTextEncoder.sha256(t))) return t;
+        System.out.println("note: " + t + " is not the tokenizer " + dataDir.resolve(ShardManifest.FILE_NAME)
+                + " names (" + ref + "); the checkpoint gets no tokenizer.json");
+        return null;
+    }
+
+    /** What a resume needs to find the data again: the folder and the sequence length. */
+    static JsonNode dataExtra(Path dataDir, int seq) {
+        ObjectNode o = JsonNodeFactory.instance.objectNode();
+        o.put("data", dataDir.toAbsolutePath().toString());
+        o.put("seq", seq);
+        return o;
+    }
+
+    static JsonNode readState(Path dir) {
+        Path js = dir.resolve(ModelCheckpoint.STATE_JSON);
+        if (!Files.exists(js)) return null; // ModelCheckpoint.loadState reports it
+        try {
+            return new ObjectMapper().readTree(js.toFile());
+        } catch (java.io.IOException e) {
+            throw new Moe4jException(js + ": " + e.getMessage());
+        }
     }
 
     static String routingName(ModelConfig c) {
@@ -126,12 +300,13 @@ public final class TrainCommand implements Callable<Integer> {
                 yield new ModelConfig(256, 64, 2, 4, 2, 8, 0, 2, 64, 10000.0, false, 1e-6, 128, 0,
                         RoutingConfig.standard(), t.loss());
             }
+            case "quickstart" -> quickstartConfig();
             case "small" -> ModelConfig.small();
             case "bench" -> ModelConfig.bench();
             default -> {
                 Path p = Path.of(name);
                 if (!Files.isRegularFile(p))
-                    throw new Moe4jException("--config " + name + ": not tiny, small, bench or a readable JSON file");
+                    throw new Moe4jException("--config " + name + ": not tiny, quickstart, small, bench or a readable JSON file");
                 try {
                     yield ModelConfig.fromJson(Files.readString(p));
                 } catch (java.io.IOException e) {
@@ -139,6 +314,16 @@ public final class TrainCommand implements Callable<Integer> {
                 }
             }
         };
+    }
+
+    /**
+     * The quickstart's model: d 128, 4 layers, 4 heads (2 kv), 8 experts of hidden 256, top-2, sequences up to 128;
+     * vocabulary 2048 and EOS 0 until a shard folder's tokenizer replaces them.
+     */
+    static ModelConfig quickstartConfig() {
+        ModelConfig t = ModelConfig.tiny();
+        return new ModelConfig(2048, 128, 4, 4, 2, 8, 0, 2, 256, 10000.0, false, 1e-6, 128, 0,
+                RoutingConfig.standard(), t.loss());
     }
 
     static ModelConfig withRouting(ModelConfig c, String routing) {
