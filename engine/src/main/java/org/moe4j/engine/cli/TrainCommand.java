@@ -29,7 +29,7 @@ import org.moe4j.engine.train.ValidationLoss;
 import org.moe4j.io.corpus.BpeTextEncoder;
 import org.moe4j.io.corpus.ShardManifest;
 import org.moe4j.io.corpus.Split;
-import org.moe4j.simd.JavaGemm;
+import org.moe4j.nativ.GemmBackends;
 import org.moe4j.simd.WorkerPool;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
@@ -59,6 +59,9 @@ public final class TrainCommand implements Callable<Integer> {
     @Option(names = "--seed", defaultValue = "1") long seed;
     @Option(names = "--log-every", defaultValue = "10") int logEvery;
     @Option(names = "--doc-mask", description = "attend only within the document") boolean docMask;
+    @Option(names = "--gemm", paramLabel = "auto|java|onednn|cuda",
+            description = "GEMM backend (default: -Dmoe4j.gemm, else $MOE4J_GEMM, else auto = oneDNN when it loads, else Java)")
+    String gemm;
     @Option(names = "--domains", defaultValue = "4", description = "synthetic source: domains") int domains;
     @Option(names = "--out", description = "write the checkpoint (with training state) here at the end") Path out;
     @Option(names = "--save-every", defaultValue = "0", description = "also save to --out every N steps") int saveEvery;
@@ -118,7 +121,8 @@ public final class TrainCommand implements Callable<Integer> {
             System.out.println("data: " + src.describe());
             Path tokenizer = dataDir != null ? tokenizerOf(dataDir, manifest) : null;
             JsonNode extra = dataDir != null ? dataExtra(dataDir, seq) : null;
-            try (MoeTransformer tr = new MoeTransformer(model, batch * seq, batch, new JavaGemm(pool), pool);
+            GemmBackends.Choice backend = gemm == null ? GemmBackends.fromEnvironment(pool) : GemmBackends.select(gemm, pool);
+            try (MoeTransformer tr = new MoeTransformer(model, batch * seq, batch, backend.gemm(), pool);
                  AdamWOptimizer opt = new AdamWOptimizer(model, pool)) {
                 tr.useDefaults(true, seed);
                 tr.docMask(docMask);
