@@ -35,8 +35,8 @@ import org.moe4j.engine.config.ModelConfig;
 import org.moe4j.engine.io.ModelCheckpoint;
 import org.moe4j.engine.model.MoeModel;
 import org.moe4j.engine.model.MoeTransformer;
+import org.moe4j.props.model.EngineCases;
 import org.moe4j.engine.model.ParamLayout;
-import org.moe4j.engine.routing.Routing;
 import org.moe4j.io.checkpoint.Checkpoint;
 import org.moe4j.io.checkpoint.CheckpointDescriptor;
 import org.moe4j.io.checkpoint.HfConfig;
@@ -195,32 +195,15 @@ class HfImportProperties {
 
     /** Engine forward (evaluation defaults: standard top-k, no pool, no capacity) against the reference. */
     private static void compareWithReference(Case cs, MoeModel m, RefResult ref) {
-        int B = cs.tokens().length, n = 0;
-        int[] starts = new int[B + 1];
-        for (int b = 0; b < B; b++) starts[b + 1] = n += cs.tokens()[b].length;
-        int[] flat = new int[n];
-        for (int b = 0; b < B; b++) System.arraycopy(cs.tokens()[b], 0, flat, starts[b], cs.tokens()[b].length);
+        int B = cs.tokens().length;
+        int[] starts = EngineCases.starts(cs.tokens()), flat = EngineCases.flatten(cs.tokens());
+        int n = flat.length;
         try (MoeTransformer tr = new MoeTransformer(m, n, B, new JavaGemm(POOL), POOL)) {
             tr.useDefaults(false, 0);
             tr.erc(false);
             tr.setBatch(flat, starts, B);
             tr.forward();
-            // the same experts, or the case is a near-tie that float32 resolves differently
-            for (int l = 0; l < cs.spec().layers(); l++) {
-                Routing r = tr.routing(l);
-                for (int b = 0; b < B; b++)
-                    for (int t = 0; t < cs.tokens()[b].length; t++) {
-                        int[] want = ref.experts()[l][b][t];
-                        int row = starts[b] + t, at = 0;
-                        for (int j = 0; j < r.kTot(); j++) {
-                            int e = r.expert[row * r.kTot() + j];
-                            if (e < 0) continue;
-                            Assume.that(at < want.length && want[at] == e);
-                            at++;
-                        }
-                        Assume.that(at == want.length);
-                    }
-            }
+            EngineCases.assumeSameRouting(tr, ref, cs.tokens(), false);
             double ce = tr.stats().ce;
             assertTrue(Math.abs(ce - ref.ce()) <= 1e-4 * Math.max(1, Math.abs(ref.ce())),
                     "cross-entropy: engine " + ce + ", reference " + ref.ce());

@@ -23,7 +23,6 @@ import org.moe4j.engine.model.MoeModel;
 import org.moe4j.engine.model.MoeTransformer;
 import org.moe4j.engine.model.StepStats;
 import org.moe4j.engine.routing.ExpertSet;
-import org.moe4j.engine.routing.Routing;
 import org.moe4j.engine.routing.RoutingControl;
 import org.moe4j.reference.model.RefDraws;
 import org.moe4j.reference.model.RefModel;
@@ -71,14 +70,8 @@ class EngineVsReferenceProperties {
         boolean normTopK = mode == 1 || mode == 3, overAll = mode == 6, lbLocal = r.nextBoolean(), docMask = r.nextBoolean();
         double cf = mode == 4 ? 0.5 + r.nextDouble() : 0;
         int routed = experts - shared;
-        int B = 1 + r.nextInt(3);
-        int[][] tokens = new int[B][];
-        int len0 = 2 + r.nextInt(5);
-        for (int b = 0; b < B; b++) {
-            int len = ragged ? 1 + r.nextInt(6) : len0;
-            tokens[b] = new int[len];
-            for (int t = 0; t < len; t++) tokens[b][t] = r.nextInt(4) == 0 ? eos : r.nextInt(vocab);
-        }
+        int[][] tokens = EngineCases.randomTokens(r, vocab, eos, ragged);
+        int B = tokens.length;
         int[][][] pools = null;
         if (mode == 2 || mode == 6) {
             pools = new int[layers][B][];
@@ -128,11 +121,9 @@ class EngineVsReferenceProperties {
                 new RoutingConfig(s.normalizeTopK(), s.softmaxOverAll(), PoolConfig.none(), MatryoshkaConfig.off(),
                         0, 0, s.lbLocal() ? LbScope.LOCAL : LbScope.GLOBAL),
                 new LossWeights(s.wLb(), s.wZ(), s.wErc(), s.wOutZ()));
-        int B = cs.tokens().length, n = 0;
-        int[] starts = new int[B + 1];
-        for (int b = 0; b < B; b++) starts[b + 1] = n += cs.tokens()[b].length;
-        int[] flat = new int[n];
-        for (int b = 0; b < B; b++) System.arraycopy(cs.tokens()[b], 0, flat, starts[b], cs.tokens()[b].length);
+        int B = cs.tokens().length;
+        int[] starts = EngineCases.starts(cs.tokens()), flat = EngineCases.flatten(cs.tokens());
+        int n = flat.length;
 
         try (MoeModel m = new MoeModel(c); MoeTransformer tr = new MoeTransformer(m, n, B, s.experts() - s.shared(), new JavaGemm(POOL), POOL)) {
             for (Map.Entry<String, double[]> e : params.entrySet()) {
@@ -157,23 +148,7 @@ class EngineVsReferenceProperties {
             tr.setBatch(flat, starts, B);
             m.zeroGrads();
             tr.forward();
-            // the same discrete choices, or the case is a near-tie that float32 resolves differently
-            for (int l = 0; l < s.layers(); l++) {
-                Routing r = tr.routing(l);
-                for (int b = 0; b < B; b++)
-                    for (int t = 0; t < cs.tokens()[b].length; t++) {
-                        int[] want = ref.experts()[l][b][t];
-                        int row = starts[b] + t, at = 0;
-                        for (int j = 0; j < r.kTot(); j++) {
-                            int e = r.expert[row * r.kTot() + j];
-                            if (e < 0) continue;
-                            Assume.that(at < want.length && want[at] == e
-                                    && r.dropped[row * r.kTot() + j] == ref.dropped()[l][b][t][at]);
-                            at++;
-                        }
-                        Assume.that(at == want.length);
-                    }
-            }
+            EngineCases.assumeSameRouting(tr, ref, cs.tokens(), true);
             tr.backward();
             StepStats st = tr.stats();
             close("ce", ref.ce(), st.ce, 1e-4);

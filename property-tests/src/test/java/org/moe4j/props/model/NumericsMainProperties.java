@@ -132,14 +132,8 @@ class NumericsMainProperties {
         };
         int eos = eosInFile == null ? eosCfg : eosInFile;
 
-        int B = 1 + r.nextInt(3);
-        int[][] tokens = new int[B][];
-        int len0 = 2 + r.nextInt(5);
-        for (int b = 0; b < B; b++) {
-            int len = ragged ? 1 + r.nextInt(6) : len0;
-            tokens[b] = new int[len];
-            for (int t = 0; t < len; t++) tokens[b][t] = r.nextInt(4) == 0 ? eos : r.nextInt(vocab);
-        }
+        int[][] tokens = EngineCases.randomTokens(r, vocab, eos, ragged);
+        int B = tokens.length;
 
         int[][][] pools = null;
         Object poolsJson = null;
