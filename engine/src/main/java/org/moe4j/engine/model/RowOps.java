@@ -243,7 +243,7 @@ final class RowOps {
             for (int t = s; t < e; t++) {
                 for (int j = 0; j < kTot; j++) {
                     int r = rowOfSlot[t * kTot + j];
-                    if (r >= 0) VectorOps.axpy(gate[t * kTot + j], ye, (long) r * d, out, (long) t * d, d);
+                    if (r >= 0) VectorOps.axpy(gate == null ? 1f : gate[t * kTot + j], ye, (long) r * d, out, (long) t * d, d);
                 }
             }
         }
@@ -251,7 +251,7 @@ final class RowOps {
 
     private final Combine combine = new Combine();
 
-    /** out[t] += Σ_j gate[t,j] · ye[rowOfSlot[t,j]] over the token's kept slots (-1 = none). */
+    /** out[t] += Σ_j gate[t,j] · ye[rowOfSlot[t,j]] over the token's kept slots (-1 = none); gate null = 1. */
     void combine(MemorySegment ye, MemorySegment out, int[] rowOfSlot, float[] gate, int kTot, int d, int tokens) {
         Combine t = combine;
         t.ye = ye; t.out = out; t.rowOfSlot = rowOfSlot; t.gate = gate; t.kTot = kTot; t.d = d;
@@ -284,28 +284,8 @@ final class RowOps {
         pool.parallelFor(rows, t);
     }
 
-    private final class Scatter implements WorkerPool.RangeTask {
-        MemorySegment dxe, dx;
-        int[] rowOfSlot;
-        int kTot, d;
-
-        @Override
-        public void run(int s, int e, int worker) {
-            for (int t = s; t < e; t++) {
-                for (int j = 0; j < kTot; j++) {
-                    int r = rowOfSlot[t * kTot + j];
-                    if (r >= 0) VectorOps.axpy(1f, dxe, (long) r * d, dx, (long) t * d, d);
-                }
-            }
-        }
-    }
-
-    private final Scatter scatter = new Scatter();
-
     /** dx[t] += Σ_j dxe[rowOfSlot[t,j]] (the gather's backward, race-free per token). */
     void scatterAdd(MemorySegment dxe, MemorySegment dx, int[] rowOfSlot, int kTot, int d, int tokens) {
-        Scatter t = scatter;
-        t.dxe = dxe; t.dx = dx; t.rowOfSlot = rowOfSlot; t.kTot = kTot; t.d = d;
-        pool.parallelFor(tokens, t);
+        combine(dxe, dx, rowOfSlot, null, kTot, d, tokens);
     }
 }
