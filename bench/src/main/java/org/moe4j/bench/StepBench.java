@@ -92,11 +92,13 @@ public final class StepBench {
 
     static void report(String name, String phase, Runnable step, int steps, int tokens, double flopPerToken, double peak) {
         for (int i = 0; i < WARMUP; i++) step.run(); // warm-up (JIT compiles the kernels, first touch of buffers)
+        long probe0 = allocatedBytes();
         long bytes0 = allocatedBytes();
+        long probe = bytes0 - probe0; // what one reading of the counters allocates itself
         long t0 = System.nanoTime();
         for (int i = 0; i < steps; i++) step.run();
         long ns = System.nanoTime() - t0;
-        long bytes = allocatedBytes() - bytes0;
+        long bytes = Math.max(0, allocatedBytes() - bytes0 - probe);
         double sec = ns * 1e-9 / steps;
         double gflops = tokens * flopPerToken / sec / 1e9;
         System.out.printf(Locale.ROOT, "| %s | %s | %,.0f | %.1f | %.1f | %.1f%% | %,d |%n", name, phase, tokens / sec,
