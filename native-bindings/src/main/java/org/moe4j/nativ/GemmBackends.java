@@ -6,13 +6,17 @@ import org.moe4j.simd.JavaGemm;
 import org.moe4j.simd.WorkerPool;
 
 /**
- * Chooses the {@link Gemm} the engine runs on, once, at start-up: {@code auto | java | onednn | cuda}, from the
- * engine's config or {@code -Dmoe4j.gemm} / {@code $MOE4J_GEMM} (default {@code auto}).
+ * Chooses the {@link Gemm} the engine runs on, once, at start-up: {@code auto | java | onednn | onednn_matmul |
+ * cuda}, from the engine's config or {@code -Dmoe4j.gemm} / {@code $MOE4J_GEMM} (default {@code auto}).
  *
  * <ul>
  *   <li>{@code java}: the Vector API kernel on the engine's worker pool.</li>
  *   <li>{@code onednn}: oneDNN's sgemm with as many OpenMP threads as the pool has; if oneDNN cannot be loaded,
  *   one WARNING line and the Java kernel.</li>
+ *   <li>{@code onednn_matmul}: oneDNN's matmul primitive ({@link OneDnnMatmul}), one cached primitive per shape.
+ *   Faster than dnnl_sgemm on the small-R expert shapes in BackendGemmBench, but each new shape costs a primitive
+ *   creation (~2 ms measured) and calls on it are serialised; for experiments until the engine groups its
+ *   GEMMs by shape. Falls back like {@code onednn}.</li>
  *   <li>{@code cuda}: cuBLAS through {@link CudaGemm} (host operands copied per call); without CUDA, one WARNING
  *   line and what {@code auto} picks.</li>
  *   <li>{@code auto}: oneDNN when it loads, else Java. Not CUDA: through this host-memory interface every call
@@ -55,7 +59,7 @@ public final class GemmBackends {
         String req = requested == null ? "auto" : requested.trim().toLowerCase(Locale.ROOT);
         Choice c = switch (req) {
             case "java" -> new Choice(new JavaGemm(pool), req, "requested");
-            case "onednn" -> oneDnnOrJava(req, pool, "requested");
+            case "onednn", "onednn_matmul" -> oneDnnOrJava(req, pool, "requested");
             case "auto" -> oneDnnOrJava(req, pool, "auto");
             case "cuda" -> {
                 if (Cuda.available()) {
@@ -67,7 +71,7 @@ public final class GemmBackends {
                 yield a;
             }
             default -> throw new IllegalArgumentException(PROPERTY + "=" + requested + ": expected one of auto, java, "
-                    + "onednn, cuda");
+                    + "onednn, onednn_matmul, cuda");
         };
         LOG.log(System.Logger.Level.INFO, "GEMM backend: " + c.gemm().name() + " (" + c.reason() + ")");
         return c;
@@ -76,11 +80,12 @@ public final class GemmBackends {
     private static Choice oneDnnOrJava(String req, WorkerPool pool, String why) {
         JavaGemm java = new JavaGemm(pool);
         if (OneDnn.available()) {
-            return new Choice(new OneDnnGemm(pool.threads(), java), req, why + "; " + OneDnn.reason() + ", "
-                    + pool.threads() + " OpenMP threads");
+            Gemm g = req.equals("onednn_matmul") ? new OneDnnMatmul(pool.threads())
+                    : new OneDnnGemm(pool.threads(), java);
+            return new Choice(g, req, why + "; " + OneDnn.reason() + ", " + pool.threads() + " OpenMP threads");
         }
-        if (req.equals("onednn")) {
-            LOG.log(System.Logger.Level.WARNING, "GEMM backend 'onednn' requested but unavailable ("
+        if (req.startsWith("onednn")) {
+            LOG.log(System.Logger.Level.WARNING, "GEMM backend '" + req + "' requested but unavailable ("
                     + OneDnn.reason() + "); using java");
         }
         return new Choice(java, req, why + "; oneDNN unavailable: " + OneDnn.reason());

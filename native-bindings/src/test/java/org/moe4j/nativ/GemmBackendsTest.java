@@ -26,6 +26,11 @@ class GemmBackendsTest {
         String expected = OneDnn.available() ? "onednn" : "java";
         assertEquals(expected, GemmBackends.select("auto", POOL).gemm().name());
         assertEquals(expected, GemmBackends.select(" OneDNN ", POOL).gemm().name());
+        Gemm mm = GemmBackends.select("onednn_matmul", POOL).gemm();
+        assertEquals(OneDnn.available() ? "onednn_matmul" : "java", mm.name());
+        if (mm instanceof OneDnnMatmul m) {
+            m.close();
+        }
         GemmBackends.Choice cuda = GemmBackends.select("cuda", POOL);
         if (Cuda.available()) {
             assertEquals("cuda", cuda.gemm().name());
@@ -36,7 +41,7 @@ class GemmBackendsTest {
         }
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
                 () -> GemmBackends.select("mkl", POOL));
-        assertTrue(e.getMessage().contains("auto, java, onednn, cuda"), e.getMessage());
+        assertTrue(e.getMessage().contains("auto, java, onednn, onednn_matmul, cuda"), e.getMessage());
     }
 
     @Test

@@ -20,8 +20,8 @@ public final class SelfCheckCommand implements Callable<Integer> {
     @Option(names = "--seconds", description = "timing budget (default ${DEFAULT-VALUE})")
     double seconds = 3;
 
-    @Option(names = "--gemm", description = "GEMM backend: auto, java, onednn or cuda (default: -Dmoe4j.gemm, "
-            + "$MOE4J_GEMM, else auto)")
+    @Option(names = "--gemm", description = "GEMM backend: auto, java, onednn, onednn_matmul or cuda "
+            + "(default: -Dmoe4j.gemm, $MOE4J_GEMM, else auto)")
     String backend;
 
     @Override
