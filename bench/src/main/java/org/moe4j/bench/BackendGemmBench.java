@@ -45,6 +45,12 @@ import org.openjdk.jmh.annotations.Warmup;
  *
  * <p>Run: {@code java --add-modules jdk.incubator.vector --enable-native-access=ALL-UNNAMED -cp
  * bench/target/benchmarks.jar org.moe4j.bench.BackendReport -f 1 -wi 2 -i 3 -w 1s -r 1s -p shape=sq1024,sq2048,up64,up256}
+ *
+ * <p>Result (bench/results/backend-gemm-report.md: 5 rounds on a busy shared machine, same-run FMA peak 46-229
+ * instead of 530 GFLOP/s, medians): sq2048 java 31, onednn 103, onednn_matmul 98, onednn_bf16 184 GFLOP/s; up64
+ * java 16, onednn 44, onednn_matmul 95, onednn_bf16 174. The hypothesis on bf16 held (~2x f32); the one on
+ * dnnl_sgemm for small R did not: the f32 matmul primitive is ~2x dnnl_sgemm at up64. Quiet-machine figures
+ * still to be taken.
  */
 @State(Scope.Benchmark)
 @BenchmarkMode(Mode.Throughput)
