@@ -14,7 +14,9 @@ import org.moe4j.simd.WorkerPool;
  * <p>Layouts. Packed A block: {@code ceil(mc / MR)} panels, panel {@code ip} holds {@code ap[ip*MR*kc + p*MR + r]
  * = op(A)[ic + ip*MR + r, pc + p]} (rows past m are zero). Packed B block: panel {@code jp} holds
  * {@code bp[jp*NR*kc + p*NR + j] = op(B)[pc + p, jc + jp*NR + j]} (columns past n are zero). The micro-kernel then
- * reads MR broadcasts and NR/16 vectors per p, all contiguous.
+ * reads MR broadcasts and NR/16 vectors per p, all contiguous. A panel of at most 32 or 16 valid columns (the
+ * n edge, or the end of a thread's N slice, which is cut at a multiple of 16) runs {@link #kernel32} or
+ * {@link #kernel16}: same per-element operation order as {@link #kernel}, so the partition does not change bits.
  */
 public final class GemmKernel {
     private GemmKernel() {
