@@ -43,6 +43,18 @@ import org.openjdk.jmh.annotations.Warmup;
  * R=64 22-57%, R=256 42-60%. Below the 45% goal at R=64: packing op(B) (B^T, a transposing copy of k n
  * elements per call) costs about as much as the 2 R k n FLOP; R = 16 takes the unpacked dot-product path.
  * B/op 0.2-18 (JMH's per-iteration overhead, growing with the op's length), nothing per call.
+ *
+ * <p>After N slices cut at 16-column vectors with 8 x 32 / 8 x 16 kernels for the narrow panels (commit d618fb7),
+ * up/down at R = 64..256, h = 512, measured side by side against the previous kernel in one JMH run (a temporary
+ * copy of it behind a second @Param value, not committed; 2026-12-01, shared 2-core Zen 5, JDK 25, {@code -f 1
+ * -wi 3..4 -i 3..4 -w 1s -r 1s}), % of the FMA peak of the same run: peak 231 GFLOP/s: up R=64 58% (was 43%) /
+ * 57% (52%) at d = 512 / 1024, R=256 70% (62%) / 69% (56%); down R=64 51% (46%) / 56% (57%), R=256 69% (60%) /
+ * 65% (71%). Peak 191 GFLOP/s, d = 256 / 512 / 1024: up R=64 72 / 70 / 64% (was 68 / 52 / 52%), R=256 90 / 65 /
+ * 72% (77 / 76 / 70%); down R=64 54 / 73 / 67% (44 / 61 / 71%), R=256 81 / 86 / 78% (72 / 75 / 87%). The host's
+ * speed drifts by 2x within a run, so single cells swing by +-15%; down R=256 d=1024 was lower than before in all
+ * three side-by-side runs (0.89-0.92x), the one shape where the old whole-panel split was already even (11 + 11).
+ * What is left: packing B^T is ~20% of a 64-row call on one thread (70% of the one-core peak, 89% with the pack
+ * skipped), and 2 threads lose another ~10 points to the per-call hand-off and the shared host.
  */
 @State(Scope.Benchmark)
 @BenchmarkMode(Mode.Throughput)

@@ -18,8 +18,8 @@ import org.moe4j.simd.Tensor;
 import org.moe4j.simd.WorkerPool;
 
 /**
- * JavaGemm vs the float64 twin RefGemm on random shapes (m, n, k in 0..150, some larger, crossing the MR = 6,
- * NR = 32, KC = 256 and MC = 144 block edges), all four transpose combinations, random alpha and beta, leading
+ * JavaGemm vs the float64 twin RefGemm on random shapes (m, n, k in 0..150, some larger, crossing the MR = 8,
+ * NR = 48, KC = 256 and MC = 144 block edges), all four transpose combinations, random alpha and beta, leading
  * dimensions larger than the row length, nonzero offsets, and junk around every operand that must stay untouched.
  * Tolerance per element: 1e-5 * (sqrt(k) + 1) * max|A| * max|B| * |alpha| + 1e-6 * |beta C| (float32 rounding of
  * a k-term dot product grows like sqrt(k) ulps for random signs; the bound is ~10x above what is observed).
@@ -158,6 +158,24 @@ class GemmProperties {
         float[] one = pr.run(POOL1, pr.c);
         pr.check("skinny", one, pr.expected());
         assertArrayEquals(one, pr.run(POOL3, pr.c), "skinny: 3 threads vs 1");
+    }
+
+    /**
+     * N slices end on 16-column boundaries, so a thread's last panel is often 16 or 32 columns wide and runs the
+     * 8 x 16 or 8 x 32 kernel; n next to multiples of 16 and of NR = 48, m below the M-split threshold (so 2 and 3
+     * threads split N), all four transposes: matches the twin, and 1, 2 and 3 threads give the same bits.
+     */
+    @Property(tries = 40)
+    void narrowPanelsMatchTwin(@ForAll @IntRange(min = 1, max = 70) int m, @ForAll @IntRange(min = 1, max = 20) int n16,
+                               @ForAll @IntRange(min = -1, max = 1) int nDelta,
+                               @ForAll @IntRange(min = 1, max = 300) int k, @ForAll boolean transA,
+                               @ForAll boolean transB, @ForAll long seed) {
+        int n = Math.max(1, 16 * n16 + nDelta);
+        Problem pr = new Problem(new Random(seed), m, n, k, transA, transB);
+        float[] one = pr.run(POOL1, pr.c);
+        pr.check("narrow panels", one, pr.expected());
+        assertArrayEquals(one, pr.run(POOL2, pr.c), "narrow panels: 2 threads vs 1");
+        assertArrayEquals(one, pr.run(POOL3, pr.c), "narrow panels: 3 threads vs 1");
     }
 
     /** 1, 2 and 3 threads partition differently (M vs N slices) but every element sums in the same order. */

@@ -19,7 +19,9 @@ import org.moe4j.simd.gemm.GemmKernel;
  * is transposed (stored [n, k], the weight layout) and m <= 32, a skinny path skips packing and takes 4 x 4
  * tiles of dot products straight from the segments. Parallel over a static grid: whole M slices per thread when
  * M is large, N slices when M is small (MoE expert GEMMs with 16..256 rows), each thread packing into its own
- * reused buffers. Nothing is
+ * reused buffers. N slices are cut in whole 16-column vectors rather than whole NR panels, so both threads get the
+ * same work (n = 512: 256 + 256, not 240 + 272); a panel narrower than NR runs an 8 x 32 or 8 x 16 kernel that
+ * does no FMAs on padding columns past the next multiple of 16. Nothing is
  * allocated on the heap per call in steady state (the buffers are per executing thread; the task object is
  * reused, and only a call that finds it in use by a concurrent call makes a fresh one).
  */

@@ -14,7 +14,9 @@ import org.moe4j.simd.WorkerPool;
  * <p>Layouts. Packed A block: {@code ceil(mc / MR)} panels, panel {@code ip} holds {@code ap[ip*MR*kc + p*MR + r]
  * = op(A)[ic + ip*MR + r, pc + p]} (rows past m are zero). Packed B block: panel {@code jp} holds
  * {@code bp[jp*NR*kc + p*NR + j] = op(B)[pc + p, jc + jp*NR + j]} (columns past n are zero). The micro-kernel then
- * reads MR broadcasts and NR/16 vectors per p, all contiguous.
+ * reads MR broadcasts and NR/16 vectors per p, all contiguous. A panel of at most 32 or 16 valid columns (the
+ * n edge, or the end of a thread's N slice, which is cut at a multiple of 16) runs {@link #kernel32} or
+ * {@link #kernel16}: same per-element operation order as {@link #kernel}, so the partition does not change bits.
  */
 public final class GemmKernel {
     private GemmKernel() {
@@ -185,14 +187,16 @@ public final class GemmKernel {
         public void run(int start, int end, int worker) {
             Buffers buf = BUFFERS.get();
             int mPanels = (m + MR - 1) / MR;
-            int nPanels = (n + NR - 1) / NR;
+            // N slices in whole vectors, not whole NR panels: n = 512 on 2 threads is 256 + 256 (5 panels and a
+            // 16-column edge each, run by the narrow kernels) rather than 240 + 272 (5 vs 6 full-cost panels)
+            int nVecs = (n + L - 1) / L;
             for (int ch = start; ch < end; ch++) {
                 int ci = ch / tn;
                 int cj = ch % tn;
                 int i0 = Math.min(m, (int) ((long) mPanels * ci / tm) * MR);
                 int i1 = Math.min(m, (int) ((long) mPanels * (ci + 1) / tm) * MR);
-                int j0 = Math.min(n, (int) ((long) nPanels * cj / tn) * NR);
-                int j1 = Math.min(n, (int) ((long) nPanels * (cj + 1) / tn) * NR);
+                int j0 = Math.min(n, (int) ((long) nVecs * cj / tn) * L);
+                int j1 = Math.min(n, (int) ((long) nVecs * (cj + 1) / tn) * L);
                 if (i0 < i1 && j0 < j1) {
                     if (dot) {
                         dotBlock(buf, i0, i1, j0, j1);
@@ -222,7 +226,15 @@ public final class GemmKernel {
                             for (int ir = 0; ir < mc; ir += MR) {
                                 int mr = Math.min(MR, mc - ir);
                                 long cIdx = cOff + (long) (ic + ir) * ldc + jc + jr;
-                                kernel(kc, ap, ir * kc, bp, bIdx, c, cIdx, ldc, mr, nr, alpha, betaEff, buf.tile);
+                                if (nr > 2 * L) {
+                                    kernel(kc, ap, ir * kc, bp, bIdx, c, cIdx, ldc, mr, nr, alpha, betaEff, buf.tile);
+                                } else if (nr > L) {
+                                    kernel32(kc, ap, ir * kc, bp, bIdx, c, cIdx, ldc, mr, nr, alpha, betaEff,
+                                            buf.tile);
+                                } else {
+                                    kernel16(kc, ap, ir * kc, bp, bIdx, c, cIdx, ldc, mr, nr, alpha, betaEff,
+                                            buf.tile);
+                                }
                             }
                         }
                     }
@@ -331,7 +343,8 @@ public final class GemmKernel {
                             bp[base + j + p * NR] = row[p];
                         }
                     }
-                    for (; j < NR; j++) { // zero columns past n
+                    // zero columns past n, up to the vector the kernel for this width reads
+                    for (int jEnd = Math.min(NR, (nr + L - 1) / L * L); j < jEnd; j++) {
                         for (int p = 0, d = base + j; p < kc; p++, d += NR) {
                             bp[d] = 0f;
                         }
@@ -577,26 +590,140 @@ public final class GemmKernel {
         c70.intoArray(tile, 336);
         c71.intoArray(tile, 352);
         c72.intoArray(tile, 368);
-        if (mr == MR && nr == NR) {
-            storeFull(tile, c, cIdx, ldc, alpha, beta);
+        if (nr % L == 0) {
+            storeVectors(tile, c, cIdx, ldc, mr, nr, alpha, beta);
         } else {
             storeEdge(tile, c, cIdx, ldc, mr, nr, alpha, beta);
         }
     }
 
-    /** C[MR, NR] = alpha * tile + beta * C (beta == 0: C ignored). Two loops: no Vector phi across a branch. */
-    private static void storeFull(float[] tile, MemorySegment c, long cIdx, int ldc, float alpha, float beta) {
+    /** {@link #kernel} for a panel of at most 32 valid columns: 8 rows x 2 vectors of accumulators. */
+    static void kernel32(int kc, float[] ap, int aIdx, float[] bp, int bIdx, MemorySegment c, long cIdx, int ldc,
+                         int mr, int nr, float alpha, float beta, float[] tile) {
+        FloatVector c00 = FloatVector.zero(S);
+        FloatVector c01 = FloatVector.zero(S);
+        FloatVector c10 = FloatVector.zero(S);
+        FloatVector c11 = FloatVector.zero(S);
+        FloatVector c20 = FloatVector.zero(S);
+        FloatVector c21 = FloatVector.zero(S);
+        FloatVector c30 = FloatVector.zero(S);
+        FloatVector c31 = FloatVector.zero(S);
+        FloatVector c40 = FloatVector.zero(S);
+        FloatVector c41 = FloatVector.zero(S);
+        FloatVector c50 = FloatVector.zero(S);
+        FloatVector c51 = FloatVector.zero(S);
+        FloatVector c60 = FloatVector.zero(S);
+        FloatVector c61 = FloatVector.zero(S);
+        FloatVector c70 = FloatVector.zero(S);
+        FloatVector c71 = FloatVector.zero(S);
+        for (int p = 0; p < kc; p++) {
+            int ai = aIdx + p * MR;
+            int bi = bIdx + p * NR;
+            FloatVector b0 = FloatVector.fromArray(S, bp, bi);
+            FloatVector b1 = FloatVector.fromArray(S, bp, bi + 16);
+            FloatVector a0 = FloatVector.broadcast(S, ap[ai]);
+            c00 = a0.fma(b0, c00);
+            c01 = a0.fma(b1, c01);
+            FloatVector a1 = FloatVector.broadcast(S, ap[ai + 1]);
+            c10 = a1.fma(b0, c10);
+            c11 = a1.fma(b1, c11);
+            FloatVector a2 = FloatVector.broadcast(S, ap[ai + 2]);
+            c20 = a2.fma(b0, c20);
+            c21 = a2.fma(b1, c21);
+            FloatVector a3 = FloatVector.broadcast(S, ap[ai + 3]);
+            c30 = a3.fma(b0, c30);
+            c31 = a3.fma(b1, c31);
+            FloatVector a4 = FloatVector.broadcast(S, ap[ai + 4]);
+            c40 = a4.fma(b0, c40);
+            c41 = a4.fma(b1, c41);
+            FloatVector a5 = FloatVector.broadcast(S, ap[ai + 5]);
+            c50 = a5.fma(b0, c50);
+            c51 = a5.fma(b1, c51);
+            FloatVector a6 = FloatVector.broadcast(S, ap[ai + 6]);
+            c60 = a6.fma(b0, c60);
+            c61 = a6.fma(b1, c61);
+            FloatVector a7 = FloatVector.broadcast(S, ap[ai + 7]);
+            c70 = a7.fma(b0, c70);
+            c71 = a7.fma(b1, c71);
+        }
+        c00.intoArray(tile, 0);
+        c01.intoArray(tile, 16);
+        c10.intoArray(tile, 48);
+        c11.intoArray(tile, 64);
+        c20.intoArray(tile, 96);
+        c21.intoArray(tile, 112);
+        c30.intoArray(tile, 144);
+        c31.intoArray(tile, 160);
+        c40.intoArray(tile, 192);
+        c41.intoArray(tile, 208);
+        c50.intoArray(tile, 240);
+        c51.intoArray(tile, 256);
+        c60.intoArray(tile, 288);
+        c61.intoArray(tile, 304);
+        c70.intoArray(tile, 336);
+        c71.intoArray(tile, 352);
+        if (nr % L == 0) {
+            storeVectors(tile, c, cIdx, ldc, mr, nr, alpha, beta);
+        } else {
+            storeEdge(tile, c, cIdx, ldc, mr, nr, alpha, beta);
+        }
+    }
+
+    /** {@link #kernel} for a panel of at most 16 valid columns: 8 rows x 1 vector of accumulators. */
+    static void kernel16(int kc, float[] ap, int aIdx, float[] bp, int bIdx, MemorySegment c, long cIdx, int ldc,
+                         int mr, int nr, float alpha, float beta, float[] tile) {
+        FloatVector c0 = FloatVector.zero(S);
+        FloatVector c1 = FloatVector.zero(S);
+        FloatVector c2 = FloatVector.zero(S);
+        FloatVector c3 = FloatVector.zero(S);
+        FloatVector c4 = FloatVector.zero(S);
+        FloatVector c5 = FloatVector.zero(S);
+        FloatVector c6 = FloatVector.zero(S);
+        FloatVector c7 = FloatVector.zero(S);
+        for (int p = 0; p < kc; p++) {
+            int ai = aIdx + p * MR;
+            FloatVector b0 = FloatVector.fromArray(S, bp, bIdx + p * NR);
+            c0 = FloatVector.broadcast(S, ap[ai]).fma(b0, c0);
+            c1 = FloatVector.broadcast(S, ap[ai + 1]).fma(b0, c1);
+            c2 = FloatVector.broadcast(S, ap[ai + 2]).fma(b0, c2);
+            c3 = FloatVector.broadcast(S, ap[ai + 3]).fma(b0, c3);
+            c4 = FloatVector.broadcast(S, ap[ai + 4]).fma(b0, c4);
+            c5 = FloatVector.broadcast(S, ap[ai + 5]).fma(b0, c5);
+            c6 = FloatVector.broadcast(S, ap[ai + 6]).fma(b0, c6);
+            c7 = FloatVector.broadcast(S, ap[ai + 7]).fma(b0, c7);
+        }
+        c0.intoArray(tile, 0);
+        c1.intoArray(tile, 48);
+        c2.intoArray(tile, 96);
+        c3.intoArray(tile, 144);
+        c4.intoArray(tile, 192);
+        c5.intoArray(tile, 240);
+        c6.intoArray(tile, 288);
+        c7.intoArray(tile, 336);
+        if (nr == L) {
+            storeVectors(tile, c, cIdx, ldc, mr, nr, alpha, beta);
+        } else {
+            storeEdge(tile, c, cIdx, ldc, mr, nr, alpha, beta);
+        }
+    }
+
+    /**
+     * C[mr, nr] = alpha * tile + beta * C (beta == 0: C ignored) for nr a multiple of 16, the same operations per
+     * element as storeEdge. Two loops: no Vector phi across a branch.
+     */
+    private static void storeVectors(float[] tile, MemorySegment c, long cIdx, int ldc, int mr, int nr, float alpha,
+                                     float beta) {
         if (beta == 0f) {
-            for (int r = 0; r < MR; r++) {
+            for (int r = 0; r < mr; r++) {
                 long o = (cIdx + (long) r * ldc) * 4;
-                for (int j = 0; j < NR; j += L) {
+                for (int j = 0; j < nr; j += L) {
                     FloatVector.fromArray(S, tile, r * NR + j).mul(alpha).intoMemorySegment(c, o + 4L * j, NATIVE);
                 }
             }
         } else {
-            for (int r = 0; r < MR; r++) {
+            for (int r = 0; r < mr; r++) {
                 long o = (cIdx + (long) r * ldc) * 4;
-                for (int j = 0; j < NR; j += L) {
+                for (int j = 0; j < nr; j += L) {
                     FloatVector.fromArray(S, tile, r * NR + j).mul(alpha)
                             .add(FloatVector.fromMemorySegment(S, c, o + 4L * j, NATIVE).mul(beta))
                             .intoMemorySegment(c, o + 4L * j, NATIVE);
