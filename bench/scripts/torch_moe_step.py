@@ -41,9 +41,11 @@ class Block(torch.nn.Module):
         self.qkv = torch.nn.Linear(d, 3 * d, bias=False)
         self.o = torch.nn.Linear(d, d, bias=False)
         self.router = torch.nn.Linear(d, E, bias=False)
-        self.w1 = torch.nn.Parameter(torch.randn(E, h, d) * 0.02)
-        self.w3 = torch.nn.Parameter(torch.randn(E, h, d) * 0.02)
-        self.w2 = torch.nn.Parameter(torch.randn(E, d, h) * 0.02)
+        # one module per expert, as PyTorch MoE code does (slicing one [E, h, d] parameter instead makes autograd
+        # materialise a full-size gradient for every expert: ~6x slower on the bench config)
+        self.experts = torch.nn.ModuleList(
+            torch.nn.ModuleDict(dict(w1=torch.nn.Linear(d, h, bias=False), w3=torch.nn.Linear(d, h, bias=False),
+                                     w2=torch.nn.Linear(h, d, bias=False))) for _ in range(E))
 
     def forward(self, x, cos, sin):
         B, T, d = x.shape
@@ -65,7 +67,8 @@ class Block(torch.nn.Module):
             if tok.numel() == 0:
                 continue
             xe = u.index_select(0, tok)
-            ye = F.linear(F.silu(F.linear(xe, self.w1[e])) * F.linear(xe, self.w3[e]), self.w2[e])
+            ex = self.experts[e]
+            ye = ex["w2"](F.silu(ex["w1"](xe)) * ex["w3"](xe))
             out.index_add_(0, tok, ye * gate[tok, slot].unsqueeze(1))
         counts = torch.bincount(idx.flatten(), minlength=self.E).float()
         lb = self.E / self.k * (counts / (B * T) * p.mean(0)).sum()

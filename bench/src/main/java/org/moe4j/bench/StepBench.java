@@ -123,20 +123,32 @@ public final class StepBench {
         return s;
     }
 
-    /** FmaPeakBench's kernel on every pool thread for about a second; GFLOP/s summed over threads. */
+    /**
+     * FmaPeakBench's kernel on every pool thread, GFLOP/s summed over threads: warmed up for about two seconds
+     * (the kernel is one long loop that C2 compiles on-stack; measured before that it reads 4-5x low), then the
+     * best of five rounds of at least 0.3 s each.
+     */
     static double fmaPeak(WorkerPool pool) {
         FmaPeakBench k = new FmaPeakBench();
-        int reps = 40;
+        int[] reps = {8};
+        WorkerPool.RangeTask task = (s, e, w) -> {
+            float sink = 0;
+            for (int i = 0; i < reps[0]; i++) sink += k.fma16();
+            if (sink == 42f) System.out.print("");
+        };
+        long warm = System.nanoTime();
+        while (System.nanoTime() - warm < 2_000_000_000L) pool.parallelFor(pool.threads(), task);
         double best = 0;
-        for (int round = 0; round < 4; round++) {
+        for (int round = 0; round < 5; round++) {
             long t0 = System.nanoTime();
-            pool.parallelFor(pool.threads(), (s, e, w) -> {
-                float sink = 0;
-                for (int i = 0; i < reps; i++) sink += k.fma16();
-                if (sink == 42f) System.out.print("");
-            });
+            pool.parallelFor(pool.threads(), task);
             double sec = (System.nanoTime() - t0) * 1e-9;
-            best = Math.max(best, pool.threads() * reps * FmaPeakBench.FLOP_PER_OP / sec / 1e9);
+            if (sec < 0.3) {
+                reps[0] = (int) Math.min(1 << 20, reps[0] * Math.ceil(0.3 / Math.max(sec, 1e-4)));
+                round--;
+                continue;
+            }
+            best = Math.max(best, pool.threads() * reps[0] * FmaPeakBench.FLOP_PER_OP / sec / 1e9);
         }
         return best;
     }
