@@ -36,6 +36,10 @@ import org.moe4j.simd.Workspace;
  * counting sort gives each expert a contiguous block of rows; each expert runs two GEMMs on its block; gates
  * scale the rows as they are added back per token (race-free, no atomics).
  *
+ * <p>Each decoder layer is an {@code AttentionBlock} and a {@code MoeBlock}, each holding its parameter offsets,
+ * the activations its backward needs, its forward and its backward. They are inner classes because every block
+ * shares the transformer's kernels, batch and backward scratch (one block runs at a time).
+ *
  * <p>{@link #forward} then {@link #backward} ADD d(total)/d(param) into the model's gradient buffer. Every
  * buffer is allocated in the constructor; a step with an unchanged batch shape allocates nothing.
  */
@@ -137,7 +141,7 @@ public final class MoeTransformer implements AutoCloseable {
         lmOff = lay.offset(ParamLayout.lmHead());
         layers = new Layer[L + 1];
         for (int l = 0; l < L; l++) layers[l] = new Layer(l, lay, slots);
-        layers[L] = new Layer(L); // holds x_L only
+        layers[L] = new Layer(L, null, 0); // holds x_L only
         xf = ws.allocate("final.xn", maxN, d);
         rstdf = ws.allocate("final.rstd", maxN);
         logits = ws.allocate("final.logits", maxN, V);
@@ -155,27 +159,36 @@ public final class MoeTransformer implements AutoCloseable {
         dLogits = new float[maxN * E];
     }
 
-    /** One decoder layer's parameter offsets, activations and routing state. */
+    /** One decoder layer: its input on the residual stream, its attention block and its MoE block. */
     private final class Layer {
         final int l;
         final Tensor x; // input of this layer [maxN, d] (layer L: the final residual stream)
-        long wNorm1, wq, wk, wv, wo, wqn, wkn, wNorm2, wr;
-        long[] w13, w2;
-        Tensor xn1, rstd1, q, k, v, qraw, kraw, qr, kr, att, lse, hres, xn2, rstd2, rlogits, xe, a13, act, ye;
-        Router router;
-        Routing routing;
-        int[] rowOfSlot, keptList;
-        ExpertRouterCoupling erc;
+        final AttentionBlock attn;
+        final MoeBlock moe;
+
+        Layer(int l, ParamLayout lay, int slots) {
+            this.l = l;
+            x = ws.allocate("layer" + l + ".x", maxN, d);
+            attn = lay == null ? null : new AttentionBlock(l, lay);
+            moe = lay == null ? null : new MoeBlock(l, lay, slots);
+        }
+    }
+
+    /**
+     * h = x + Wo · Attn(RoPE(q), RoPE(k), v), q, k, v = W{q,k,v} · RMSNorm(x) (QK-RMSNorm over the whole q and k
+     * when configured): its parameter offsets, the activations its backward needs, forward and backward.
+     */
+    private final class AttentionBlock {
+        final int l;
+        final long wNorm1, wq, wk, wv, wo;
+        long wqn, wkn;
+        final Tensor xn1, rstd1, q, k, v, att, lse, hres;
+        Tensor qraw, kraw, qr, kr;
         // exact-row views for the attention kernel, rebuilt when the batch shape changes
         Tensor qV, kV, vV, attV, lseV2, dqV, dkV, dvV, dattV;
 
-        Layer(int l) {
+        AttentionBlock(int l, ParamLayout lay) {
             this.l = l;
-            x = ws.allocate("layer" + l + ".x", maxN, d);
-        }
-
-        Layer(int l, ParamLayout lay, int slots) {
-            this(l);
             String p = "layer" + l + ".";
             wNorm1 = lay.offset(ParamLayout.preAttentionNorm(l));
             wq = lay.offset(ParamLayout.qProj(l));
@@ -190,6 +203,118 @@ public final class MoeTransformer implements AutoCloseable {
                 qr = ws.allocate(p + "qrstd", maxN);
                 kr = ws.allocate(p + "krstd", maxN);
             }
+            xn1 = ws.allocate(p + "xn1", maxN, d);
+            rstd1 = ws.allocate(p + "rstd1", maxN);
+            q = ws.allocate(p + "q", maxN, qw);
+            k = ws.allocate(p + "k", maxN, kw);
+            v = ws.allocate(p + "v", maxN, kw);
+            att = ws.allocate(p + "att", maxN, qw);
+            lse = ws.allocate(p + "lse", maxN, H);
+            hres = ws.allocate(p + "h", maxN, d);
+        }
+
+        void views(int n) {
+            qV = q.rows(0, n);
+            kV = k.rows(0, n);
+            vV = v.rows(0, n);
+            attV = att.rows(0, n);
+            lseV2 = lse.rows(0, n);
+            dqV = dq.rows(0, n);
+            dkV = dk.rows(0, n);
+            dvV = dv.rows(0, n);
+            dattV = datt.rows(0, n);
+        }
+
+        /** x [N, d] -> hres [N, d]. */
+        void forward(MemorySegment x) {
+            ops.rmsNorm(x, 0, P, wNorm1, xn1.segment(), 0, rstd1.segment(), 0, d, eps, N);
+            MemorySegment xn1 = this.xn1.segment();
+            MemorySegment qDst = c.qkNorm() ? qraw.segment() : q.segment();
+            MemorySegment kDst = c.qkNorm() ? kraw.segment() : k.segment();
+            gemm.sgemm(false, true, N, qw, d, 1f, xn1, 0, d, P, wq, d, 0f, qDst, 0, qw);
+            gemm.sgemm(false, true, N, kw, d, 1f, xn1, 0, d, P, wk, d, 0f, kDst, 0, kw);
+            gemm.sgemm(false, true, N, kw, d, 1f, xn1, 0, d, P, wv, d, 0f, v.segment(), 0, kw);
+            if (c.qkNorm()) {
+                ops.rmsNorm(qDst, 0, P, wqn, q.segment(), 0, qr.segment(), 0, qw, eps, N);
+                ops.rmsNorm(kDst, 0, P, wkn, k.segment(), 0, kr.segment(), 0, kw, eps, N);
+            }
+            ops.rope(rope, q.segment(), H, posOfRow, N, false);
+            ops.rope(rope, k.segment(), Hkv, posOfRow, N, false);
+            MemorySegment doc = docMask ? docSeg : null;
+            if (seqLen > 0) {
+                attention.forward(qV, kV, vV, doc, attV, lseV2, B, seqLen, pool);
+            } else {
+                for (int i = 0; i < B; i++) {
+                    int a = seqStart[i], n = seqStart[i + 1] - a;
+                    attention.forward(q.rows(a, n), k.rows(a, n), v.rows(a, n),
+                            doc == null ? null : doc.asSlice(a * 4L, n * 4L), this.att.rows(a, n), lse.rows(a, n), 1, n, pool);
+                }
+            }
+            MemorySegment hres = this.hres.segment();
+            MemorySegment.copy(x, 0, hres, 0, (long) N * d * 4);
+            gemm.sgemm(false, true, N, d, qw, 1f, att.segment(), 0, qw, P, wo, qw, 1f, hres, 0, d);
+        }
+
+        /** dx holds dL/dh on entry and dL/dx on return (the residual plus the attention path). */
+        void backward(MemorySegment x) {
+            MemorySegment dxs = dx.segment();
+            MemorySegment att = this.att.segment(), datts = datt.segment();
+            gemm.sgemm(true, false, d, qw, N, 1f, dxs, 0, d, att, 0, qw, 1f, G, wo, qw);
+            gemm.sgemm(false, false, N, qw, d, 1f, dxs, 0, d, P, wo, qw, 0f, datts, 0, qw);
+            MemorySegment doc = docMask ? docSeg : null;
+            if (seqLen > 0) {
+                attention.backward(qV, kV, vV, doc, attV, lseV2, dattV, dqV, dkV, dvV, B, seqLen, pool);
+            } else {
+                for (int i = 0; i < B; i++) {
+                    int a = seqStart[i], n = seqStart[i + 1] - a;
+                    attention.backward(q.rows(a, n), k.rows(a, n), v.rows(a, n),
+                            doc == null ? null : doc.asSlice(a * 4L, n * 4L), this.att.rows(a, n), lse.rows(a, n),
+                            datt.rows(a, n), dq.rows(a, n), dk.rows(a, n), dv.rows(a, n), 1, n, pool);
+                }
+            }
+            MemorySegment dqs = dq.segment(), dks = dk.segment(), dvs = dv.segment(), xn1 = this.xn1.segment();
+            ops.rope(rope, dqs, H, posOfRow, N, true);
+            ops.rope(rope, dks, Hkv, posOfRow, N, true);
+            if (c.qkNorm()) {
+                ops.rmsNormBackward(dqs, 0, qraw.segment(), 0, P, wqn, qr.segment(), 0, dqs, 0, false, G, wqn, qw, N);
+                ops.rmsNormBackward(dks, 0, kraw.segment(), 0, P, wkn, kr.segment(), 0, dks, 0, false, G, wkn, kw, N);
+            }
+            gemm.sgemm(true, false, qw, d, N, 1f, dqs, 0, qw, xn1, 0, d, 1f, G, wq, d);
+            gemm.sgemm(true, false, kw, d, N, 1f, dks, 0, kw, xn1, 0, d, 1f, G, wk, d);
+            gemm.sgemm(true, false, kw, d, N, 1f, dvs, 0, kw, xn1, 0, d, 1f, G, wv, d);
+            MemorySegment dxn1 = tmp.segment();
+            gemm.sgemm(false, false, N, d, qw, 1f, dqs, 0, qw, P, wq, d, 0f, dxn1, 0, d);
+            gemm.sgemm(false, false, N, d, kw, 1f, dks, 0, kw, P, wk, d, 1f, dxn1, 0, d);
+            gemm.sgemm(false, false, N, d, kw, 1f, dvs, 0, kw, P, wv, d, 1f, dxn1, 0, d);
+            ops.rmsNormBackward(dxn1, 0, x, 0, P, wNorm1, rstd1.segment(), 0, dxs, 0, true, G,
+                    wNorm1, d, N);
+        }
+
+        /** "tensor 'name' row r, column c" of the first non-finite value of this block's forward, or null. */
+        String firstNonFinite() {
+            return scan(new Tensor[] {xn1, q, k, v, att, hres},
+                    new String[] {"attention norm", "q", "k", "v", "attention output", "residual after attention"});
+        }
+    }
+
+    /**
+     * y = h + Σ_{kept slots} g · W2_e (silu(W1_e u) ⊙ W3_e u), u = RMSNorm(h), shared experts with g = 1: the router
+     * pipeline, the counting-sort dispatch, two GEMMs per expert over its contiguous rows, the per-token combine,
+     * and ERC; forward and backward.
+     */
+    private final class MoeBlock {
+        final int l;
+        final long wNorm2, wr;
+        final long[] w13, w2;
+        final Tensor xn2, rstd2, rlogits, xe, a13, act, ye;
+        final Router router;
+        final Routing routing;
+        final int[] rowOfSlot, keptList;
+        final ExpertRouterCoupling erc;
+
+        MoeBlock(int l, ParamLayout lay, int slots) {
+            this.l = l;
+            String p = "layer" + l + ".";
             wNorm2 = lay.offset(ParamLayout.preFeedForwardNorm(l));
             wr = lay.offset(ParamLayout.router(l));
             w13 = new long[E];
@@ -200,14 +325,6 @@ public final class MoeTransformer implements AutoCloseable {
                     throw new IllegalStateException("layout: up_proj must follow gate_proj");
                 w2[j] = lay.offset(ParamLayout.downProj(l, j));
             }
-            xn1 = ws.allocate(p + "xn1", maxN, d);
-            rstd1 = ws.allocate(p + "rstd1", maxN);
-            q = ws.allocate(p + "q", maxN, qw);
-            k = ws.allocate(p + "k", maxN, kw);
-            v = ws.allocate(p + "v", maxN, kw);
-            att = ws.allocate(p + "att", maxN, qw);
-            lse = ws.allocate(p + "lse", maxN, H);
-            hres = ws.allocate(p + "h", maxN, d);
             xn2 = ws.allocate(p + "xn2", maxN, d);
             rstd2 = ws.allocate(p + "rstd2", maxN);
             rlogits = ws.allocate(p + "routerLogits", maxN, E);
@@ -222,17 +339,93 @@ public final class MoeTransformer implements AutoCloseable {
             erc = new ExpertRouterCoupling(d, hid, routed, gemm, ws.arena());
         }
 
-        void views(int n) {
-            qV = q.rows(0, n);
-            kV = k.rows(0, n);
-            vV = v.rows(0, n);
-            attV = att.rows(0, n);
-            lseV2 = lse.rows(0, n);
-            dqV = dq.rows(0, n);
-            dkV = dk.rows(0, n);
-            dvV = dv.rows(0, n);
-            dattV = datt.rows(0, n);
+        /** h [N, d] -> out [N, d]. */
+        void forward(MemorySegment h, MemorySegment out) {
+            MemorySegment xn2 = this.xn2.segment();
+            ops.rmsNorm(h, 0, P, wNorm2, xn2, 0, rstd2.segment(), 0, d, eps, N);
+            gemm.sgemm(false, true, N, E, d, 1f, xn2, 0, d, P, wr, d, 0f, rlogits.segment(), 0, E);
+            Routing r = routing;
+            if (VectorOps.firstNonFinite(rlogits.segment(), 0, (long) N * E) >= 0)
+                throw new NonFiniteException(MoeTransformer.this.firstNonFinite());
+            router.forward(rlogits, N, seqStart, B, tokens, controls[l], r);
+            int kTot = r.kTot(), S = r.keptSlots();
+            if (kTot > kTotMax)
+                throw new Moe4jException("layer " + l + ": routing picked k' = " + r.kRouted() + " experts per token, this "
+                        + "transformer was built for at most " + (kTotMax - shared) + " (pass maxRoutedK)");
+            Arrays.fill(rowOfSlot, 0, N * kTot, -1);
+            for (int i = 0; i < S; i++) rowOfSlot[r.perm[i]] = i;
+            ops.gather(xn2, xe.segment(), r.perm, kTot, d, S);
+            MemorySegment xe = this.xe.segment(), a13 = this.a13.segment(), act = this.act.segment(), ye = this.ye.segment();
+            for (int e = 0; e < E; e++) {
+                int a = r.offsets[e], n = r.offsets[e + 1] - a;
+                if (n == 0) continue;
+                gemm.sgemm(false, true, n, 2 * hid, d, 1f, xe, (long) a * d, d, P, w13[e], d, 0f, a13, (long) a * 2 * hid, 2 * hid);
+            }
+            ops.swiGlu(a13, 0, act, 0, hid, S);
+            for (int e = 0; e < E; e++) {
+                int a = r.offsets[e], n = r.offsets[e + 1] - a;
+                if (n == 0) continue;
+                gemm.sgemm(false, true, n, d, hid, 1f, act, (long) a * hid, hid, P, w2[e], hid, 0f, ye, (long) a * d, d);
+            }
+            MemorySegment.copy(h, 0, out, 0, (long) N * d * 4);
+            ops.combine(ye, out, rowOfSlot, r.gate, kTot, d, N);
         }
+
+        /** dx holds dL/dy on entry and dL/dh on return. */
+        void backward(MemorySegment h, LossWeights w) {
+            Routing r = routing;
+            int kTot = r.kTot(), S = r.keptSlots();
+            MemorySegment dxs = dx.segment(), xe = this.xe.segment(), a13 = this.a13.segment(), act = this.act.segment();
+            MemorySegment ye = this.ye.segment(), dyes = dye.segment(), dacts = dact.segment();
+            // MoE: y = h + Σ g·ye
+            ops.combineBackward(ye, dxs, dyes, r.perm, r.gate, dGate, kTot, d, S);
+            for (int e = 0; e < E; e++) {
+                int a = r.offsets[e], n = r.offsets[e + 1] - a;
+                if (n == 0) continue;
+                gemm.sgemm(false, false, n, hid, d, 1f, dyes, (long) a * d, d, P, w2[e], hid, 0f, dacts, (long) a * hid, hid);
+                gemm.sgemm(true, false, d, hid, n, 1f, dyes, (long) a * d, d, act, (long) a * hid, hid, 1f, G, w2[e], hid);
+            }
+            ops.swiGluBackward(dacts, 0, a13, 0, a13, 0, hid, S); // a13 now holds d[W1 x | W3 x]
+            MemorySegment dxe = dyes; // dye is consumed; reuse it for the expert input gradient
+            for (int e = 0; e < E; e++) {
+                int a = r.offsets[e], n = r.offsets[e + 1] - a;
+                if (n == 0) continue;
+                gemm.sgemm(true, false, 2 * hid, d, n, 1f, a13, (long) a * 2 * hid, 2 * hid, xe, (long) a * d, d, 1f, G, w13[e], d);
+                gemm.sgemm(false, false, n, d, 2 * hid, 1f, a13, (long) a * 2 * hid, 2 * hid, P, w13[e], d, 0f, dxe, (long) a * d, d);
+            }
+            MemorySegment dxn2 = tmp.segment();
+            VectorOps.zero(dxn2, 0, (long) N * d);
+            ops.scatterAdd(dxe, dxn2, rowOfSlot, kTot, d, N);
+            // router: gates, load balance, z-loss
+            router.backward(r, dGate, dLogits);
+            router.loadBalanceBackward(r, c.routing().lbScope(), w.lb() / L, dLogits);
+            router.zLossBackward(r, w.routerZ() / L, dLogits);
+            MemorySegment dlog = dlogR.segment();
+            MemorySegment.copy(dLogits, 0, dlog, Tensor.FLOAT, 0, N * E);
+            MemorySegment xn2 = this.xn2.segment();
+            gemm.sgemm(true, false, E, d, N, 1f, dlog, 0, E, xn2, 0, d, 1f, G, wr, d);
+            gemm.sgemm(false, false, N, d, E, 1f, dlog, 0, E, P, wr, d, 1f, dxn2, 0, d);
+            if (ercOn) erc.backward(w.erc() / L, P, G, wr, w13);
+            ops.rmsNormBackward(dxn2, 0, h, 0, P, wNorm2, rstd2.segment(), 0, dxs, 0, true, G,
+                    wNorm2, d, N);
+        }
+
+        String firstNonFinite() {
+            String at = scan(new Tensor[] {xn2, rlogits}, new String[] {"feed-forward norm", "router logits"});
+            if (at != null) return at;
+            long i = VectorOps.firstNonFinite(ye.segment(), 0, (long) routing.keptSlots() * d);
+            return i < 0 ? null : "tensor 'expert output' row " + i / d;
+        }
+    }
+
+    /** The first non-finite value among the first N rows of the tensors, in order, as text; null if none. */
+    private String scan(Tensor[] ts, String[] names) {
+        for (int i = 0; i < ts.length; i++) {
+            int width = ts[i].dim(1);
+            long at = VectorOps.firstNonFinite(ts[i].segment(), 0, (long) N * width);
+            if (at >= 0) return "tensor '" + names[i] + "' row " + at / width + ", column " + at % width;
+        }
+        return null;
     }
 
     public ModelConfig config() {
@@ -276,7 +469,7 @@ public final class MoeTransformer implements AutoCloseable {
 
     /** Pins ERC's noise u [E'kept, d] (kept order) of layer l; null draws fresh noise each step. */
     public void pinErcNoise(int l, float[] u) {
-        layers[l].erc.pinNoise(u);
+        layers[l].moe.erc.pinNoise(u);
     }
 
     /** The stream the default controls draw pool sizes and Matryoshka k from (its state goes into checkpoints). */
@@ -294,7 +487,7 @@ public final class MoeTransformer implements AutoCloseable {
 
     /** The routing of layer l from the last forward. */
     public Routing routing(int l) {
-        return layers[l].routing;
+        return layers[l].moe.routing;
     }
 
     /** Logits of the last forward [N, V] (overwritten by backward). */
@@ -344,7 +537,7 @@ public final class MoeTransformer implements AutoCloseable {
         B = sequences;
         seqLen = uniform ? len : 0;
         if (viewN != N) {
-            for (int l = 0; l < L; l++) layers[l].views(N);
+            for (int l = 0; l < L; l++) layers[l].attn.views(N);
             dxV = dx.rows(0, N);
             viewN = N;
         }
@@ -368,12 +561,14 @@ public final class MoeTransformer implements AutoCloseable {
         double lbSum = 0, zSum = 0, ercSum = 0, epsSum = 0;
         LossWeights w = c.loss();
         for (int l = 0; l < L; l++) {
-            layerForward(layers[l], layers[l + 1].x.segment());
             Layer ly = layers[l];
-            Routing r = ly.routing;
+            ly.attn.forward(ly.x.segment());
+            ly.moe.forward(ly.attn.hres.segment(), layers[l + 1].x.segment());
+            MoeBlock moe = ly.moe;
+            Routing r = moe.routing;
             LbScope scope = c.routing().lbScope();
-            stats.lb[l] = ly.router.loadBalanceLoss(r, scope);
-            stats.z[l] = ly.router.zLoss(r);
+            stats.lb[l] = moe.router.loadBalanceLoss(r, scope);
+            stats.z[l] = moe.router.zLoss(r);
             stats.kRouted[l] = r.kRouted();
             stats.drops[l] = r.dropCount();
             int min = Integer.MAX_VALUE, max = 0, sum = 0;
@@ -386,9 +581,9 @@ public final class MoeTransformer implements AutoCloseable {
             stats.loadMax[l] = sum == 0 ? 0 : (double) max / sum;
             if (ercOn) {
                 int n = 0;
-                for (int e = r.keptRouted.nextMember(0); e >= 0; e = r.keptRouted.nextMember(e + 1)) ly.keptList[n++] = e;
-                stats.erc[l] = ly.erc.forward(P, ly.wr, ly.w13, ly.keptList, n, ercRng);
-                stats.ercEps[l] = ly.erc.epsMean();
+                for (int e = r.keptRouted.nextMember(0); e >= 0; e = r.keptRouted.nextMember(e + 1)) moe.keptList[n++] = e;
+                stats.erc[l] = moe.erc.forward(P, moe.wr, moe.w13, moe.keptList, n, ercRng);
+                stats.ercEps[l] = moe.erc.epsMean();
             } else {
                 stats.erc[l] = Double.NaN;
                 stats.ercEps[l] = Double.NaN;
@@ -420,66 +615,6 @@ public final class MoeTransformer implements AutoCloseable {
         return stats.total;
     }
 
-    private void layerForward(Layer ly, MemorySegment out) {
-        MemorySegment x = ly.x.segment();
-        // attention
-        ops.rmsNorm(x, 0, P, ly.wNorm1, ly.xn1.segment(), 0, ly.rstd1.segment(), 0, d, eps, N);
-        MemorySegment xn1 = ly.xn1.segment();
-        MemorySegment qDst = c.qkNorm() ? ly.qraw.segment() : ly.q.segment();
-        MemorySegment kDst = c.qkNorm() ? ly.kraw.segment() : ly.k.segment();
-        gemm.sgemm(false, true, N, qw, d, 1f, xn1, 0, d, P, ly.wq, d, 0f, qDst, 0, qw);
-        gemm.sgemm(false, true, N, kw, d, 1f, xn1, 0, d, P, ly.wk, d, 0f, kDst, 0, kw);
-        gemm.sgemm(false, true, N, kw, d, 1f, xn1, 0, d, P, ly.wv, d, 0f, ly.v.segment(), 0, kw);
-        if (c.qkNorm()) {
-            ops.rmsNorm(qDst, 0, P, ly.wqn, ly.q.segment(), 0, ly.qr.segment(), 0, qw, eps, N);
-            ops.rmsNorm(kDst, 0, P, ly.wkn, ly.k.segment(), 0, ly.kr.segment(), 0, kw, eps, N);
-        }
-        ops.rope(rope, ly.q.segment(), H, posOfRow, N, false);
-        ops.rope(rope, ly.k.segment(), Hkv, posOfRow, N, false);
-        MemorySegment doc = docMask ? docSeg : null;
-        if (seqLen > 0) {
-            attention.forward(ly.qV, ly.kV, ly.vV, doc, ly.attV, ly.lseV2, B, seqLen, pool);
-        } else {
-            for (int i = 0; i < B; i++) {
-                int a = seqStart[i], n = seqStart[i + 1] - a;
-                attention.forward(ly.q.rows(a, n), ly.k.rows(a, n), ly.v.rows(a, n),
-                        doc == null ? null : doc.asSlice(a * 4L, n * 4L), ly.att.rows(a, n), ly.lse.rows(a, n), 1, n, pool);
-            }
-        }
-        MemorySegment hres = ly.hres.segment();
-        MemorySegment.copy(x, 0, hres, 0, (long) N * d * 4);
-        gemm.sgemm(false, true, N, d, qw, 1f, ly.att.segment(), 0, qw, P, ly.wo, qw, 1f, hres, 0, d);
-
-        // MoE
-        MemorySegment xn2 = ly.xn2.segment();
-        ops.rmsNorm(hres, 0, P, ly.wNorm2, xn2, 0, ly.rstd2.segment(), 0, d, eps, N);
-        gemm.sgemm(false, true, N, E, d, 1f, xn2, 0, d, P, ly.wr, d, 0f, ly.rlogits.segment(), 0, E);
-        Routing r = ly.routing;
-        if (VectorOps.firstNonFinite(ly.rlogits.segment(), 0, (long) N * E) >= 0) throw new NonFiniteException(firstNonFinite());
-        ly.router.forward(ly.rlogits, N, seqStart, B, tokens, controls[ly.l], r);
-        int kTot = r.kTot(), S = r.keptSlots();
-        if (kTot > kTotMax)
-            throw new Moe4jException("layer " + ly.l + ": routing picked k' = " + r.kRouted() + " experts per token, this "
-                    + "transformer was built for at most " + (kTotMax - shared) + " (pass maxRoutedK)");
-        Arrays.fill(ly.rowOfSlot, 0, N * kTot, -1);
-        for (int i = 0; i < S; i++) ly.rowOfSlot[r.perm[i]] = i;
-        ops.gather(xn2, ly.xe.segment(), r.perm, kTot, d, S);
-        MemorySegment xe = ly.xe.segment(), a13 = ly.a13.segment(), act = ly.act.segment(), ye = ly.ye.segment();
-        for (int e = 0; e < E; e++) {
-            int a = r.offsets[e], n = r.offsets[e + 1] - a;
-            if (n == 0) continue;
-            gemm.sgemm(false, true, n, 2 * hid, d, 1f, xe, (long) a * d, d, P, ly.w13[e], d, 0f, a13, (long) a * 2 * hid, 2 * hid);
-        }
-        ops.swiGlu(a13, 0, act, 0, hid, S);
-        for (int e = 0; e < E; e++) {
-            int a = r.offsets[e], n = r.offsets[e + 1] - a;
-            if (n == 0) continue;
-            gemm.sgemm(false, true, n, d, hid, 1f, act, (long) a * hid, hid, P, ly.w2[e], hid, 0f, ye, (long) a * d, d);
-        }
-        MemorySegment.copy(hres, 0, out, 0, (long) N * d * 4);
-        ops.combine(ye, out, ly.rowOfSlot, r.gate, kTot, d, N);
-    }
-
     // --------------------------------------------------------------------------------------------------- backward
 
     /** Adds d(total)/d(param) of the last forward into the model's gradients. Overwrites the logits. */
@@ -493,7 +628,10 @@ public final class MoeTransformer implements AutoCloseable {
         gemm.sgemm(false, false, N, d, V, 1f, lg, 0, V, P, lmOff, d, 0f, tmp.segment(), 0, d);
         ops.rmsNormBackward(tmp.segment(), 0, layers[L].x.segment(), 0, P, finalNormOff, rstdf.segment(), 0,
                 dx.segment(), 0, false, G, finalNormOff, d, N);
-        for (int l = L - 1; l >= 0; l--) layerBackward(layers[l], w);
+        for (int l = L - 1; l >= 0; l--) {
+            layers[l].moe.backward(layers[l].attn.hres.segment(), w);
+            layers[l].attn.backward(layers[l].x.segment());
+        }
         // embedding: scatter-add over columns split across workers (repeated ids never race)
         embTask.dx = dx.segment();
         pool.parallelFor(d, embTask);
@@ -510,75 +648,6 @@ public final class MoeTransformer implements AutoCloseable {
 
     private final EmbeddingGrad embTask = new EmbeddingGrad();
 
-    private void layerBackward(Layer ly, LossWeights w) {
-        Routing r = ly.routing;
-        int kTot = r.kTot(), S = r.keptSlots();
-        MemorySegment dxs = dx.segment(), xe = ly.xe.segment(), a13 = ly.a13.segment(), act = ly.act.segment();
-        MemorySegment ye = ly.ye.segment(), dyes = dye.segment(), dacts = dact.segment();
-        // MoE: y = h + Σ g·ye
-        ops.combineBackward(ye, dxs, dyes, r.perm, r.gate, dGate, kTot, d, S);
-        for (int e = 0; e < E; e++) {
-            int a = r.offsets[e], n = r.offsets[e + 1] - a;
-            if (n == 0) continue;
-            gemm.sgemm(false, false, n, hid, d, 1f, dyes, (long) a * d, d, P, ly.w2[e], hid, 0f, dacts, (long) a * hid, hid);
-            gemm.sgemm(true, false, d, hid, n, 1f, dyes, (long) a * d, d, act, (long) a * hid, hid, 1f, G, ly.w2[e], hid);
-        }
-        ops.swiGluBackward(dacts, 0, a13, 0, a13, 0, hid, S); // a13 now holds d[W1 x | W3 x]
-        MemorySegment dxe = dyes; // dye is consumed; reuse it for the expert input gradient
-        for (int e = 0; e < E; e++) {
-            int a = r.offsets[e], n = r.offsets[e + 1] - a;
-            if (n == 0) continue;
-            gemm.sgemm(true, false, 2 * hid, d, n, 1f, a13, (long) a * 2 * hid, 2 * hid, xe, (long) a * d, d, 1f, G, ly.w13[e], d);
-            gemm.sgemm(false, false, n, d, 2 * hid, 1f, a13, (long) a * 2 * hid, 2 * hid, P, ly.w13[e], d, 0f, dxe, (long) a * d, d);
-        }
-        MemorySegment dxn2 = tmp.segment();
-        VectorOps.zero(dxn2, 0, (long) N * d);
-        ops.scatterAdd(dxe, dxn2, ly.rowOfSlot, kTot, d, N);
-        // router: gates, load balance, z-loss
-        ly.router.backward(r, dGate, dLogits);
-        ly.router.loadBalanceBackward(r, c.routing().lbScope(), w.lb() / L, dLogits);
-        ly.router.zLossBackward(r, w.routerZ() / L, dLogits);
-        MemorySegment dlog = dlogR.segment();
-        MemorySegment.copy(dLogits, 0, dlog, Tensor.FLOAT, 0, N * E);
-        MemorySegment xn2 = ly.xn2.segment();
-        gemm.sgemm(true, false, E, d, N, 1f, dlog, 0, E, xn2, 0, d, 1f, G, ly.wr, d);
-        gemm.sgemm(false, false, N, d, E, 1f, dlog, 0, E, P, ly.wr, d, 1f, dxn2, 0, d);
-        if (ercOn) ly.erc.backward(w.erc() / L, P, G, ly.wr, ly.w13);
-        ops.rmsNormBackward(dxn2, 0, ly.hres.segment(), 0, P, ly.wNorm2, ly.rstd2.segment(), 0, dxs, 0, true, G,
-                ly.wNorm2, d, N);
-        // attention: h = x + Wo·att
-        MemorySegment att = ly.att.segment(), datts = datt.segment();
-        gemm.sgemm(true, false, d, qw, N, 1f, dxs, 0, d, att, 0, qw, 1f, G, ly.wo, qw);
-        gemm.sgemm(false, false, N, qw, d, 1f, dxs, 0, d, P, ly.wo, qw, 0f, datts, 0, qw);
-        MemorySegment doc = docMask ? docSeg : null;
-        if (seqLen > 0) {
-            attention.backward(ly.qV, ly.kV, ly.vV, doc, ly.attV, ly.lseV2, ly.dattV, ly.dqV, ly.dkV, ly.dvV, B, seqLen, pool);
-        } else {
-            for (int i = 0; i < B; i++) {
-                int a = seqStart[i], n = seqStart[i + 1] - a;
-                attention.backward(ly.q.rows(a, n), ly.k.rows(a, n), ly.v.rows(a, n),
-                        doc == null ? null : doc.asSlice(a * 4L, n * 4L), ly.att.rows(a, n), ly.lse.rows(a, n),
-                        datt.rows(a, n), dq.rows(a, n), dk.rows(a, n), dv.rows(a, n), 1, n, pool);
-            }
-        }
-        MemorySegment dqs = dq.segment(), dks = dk.segment(), dvs = dv.segment(), xn1 = ly.xn1.segment();
-        ops.rope(rope, dqs, H, posOfRow, N, true);
-        ops.rope(rope, dks, Hkv, posOfRow, N, true);
-        if (c.qkNorm()) {
-            ops.rmsNormBackward(dqs, 0, ly.qraw.segment(), 0, P, ly.wqn, ly.qr.segment(), 0, dqs, 0, false, G, ly.wqn, qw, N);
-            ops.rmsNormBackward(dks, 0, ly.kraw.segment(), 0, P, ly.wkn, ly.kr.segment(), 0, dks, 0, false, G, ly.wkn, kw, N);
-        }
-        gemm.sgemm(true, false, qw, d, N, 1f, dqs, 0, qw, xn1, 0, d, 1f, G, ly.wq, d);
-        gemm.sgemm(true, false, kw, d, N, 1f, dks, 0, kw, xn1, 0, d, 1f, G, ly.wk, d);
-        gemm.sgemm(true, false, kw, d, N, 1f, dvs, 0, kw, xn1, 0, d, 1f, G, ly.wv, d);
-        MemorySegment dxn1 = tmp.segment();
-        gemm.sgemm(false, false, N, d, qw, 1f, dqs, 0, qw, P, ly.wq, d, 0f, dxn1, 0, d);
-        gemm.sgemm(false, false, N, d, kw, 1f, dks, 0, kw, P, ly.wk, d, 1f, dxn1, 0, d);
-        gemm.sgemm(false, false, N, d, kw, 1f, dvs, 0, kw, P, ly.wv, d, 1f, dxn1, 0, d);
-        ops.rmsNormBackward(dxn1, 0, ly.x.segment(), 0, P, ly.wNorm1, ly.rstd1.segment(), 0, dxs, 0, true, G,
-                ly.wNorm1, d, N);
-    }
-
     // --------------------------------------------------------------------------------------------------- checks
 
     /** Names the first tensor, in forward order, that holds a NaN or infinity. */
@@ -587,19 +656,10 @@ public final class MoeTransformer implements AutoCloseable {
         if (emb >= 0) return "non-finite loss: parameter " + ParamLayout.embedTokens() + " holds a non-finite value";
         for (int l = 0; l < L; l++) {
             Layer ly = layers[l];
-            Tensor[] ts = {ly.x, ly.xn1, ly.q, ly.k, ly.v, ly.att, ly.hres, ly.xn2, ly.rlogits};
-            String[] names = {"input", "attention norm", "q", "k", "v", "attention output", "residual after attention",
-                    "feed-forward norm", "router logits"};
-            for (int i = 0; i < ts.length; i++) {
-                int width = ts[i].dim(1);
-                long at = VectorOps.firstNonFinite(ts[i].segment(), 0, (long) N * width);
-                if (at >= 0)
-                    return "non-finite loss: first at layer " + l + ", tensor '" + names[i] + "' row " + at / width
-                            + ", column " + at % width;
-            }
-            int S = ly.routing.keptSlots();
-            long at = VectorOps.firstNonFinite(ly.ye.segment(), 0, (long) S * d);
-            if (at >= 0) return "non-finite loss: first at layer " + l + ", tensor 'expert output' row " + at / d;
+            String at = scan(new Tensor[] {ly.x}, new String[] {"input"});
+            if (at == null) at = ly.attn.firstNonFinite();
+            if (at == null) at = ly.moe.firstNonFinite();
+            if (at != null) return "non-finite loss: first at layer " + l + ", " + at;
         }
         long at = VectorOps.firstNonFinite(logits.segment(), 0, (long) N * V);
         if (at >= 0) return "non-finite loss: first in the LM head logits, row " + at / V;
