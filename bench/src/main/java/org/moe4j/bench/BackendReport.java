@@ -1,8 +1,6 @@
 package org.moe4j.bench;
 
 import java.io.IOException;
-import java.nio.file.Files;
-import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.Collection;
 import java.util.LinkedHashMap;
@@ -33,19 +31,8 @@ public final class BackendReport {
     }
 
     public static void main(String[] args) throws RunnerException, CommandLineOptionException, IOException {
-        Path out = null;
-        List<String> jmhArgs = new ArrayList<>();
-        for (int i = 0; i < args.length; i++) {
-            if (args[i].equals("--out")) {
-                if (i + 1 >= args.length) {
-                    throw new IllegalArgumentException("--out needs a file name");
-                }
-                out = Path.of(args[++i]);
-            } else {
-                jmhArgs.add(args[i]);
-            }
-        }
-        CommandLineOptions cli = new CommandLineOptions(jmhArgs.toArray(new String[0]));
+        ReportArgs ra = ReportArgs.parse(args);
+        CommandLineOptions cli = ra.jmh();
         Map<String, Map<String, Double>> table = new LinkedHashMap<>(); // shape -> backend -> GFLOP/s
         Map<String, Map<String, Double>> bytes = new LinkedHashMap<>(); // shape -> backend -> B/op (with -prof gc)
         List<String> backends = new ArrayList<>();
@@ -94,11 +81,6 @@ public final class BackendReport {
         }
         String head = String.format(Locale.ROOT, "Backend GEMM report: GFLOP/s (%% of the FP32 FMA peak); FMA peak "
                 + "measured in this run: %.1f GFLOP/s", peak);
-        System.out.println();
-        System.out.println(head);
-        System.out.print(md);
-        if (out != null) {
-            Files.writeString(out, head + "\n\n" + md);
-        }
+        ra.publish(head, md);
     }
 }

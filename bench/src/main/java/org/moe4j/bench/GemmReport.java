@@ -1,8 +1,6 @@
 package org.moe4j.bench;
 
 import java.io.IOException;
-import java.nio.file.Files;
-import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.Collection;
 import java.util.List;
@@ -35,19 +33,8 @@ public final class GemmReport {
     }
 
     public static void main(String[] args) throws RunnerException, CommandLineOptionException, IOException {
-        Path out = null;
-        List<String> jmhArgs = new ArrayList<>();
-        for (int i = 0; i < args.length; i++) {
-            if (args[i].equals("--out")) {
-                if (i + 1 >= args.length) {
-                    throw new IllegalArgumentException("--out needs a file name");
-                }
-                out = Path.of(args[++i]);
-            } else {
-                jmhArgs.add(args[i]);
-            }
-        }
-        CommandLineOptions cli = new CommandLineOptions(jmhArgs.toArray(new String[0]));
+        ReportArgs ra = ReportArgs.parse(args);
+        CommandLineOptions cli = ra.jmh();
         ChainedOptionsBuilder ob = new OptionsBuilder().parent(cli).addProfiler(GCProfiler.class);
         if (cli.getIncludes().isEmpty()) {
             ob.include("org.moe4j.bench.(FmaPeakBench|GemmBench|MoeGemmBench)\\.");
@@ -94,13 +81,7 @@ public final class GemmReport {
             md.append(String.format(Locale.ROOT, "| %s | %.1f | %.0f%% | %.1f |%n", row.shape(), row.gflops(),
                     100 * row.gflops() / peak, row.bytesPerOp()));
         }
-        System.out.println();
-        System.out.println("GEMM report (peak measured in this run: " + String.format(Locale.ROOT, "%.1f", peak)
-                + " GFLOP/s)");
-        System.out.print(md);
-        if (out != null) {
-            Files.writeString(out, "GEMM report, FMA peak measured in the same run: "
-                    + String.format(Locale.ROOT, "%.1f", peak) + " GFLOP/s\n\n" + md);
-        }
+        ra.publish("GEMM report, FMA peak measured in the same run: "
+                + String.format(Locale.ROOT, "%.1f", peak) + " GFLOP/s", md);
     }
 }

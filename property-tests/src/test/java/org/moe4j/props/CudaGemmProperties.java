@@ -66,7 +66,7 @@ class CudaGemmProperties {
                           @ForAll @IntRange(min = 0, max = 150) int k, @ForAll boolean transA,
                           @ForAll boolean transB, @ForAll long seed) {
         CudaGemm g = gemm();
-        BackendGemmCase p = new BackendGemmCase(new Random(seed), m, n, k, transA, transB);
+        GemmCase p = new GemmCase(new Random(seed), m, n, k, transA, transB);
         p.check("cublasSgemm", p.runF32(g, p.c), p.expected(p.a, p.b), 1e-4);
     }
 
@@ -76,7 +76,7 @@ class CudaGemmProperties {
                                @ForAll @IntRange(min = 1, max = 200) int k, @ForAll boolean transA,
                                @ForAll boolean transB, @ForAll long seed) {
         CudaGemm g = gemm();
-        BackendGemmCase p = new BackendGemmCase(new Random(seed), m, n, k, transA, transB);
+        GemmCase p = new GemmCase(new Random(seed), m, n, k, transA, transB);
         float[] ar = p.aBf16Rounded();
         float[] br = p.bBf16Rounded();
         int aRows = transA ? k : m;
@@ -101,7 +101,7 @@ class CudaGemmProperties {
             g.synchronize();
             dc.copyToHost(0, c, 0, 4L * m * n);
             double[] exp = p.expected(ar, br);
-            double tol = 4e-5 * (Math.sqrt(k) + 1) * BackendGemmCase.maxAbs(p.a) * BackendGemmCase.maxAbs(p.b)
+            double tol = 4e-5 * (Math.sqrt(k) + 1) * GemmCase.maxAbs(p.a) * GemmCase.maxAbs(p.b)
                     * Math.abs(p.alpha);
             for (int i = 0; i < m; i++) {
                 for (int j = 0; j < n; j++) {

@@ -37,108 +37,21 @@ class GemmProperties {
         POOL3.close();
     }
 
-    /** One random problem with padded strides and offsets; run() returns C after the kernel. */
-    private static final class Problem {
-        final boolean transA;
-        final boolean transB;
-        final int m;
-        final int n;
-        final int k;
-        final int lda;
-        final int ldb;
-        final int ldc;
-        final int aOff;
-        final int bOff;
-        final int cOff;
-        final float alpha;
-        final float beta;
-        final float[] a;
-        final float[] b;
-        final float[] c;
-        final double scaleA;
-        final double scaleB;
-
-        Problem(Random rnd, int m, int n, int k, boolean transA, boolean transB) {
-            this.m = m;
-            this.n = n;
-            this.k = k;
-            this.transA = transA;
-            this.transB = transB;
-            lda = (transA ? m : k) + (rnd.nextBoolean() ? 0 : rnd.nextInt(5) + 1) + (m == 0 || k == 0 ? 1 : 0);
-            ldb = (transB ? k : n) + (rnd.nextBoolean() ? 0 : rnd.nextInt(5) + 1) + (n == 0 || k == 0 ? 1 : 0);
-            ldc = n + (rnd.nextBoolean() ? 0 : rnd.nextInt(5) + 1) + (n == 0 ? 1 : 0);
-            aOff = rnd.nextInt(7);
-            bOff = rnd.nextInt(7);
-            cOff = rnd.nextInt(7);
-            alpha = rnd.nextInt(4) == 0 ? 1f : (float) rnd.nextGaussian();
-            int bk = rnd.nextInt(4);
-            beta = bk == 0 ? 0f : bk == 1 ? 1f : (float) rnd.nextGaussian();
-            scaleA = Math.exp(rnd.nextGaussian());
-            scaleB = Math.exp(rnd.nextGaussian());
-            a = KernelsSupport.gaussian(rnd, aOff + lda * (transA ? k : m), scaleA);
-            b = KernelsSupport.gaussian(rnd, bOff + ldb * (transB ? n : k), scaleB);
-            c = KernelsSupport.gaussian(rnd, cOff + ldc * m, 1);
-        }
-
-        double[] expected() {
-            return RefGemm.gemm(transA, transB, m, n, k, alpha, a, aOff, lda, b, bOff, ldb, beta, c, cOff, ldc);
-        }
-
-        /** C (the whole padded array) after JavaGemm on the given pool; checks the junk pads are intact. */
-        float[] run(WorkerPool pool, float[] cInit) {
-            int pad = 5;
-            try (Arena arena = Arena.ofShared()) {
-                MemorySegment as = KernelsSupport.floats(arena, a, pad);
-                MemorySegment bs = KernelsSupport.floats(arena, b, pad);
-                MemorySegment cs = KernelsSupport.floats(arena, cInit, pad);
-                // the segments start at the junk pad: offsets count it
-                new JavaGemm(pool).sgemm(transA, transB, m, n, k, alpha, as, pad + aOff, lda, bs, pad + bOff, ldb,
-                        beta, cs, pad + cOff, ldc);
-                KernelsSupport.assertPadIntact("C", cs, pad, cInit.length);
-                return KernelsSupport.read(cs, pad, cInit.length);
-            }
-        }
-
-        void check(String what, float[] cOut, double[] expected) {
-            double maxA = maxAbs(a);
-            double maxB = maxAbs(b);
-            double tolDot = 1e-5 * (Math.sqrt(k) + 1) * maxA * maxB * Math.abs(alpha);
-            for (int i = 0; i < c.length; i++) {
-                int rel = i - cOff;
-                int row = rel < 0 ? -1 : rel / ldc;
-                int col = rel < 0 ? -1 : rel % ldc;
-                boolean inside = rel >= 0 && row < m && col < n;
-                if (!inside) {
-                    if (Float.floatToRawIntBits(cOut[i]) != Float.floatToRawIntBits(c[i])) {
-                        fail(what + ": wrote C element " + i + " outside the [m, n] window (ldc " + ldc + ")");
-                    }
-                    continue;
-                }
-                double e = expected[row * n + col];
-                double tol = tolDot + 1e-6 * Math.abs(beta * c[i]) + 1e-30;
-                if (!(Math.abs(cOut[i] - e) <= tol)) {
-                    fail(what + ": C[" + row + ", " + col + "] = " + cOut[i] + ", expected " + e + " (tol " + tol
-                            + ", m " + m + " n " + n + " k " + k + " transA " + transA + " transB " + transB
-                            + " alpha " + alpha + " beta " + beta + ")");
-                }
-            }
-        }
+    /** C (the whole padded array) after JavaGemm on the given pool; checks the junk pads are intact. */
+    private static float[] run(GemmCase pr, WorkerPool pool, float[] cInit) {
+        return pr.runF32(new JavaGemm(pool), cInit);
     }
 
-    static double maxAbs(float[] v) {
-        double mx = 0;
-        for (float x : v) {
-            mx = Math.max(mx, Math.abs(x));
-        }
-        return mx;
+    private static void check(GemmCase pr, String what, float[] cOut) {
+        pr.check(what, cOut, pr.expected(), 1e-5);
     }
 
     @Property(tries = 150)
     void matchesTwin(@ForAll @IntRange(min = 0, max = 150) int m, @ForAll @IntRange(min = 0, max = 150) int n,
                      @ForAll @IntRange(min = 0, max = 150) int k, @ForAll boolean transA, @ForAll boolean transB,
                      @ForAll long seed) {
-        Problem pr = new Problem(new Random(seed), m, n, k, transA, transB);
-        pr.check("pool2", pr.run(POOL2, pr.c), pr.expected());
+        GemmCase pr = new GemmCase(new Random(seed), m, n, k, transA, transB);
+        check(pr, "pool2", run(pr, POOL2, pr.c));
     }
 
     /** Shapes crossing KC = 256 (two K blocks: beta applied once), MC = 144 and the M-split threshold. */
@@ -146,18 +59,18 @@ class GemmProperties {
     void matchesTwinLarge(@ForAll @IntRange(min = 1, max = 420) int m, @ForAll @IntRange(min = 1, max = 300) int n,
                           @ForAll @IntRange(min = 200, max = 600) int k, @ForAll boolean transA,
                           @ForAll boolean transB, @ForAll long seed) {
-        Problem pr = new Problem(new Random(seed), m, n, k, transA, transB);
-        pr.check("pool2 large", pr.run(POOL2, pr.c), pr.expected());
+        GemmCase pr = new GemmCase(new Random(seed), m, n, k, transA, transB);
+        check(pr, "pool2 large", run(pr, POOL2, pr.c));
     }
 
     /** The skinny path (B^T, m <= 32: dot products from the segments) at k around the 16-lane edges. */
     @Property(tries = 40)
     void skinnyTransBMatchesTwin(@ForAll @IntRange(min = 1, max = 40) int m, @ForAll @IntRange(min = 1, max = 90) int n,
                                  @ForAll @IntRange(min = 1, max = 300) int k, @ForAll long seed) {
-        Problem pr = new Problem(new Random(seed), m, n, k, false, true);
-        float[] one = pr.run(POOL1, pr.c);
-        pr.check("skinny", one, pr.expected());
-        assertArrayEquals(one, pr.run(POOL3, pr.c), "skinny: 3 threads vs 1");
+        GemmCase pr = new GemmCase(new Random(seed), m, n, k, false, true);
+        float[] one = run(pr, POOL1, pr.c);
+        check(pr, "skinny", one);
+        assertArrayEquals(one, run(pr, POOL3, pr.c), "skinny: 3 threads vs 1");
     }
 
     /**
@@ -171,11 +84,11 @@ class GemmProperties {
                                @ForAll @IntRange(min = 1, max = 300) int k, @ForAll boolean transA,
                                @ForAll boolean transB, @ForAll long seed) {
         int n = Math.max(1, 16 * n16 + nDelta);
-        Problem pr = new Problem(new Random(seed), m, n, k, transA, transB);
-        float[] one = pr.run(POOL1, pr.c);
-        pr.check("narrow panels", one, pr.expected());
-        assertArrayEquals(one, pr.run(POOL2, pr.c), "narrow panels: 2 threads vs 1");
-        assertArrayEquals(one, pr.run(POOL3, pr.c), "narrow panels: 3 threads vs 1");
+        GemmCase pr = new GemmCase(new Random(seed), m, n, k, transA, transB);
+        float[] one = run(pr, POOL1, pr.c);
+        check(pr, "narrow panels", one);
+        assertArrayEquals(one, run(pr, POOL2, pr.c), "narrow panels: 2 threads vs 1");
+        assertArrayEquals(one, run(pr, POOL3, pr.c), "narrow panels: 3 threads vs 1");
     }
 
     /** 1, 2 and 3 threads partition differently (M vs N slices) but every element sums in the same order. */
@@ -184,11 +97,11 @@ class GemmProperties {
                                       @ForAll @IntRange(min = 1, max = 200) int n,
                                       @ForAll @IntRange(min = 1, max = 300) int k, @ForAll boolean transA,
                                       @ForAll boolean transB, @ForAll long seed) {
-        Problem pr = new Problem(new Random(seed), m, n, k, transA, transB);
-        float[] one = pr.run(POOL1, pr.c);
-        assertArrayEquals(one, pr.run(POOL2, pr.c), "2 threads vs 1");
-        assertArrayEquals(one, pr.run(POOL3, pr.c), "3 threads vs 1");
-        pr.check("pool1", one, pr.expected());
+        GemmCase pr = new GemmCase(new Random(seed), m, n, k, transA, transB);
+        float[] one = run(pr, POOL1, pr.c);
+        assertArrayEquals(one, run(pr, POOL2, pr.c), "2 threads vs 1");
+        assertArrayEquals(one, run(pr, POOL3, pr.c), "3 threads vs 1");
+        check(pr, "pool1", one);
     }
 
     @Property(tries = 40)
@@ -196,9 +109,9 @@ class GemmProperties {
                             @ForAll @IntRange(min = 0, max = 80) int k, @ForAll boolean transA,
                             @ForAll boolean transB, @ForAll long seed) {
         Random rnd = new Random(seed);
-        Problem pr;
+        GemmCase pr;
         do {
-            pr = new Problem(rnd, m, n, k, transA, transB);
+            pr = new GemmCase(rnd, m, n, k, transA, transB);
         } while (pr.beta != 0f);
         float[] nanC = pr.c.clone();
         for (int i = 0; i < m; i++) {
@@ -206,7 +119,7 @@ class GemmProperties {
                 nanC[pr.cOff + i * pr.ldc + j] = rnd.nextBoolean() ? Float.NaN : Float.POSITIVE_INFINITY;
             }
         }
-        float[] out = pr.run(POOL2, nanC);
+        float[] out = run(pr, POOL2, nanC);
         double[] exp = pr.expected();
         for (int i = 0; i < m; i++) {
             for (int j = 0; j < n; j++) {
@@ -221,8 +134,8 @@ class GemmProperties {
     @Test
     void kZeroScalesC() {
         Random rnd = new Random(7);
-        Problem pr = new Problem(rnd, 9, 37, 0, false, true);
-        float[] out = pr.run(POOL2, pr.c);
+        GemmCase pr = new GemmCase(rnd, 9, 37, 0, false, true);
+        float[] out = run(pr, POOL2, pr.c);
         for (int i = 0; i < 9; i++) {
             for (int j = 0; j < 37; j++) {
                 int idx = pr.cOff + i * pr.ldc + j;

@@ -69,7 +69,7 @@ class OneDnnGemmProperties {
     void sgemmMatchesTwin(@ForAll @IntRange(min = 0, max = 150) int m, @ForAll @IntRange(min = 0, max = 150) int n,
                           @ForAll @IntRange(min = 0, max = 150) int k, @ForAll boolean transA,
                           @ForAll boolean transB, @ForAll long seed) {
-        BackendGemmCase p = new BackendGemmCase(new Random(seed), m, n, k, transA, transB);
+        GemmCase p = new GemmCase(new Random(seed), m, n, k, transA, transB);
         p.check("dnnl_sgemm", p.runF32(sgemm(), p.c), p.expected(p.a, p.b), 1e-5);
     }
 
@@ -77,7 +77,7 @@ class OneDnnGemmProperties {
     void sgemmMatchesTwinLarge(@ForAll @IntRange(min = 1, max = 420) int m, @ForAll @IntRange(min = 1, max = 300) int n,
                                @ForAll @IntRange(min = 200, max = 600) int k, @ForAll boolean transA,
                                @ForAll boolean transB, @ForAll long seed) {
-        BackendGemmCase p = new BackendGemmCase(new Random(seed), m, n, k, transA, transB);
+        GemmCase p = new GemmCase(new Random(seed), m, n, k, transA, transB);
         p.check("dnnl_sgemm large", p.runF32(sgemm(), p.c), p.expected(p.a, p.b), 1e-5);
     }
 
@@ -85,7 +85,7 @@ class OneDnnGemmProperties {
     void matmulF32MatchesTwin(@ForAll @IntRange(min = 0, max = 150) int m, @ForAll @IntRange(min = 0, max = 150) int n,
                               @ForAll @IntRange(min = 0, max = 150) int k, @ForAll boolean transA,
                               @ForAll boolean transB, @ForAll long seed) {
-        BackendGemmCase p = new BackendGemmCase(new Random(seed), m, n, k, transA, transB);
+        GemmCase p = new GemmCase(new Random(seed), m, n, k, transA, transB);
         p.check("matmul f32", p.runF32(matmul(), p.c), p.expected(p.a, p.b), 1e-5);
     }
 
@@ -93,7 +93,7 @@ class OneDnnGemmProperties {
     void matmulBf16MatchesTwin(@ForAll @IntRange(min = 0, max = 150) int m, @ForAll @IntRange(min = 0, max = 150) int n,
                                @ForAll @IntRange(min = 0, max = 300) int k, @ForAll boolean transA,
                                @ForAll boolean transB, @ForAll long seed) {
-        BackendGemmCase p = new BackendGemmCase(new Random(seed), m, n, k, transA, transB);
+        GemmCase p = new GemmCase(new Random(seed), m, n, k, transA, transB);
         OneDnnMatmul mm = matmul();
         float[] out;
         try {
@@ -115,9 +115,9 @@ class OneDnnGemmProperties {
                             @ForAll @IntRange(min = 0, max = 80) int k, @ForAll boolean transA,
                             @ForAll boolean transB, @ForAll boolean viaMatmul, @ForAll long seed) {
         Random rnd = new Random(seed);
-        BackendGemmCase p;
+        GemmCase p;
         do {
-            p = new BackendGemmCase(rnd, m, n, k, transA, transB);
+            p = new GemmCase(rnd, m, n, k, transA, transB);
         } while (p.beta != 0f);
         float[] nanC = p.c.clone();
         for (int i = 0; i < m; i++) {
@@ -144,9 +144,9 @@ class OneDnnGemmProperties {
         try (OneDnnMatmul mm = new OneDnnMatmul(2)) {
             Random rnd = new Random(seed);
             for (int e = 0; e < 8; e++) {
-                BackendGemmCase p = new BackendGemmCase(rnd, rows, 48, 32, false, true);
+                GemmCase p = new GemmCase(rnd, rows, 48, 32, false, true);
                 while (p.ldb != 32 || p.lda != 32 || p.ldc != 48 || p.alpha != 1f || p.beta != 0f) {
-                    p = new BackendGemmCase(rnd, rows, 48, 32, false, true);
+                    p = new GemmCase(rnd, rows, 48, 32, false, true);
                 }
                 p.check("expert " + e, p.runF32(mm, p.c), p.expected(p.a, p.b), 1e-5);
             }

@@ -16,7 +16,7 @@ import org.moe4j.simd.Gemm;
  * operand that must stay untouched, and C's row padding (between n and ldc) that must stay untouched too.
  * Expected values come from the float64 twin {@link RefGemm}.
  */
-final class BackendGemmCase {
+final class GemmCase {
     final boolean transA;
     final boolean transB;
     final int m;
@@ -34,7 +34,7 @@ final class BackendGemmCase {
     final float[] b;
     final float[] c;
 
-    BackendGemmCase(Random rnd, int m, int n, int k, boolean transA, boolean transB) {
+    GemmCase(Random rnd, int m, int n, int k, boolean transA, boolean transB) {
         this.m = m;
         this.n = n;
         this.k = k;
@@ -69,6 +69,11 @@ final class BackendGemmCase {
             r[i] = Bf16.toFloat(Bf16.fromFloat(v[i]));
         }
         return r;
+    }
+
+    /** The float64 expectation of this problem. */
+    double[] expected() {
+        return expected(a, b);
     }
 
     double[] expected(float[] aIn, float[] bIn) {
