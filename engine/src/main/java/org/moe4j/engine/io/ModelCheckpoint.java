@@ -223,6 +223,11 @@ public final class ModelCheckpoint {
      *               routing or loss settings)
      */
     public static Imported importCheckpoint(Path dir, ModelConfig config) {
+        return importCheckpoint(dir, config, true);
+    }
+
+    /** As {@link #importCheckpoint(Path, ModelConfig)}; without {@code gradients} the model has no gradient buffer. */
+    public static Imported importCheckpoint(Path dir, ModelConfig config, boolean gradients) {
         Path configFile = dir.resolve(CheckpointDescriptor.CONFIG);
         String file = configFile.toString();
         JsonNode raw = readConfigJson(configFile);
@@ -235,7 +240,7 @@ public final class ModelCheckpoint {
             notes.add(file + ": " + arch.modelType() + " config read from its Hugging Face keys: " + describe(c));
         try (Checkpoint ck = Checkpoint.open(dir)) {
             TensorFiles files = new TensorFiles(dir);
-            MoeModel m = new MoeModel(c);
+            MoeModel m = new MoeModel(c, gradients);
             try {
                 ParamLayout layout = m.layout();
                 List<String> problems = new ArrayList<>();

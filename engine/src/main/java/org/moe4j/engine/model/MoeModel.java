@@ -20,12 +20,17 @@ public final class MoeModel implements AutoCloseable {
     private final MemorySegment grads;
 
     public MoeModel(ModelConfig config) {
+        this(config, true);
+    }
+
+    /** A model with (training) or without (inference: {@link #grads()} is null) a gradient buffer. */
+    public MoeModel(ModelConfig config, boolean gradients) {
         this.config = config;
         this.layout = new ParamLayout(config);
         this.arena = Arena.ofShared();
         long bytes = layout.total() * Float.BYTES;
         this.params = arena.allocate(bytes, Tensor.ALIGNMENT);
-        this.grads = arena.allocate(bytes, Tensor.ALIGNMENT);
+        this.grads = gradients ? arena.allocate(bytes, Tensor.ALIGNMENT) : null;
     }
 
     public ModelConfig config() {
@@ -41,7 +46,7 @@ public final class MoeModel implements AutoCloseable {
         return params;
     }
 
-    /** The flat gradient buffer, same layout. */
+    /** The flat gradient buffer, same layout; null for a model loaded for inference. */
     public MemorySegment grads() {
         return grads;
     }
@@ -61,7 +66,7 @@ public final class MoeModel implements AutoCloseable {
     }
 
     public void zeroGrads() {
-        grads.fill((byte) 0);
+        if (grads != null) grads.fill((byte) 0);
     }
 
     /**

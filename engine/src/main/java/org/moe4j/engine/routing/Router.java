@@ -106,14 +106,26 @@ public final class Router {
         out.documents = nd;
         if (ctl.poolSizes == RoutingControl.PoolSizes.GIVEN && ctl.givenPools.length < nd)
             throw new Moe4jException("Router: " + ctl.givenPools.length + " given pool sizes for " + nd + " documents");
+        if (ctl.poolSizes == RoutingControl.PoolSizes.SETS && ctl.givenSets.length < nd)
+            throw new Moe4jException("Router: " + ctl.givenSets.length + " given pools for " + nd + " documents");
 
         for (int d = 0; d < nd; d++) {
             ExpertSet pool = out.pool[d];
+            if (ctl.poolSizes == RoutingControl.PoolSizes.SETS) {
+                ExpertSet given = ctl.givenSets[d];
+                pool.copyFrom(kept);
+                if (given != null) pool.retainAll(given);
+                if (pool.size() == 0)
+                    throw new Moe4jException("Router: the given pool of document " + d + " shares no expert with the kept "
+                            + "experts " + kept);
+                continue;
+            }
             int p = switch (ctl.poolSizes) {
                 case NONE -> ep;
                 case SAMPLED -> ctl.requireRng("sampled pool sizes").nextInt(ctl.poolMin, ctl.poolMax);
                 case FIXED -> ctl.fixedPool;
                 case GIVEN -> ctl.givenPools[d];
+                case SETS -> throw new AssertionError("handled above");
             };
             if (p < 1) throw new Moe4jException("Router: pool size " + p + " of document " + d + " must be >= 1");
             p = Math.min(p, ep);

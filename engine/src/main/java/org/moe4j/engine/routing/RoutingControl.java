@@ -20,7 +20,9 @@ public final class RoutingControl {
         /** The same size P for every document (EMO evaluation pool). */
         FIXED,
         /** Pinned per document, in document order (sequence by sequence, position order). */
-        GIVEN
+        GIVEN,
+        /** A given pool (an expert set) per document, or null for every kept expert: generation's frozen pools. */
+        SETS
     }
 
     /** Where k' comes from. */
@@ -30,6 +32,7 @@ public final class RoutingControl {
     PoolSizes poolSizes = PoolSizes.NONE;
     int poolMin = 1, poolMax = 1, fixedPool;
     int[] givenPools;
+    ExpertSet[] givenSets;
     KSource kSource = KSource.FIXED;
     int kRouted = 1, kMin = 1, kMax = 1;
     double tau = 2.0;
@@ -87,6 +90,17 @@ public final class RoutingControl {
         if (sizes == null) throw new Moe4jException("RoutingControl: given pool sizes must not be null");
         poolSizes = PoolSizes.GIVEN;
         givenPools = sizes;
+        return this;
+    }
+
+    /**
+     * pools[doc] per document in document order: the routed experts it may use (intersected with the subset), or
+     * null for every kept expert. The array is read, not copied; its entries may change between calls.
+     */
+    public RoutingControl givenPoolSets(ExpertSet[] pools) {
+        if (pools == null) throw new Moe4jException("RoutingControl: given pool sets must not be null");
+        poolSizes = PoolSizes.SETS;
+        givenSets = pools;
         return this;
     }
 

@@ -136,6 +136,11 @@ public final class Checkpoint implements AutoCloseable {
         return owner.containsKey(name);
     }
 
+    /** The file that holds tensor {@code name}, or null. */
+    public SafetensorsFile fileOf(String name) {
+        return owner.get(name);
+    }
+
     /** A zero-copy view of tensor {@code name}. */
     public Tensor tensor(String name) {
         SafetensorsFile f = owner.get(name);

@@ -216,6 +216,11 @@ public final class SafetensorsFile implements AutoCloseable {
         return e;
     }
 
+    /** The mapped data buffer (after the header); entries' begin/end are offsets into it. */
+    public MemorySegment data() {
+        return data;
+    }
+
     public Map<String, String> metadata() {
         return metadata;
     }

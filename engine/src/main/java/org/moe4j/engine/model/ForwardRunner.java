@@ -1,0 +1,215 @@
+package org.moe4j.engine.model;
+
+import java.lang.foreign.MemorySegment;
+import org.moe4j.Moe4jException;
+import org.moe4j.engine.config.ModelConfig;
+import org.moe4j.engine.routing.ExpertSet;
+import org.moe4j.engine.routing.RoutingControl;
+import org.moe4j.simd.Gemm;
+import org.moe4j.simd.Tensor;
+import org.moe4j.simd.VectorOps;
+import org.moe4j.simd.WeightGemm;
+import org.moe4j.simd.WorkerPool;
+import org.moe4j.simd.Workspace;
+
+/**
+ * The forward-only model (DESIGN.md "Inference, as data"): the same {@link AttentionBlock} and {@link MoeBlock} code
+ * as training, driven without gradients and without saved activations (every layer shares one set of activation
+ * buffers), with a {@link KvCache}. A call runs some rows of some sequences: a prompt (prefill, from position 0)
+ * or the next token of each decoding sequence, each sequence in its own cache slot, and writes the logits of each
+ * sequence's last row (or of every row). Weight products go through a {@link WeightGemm}: weights are streamed
+ * once per call for few rows, F32 or BF16.
+ *
+ * <p>Routing per layer is {@link #control(int)}: k' (elastic k, a budget per layer) and an expert subset; capacity
+ * is off. With {@link #generationPools(int)} an EMO model routes each generated document inside a frozen pool
+ * (see {@link GenerationPools}). Not thread-safe: one call at a time; after construction a call allocates nothing
+ * on the heap.
+ */
+public final class ForwardRunner implements AutoCloseable {
+    private final ModelConfig c;
+    private final ModelWeights weights;
+    private final Workspace ws;
+    private final BlockContext x;
+    private final KvCache cache;
+    private final AttentionBlock[] attn;
+    private final MoeBlock[] moe;
+    private final RoutingControl[] controls;
+    private final Tensor xa, xb, lastX, xf, rstdf, logits;
+    private final boolean allRowLogits;
+    private final int maxRoutedK;
+    private GenerationPools pools;
+    private int logitRows;
+
+    /**
+     * @param maxTokens    rows per call (a prompt chunk, or the decode batch)
+     * @param slots        sequences the KV cache holds at once
+     * @param maxPositions positions per sequence (prompt + generated), at most the config's maxSeq
+     * @param maxRoutedK   the largest k' any layer will route with (elastic k above the trained k needs it)
+     * @param allRowLogits keep the logits of every row (tests, scoring) instead of each sequence's last row
+     */
+    public ForwardRunner(ModelWeights weights, int maxTokens, int slots, int maxPositions, int maxRoutedK,
+                         boolean allRowLogits, Gemm gemm, WorkerPool pool) {
+        this.c = weights.layout().config();
+        this.weights = weights;
+        if (maxRoutedK < 1 || maxRoutedK > c.routedExperts())
+            throw new Moe4jException("k' = " + maxRoutedK + " is out of range: the model has " + c.routedExperts()
+                    + " routed experts (k' in 1.." + c.routedExperts() + ")");
+        if (slots < 1 || maxTokens < 1)
+            throw new Moe4jException("inference: maxTokens = " + maxTokens + ", slots = " + slots + ": both must be >= 1");
+        this.maxRoutedK = maxRoutedK;
+        this.allRowLogits = allRowLogits;
+        int maxSeqs = Math.min(slots, maxTokens);
+        ws = new Workspace();
+        try {
+            x = new BlockContext(c, weights, null, maxTokens, maxSeqs, maxRoutedK, gemm,
+                    new WeightGemm(pool, gemm, Math.max(Math.max(c.d(), c.expertHidden()), c.heads() * c.headSize())),
+                    pool, ws, false);
+            x.nonFiniteReport = () -> "non-finite value in the forward pass (check the weights)";
+            cache = new KvCache(c, slots, maxPositions);
+            AttentionBlock.Activations aa = new AttentionBlock.Activations(x, "attn.");
+            MoeBlock.Activations ma = new MoeBlock.Activations(x, "moe.");
+            attn = new AttentionBlock[c.layers()];
+            moe = new MoeBlock[c.layers()];
+            controls = new RoutingControl[c.layers()];
+            for (int l = 0; l < c.layers(); l++) {
+                attn[l] = new AttentionBlock(x, l, aa);
+                moe[l] = new MoeBlock(x, l, ma);
+                controls[l] = new RoutingControl().fixedK(c.routedK()).capacityFactor(0);
+            }
+            xa = ws.allocate("x.a", maxTokens, c.d());
+            xb = ws.allocate("x.b", maxTokens, c.d());
+            int outRows = allRowLogits ? maxTokens : maxSeqs;
+            lastX = ws.allocate("x.last", outRows, c.d());
+            xf = ws.allocate("final.xn", outRows, c.d());
+            rstdf = ws.allocate("final.rstd", outRows);
+            logits = ws.allocate("logits", outRows, c.vocab());
+        } catch (RuntimeException | Error e) {
+            ws.close();
+            throw e;
+        }
+    }
+
+    public ModelConfig config() {
+        return c;
+    }
+
+    public ModelWeights weights() {
+        return weights;
+    }
+
+    public KvCache cache() {
+        return cache;
+    }
+
+    /** Rows per call. */
+    public int maxTokens() {
+        return x.maxN;
+    }
+
+    /** Sequences per call. */
+    public int maxSequences() {
+        return x.maxSeqs;
+    }
+
+    public int maxRoutedK() {
+        return maxRoutedK;
+    }
+
+    /** Layer l's routing: {@code fixedK(k')} (at most {@link #maxRoutedK()}) and {@code subset(set)}. */
+    public RoutingControl control(int l) {
+        return controls[l];
+    }
+
+    /** Sets k' per layer (elastic k) and one subset for every layer (null = every expert). */
+    public void routing(int[] kPerLayer, ExpertSet[] subsetPerLayer) {
+        for (int l = 0; l < c.layers(); l++) {
+            int k = kPerLayer == null ? c.routedK() : kPerLayer[l];
+            if (k < 1 || k > maxRoutedK)
+                throw new Moe4jException("k' = " + k + " at layer " + l + " is out of range 1.." + maxRoutedK);
+            controls[l].fixedK(k).subset(subsetPerLayer == null ? null : subsetPerLayer[l]);
+        }
+    }
+
+    /** EMO generation: route each document inside a pool of {@code evalPool} experts frozen from its prompt. */
+    public void generationPools(int evalPool) {
+        pools = evalPool > 0 ? new GenerationPools(c, cache.slots(), evalPool) : null;
+    }
+
+    /** The frozen pools of EMO generation, or null when off. */
+    public GenerationPools pools() {
+        return pools;
+    }
+
+    /**
+     * Runs {@code sequences} sequences: sequence i's tokens are tokenIds[starts[i] .. starts[i+1]); they continue
+     * KV-cache slot slots[i] at position firstPos[i] (0 for a new prompt). Afterwards {@link #logits()} holds the
+     * logits of each sequence's last row (row i), or of every row with allRowLogits.
+     */
+    public void forward(int[] tokenIds, int[] starts, int[] firstPos, int[] slots, int sequences) {
+        Batch b = x.batch;
+        for (int i = 0; i < sequences; i++)
+            if (slots[i] < 0 || slots[i] >= cache.slots())
+                throw new Moe4jException("inference: slot " + slots[i] + " of sequence " + i + " is outside 0.."
+                        + (cache.slots() - 1));
+        b.set(tokenIds, starts, firstPos, slots, sequences, true);
+        int N = b.N, d = c.d(), L = c.layers();
+        for (int i = 0; i < sequences; i++)
+            if (b.firstPos[i] + (starts[i + 1] - starts[i]) > cache.maxPositions())
+                throw new Moe4jException("inference: sequence " + i + " would reach position "
+                        + (b.firstPos[i] + starts[i + 1] - starts[i]) + ", the KV cache holds " + cache.maxPositions());
+        if (pools != null) pools.checkBatch(b);
+        weights.embed(b.tokens, N, xa.segment(), d, c.vocab());
+        Tensor in = xa, out = xb;
+        for (int l = 0; l < L; l++) {
+            attn[l].forward(in.segment(), cache);
+            if (pools != null) pools.before(l, b, controls[l]);
+            moe[l].forward(attn[l].a.hres.segment(), out.segment(), controls[l]);
+            if (pools != null) pools.after(l, b, moe[l].routing());
+            Tensor t = in;
+            in = out;
+            out = t;
+        }
+        MemorySegment h = in.segment();
+        int rows;
+        if (allRowLogits) {
+            rows = N;
+            MemorySegment.copy(h, 0, lastX.segment(), 0, (long) N * d * 4);
+        } else {
+            rows = sequences;
+            for (int i = 0; i < sequences; i++)
+                MemorySegment.copy(h, (long) (b.seqStart[i + 1] - 1) * d * 4, lastX.segment(), (long) i * d * 4, (long) d * 4);
+        }
+        long normOff = weights.vectorOffset(ParamLayout.finalNorm());
+        x.ops.rmsNorm(lastX.segment(), 0, x.P, normOff, xf.segment(), 0, rstdf.segment(), 0, d, x.eps, rows);
+        x.linear(rows, c.vocab(), d, xf.segment(), 0, d, weights.matrixOffset(ParamLayout.lmHead()), 0f,
+                logits.segment(), 0, c.vocab());
+        logitRows = rows;
+        if (VectorOps.firstNonFinite(logits.segment(), 0, (long) rows * c.vocab()) >= 0)
+            throw new NonFiniteException("non-finite logits: " + firstNonFinite(in));
+    }
+
+    private String firstNonFinite(Tensor last) {
+        // the shared activations hold only the last layer's values: name what is still visible
+        String at = x.scan(new Tensor[] {last}, new String[] {"final residual stream"});
+        return at != null ? at : "in the LM head (check the weights)";
+    }
+
+    /** Logits [rows, V]: row i = sequence i's last row (or every row with allRowLogits). */
+    public Tensor logits() {
+        return logits;
+    }
+
+    /** Rows of {@link #logits()} the last call wrote. */
+    public int logitRows() {
+        return logitRows;
+    }
+
+    @Override
+    public void close() {
+        try {
+            cache.close();
+        } finally {
+            ws.close();
+        }
+    }
+}

@@ -1,0 +1,71 @@
+package org.moe4j.engine.model;
+
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import org.moe4j.Moe4jException;
+import org.moe4j.engine.config.ModelConfig;
+import org.moe4j.simd.Tensor;
+
+/**
+ * The keys and values of every layer for {@code slots} sequences of up to {@code maxT} positions, F32, after RoPE:
+ * per layer {@code keys, values [slots, maxT, kvHeads*headDim]}. A generation session owns one slot; a slot is
+ * reused by the next session without clearing (positions past a session's length are never read).
+ */
+public final class KvCache implements AutoCloseable {
+    private final Arena arena = Arena.ofShared();
+    private final MemorySegment[] keys, values;
+    private final int slots, maxT, kw;
+
+    public KvCache(ModelConfig c, int slots, int maxT) {
+        if (slots < 1 || maxT < 1 || maxT > c.maxSeq())
+            throw new Moe4jException("KV cache: " + slots + " slots of " + maxT + " positions; need slots >= 1 and "
+                    + "1 <= positions <= max_position_embeddings = " + c.maxSeq());
+        this.slots = slots;
+        this.maxT = maxT;
+        this.kw = c.kvHeads() * c.headSize();
+        keys = new MemorySegment[c.layers()];
+        values = new MemorySegment[c.layers()];
+        long bytes = (long) slots * maxT * kw * Float.BYTES;
+        try {
+            for (int l = 0; l < c.layers(); l++) {
+                keys[l] = arena.allocate(bytes, Tensor.ALIGNMENT);
+                values[l] = arena.allocate(bytes, Tensor.ALIGNMENT);
+            }
+        } catch (RuntimeException | OutOfMemoryError e) {
+            arena.close();
+            throw new Moe4jException("KV cache: cannot allocate " + 2L * c.layers() * bytes + " bytes for " + slots
+                    + " slots x " + maxT + " positions", e);
+        }
+    }
+
+    /** Bytes a cache of this shape takes. */
+    public static long bytes(ModelConfig c, int slots, int maxT) {
+        return 2L * c.layers() * slots * maxT * c.kvHeads() * c.headSize() * Float.BYTES;
+    }
+
+    public int slots() {
+        return slots;
+    }
+
+    public int maxPositions() {
+        return maxT;
+    }
+
+    /** Element offset of (slot, position) in a layer's keys or values. */
+    long offset(int slot, int pos) {
+        return ((long) slot * maxT + pos) * kw;
+    }
+
+    MemorySegment keys(int l) {
+        return keys[l];
+    }
+
+    MemorySegment values(int l) {
+        return values[l];
+    }
+
+    @Override
+    public void close() {
+        arena.close();
+    }
+}

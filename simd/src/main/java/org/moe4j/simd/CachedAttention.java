@@ -1,0 +1,99 @@
+package org.moe4j.simd;
+
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import org.moe4j.Moe4jException;
+
+/**
+ * Causal attention of new query rows against a KV cache (inference): query row r sits at absolute position
+ * {@code pos[r]} of cache slot {@code slot[r]} and attends the cached keys 0..pos[r] of that slot (its own key
+ * included, so the caller appends the new rows' keys and values before calling).
+ * <pre>
+ *   q, out [rows, H*Dh]     kCache, vCache [slots, maxT, Hkv*Dh]     query head h reads KV head h / (H/Hkv)
+ *   out[r, h] = Σ_{j <= pos[r]} softmax_j(q[r,h]·k[slot[r], j, g] / sqrt(Dh)) · v[slot[r], j, g]
+ * </pre>
+ * Work is split over (row, head) units; each unit owns its output slice, so nothing races. Per-worker score rows are
+ * allocated once; a call allocates nothing. The plain twin is the float64 reference in property-tests.
+ */
+public final class CachedAttention {
+    private final int maxT, heads, kvHeads, headDim, group, qw, kw;
+    private final float scale;
+    private final MemorySegment scores; // [threads, maxT]
+    private final Task task = new Task();
+
+    public CachedAttention(int maxT, int heads, int kvHeads, int headDim, int threads) {
+        if (maxT < 1 || heads < 1 || kvHeads < 1 || headDim < 1 || threads < 1 || heads % kvHeads != 0)
+            throw new Moe4jException("CachedAttention: need maxT, heads, kvHeads, headDim, threads >= 1 and heads a "
+                    + "multiple of kvHeads, got maxT=" + maxT + " heads=" + heads + " kvHeads=" + kvHeads
+                    + " headDim=" + headDim + " threads=" + threads);
+        this.maxT = maxT;
+        this.heads = heads;
+        this.kvHeads = kvHeads;
+        this.headDim = headDim;
+        this.group = heads / kvHeads;
+        this.qw = heads * headDim;
+        this.kw = kvHeads * headDim;
+        this.scale = (float) (1.0 / Math.sqrt(headDim));
+        this.scores = Arena.ofAuto().allocate((long) threads * maxT * Float.BYTES, Tensor.ALIGNMENT);
+    }
+
+    /** Element offset of (slot, position) in a cache [slots, positions, Hkv*Dh]. */
+    private long cacheOffset(int slot, int pos, int positions) {
+        return ((long) slot * positions + pos) * kw;
+    }
+
+    public int maxT() {
+        return maxT;
+    }
+
+    /**
+     * Rows [0, rows) of q (row stride H*Dh) -> out (same layout); pos[r] and slot[r] per row (see class comment);
+     * the caches hold {@code positions} (<= maxT) positions per slot.
+     */
+    public void forward(int rows, int[] pos, int[] slot, MemorySegment q, MemorySegment kCache, MemorySegment vCache,
+                        int positions, MemorySegment out, WorkerPool pool) {
+        if (positions < 1 || positions > maxT)
+            throw new Moe4jException("CachedAttention: a cache of " + positions + " positions per slot; this kernel takes 1.." + maxT);
+        for (int r = 0; r < rows; r++) {
+            if (pos[r] < 0 || pos[r] >= positions)
+                throw new Moe4jException("CachedAttention: row " + r + " is at position " + pos[r] + ", the cache holds 0.."
+                        + (positions - 1));
+            long need = (cacheOffset(slot[r], pos[r], positions) + kw) * Float.BYTES;
+            if (slot[r] < 0 || need > kCache.byteSize() || need > vCache.byteSize())
+                throw new Moe4jException("CachedAttention: row " + r + " reads slot " + slot[r] + " position " + pos[r]
+                        + " beyond the cache (" + kCache.byteSize() + " bytes)");
+        }
+        Task t = task;
+        t.pos = pos;
+        t.slot = slot;
+        t.q = q;
+        t.k = kCache;
+        t.v = vCache;
+        t.out = out;
+        t.positions = positions;
+        pool.parallelFor(rows * heads, t);
+    }
+
+    private final class Task implements WorkerPool.RangeTask {
+        int[] pos, slot;
+        int positions;
+        MemorySegment q, k, v, out;
+
+        @Override
+        public void run(int u0, int u1, int worker) {
+            long sOff = (long) worker * maxT;
+            for (int u = u0; u < u1; u++) {
+                int r = u / heads, h = u % heads, g = h / group;
+                int n = pos[r] + 1;
+                long qo = (long) r * qw + (long) h * headDim;
+                long base = cacheOffset(slot[r], 0, positions) + (long) g * headDim;
+                for (int j = 0; j < n; j++)
+                    scores.setAtIndex(Tensor.FLOAT, sOff + j, scale * VectorOps.dot(q, qo, k, base + (long) j * kw, headDim));
+                Softmax.forward(scores, sOff, n, scores, sOff, n, n, 0, 1);
+                VectorOps.zero(out, qo, headDim);
+                for (int j = 0; j < n; j++)
+                    VectorOps.axpy(scores.getAtIndex(Tensor.FLOAT, sOff + j), v, base + (long) j * kw, out, qo, headDim);
+            }
+        }
+    }
+}
