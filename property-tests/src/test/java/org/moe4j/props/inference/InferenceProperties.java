@@ -1,0 +1,213 @@
+package org.moe4j.props.inference;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+import java.util.SplittableRandom;
+import net.jqwik.api.ForAll;
+import net.jqwik.api.Property;
+import net.jqwik.api.constraints.IntRange;
+import org.moe4j.engine.config.LossWeights;
+import org.moe4j.engine.config.ModelConfig;
+import org.moe4j.engine.config.RoutingConfig;
+import org.moe4j.engine.inference.GenerationRequest;
+import org.moe4j.engine.inference.GenerationSession;
+import org.moe4j.engine.inference.Generator;
+import org.moe4j.engine.inference.InferenceModel;
+import org.moe4j.engine.inference.Sampling;
+import org.moe4j.engine.model.ForwardRunner;
+import org.moe4j.engine.model.ModelWeights;
+import org.moe4j.engine.model.MoeModel;
+import org.moe4j.engine.model.MoeTransformer;
+import org.moe4j.engine.routing.ExpertSet;
+import org.moe4j.simd.JavaGemm;
+import org.moe4j.simd.WorkerPool;
+
+/**
+ * The forward-only runner with its KV cache against the training transformer (the same blocks, proven against the
+ * float64 reference): a full forward over a sequence, and a prefill of its first tokens followed by one-token decode
+ * steps, give the training forward's logits — in every inference routing mode (standard, elastic k, subset mask, EMO
+ * evaluation pool frozen from the prompt), F32 within 1e-5 relative, BF16 weights within bf16 tolerance. Greedy
+ * generation is deterministic and does not depend on what else is in the batch.
+ */
+class InferenceProperties {
+    static final WorkerPool POOL = new WorkerPool(2);
+    static final JavaGemm GEMM = new JavaGemm(POOL);
+
+    enum Mode { STANDARD, ELASTIC_K, SUBSET, EMO_POOL }
+
+    record Case(ModelConfig c, long seed, int[] tokens, int prompt, int[] kPerLayer, ExpertSet[] subset, Mode mode) {
+        @Override
+        public String toString() {
+            return mode + " E=" + c.experts() + " s=" + c.sharedExperts() + " k=" + c.k() + " d=" + c.d() + " L="
+                    + c.layers() + " qk=" + c.qkNorm() + " kPerLayer=" + Arrays.toString(kPerLayer) + " subset="
+                    + Arrays.toString(subset) + " tokens=" + Arrays.toString(tokens) + " prompt=" + prompt;
+        }
+    }
+
+    static Case randomCase(long seed, Mode mode) {
+        SplittableRandom r = new SplittableRandom(seed);
+        int[][] shapes = {{8, 1, 1}, {16, 2, 1}, {16, 2, 2}, {16, 4, 2}};
+        int[] s = shapes[r.nextInt(shapes.length)];
+        int experts = 4 + r.nextInt(5), shared = r.nextInt(2), routed = experts - shared;
+        int k = shared + 1 + r.nextInt(Math.min(3, routed));
+        int layers = 1 + r.nextInt(2), vocab = 12 + r.nextInt(30), eos = 1;
+        RoutingConfig routing = mode == Mode.EMO_POOL ? RoutingConfig.emo(routed) : RoutingConfig.standard();
+        ModelConfig c = new ModelConfig(vocab, s[0], layers, s[1], s[2], experts, shared, k, 4 + r.nextInt(6), 10000.0,
+                r.nextBoolean(), 1e-6, 40, eos, routing, LossWeights.defaults());
+        int T = 3 + r.nextInt(20);
+        int[] tokens = new int[T];
+        for (int t = 0; t < T; t++) tokens[t] = 2 + r.nextInt(vocab - 2); // no EOS: one document
+        int prompt = 1 + r.nextInt(T - 1);
+        int[] kpl = null;
+        ExpertSet[] subset = null;
+        if (mode == Mode.ELASTIC_K) {
+            kpl = new int[layers];
+            for (int l = 0; l < layers; l++) kpl[l] = 1 + r.nextInt(routed);
+        } else if (mode == Mode.SUBSET) {
+            subset = new ExpertSet[layers];
+            for (int l = 0; l < layers; l++) {
+                ExpertSet set = new ExpertSet(experts);
+                for (int e = 0; e < routed; e++) if (r.nextBoolean()) set.add(e);
+                if (set.size() == 0) set.add(r.nextInt(routed));
+                for (int e = routed; e < experts; e++) set.add(e);
+                subset[l] = set;
+            }
+        }
+        return new Case(c, seed, tokens, prompt, kpl, subset, mode);
+    }
+
+    /** The training transformer's logits [T, V] on the whole sequence, routed as the case says. */
+    static float[] trainingLogits(MoeModel m, Case cs, ExpertSet[] pools) {
+        ModelConfig c = cs.c();
+        int T = cs.tokens().length;
+        int maxK = cs.kPerLayer() == null ? c.routedK() : Math.max(c.routedK(), Arrays.stream(cs.kPerLayer()).max().getAsInt());
+        try (MoeTransformer net = new MoeTransformer(m, T, 1, maxK, GEMM, POOL)) {
+            for (int l = 0; l < c.layers(); l++) {
+                var ctl = net.control(l).noPools().fixedK(cs.kPerLayer() == null ? c.routedK() : cs.kPerLayer()[l])
+                        .capacityFactor(0).subset(cs.subset() == null ? null : cs.subset()[l]);
+                if (pools != null) ctl.givenPoolSets(new ExpertSet[] {pools[l]});
+            }
+            net.erc(false);
+            net.setBatch(cs.tokens(), new int[] {0, T}, 1);
+            net.forward();
+            return net.logits().rows(0, T).toFloatArray();
+        }
+    }
+
+    static ForwardRunner runner(ModelWeights w, Case cs, int rows, boolean allRows) {
+        ModelConfig c = cs.c();
+        int maxK = cs.kPerLayer() == null ? c.routedK() : Math.max(c.routedK(), Arrays.stream(cs.kPerLayer()).max().getAsInt());
+        ForwardRunner f = new ForwardRunner(w, rows, 2, c.maxSeq(), maxK, allRows, GEMM, POOL);
+        f.routing(cs.kPerLayer(), cs.subset());
+        if (cs.mode() == Mode.EMO_POOL) f.generationPools(c.routing().pool().evalPool());
+        return f;
+    }
+
+    static void assertClose(float[] want, float[] got, int off, int n, double rel, String what) {
+        double scale = 0;
+        for (int i = 0; i < n; i++) scale = Math.max(scale, Math.abs(want[off + i]));
+        for (int i = 0; i < n; i++) {
+            double diff = Math.abs(want[off + i] - got[i]);
+            assertTrue(diff <= rel * (1 + scale), what + ": logit " + i + " want " + want[off + i] + " got " + got[i]
+                    + " (diff " + diff + ", scale " + scale + ")");
+        }
+    }
+
+    /**
+     * Prefill of the prompt then one-token decode steps (teacher-forced) give the training forward's logits at every
+     * position; the full forward of the runner does too. Returns the decode logits [T - prompt + 1 rows].
+     */
+    static void checkDecodeEqualsFullForward(Case cs, boolean bf16) {
+        ModelConfig c = cs.c();
+        int T = cs.tokens().length, V = c.vocab();
+        try (MoeModel m = new MoeModel(c).initRandom(cs.seed());
+             ModelWeights w = bf16 ? ModelWeights.bf16(m.layout(), m.params()) : ModelWeights.f32(m);
+             ForwardRunner inc = runner(w, cs, T, false)) {
+            int[] tok = cs.tokens();
+            // prefill the prompt in slot 1
+            inc.forward(Arrays.copyOf(tok, cs.prompt()), new int[] {0, cs.prompt()}, new int[] {0}, new int[] {1}, 1);
+            ExpertSet[] pools = null;
+            if (cs.mode() == Mode.EMO_POOL) {
+                pools = new ExpertSet[c.layers()];
+                for (int l = 0; l < c.layers(); l++) pools[l] = new ExpertSet(c.experts()).copyFrom(inc.pools().pool(1, l));
+            }
+            float[] want = trainingLogits(m, cs, pools);
+            double tol = bf16 ? 0.08 : 1e-5;
+            assertClose(want, inc.logits().rows(0, 1).toFloatArray(), (cs.prompt() - 1) * V, V, tol, "prefill " + cs);
+            for (int t = cs.prompt(); t < T; t++) {
+                inc.forward(new int[] {tok[t]}, new int[] {0, 1}, new int[] {t}, new int[] {1}, 1);
+                assertClose(want, inc.logits().rows(0, 1).toFloatArray(), t * V, V, tol, "decode at " + t + " " + cs);
+            }
+            if (cs.mode() != Mode.EMO_POOL) {
+                try (ForwardRunner full = runner(w, cs, T, true)) {
+                    full.forward(tok, new int[] {0, T}, new int[] {0}, new int[] {0}, 1);
+                    float[] all = full.logits().rows(0, T).toFloatArray();
+                    for (int t = 0; t < T; t++)
+                        assertClose(want, Arrays.copyOfRange(all, t * V, (t + 1) * V), t * V, V, tol, "full forward row " + t);
+                }
+            }
+        }
+    }
+
+    @Property(tries = 40)
+    void kvCachedDecodeEqualsFullForward(@ForAll long seed, @ForAll @IntRange(min = 0, max = 3) int mode) {
+        checkDecodeEqualsFullForward(randomCase(seed, Mode.values()[mode]), false);
+    }
+
+    @Property(tries = 20)
+    void bf16WeightsStayWithinBf16ToleranceOfF32(@ForAll long seed, @ForAll @IntRange(min = 0, max = 2) int mode) {
+        checkDecodeEqualsFullForward(randomCase(seed, Mode.values()[mode]), true);
+    }
+
+    @Property(tries = 15)
+    void elasticKAtTheTrainedKIsThePlainForward(@ForAll long seed) {
+        Case cs = randomCase(seed, Mode.STANDARD);
+        ModelConfig c = cs.c();
+        int T = cs.tokens().length;
+        int[] trained = new int[c.layers()];
+        Arrays.fill(trained, c.routedK());
+        try (MoeModel m = new MoeModel(c).initRandom(seed);
+             ModelWeights w = ModelWeights.f32(m);
+             ForwardRunner plain = runner(w, cs, T, true);
+             ForwardRunner elastic = runner(w, new Case(c, seed, cs.tokens(), cs.prompt(), trained, null, Mode.ELASTIC_K), T, true)) {
+            plain.forward(cs.tokens(), new int[] {0, T}, new int[] {0}, new int[] {0}, 1);
+            elastic.forward(cs.tokens(), new int[] {0, T}, new int[] {0}, new int[] {0}, 1);
+            assertArrayEquals(plain.logits().rows(0, T).toFloatArray(), elastic.logits().rows(0, T).toFloatArray());
+        }
+    }
+
+    /** Greedy and seeded sampling: the same tokens alone, twice, and in a batch with other prompts. */
+    @Property(tries = 12)
+    void generationIsDeterministicAndIndependentOfTheBatch(@ForAll long seed, @ForAll boolean greedy) {
+        Case cs = randomCase(seed, Mode.STANDARD);
+        ModelConfig c = cs.c();
+        SplittableRandom r = new SplittableRandom(seed ^ 0x5A5A);
+        List<GenerationRequest> reqs = new ArrayList<>();
+        for (int i = 0; i < 4; i++) {
+            int[] p = new int[1 + r.nextInt(8)];
+            for (int t = 0; t < p.length; t++) p[t] = r.nextInt(c.vocab());
+            Sampling s = greedy ? Sampling.ofGreedy() : Sampling.of(0.7 + r.nextDouble(), r.nextInt(5), 0.5 + r.nextDouble() / 2, r.nextLong());
+            reqs.add(new GenerationRequest(p, 1 + r.nextInt(12), s, r.nextBoolean(), List.of()));
+        }
+        try (MoeModel m = new MoeModel(c).initRandom(seed);
+             InferenceModel im = InferenceModel.of(m, null, false)) {
+            List<int[]> alone = new ArrayList<>();
+            for (GenerationRequest q : reqs) {
+                try (Generator g = im.generator(Generator.Options.defaults(GEMM, POOL).withSlots(1).withPositions(c.maxSeq()))) {
+                    alone.add(g.generate(List.of(q), null).get(0).tokens());
+                }
+            }
+            for (int slots : new int[] {4, 2}) {
+                try (Generator g = im.generator(Generator.Options.defaults(GEMM, POOL).withSlots(slots).withPositions(c.maxSeq()))) {
+                    List<GenerationSession> together = g.generate(reqs, null);
+                    for (int i = 0; i < reqs.size(); i++)
+                        assertArrayEquals(alone.get(i), together.get(i).tokens(), "request " + i + " with " + slots + " slots");
+                }
+            }
+        }
+    }
+}
