@@ -1,0 +1,329 @@
+package org.moe4j.props;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.junit.jupiter.api.Assertions.fail;
+
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.util.Random;
+import net.jqwik.api.ForAll;
+import net.jqwik.api.Property;
+import net.jqwik.api.constraints.IntRange;
+import net.jqwik.api.lifecycle.AfterContainer;
+import org.junit.jupiter.api.Test;
+import org.moe4j.Moe4jException;
+import org.moe4j.reference.RefConvert;
+import org.moe4j.reference.RefGemm;
+import org.moe4j.simd.JavaGemm;
+import org.moe4j.simd.Tensor;
+import org.moe4j.simd.WeightGemm;
+import org.moe4j.simd.WorkerPool;
+
+/**
+ * WeightGemm (out[M, N] = x[M, K] · W[N, K]ᵀ + beta·out, W F32 or BF16) vs the float64 twin {@link RefGemm}: M on
+ * both sides of {@link WeightGemm#smallRows()} (the streaming kernel and the big-GEMM path), N and K odd with tails
+ * shorter than a vector, K = 0, row strides larger than the rows, nonzero offsets, beta 0 (NaN in out ignored) and
+ * 1, junk around every operand and in out's row padding that must stay untouched. The BF16 twin multiplies the
+ * values of the bf16 weights (exact in float64). Tolerance per element: 1e-5 * (sqrt(K) + 1) * max|x| * max|W| +
+ * 1e-6 * |beta out| (float32 rounding of a K-term dot product, as GemmProperties). Pools of 1, 2 and 3 threads
+ * give identical bits. toBf16 (scalar and bulk) vs the round-to-nearest-even twin {@link RefConvert#bf16Nearest}.
+ */
+class WeightGemmProperties {
+    private static final WorkerPool POOL1 = new WorkerPool(1);
+    private static final WorkerPool POOL2 = new WorkerPool(2);
+    private static final WorkerPool POOL3 = new WorkerPool(3);
+    /** maxK for the small instances; the BF16 large path then dequantises in chunks of ~2^21 / maxK rows. */
+    private static final int MAX_K = 1000;
+    /** A maxK this large makes the BF16 scratch hold only 16 weight rows, so N > 16 crosses chunk boundaries. */
+    private static final int MAX_K_CHUNKY = 1 << 17;
+    private static final WeightGemm[] GEMMS = {
+        new WeightGemm(POOL1, new JavaGemm(POOL1), MAX_K),
+        new WeightGemm(POOL2, new JavaGemm(POOL2), MAX_K),
+        new WeightGemm(POOL3, new JavaGemm(POOL3), MAX_K),
+    };
+    private static final WeightGemm[] CHUNKY = {
+        new WeightGemm(POOL1, new JavaGemm(POOL1), MAX_K_CHUNKY),
+        new WeightGemm(POOL3, new JavaGemm(POOL3), MAX_K_CHUNKY),
+    };
+    private static final int PAD = 5;
+    private static final float JUNK = 12345f;
+
+    @AfterContainer
+    static void closePools() {
+        POOL1.close();
+        POOL2.close();
+        POOL3.close();
+    }
+
+    /** One random problem: x, W (as floats and as bf16 bits), out, with strides, offsets and beta. */
+    static final class Case {
+        final int m;
+        final int n;
+        final int k;
+        final int ldx;
+        final int ldw;
+        final int ldo;
+        final int xOff;
+        final int wOff;
+        final int oOff;
+        final float beta;
+        final float[] x;
+        final float[] w;
+        final short[] wBits;
+        final float[] out;
+
+        Case(Random rnd, int m, int n, int k) {
+            this.m = m;
+            this.n = n;
+            this.k = k;
+            ldx = k + (rnd.nextBoolean() ? 0 : rnd.nextInt(5) + 1);
+            ldw = k + (rnd.nextBoolean() ? 0 : rnd.nextInt(5) + 1);
+            ldo = n + (rnd.nextBoolean() ? 0 : rnd.nextInt(5) + 1);
+            xOff = rnd.nextInt(7);
+            wOff = rnd.nextInt(7);
+            oOff = rnd.nextInt(7);
+            beta = rnd.nextBoolean() ? 0f : 1f;
+            x = KernelsSupport.gaussian(rnd, xOff + ldx * m, Math.exp(rnd.nextGaussian()));
+            w = KernelsSupport.gaussian(rnd, wOff + ldw * n, Math.exp(rnd.nextGaussian()));
+            wBits = new short[w.length];
+            for (int i = 0; i < w.length; i++) {
+                wBits[i] = WeightGemm.toBf16(w[i]);
+            }
+            out = KernelsSupport.gaussian(rnd, oOff + ldo * m, 1);
+            if (beta == 0f) {
+                // beta == 0 must overwrite: NaN in the old out must not reach the result
+                for (int i = 0; i < out.length; i += 3) {
+                    out[i] = Float.NaN;
+                }
+            }
+        }
+
+        /** The values of the bf16 weights (exact as floats), for the BF16 twin. */
+        float[] wBf16Values() {
+            float[] v = new float[wBits.length];
+            for (int i = 0; i < v.length; i++) {
+                v[i] = (float) RefConvert.bf16Value(wBits[i] & 0xFFFF);
+            }
+            return v;
+        }
+
+        /** out (the whole padded array) after the kernel on off-heap copies with junk pads around every operand. */
+        float[] run(WeightGemm g, boolean bf16) {
+            try (Arena arena = Arena.ofShared()) {
+                MemorySegment xs = KernelsSupport.floats(arena, x, PAD);
+                MemorySegment os = KernelsSupport.floats(arena, out, PAD);
+                MemorySegment ws;
+                if (bf16) {
+                    ws = arena.allocate((wBits.length + 2L * PAD) * 2, 2);
+                    for (int i = 0; i < PAD; i++) {
+                        ws.setAtIndex(Tensor.SHORT, i, (short) 0x7FC0);
+                        ws.setAtIndex(Tensor.SHORT, PAD + wBits.length + i, (short) 0x7FC0);
+                    }
+                    MemorySegment.copy(wBits, 0, ws, Tensor.SHORT, 2L * PAD, wBits.length);
+                    g.bf16(m, n, k, xs, PAD + xOff, ldx, ws, PAD + wOff, ldw, beta, os, PAD + oOff, ldo);
+                } else {
+                    ws = KernelsSupport.floats(arena, w, PAD);
+                    g.f32(m, n, k, xs, PAD + xOff, ldx, ws, PAD + wOff, ldw, beta, os, PAD + oOff, ldo);
+                }
+                KernelsSupport.assertPadIntact("out", os, PAD, out.length);
+                return KernelsSupport.read(os, PAD, out.length);
+            }
+        }
+
+        /** Inside the [m, n] window within tolerance of the float64 twin; outside it bit-identical to the input. */
+        void check(String what, float[] got, boolean bf16) {
+            float[] wv = bf16 ? wBf16Values() : w;
+            double[] want = RefGemm.gemm(false, true, m, n, k, 1.0, x, xOff, ldx, wv, wOff, ldw, beta, out, oOff, ldo);
+            double tolDot = 1e-5 * (Math.sqrt(k) + 1) * GemmCase.maxAbs(x) * GemmCase.maxAbs(wv);
+            for (int i = 0; i < out.length; i++) {
+                int rel = i - oOff;
+                int row = rel < 0 ? -1 : rel / ldo;
+                int col = rel < 0 ? -1 : rel % ldo;
+                if (rel < 0 || row >= m || col >= n) {
+                    if (Float.floatToRawIntBits(got[i]) != Float.floatToRawIntBits(out[i])) {
+                        fail(what + ": wrote out element " + i + " outside the [m, n] window (" + this + ")");
+                    }
+                    continue;
+                }
+                double e = want[row * n + col];
+                double tol = tolDot + (beta == 0f ? 0 : 1e-6 * Math.abs(beta * out[i])) + 1e-30;
+                if (!(Math.abs(got[i] - e) <= tol)) {
+                    fail(what + ": out[" + row + ", " + col + "] = " + got[i] + ", expected " + e + " (tol " + tol
+                            + ", " + this + ")");
+                }
+            }
+        }
+
+        @Override
+        public String toString() {
+            return "M " + m + " N " + n + " K " + k + " ldx " + ldx + " ldw " + ldw + " ldo " + ldo + " offsets "
+                    + xOff + "/" + wOff + "/" + oOff + " beta " + beta;
+        }
+    }
+
+    /** Checks against the twin on the 2-thread pool, then 1 and 3 threads give the same bits. */
+    private static void checkAllPools(Case c, boolean bf16, WeightGemm[] gemms) {
+        String what = bf16 ? "bf16" : "f32";
+        float[] first = c.run(gemms[0], bf16);
+        c.check(what, first, bf16);
+        for (int p = 1; p < gemms.length; p++) {
+            assertArrayEquals(first, c.run(gemms[p], bf16), what + ": pool " + p + " vs pool 0 (" + c + ")");
+        }
+    }
+
+    @Property(tries = 200)
+    void f32MatchesTwin(@ForAll @IntRange(min = 1, max = 40) int m, @ForAll @IntRange(min = 1, max = 70) int n,
+                        @ForAll @IntRange(min = 0, max = 130) int k, @ForAll long seed) {
+        checkAllPools(new Case(new Random(seed), m, n, k), false, GEMMS);
+    }
+
+    @Property(tries = 200)
+    void bf16MatchesTwin(@ForAll @IntRange(min = 1, max = 40) int m, @ForAll @IntRange(min = 1, max = 70) int n,
+                         @ForAll @IntRange(min = 0, max = 130) int k, @ForAll long seed) {
+        checkAllPools(new Case(new Random(seed), m, n, k), true, GEMMS);
+    }
+
+    /** Larger K and N (more vector steps, work for every thread), M right at and around the threshold. */
+    @Property(tries = 30)
+    void largerShapesMatchTwin(@ForAll @IntRange(min = 0, max = 5) int mPick,
+                               @ForAll @IntRange(min = 1, max = 300) int n,
+                               @ForAll @IntRange(min = 200, max = 1000) int k, @ForAll boolean bf16,
+                               @ForAll long seed) {
+        int small = GEMMS[0].smallRows();
+        int m = new int[] {1, 3, 8, small - 1, small, small + 1}[mPick];
+        checkAllPools(new Case(new Random(seed), m, n, k), bf16, GEMMS);
+    }
+
+    /** BF16 above the threshold with a scratch of 16 weight rows: the dequantise-then-GEMM path over many chunks. */
+    @Property(tries = 30)
+    void bf16ChunkedLargePathMatchesTwin(@ForAll @IntRange(min = 17, max = 40) int m,
+                                         @ForAll @IntRange(min = 1, max = 70) int n,
+                                         @ForAll @IntRange(min = 1, max = 90) int k, @ForAll long seed) {
+        checkAllPools(new Case(new Random(seed), m, n, k), true, CHUNKY);
+    }
+
+    @Test
+    void smallRowsIsAtLeastSixteen() {
+        assertTrue(GEMMS[0].smallRows() >= 16, "smallRows " + GEMMS[0].smallRows());
+    }
+
+    /** K = 0: out = beta * out, so beta = 0 writes zeros over NaN and beta = 1 leaves out as it was. */
+    @Test
+    void zeroKScalesOut() {
+        for (int m : new int[] {1, 5, 30}) {
+            for (boolean bf16 : new boolean[] {false, true}) {
+                for (long seed = 0; seed < 4; seed++) {
+                    Case c = new Case(new Random(seed), m, 9, 0);
+                    float[] got = c.run(GEMMS[1], bf16);
+                    c.check("K = 0", got, bf16);
+                    for (int r = 0; r < m; r++) {
+                        for (int j = 0; j < 9; j++) {
+                            int e = c.oOff + r * c.ldo + j;
+                            assertEquals(c.beta == 0f ? 0f : c.out[e], got[e], "K = 0 out[" + r + ", " + j + "]");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    @Test
+    void rejectsBadArguments() {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment x = arena.allocate(4L * 2 * 8);
+            MemorySegment w = arena.allocate(4L * 3 * 8);
+            MemorySegment out = arena.allocate(4L * 2 * 3);
+            WeightGemm g = GEMMS[0];
+            g.f32(2, 3, 8, x, 0, 8, w, 0, 8, 0f, out, 0, 3); // fits exactly
+            assertThrows(Moe4jException.class, () -> g.f32(2, 3, 8, x, 1, 8, w, 0, 8, 0f, out, 0, 3), "x too short");
+            assertThrows(Moe4jException.class, () -> g.f32(2, 3, 8, x, 0, 8, w, 0, 9, 0f, out, 0, 3), "w too short");
+            assertThrows(Moe4jException.class, () -> g.f32(2, 3, 8, x, 0, 8, w, 0, 8, 0f, out, 0, 4), "out short");
+            assertThrows(Moe4jException.class, () -> g.f32(2, 3, 8, x, 0, 7, w, 0, 8, 0f, out, 0, 3), "ldx < K");
+            assertThrows(Moe4jException.class, () -> g.bf16(2, 3, 8, x, 0, 8, w, 0, 7, 0f, out, 0, 3), "ldw < K");
+            assertThrows(Moe4jException.class, () -> g.f32(-1, 3, 8, x, 0, 8, w, 0, 8, 0f, out, 0, 3), "M < 0");
+            MemorySegment big = arena.allocate(4L * 2 * (MAX_K + 1));
+            MemorySegment bigW = arena.allocate(4L * 3 * (MAX_K + 1));
+            Moe4jException e = assertThrows(Moe4jException.class,
+                    () -> g.f32(2, 3, MAX_K + 1, big, 0, MAX_K + 1, bigW, 0, MAX_K + 1, 0f, out, 0, 3));
+            assertTrue(e.getMessage().contains("maxK"), e.getMessage());
+        }
+        assertThrows(Moe4jException.class, () -> new WeightGemm(POOL1, new JavaGemm(POOL1), 0));
+    }
+
+    private static final int[] SPECIAL = {0, 0x80000000, 0x7F800000, 0xFF800000, 0x7FC00000, 0x7F800001,
+        0xFFBFFFFF, 0x7FFFFFFF, 0x00000001, 0x80000001, 0x007FFFFF, 0x00008000, 0x00018000, 0x00017FFF,
+        0x7F7F8000, 0x7F7FFFFF, 0x7F7F7FFF, 0xFF7F8000, 0x3F808000, 0x3F818000, 0x3F807FFF, 0x3F808001};
+
+    /** A float32 pattern: a special value, a rounding tie (low 16 bits 0x8000), or random bits. */
+    private static float pattern(Random rnd) {
+        return switch (rnd.nextInt(4)) {
+            case 0 -> Float.intBitsToFloat(SPECIAL[rnd.nextInt(SPECIAL.length)]);
+            case 1 -> Float.intBitsToFloat((rnd.nextInt() & 0xFFFF0000) | 0x8000);
+            case 2 -> Float.intBitsToFloat(rnd.nextInt() & 0x807FFFFF); // subnormals
+            default -> Float.intBitsToFloat(rnd.nextInt());
+        };
+    }
+
+    private static void assertRoundsLikeTwin(float f, short got) {
+        int want = RefConvert.bf16Nearest(f);
+        String what = "toBf16(0x" + Integer.toHexString(Float.floatToRawIntBits(f)) + ") = 0x"
+                + Integer.toHexString(got & 0xFFFF);
+        if (want < 0) {
+            assertTrue(Float.isNaN(WeightGemm.fromBf16(got)), what + ": NaN must stay NaN");
+        } else {
+            assertEquals(want, got & 0xFFFF, what);
+            float back = WeightGemm.fromBf16(got);
+            assertEquals(RefConvert.bf16Value(want), back, 0.0, what + ": fromBf16");
+        }
+    }
+
+    @Property(tries = 100)
+    void toBf16RoundsToNearestEven(@ForAll long seed) {
+        Random rnd = new Random(seed);
+        for (int i = 0; i < 200; i++) {
+            float f = pattern(rnd);
+            assertRoundsLikeTwin(f, WeightGemm.toBf16(f));
+        }
+    }
+
+    @Test
+    void toBf16Specials() {
+        for (int bits : SPECIAL) {
+            assertRoundsLikeTwin(Float.intBitsToFloat(bits), WeightGemm.toBf16(Float.intBitsToFloat(bits)));
+        }
+        assertEquals((short) 0x3F80, WeightGemm.toBf16(1f));
+        assertEquals((short) 0x3F80, WeightGemm.toBf16(Float.intBitsToFloat(0x3F808000))); // tie, even stays
+        assertEquals((short) 0x3F82, WeightGemm.toBf16(Float.intBitsToFloat(0x3F818000))); // tie, odd rounds up
+        assertEquals((short) 0x7F80, WeightGemm.toBf16(Float.intBitsToFloat(0x7F7F8000))); // overflows to +inf
+    }
+
+    /** Bulk conversion agrees bit for bit with the scalar one, at any length (tails) and offsets. */
+    @Property(tries = 100)
+    void bulkToBf16MatchesScalar(@ForAll @IntRange(min = 0, max = 200) int n, @ForAll @IntRange(min = 0, max = 9) int srcOff,
+                                 @ForAll @IntRange(min = 0, max = 9) int dstOff, @ForAll long seed) {
+        Random rnd = new Random(seed);
+        float[] v = new float[srcOff + n];
+        for (int i = 0; i < v.length; i++) {
+            v[i] = pattern(rnd);
+        }
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment src = arena.allocate(4L * v.length + 4, 4);
+            MemorySegment.copy(v, 0, src, Tensor.FLOAT, 0, v.length);
+            MemorySegment dst = arena.allocate(2L * (dstOff + n + 3), 2);
+            dst.fill((byte) 0x55);
+            WeightGemm.toBf16(src, srcOff, dst, dstOff, n);
+            for (int i = 0; i < dstOff + n + 3; i++) {
+                short got = dst.getAtIndex(Tensor.SHORT, i);
+                if (i < dstOff || i >= dstOff + n) {
+                    assertEquals((short) 0x5555, got, "bulk toBf16 wrote element " + i + " outside its range");
+                } else {
+                    assertEquals(WeightGemm.toBf16(v[srcOff + i - dstOff]), got, "bulk toBf16 element " + i);
+                }
+            }
+            assertThrows(Moe4jException.class, () -> WeightGemm.toBf16(src, srcOff, dst, dstOff + 4, n));
+        }
+    }
+}
