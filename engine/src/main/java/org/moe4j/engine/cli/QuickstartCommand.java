@@ -101,7 +101,21 @@ public final class QuickstartCommand implements Callable<Integer> {
                 vocab, Math.log(vocab));
         System.out.printf(Locale.ROOT, "quickstart: data %.0f s, training + validation %.0f s, total %.0f s; model in %s%n",
                 prepSeconds, trainSeconds, (System.nanoTime() - t0) * 1e-9, model.toAbsolutePath());
+        generateSample(model);
         return 0;
+    }
+
+    /** The prompt the quickstart continues with the model it trained (greedy, so the same model gives the same text). */
+    static final String SAMPLE_PROMPT = "public static void main(String[] args) {";
+
+    /** Ends the quickstart the way a user would start: a short greedy continuation from the saved checkpoint. */
+    private void generateSample(Path model) {
+        System.out.println("\nquickstart: ./moe4j generate --ckpt " + model.toAbsolutePath() + " --prompt '" + SAMPLE_PROMPT
+                + "' --max-new-tokens 48");
+        GenerateCommand g = new GenerateCommand();
+        new CommandLine(g).parseArgs("--ckpt", model.toString(), "--prompt", SAMPLE_PROMPT, "--max-new-tokens", "48",
+                "--ignore-eos");
+        g.call();
     }
 
     /** Why the folder cannot be reused (null: it can): no manifest, or one written from other inputs. */
