@@ -13,6 +13,7 @@ import java.lang.invoke.MethodHandle;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
+import org.moe4j.Moe4jException;
 
 /**
  * The CUDA runtime ({@code libcudart}) and cuBLAS ({@code libcublas}) bound through FFM by soname: nothing CUDA is
@@ -43,7 +44,6 @@ public final class Cuda {
     // cublasGemmAlgo_t
     static final int CUBLAS_GEMM_DEFAULT = -1;
 
-    private static final System.Logger LOG = System.getLogger("org.moe4j.nativ");
     private static final Bindings B;
     private static final String REASON;
 
@@ -60,9 +60,6 @@ public final class Cuda {
         }
         B = b;
         REASON = reason;
-        if (b == null) {
-            LOG.log(System.Logger.Level.INFO, "CUDA unavailable: " + reason);
-        }
     }
 
     private Cuda() {
@@ -137,7 +134,7 @@ public final class Cuda {
 
         DeviceBuffer(long bytes) {
             if (bytes <= 0) {
-                throw new IllegalArgumentException("cudaMalloc: bytes must be > 0, got " + bytes);
+                throw new Moe4jException("cudaMalloc: bytes = " + bytes + ": must be > 0");
             }
             Bindings b = bindings();
             try (Arena a = Arena.ofConfined()) {
@@ -152,7 +149,7 @@ public final class Cuda {
 
         public long address() {
             if (ptr == 0) {
-                throw new IllegalStateException("device buffer is closed");
+                throw new Moe4jException("CUDA device buffer: used after close()");
             }
             return ptr;
         }
@@ -164,9 +161,9 @@ public final class Cuda {
         /** Synchronous copy of {@code n} bytes from host {@code src} at byte {@code srcOff} to this at {@code dstOff}. */
         public void copyFromHost(MemorySegment src, long srcOff, long dstOff, long n) {
             range(dstOff, n);
-            OneDnnGemm.requireNative(src, "host source");
+            OneDnnGemm.requireNative(src, "copyFromHost: the host source");
             if (srcOff < 0 || srcOff + n > src.byteSize()) {
-                throw new IllegalArgumentException("copyFromHost: host range [" + srcOff + ", " + (srcOff + n)
+                throw new Moe4jException("copyFromHost: host range [" + srcOff + ", " + (srcOff + n)
                         + ") outside a segment of " + src.byteSize() + " bytes");
             }
             try {
@@ -180,9 +177,9 @@ public final class Cuda {
         /** Synchronous copy of {@code n} bytes from this at {@code srcOff} to host {@code dst} at {@code dstOff}. */
         public void copyToHost(long srcOff, MemorySegment dst, long dstOff, long n) {
             range(srcOff, n);
-            OneDnnGemm.requireNative(dst, "host destination");
+            OneDnnGemm.requireNative(dst, "copyToHost: the host destination");
             if (dstOff < 0 || dstOff + n > dst.byteSize()) {
-                throw new IllegalArgumentException("copyToHost: host range [" + dstOff + ", " + (dstOff + n)
+                throw new Moe4jException("copyToHost: host range [" + dstOff + ", " + (dstOff + n)
                         + ") outside a segment of " + dst.byteSize() + " bytes");
             }
             try {
@@ -195,7 +192,7 @@ public final class Cuda {
 
         private void range(long off, long n) {
             if (off < 0 || n < 0 || off + n > bytes) {
-                throw new IllegalArgumentException("device range [" + off + ", " + (off + n) + ") outside a buffer of "
+                throw new Moe4jException("CUDA device buffer: range [" + off + ", " + (off + n) + ") outside a buffer of "
                         + bytes + " bytes");
             }
         }

@@ -5,6 +5,7 @@ import static java.lang.foreign.ValueLayout.JAVA_FLOAT;
 
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
+import org.moe4j.Moe4jException;
 import org.moe4j.simd.Gemm;
 import org.moe4j.simd.gemm.GemmKernel;
 
@@ -76,9 +77,9 @@ public final class CudaGemm implements Gemm, AutoCloseable {
             GemmKernel.scale(m, n, beta, c, cOffset, ldc);
             return;
         }
-        OneDnnGemm.requireNative(a, "A");
-        OneDnnGemm.requireNative(b, "B");
-        OneDnnGemm.requireNative(c, "C");
+        OneDnnGemm.requireNative(a, "GEMM operand A");
+        OneDnnGemm.requireNative(b, "GEMM operand B");
+        OneDnnGemm.requireNative(c, "GEMM operand C");
         // pack each operand densely on the device: stored rows x cols, leading dimension cols
         int aRows = transA ? k : m;
         int aCols = transA ? m : k;
@@ -149,7 +150,8 @@ public final class CudaGemm implements Gemm, AutoCloseable {
         open();
         checkDims(transA, transB, m, n, k, lda, ldb, ldc);
         if (batch < 0 || strideA < 0 || strideB < 0 || strideC < 0) {
-            throw new IllegalArgumentException("sgemmStridedBatched: batch " + batch + " and strides must be >= 0");
+            throw new Moe4jException("cuBLAS sgemmStridedBatched: batch " + batch + ", strides " + strideA + ", " + strideB
+                    + ", " + strideC + ": each must be >= 0");
         }
         alphaCell.set(JAVA_FLOAT, 0, alpha);
         betaCell.set(JAVA_FLOAT, 0, beta);
@@ -175,10 +177,10 @@ public final class CudaGemm implements Gemm, AutoCloseable {
 
     private static void checkDims(boolean transA, boolean transB, int m, int n, int k, int lda, int ldb, int ldc) {
         if (m < 0 || n < 0 || k < 0) {
-            throw new IllegalArgumentException("cuBLAS GEMM: m, n, k must be >= 0, got " + m + ", " + n + ", " + k);
+            throw new Moe4jException("cuBLAS GEMM: m " + m + ", n " + n + ", k " + k + ": each must be >= 0");
         }
         if (lda < Math.max(1, transA ? m : k) || ldb < Math.max(1, transB ? k : n) || ldc < Math.max(1, n)) {
-            throw new IllegalArgumentException("cuBLAS GEMM: lda " + lda + ", ldb " + ldb + ", ldc " + ldc
+            throw new Moe4jException("cuBLAS GEMM: lda " + lda + ", ldb " + ldb + ", ldc " + ldc
                     + " too small for m " + m + ", n " + n + ", k " + k + (transA ? ", A^T" : "")
                     + (transB ? ", B^T" : ""));
         }
@@ -207,7 +209,7 @@ public final class CudaGemm implements Gemm, AutoCloseable {
 
     private void open() {
         if (closed) {
-            throw new IllegalStateException("CudaGemm is closed");
+            throw new Moe4jException("CudaGemm: used after close()");
         }
     }
 

@@ -1,6 +1,7 @@
 package org.moe4j.nativ;
 
 import java.util.Locale;
+import org.moe4j.Moe4jException;
 import org.moe4j.simd.Gemm;
 import org.moe4j.simd.JavaGemm;
 import org.moe4j.simd.WorkerPool;
@@ -12,19 +13,20 @@ import org.moe4j.simd.WorkerPool;
  * <ul>
  *   <li>{@code java}: the Vector API kernel on the engine's worker pool.</li>
  *   <li>{@code onednn}: oneDNN's sgemm with as many OpenMP threads as the pool has; if oneDNN cannot be loaded,
- *   one WARNING line and the Java kernel.</li>
+ *   the Java kernel, and the choice is logged as WARNING instead of INFO.</li>
  *   <li>{@code onednn_matmul}: oneDNN's matmul primitive ({@link OneDnnMatmul}), one cached primitive per shape.
  *   Faster than dnnl_sgemm on the small-R expert shapes in BackendGemmBench, but each new shape costs a primitive
  *   creation (~2 ms measured) and calls on it are serialised; for experiments until the engine groups its
  *   GEMMs by shape. Falls back like {@code onednn}.</li>
- *   <li>{@code cuda}: cuBLAS through {@link CudaGemm} (host operands copied per call); without CUDA, one WARNING
- *   line and what {@code auto} picks.</li>
+ *   <li>{@code cuda}: cuBLAS through {@link CudaGemm} (host operands copied per call); without CUDA, what
+ *   {@code auto} picks, logged as WARNING.</li>
  *   <li>{@code auto}: oneDNN when it loads, else Java. Not CUDA: through this host-memory interface every call
  *   copies its operands over PCIe, which loses to the CPU for MoE expert shapes; device-resident use is opted
  *   into explicitly.</li>
  * </ul>
  *
- * Every choice is logged at INFO with the reason, so a run's log says which backend produced its numbers.
+ * Every choice is logged as one line with the reason, so a run's log says which backend produced its numbers: INFO
+ * when it is what was asked for, WARNING when a native library could not be had (the line says why).
  */
 public final class GemmBackends {
     public static final String PROPERTY = "moe4j.gemm";
@@ -42,52 +44,72 @@ public final class GemmBackends {
     /** The backend named by {@code -Dmoe4j.gemm}, else {@code $MOE4J_GEMM}, else auto. */
     public static Choice fromEnvironment(WorkerPool pool) {
         String r = System.getProperty(PROPERTY);
-        if (r == null || r.isBlank()) {
-            r = System.getenv(ENV);
+        if (r != null && !r.isBlank()) {
+            return select(r, "-D" + PROPERTY, pool);
         }
-        return select(r == null || r.isBlank() ? "auto" : r, pool);
+        r = System.getenv(ENV);
+        if (r != null && !r.isBlank()) {
+            return select(r, "$" + ENV, pool);
+        }
+        return select("auto", "the default", pool);
     }
 
     /**
-     * Builds the requested backend (see the class comment for fallbacks); throws IllegalArgumentException for a
-     * name that is none of auto, java, onednn, cuda.
+     * Builds the requested backend (see the class comment for fallbacks); throws Moe4jException for a name that is
+     * none of auto, java, onednn, onednn_matmul, cuda. The name is taken to come from the CLI's {@code --gemm}.
      */
     public static Choice select(String requested, WorkerPool pool) {
+        return select(requested, "--gemm", pool);
+    }
+
+    /**
+     * As {@link #select(String, WorkerPool)}; {@code origin} names where the request came from ({@code --gemm},
+     * {@code -Dmoe4j.gemm}, ...) for the error message.
+     *
+     * <p>Logs exactly one line per call: INFO with the backend and why when it is what was asked for, WARNING when
+     * it falls back (oneDNN or CUDA requested or, for auto, oneDNN expected but not loadable). The line holds the
+     * whole reason, so nothing else in this module logs the same failure again.
+     */
+    public static Choice select(String requested, String origin, WorkerPool pool) {
         if (pool == null) {
-            throw new IllegalArgumentException("GemmBackends: pool must not be null");
+            throw new Moe4jException("GemmBackends.select: the worker pool is null (pass the engine's WorkerPool)");
         }
         String req = requested == null ? "auto" : requested.trim().toLowerCase(Locale.ROOT);
-        Choice c = switch (req) {
-            case "java" -> new Choice(new JavaGemm(pool), req, "requested");
-            case "onednn", "onednn_matmul" -> oneDnnOrJava(req, pool, "requested");
-            case "auto" -> oneDnnOrJava(req, pool, "auto");
+        boolean fellBack = false;
+        Choice c;
+        switch (req) {
+            case "java" -> c = new Choice(new JavaGemm(pool), req, "requested");
+            case "onednn", "onednn_matmul", "auto" -> {
+                c = oneDnnOrJava(req, pool, req.equals("auto") ? "auto" : "requested");
+                fellBack = !OneDnn.available();
+            }
             case "cuda" -> {
                 if (Cuda.available()) {
-                    yield new Choice(new CudaGemm(), req, "requested; " + Cuda.reason());
+                    c = new Choice(new CudaGemm(), req, "requested; " + Cuda.reason());
+                } else {
+                    c = oneDnnOrJava(req, pool, "cuda requested but unavailable: " + Cuda.reason());
+                    fellBack = true;
                 }
-                LOG.log(System.Logger.Level.WARNING, "GEMM backend 'cuda' requested but unavailable ("
-                        + Cuda.reason() + "); choosing as for auto");
-                Choice a = oneDnnOrJava(req, pool, "cuda unavailable");
-                yield a;
             }
-            default -> throw new IllegalArgumentException(PROPERTY + "=" + requested + ": expected one of auto, java, "
-                    + "onednn, onednn_matmul, cuda");
-        };
-        LOG.log(System.Logger.Level.INFO, "GEMM backend: " + c.gemm().name() + " (" + c.reason() + ")");
+            default -> throw new Moe4jException("GEMM backend '" + requested + "' (" + origin + "): expected one of "
+                    + "auto, java, onednn, onednn_matmul, cuda");
+        }
+        String line = oneLine("GEMM backend: " + c.gemm().name() + " (" + c.reason() + ")");
+        LOG.log(fellBack ? System.Logger.Level.WARNING : System.Logger.Level.INFO, line);
         return c;
     }
 
     private static Choice oneDnnOrJava(String req, WorkerPool pool, String why) {
-        JavaGemm java = new JavaGemm(pool);
         if (OneDnn.available()) {
             Gemm g = req.equals("onednn_matmul") ? new OneDnnMatmul(pool.threads())
-                    : new OneDnnGemm(pool.threads(), java);
+                    : new OneDnnGemm(pool.threads(), new JavaGemm(pool));
             return new Choice(g, req, why + "; " + OneDnn.reason() + ", " + pool.threads() + " OpenMP threads");
         }
-        if (req.startsWith("onednn")) {
-            LOG.log(System.Logger.Level.WARNING, "GEMM backend '" + req + "' requested but unavailable ("
-                    + OneDnn.reason() + "); using java");
-        }
-        return new Choice(java, req, why + "; oneDNN unavailable: " + OneDnn.reason());
+        return new Choice(new JavaGemm(pool), req, why + "; oneDNN unavailable, so the Java kernel: " + OneDnn.reason());
+    }
+
+    /** A log line is one line: native error texts (dlerror, nested exceptions) may carry line breaks. */
+    static String oneLine(String s) {
+        return s.replaceAll("\\s*\\R\\s*", " ");
     }
 }

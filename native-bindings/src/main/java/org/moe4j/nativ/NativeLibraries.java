@@ -412,7 +412,8 @@ public final class NativeLibraries {
         try {
             return MessageDigest.getInstance("SHA-256");
         } catch (NoSuchAlgorithmException e) {
-            throw new IllegalStateException("every JDK has SHA-256", e);
+            throw new NativeLibraryException("SHA-256 is missing from this JDK's security providers; it is needed to "
+                    + "verify extracted native libraries", e);
         }
     }
 }

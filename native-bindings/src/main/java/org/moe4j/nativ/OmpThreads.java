@@ -1,5 +1,7 @@
 package org.moe4j.nativ;
 
+import org.moe4j.Moe4jException;
+
 /**
  * Applies one OpenMP thread count to every Java thread that calls into oneDNN. {@code omp_set_num_threads} sets
  * an ICV of the calling thread only, so the first call from each thread sets it (a thread-local int, no allocation
@@ -11,7 +13,7 @@ final class OmpThreads {
 
     OmpThreads(int threads) {
         if (threads < 0) {
-            throw new IllegalArgumentException("oneDNN threads must be >= 0 (0: OpenMP default), got " + threads);
+            throw new Moe4jException("oneDNN threads = " + threads + ": must be >= 0 (0: the OpenMP default)");
         }
         this.threads = threads;
     }

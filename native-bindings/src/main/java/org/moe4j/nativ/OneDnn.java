@@ -12,14 +12,15 @@ import java.lang.foreign.Linker;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.SymbolLookup;
 import java.lang.invoke.MethodHandle;
+import org.moe4j.Moe4jException;
 
 /**
  * oneDNN 3.x bound through FFM: loading (via {@link NativeLibraries}), the C entry points this module uses, and
  * the constants from {@code dnnl_types.h} / {@code dnnl_common_types.h} they take.
  *
  * <p>Loading happens once, on first use of this class. If it fails, {@link #available()} is false,
- * {@link #reason()} says why, one WARNING line is logged, and callers fall back to Java; nothing here throws out
- * of the static initialiser.
+ * {@link #reason()} says why, and callers fall back to Java; nothing here throws out of the static initialiser and
+ * nothing is logged here: {@link GemmBackends} logs its choice, with this reason, as one WARNING line.
  *
  * <p>Pointer arguments on the per-call paths ({@code dnnl_sgemm}, {@code dnnl_memory_set_data_handle}) are bound
  * as {@code JAVA_LONG} raw addresses so that a call allocates no slice objects; the caller keeps the segments
@@ -51,7 +52,6 @@ public final class OneDnn {
     static final int ISA_AVX512_CORE_BF16 = 0xe7;
     static final int ISA_AVX2_VNNI_2 = 0x1f;
 
-    private static final System.Logger LOG = System.getLogger("org.moe4j.nativ");
     private static final Bindings B;
     private static final String REASON;
 
@@ -69,9 +69,6 @@ public final class OneDnn {
         }
         B = b;
         REASON = reason;
-        if (b == null) {
-            LOG.log(System.Logger.Level.WARNING, "oneDNN unavailable, GEMM falls back to Java: " + reason);
-        }
     }
 
     private OneDnn() {
@@ -110,7 +107,7 @@ public final class OneDnn {
      */
     public static boolean setThreadsForCallingThread(int threads) {
         if (threads < 1) {
-            throw new IllegalArgumentException("oneDNN threads must be >= 1, got " + threads);
+            throw new Moe4jException("oneDNN threads = " + threads + ": must be >= 1");
         }
         Bindings b = bindings();
         if (b.ompSetNumThreads == null) {
@@ -194,7 +191,7 @@ public final class OneDnn {
         if (t instanceof Error e) {
             throw e;
         }
-        throw new IllegalStateException("native call failed", t);
+        throw new NativeLibraryException("native call failed: " + t, t);
     }
 
     /** Method handles for the oneDNN C API, looked up once. Signatures as in oneDNN 3.13's dnnl.h. */

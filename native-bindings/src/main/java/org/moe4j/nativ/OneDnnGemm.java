@@ -1,6 +1,7 @@
 package org.moe4j.nativ;
 
 import java.lang.foreign.MemorySegment;
+import org.moe4j.Moe4jException;
 import org.moe4j.simd.Gemm;
 import org.moe4j.simd.gemm.GemmKernel;
 
@@ -27,7 +28,7 @@ public final class OneDnnGemm implements Gemm {
     /**
      * @param threads      OpenMP threads for oneDNN calls; 0 = OpenMP default
      * @param heapFallback runs products whose operands include a heap segment (C cannot read those); null: such
-     *                     calls throw IllegalArgumentException
+     *                     calls throw Moe4jException
      */
     public OneDnnGemm(int threads, Gemm heapFallback) {
         this.dnnl = OneDnn.bindings();
@@ -60,9 +61,9 @@ public final class OneDnnGemm implements Gemm {
             heapFallback.sgemm(transA, transB, m, n, k, alpha, a, aOffset, lda, b, bOffset, ldb, beta, c, cOffset, ldc);
             return;
         }
-        requireNative(a, "A");
-        requireNative(b, "B");
-        requireNative(c, "C");
+        requireNative(a, "GEMM operand A");
+        requireNative(b, "GEMM operand B");
+        requireNative(c, "GEMM operand C");
         omp.applyToCallingThread();
         int status;
         try {
@@ -81,8 +82,8 @@ public final class OneDnnGemm implements Gemm {
 
     static void requireNative(MemorySegment s, String what) {
         if (!s.isNative()) {
-            throw new IllegalArgumentException("oneDNN GEMM: " + what + " is a heap segment; native backends need "
-                    + "off-heap (Arena-allocated or mapped) segments");
+            throw new Moe4jException(what + " is a heap segment; the native GEMM backends (oneDNN, CUDA) need off-heap "
+                    + "(Arena-allocated or mapped) segments");
         }
     }
 }

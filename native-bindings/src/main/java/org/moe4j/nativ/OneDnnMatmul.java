@@ -9,6 +9,7 @@ import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.util.HashMap;
 import java.util.Map;
+import org.moe4j.Moe4jException;
 import org.moe4j.simd.DType;
 import org.moe4j.simd.Gemm;
 import org.moe4j.simd.gemm.GemmKernel;
@@ -87,10 +88,10 @@ public final class OneDnnMatmul implements Gemm, AutoCloseable {
                                     MemorySegment a, long aOffset, int lda, MemorySegment b, long bOffset, int ldb,
                                     float beta, MemorySegment c, long cOffset, int ldc) {
         if (closed) {
-            throw new IllegalStateException("OneDnnMatmul is closed");
+            throw new Moe4jException("OneDnnMatmul: used after close()");
         }
         if (inputs != DType.F32 && inputs != DType.BF16) {
-            throw new IllegalArgumentException("oneDNN matmul: inputs must be F32 or BF16, got " + inputs);
+            throw new Moe4jException("oneDNN matmul: input dtype " + inputs + ": expected F32 or BF16");
         }
         int es = inputs.byteSize();
         checkArgs(es, transA, transB, m, n, k, a, aOffset, lda, b, bOffset, ldb, c, cOffset, ldc);
@@ -101,9 +102,9 @@ public final class OneDnnMatmul implements Gemm, AutoCloseable {
             GemmKernel.scale(m, n, beta, c, cOffset, ldc);
             return;
         }
-        OneDnnGemm.requireNative(a, "A");
-        OneDnnGemm.requireNative(b, "B");
-        OneDnnGemm.requireNative(c, "C");
+        OneDnnGemm.requireNative(a, "GEMM operand A");
+        OneDnnGemm.requireNative(b, "GEMM operand B");
+        OneDnnGemm.requireNative(c, "GEMM operand C");
         omp.applyToCallingThread();
         probe.set(inputs, transA, transB, m, n, k, lda, ldb, ldc, alpha != 1f, beta);
         Plan p = plans.get(probe);
@@ -150,7 +151,7 @@ public final class OneDnnMatmul implements Gemm, AutoCloseable {
         int aCols = transA ? m : k;
         int bCols = transB ? k : n;
         if (k < 0 || lda < Math.max(1, aCols) || ldb < Math.max(1, bCols)) {
-            throw new IllegalArgumentException("matmul bf16: k " + k + ", lda " + lda + " (needs >= " + aCols
+            throw new Moe4jException("oneDNN matmul: k " + k + ", lda " + lda + " (needs >= " + aCols
                     + "), ldb " + ldb + " (needs >= " + bCols + ")");
         }
         if (m > 0 && n > 0 && k > 0) {
@@ -162,7 +163,7 @@ public final class OneDnnMatmul implements Gemm, AutoCloseable {
     private static void extent(String what, MemorySegment s, long off, int rows, int cols, int ld, int es) {
         long last = off + (long) (rows - 1) * ld + cols;
         if (s == null || last * es > s.byteSize()) {
-            throw new IllegalArgumentException("matmul bf16: " + what + " needs " + last + " elements (" + rows
+            throw new Moe4jException("oneDNN matmul: operand " + what + " needs " + last + " elements (" + rows
                     + " rows of " + cols + ", ld " + ld + ", offset " + off + "), segment holds "
                     + (s == null ? "null" : String.valueOf(s.byteSize() / es)));
         }

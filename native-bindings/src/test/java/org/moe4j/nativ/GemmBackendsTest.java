@@ -8,6 +8,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 import java.lang.foreign.MemorySegment;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.Test;
+import org.moe4j.Moe4jException;
 import org.moe4j.simd.Gemm;
 import org.moe4j.simd.WorkerPool;
 
@@ -37,11 +38,13 @@ class GemmBackendsTest {
             ((CudaGemm) cuda.gemm()).close();
         } else {
             assertEquals(expected, cuda.gemm().name());
-            assertTrue(cuda.reason().contains("cuda unavailable"), cuda.reason());
+            assertTrue(cuda.reason().contains("cuda requested but unavailable"), cuda.reason());
         }
-        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
-                () -> GemmBackends.select("mkl", POOL));
-        assertTrue(e.getMessage().contains("auto, java, onednn, onednn_matmul, cuda"), e.getMessage());
+        Moe4jException e = assertThrows(Moe4jException.class, () -> GemmBackends.select("mkl", POOL));
+        assertEquals("GEMM backend 'mkl' (--gemm): expected one of auto, java, onednn, onednn_matmul, cuda",
+                e.getMessage());
+        e = assertThrows(Moe4jException.class, () -> GemmBackends.select("mkl", "$MOE4J_GEMM", POOL));
+        assertTrue(e.getMessage().startsWith("GEMM backend 'mkl' ($MOE4J_GEMM): "), e.getMessage());
     }
 
     @Test
@@ -62,5 +65,16 @@ class GemmBackendsTest {
         if (!Cuda.available()) {
             assertThrows(NativeLibraryException.class, CudaGemm::new);
         }
+    }
+
+    @Test
+    void badArgumentsNameTheValueAndWhatWasExpected() {
+        Moe4jException e = assertThrows(Moe4jException.class, () -> new OmpThreads(-1));
+        assertEquals("oneDNN threads = -1: must be >= 0 (0: the OpenMP default)", e.getMessage());
+        e = assertThrows(Moe4jException.class,
+                () -> OneDnnGemm.requireNative(MemorySegment.ofArray(new float[1]), "GEMM operand A"));
+        assertTrue(e.getMessage().startsWith("GEMM operand A is a heap segment; "), e.getMessage());
+        assertThrows(Moe4jException.class, () -> GemmBackends.select("java", null));
+        assertEquals("a b c", GemmBackends.oneLine("a\n  b\r\nc"));
     }
 }

@@ -6,6 +6,7 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.Locale;
 import java.util.concurrent.Callable;
+import org.moe4j.Moe4jException;
 import org.moe4j.engine.train.ValidationLoss;
 import org.moe4j.io.corpus.BpeTextEncoder;
 import org.moe4j.io.corpus.CorpusException;
@@ -60,6 +61,7 @@ public final class QuickstartCommand implements Callable<Integer> {
 
     @Override
     public Integer call() {
+        checkOptions();
         long t0 = System.nanoTime();
         Path dir = out != null ? out : Path.of(System.getProperty("user.home"), ".cache", "moe4j", "quickstart");
         Path data = dir.resolve("data"), model = dir.resolve("model");
@@ -117,6 +119,27 @@ public final class QuickstartCommand implements Callable<Integer> {
                 "--ignore-eos");
         g.call();
     }
+
+    /**
+     * Refuses bad options before minutes of data preparation: each message names the option, the value and what it
+     * must be.
+     */
+    void checkOptions() {
+        int maxSeq = TrainCommand.quickstartConfig().maxSeq();
+        if (steps < 1) throw new Moe4jException("--steps " + steps + ": must be >= 1");
+        if (!(timeLimit >= 0) || Double.isInfinite(timeLimit))
+            throw new Moe4jException("--time-limit " + timeLimit + ": must be finite and >= 0 seconds (0: no limit)");
+        if (docsPerDomain < 1) throw new Moe4jException("--docs-per-domain " + docsPerDomain + ": must be >= 1");
+        if (vocab < MIN_VOCAB)
+            throw new Moe4jException("--vocab " + vocab + ": must be >= " + MIN_VOCAB + " (256 byte tokens and the end-of-text token)");
+        if (batch < 1) throw new Moe4jException("--batch " + batch + ": must be >= 1");
+        if (seq < 2 || seq > maxSeq)
+            throw new Moe4jException("--seq " + seq + ": must be in [2, " + maxSeq + "] (the quickstart model's longest sequence)");
+        TrainCommand.withRouting(TrainCommand.quickstartConfig(), routing); // throws naming --routing
+    }
+
+    /** The smallest BPE vocabulary: every byte, and the end-of-text token. */
+    static final int MIN_VOCAB = 257;
 
     /** Why the folder cannot be reused (null: it can): no manifest, or one written from other inputs. */
     static String reuseProblem(Path data, String jdkReference, int vocab) {

@@ -312,7 +312,7 @@ public final class TrainCommand implements Callable<Integer> {
                 if (!Files.isRegularFile(p))
                     throw new Moe4jException("--config " + name + ": not tiny, quickstart, small, bench or a readable JSON file");
                 try {
-                    yield ModelConfig.fromJson(Files.readString(p));
+                    yield ModelConfig.fromJson(Files.readString(p), p.toString());
                 } catch (java.io.IOException e) {
                     throw new Moe4jException(p + ": " + e.getMessage());
                 }

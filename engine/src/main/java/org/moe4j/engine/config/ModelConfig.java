@@ -138,4 +138,34 @@ public record ModelConfig(int vocab, int d, int layers, int heads, int kvHeads, 
             throw new ConfigException("ModelConfig JSON: " + e.getOriginalMessage());
         }
     }
+
+    /**
+     * Parses the config JSON read from {@code source} (a file name): as {@link #fromJson(String)}, but a broken rule
+     * is reported as {@code source: key = value: rule} with the JSON key the user wrote ({@code routing.pool.poolMin},
+     * not the record field), and a syntax or missing-key error as {@code source: what Jackson found}.
+     */
+    public static ModelConfig fromJson(String json, String source) {
+        try {
+            return fromJson(json);
+        } catch (ConfigException e) {
+            if (e.field() != null)
+                throw new ConfigException(source + ": " + jsonKey(e.field()) + " = " + e.value() + ": " + e.rule());
+            String m = e.getMessage();
+            throw new ConfigException(source + ": " + (m.startsWith("ModelConfig JSON: ") ? m.substring(18) : m));
+        }
+    }
+
+    /** The JSON key of a {@link ConfigException#field()} of this record or the records it holds. */
+    static String jsonKey(String field) {
+        int dot = field.indexOf('.');
+        String owner = dot < 0 ? "" : field.substring(0, dot), rest = field.substring(dot + 1);
+        return switch (owner) {
+            case "ModelConfig" -> rest;
+            case "RoutingConfig" -> "routing." + rest;
+            case "PoolConfig" -> "routing.pool." + rest;
+            case "MatryoshkaConfig" -> "routing.matryoshka." + rest;
+            case "LossWeights" -> "loss." + rest;
+            default -> field;
+        };
+    }
 }

@@ -5,6 +5,7 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.Locale;
 import org.moe4j.Moe4jException;
+import org.moe4j.engine.config.ConfigException;
 import org.moe4j.engine.config.ModelConfig;
 import org.moe4j.io.corpus.ShardManifest;
 import org.moe4j.io.corpus.Split;
@@ -51,7 +52,7 @@ public final class ShardBatchSource implements BatchSource, AutoCloseable {
     /** Takes ownership of {@code shard} (closed by {@link #close()}); {@code manifest} may be null. */
     public ShardBatchSource(TokenShard shard, ShardManifest manifest, Split split, int seqLen, long seed) {
         if (seqLen < 2)
-            throw new Moe4jException(shard.path() + ": sequence length " + seqLen + " must be >= 2 (one label needs two tokens)");
+            throw ConfigException.of("ShardBatchSource.seqLen", seqLen, "a sequence needs >= 2 tokens (one label needs two)");
         this.shard = shard;
         this.manifest = manifest;
         this.split = split;

@@ -2,6 +2,7 @@ package org.moe4j.engine.train;
 
 import java.util.SplittableRandom;
 import org.moe4j.Moe4jException;
+import org.moe4j.engine.config.ConfigException;
 
 /**
  * A built-in multi-domain source that needs no data: each domain owns a disjoint band of the vocabulary and a
@@ -19,9 +20,11 @@ public final class SyntheticCorpus implements BatchSource {
     private int lastDomain;
 
     public SyntheticCorpus(int vocab, int eosId, int domains, int branching, long seed) {
-        if (domains < 1 || vocab < domains * 4 + 1)
-            throw new Moe4jException("SyntheticCorpus: vocab " + vocab + " too small for " + domains + " domains (need >= 4 ids each)");
-        if (branching < 1) throw new Moe4jException("SyntheticCorpus: branching " + branching + " must be >= 1");
+        if (domains < 1) throw ConfigException.of("SyntheticCorpus.domains", domains, "must be >= 1");
+        if (vocab < domains * 4 + 1)
+            throw ConfigException.of("SyntheticCorpus.domains", domains, "the vocabulary of " + vocab
+                    + " tokens holds at most " + (vocab - 1) / 4 + " domains (4 ids each, plus EOS)");
+        if (branching < 1) throw ConfigException.of("SyntheticCorpus.branching", branching, "must be >= 1");
         this.vocab = vocab;
         this.eosId = eosId;
         this.domains = domains;

@@ -87,4 +87,20 @@ class ModelConfigTest {
                 () -> ModelConfig.fromJson(ModelConfig.tiny().toJson().replace("\"vocab\"", "\"vocabSize\"")));
         assertTrue(typo.getMessage().contains("'vocab'"), typo.getMessage());
     }
+
+    /** Read from a file, a broken rule names the file and the JSON key as written, nested keys included. */
+    @Test
+    void fromAFileTheMessageNamesTheFileAndTheJsonKey() {
+        String bench = ModelConfig.bench().toJson();
+        rejects("cfg.json: kvHeads = 3: must divide heads = 8",
+                () -> ModelConfig.fromJson(bench.replace("\"kvHeads\" : 8", "\"kvHeads\" : 3"), "cfg.json"));
+        rejects("cfg.json: routing.capacityFactor = -2.0: must be finite and >= 0 (0 = none)",
+                () -> ModelConfig.fromJson(bench.replace("\"capacityFactor\" : 0.0", "\"capacityFactor\" : -2.0"), "cfg.json"));
+        rejects("cfg.json: loss.lb = -1.0: must be finite and >= 0",
+                () -> ModelConfig.fromJson(bench.replace("\"lb\" : 0.1", "\"lb\" : -1.0"), "cfg.json"));
+        ConfigException e = assertThrows(ConfigException.class, () -> ModelConfig.fromJson("{\"vocab\": 5}", "cfg.json"));
+        assertTrue(e.getMessage().startsWith("cfg.json: ") && !e.getMessage().contains("ModelConfig JSON"), e.getMessage());
+        assertEquals("routing.matryoshka.kMax", ModelConfig.jsonKey("MatryoshkaConfig.kMax"));
+        assertEquals("routing.pool.poolMax", ModelConfig.jsonKey("ModelConfig.routing.pool.poolMax"));
+    }
 }

@@ -6,6 +6,7 @@ import java.util.List;
 import java.util.Set;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
+import org.moe4j.Moe4jException;
 
 /**
  * One architecture's tensor names as a table of (Hugging Face pattern, canonical pattern) rows, read both ways.
@@ -53,7 +54,8 @@ final class NameTable {
     NameTable(String architecture, String... hfToCanonical) {
         this.architecture = architecture;
         if (hfToCanonical.length % 2 != 0) {
-            throw new IllegalArgumentException(architecture + ": name table needs pairs");
+            throw new Moe4jException(architecture + ": name table has " + hfToCanonical.length
+                    + " patterns; it needs (Hugging Face, canonical) pairs");
         }
         Set<String> hfSeen = new HashSet<>();
         Set<String> canonicalSeen = new HashSet<>();
@@ -62,11 +64,11 @@ final class NameTable {
             Side canonical = Side.of(hfToCanonical[i + 1]);
             if (!new HashSet<>(hf.placeholders).equals(new HashSet<>(canonical.placeholders))
                     || hf.placeholders.size() != new HashSet<>(hf.placeholders).size()) {
-                throw new IllegalArgumentException(architecture + ": row '" + hf.pattern + "' -> '"
+                throw new Moe4jException(architecture + ": row '" + hf.pattern + "' -> '"
                         + canonical.pattern + "' does not use the same placeholders once each on both sides");
             }
             if (!hfSeen.add(hf.pattern) || !canonicalSeen.add(canonical.pattern)) {
-                throw new IllegalArgumentException(architecture + ": row '" + hf.pattern + "' -> '"
+                throw new Moe4jException(architecture + ": row '" + hf.pattern + "' -> '"
                         + canonical.pattern + "' repeats a pattern");
             }
             rows.add(new Row(hf, canonical));
