@@ -38,7 +38,23 @@ public final class ForwardRunner implements AutoCloseable {
     private final boolean allRowLogits;
     private final int maxRoutedK;
     private GenerationPools pools;
+    private LayerObserver observer;
     private int logitRows;
+
+    /** Sees each layer's routing during a forward (calibration, routing analyses); called on the forward's thread. */
+    public interface LayerObserver {
+        /**
+         * After layer l's MoE block: its routing over this call's rows ({@code routing.prob}, experts, gates,
+         * {@code perm}) and the experts' outputs before gating, [keptSlots, d], row i for kept slot
+         * {@code routing.perm[i]}. Both are overwritten by the next layer.
+         */
+        void afterMoe(int layer, org.moe4j.engine.routing.Routing routing, Tensor expertOutputs);
+    }
+
+    /** Installs (or with null removes) the layer observer. */
+    public void observer(LayerObserver o) {
+        observer = o;
+    }
 
     /**
      * @param maxTokens    rows per call (a prompt chunk, or the decode batch)
@@ -165,6 +181,7 @@ public final class ForwardRunner implements AutoCloseable {
             if (pools != null) pools.before(l, b, controls[l]);
             moe[l].forward(attn[l].a.hres.segment(), out.segment(), controls[l]);
             if (pools != null) pools.after(l, b, moe[l].routing());
+            if (observer != null) observer.afterMoe(l, moe[l].routing(), moe[l].a.ye);
             Tensor t = in;
             in = out;
             out = t;
