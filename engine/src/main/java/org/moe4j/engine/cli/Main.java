@@ -7,6 +7,7 @@ import picocli.CommandLine.Command;
 @Command(name = "moe4j", mixinStandardHelpOptions = true, version = "moe4j 0.1.0",
         description = "A JVM-native engine that trains and serves mixture-of-experts language models.",
         subcommands = {QuickstartCommand.class, TrainCommand.class, PrepareDataCommand.class, SelfCheckCommand.class,
+                ServeCommand.class,
                 NumericsCommand.class, ConvertCommand.class})
 public final class Main implements Runnable {
     public static void main(String[] args) {
