@@ -276,7 +276,7 @@ public final class OpenAiServer implements AutoCloseable {
             ex.sendResponseHeaders(200, 0);
             OutputStream out = ex.getResponseBody();
             if (chat) {
-                ObjectNode c = chunk(id, object, created, true);
+                ObjectNode c = chunk(id, object, created, false);
                 ((ObjectNode) c.get("choices").get(0)).putObject("delta").put("role", "assistant").put("content", "");
                 event(out, c);
             }
