@@ -61,19 +61,28 @@ public final class AdamW {
 
     /**
      * Σ g[i]^2 over n elements, accumulated in double: float vector partial sums over blocks of 4096 elements
-     * (each lane adds at most 64 squares), each block's sum added in double.
+     * (each lane adds at most 256 squares at 128 bits, 64 at 512), each block's sum added in double. A block whose float sum overflows
+     * (finite gradients above ~3e35 in magnitude) is summed again in double, where the squares of finite floats
+     * cannot overflow; so the result is non-finite only when some g[i] is.
      */
     public static double sumSquares(MemorySegment g, long off, long n) {
         final int block = 4096;
         double total = 0;
-        long i = 0;
-        for (; i + block <= n; i += block) {
-            total += VectorMath.sumSquares(g, off + i, block);
-        }
-        if (i < n) {
-            total += VectorMath.sumSquares(g, off + i, (int) (n - i));
+        for (long i = 0; i < n; i += block) {
+            int len = (int) Math.min(block, n - i);
+            float s = VectorMath.sumSquares(g, off + i, len);
+            total += Float.isFinite(s) ? s : sumSquaresDouble(g, off + i, len);
         }
         return total;
+    }
+
+    private static double sumSquaresDouble(MemorySegment g, long off, int n) {
+        double s = 0;
+        for (int i = 0; i < n; i++) {
+            double v = get(g, off + i);
+            s += v * v;
+        }
+        return s;
     }
 
     /** g[i] *= s over n elements (gradient clipping when it is not folded into {@link #step}). */

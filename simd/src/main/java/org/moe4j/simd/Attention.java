@@ -5,7 +5,6 @@ import java.lang.foreign.ValueLayout;
 import java.nio.ByteOrder;
 import java.util.Arrays;
 import jdk.incubator.vector.FloatVector;
-import jdk.incubator.vector.IntVector;
 import jdk.incubator.vector.VectorOperators;
 import jdk.incubator.vector.VectorSpecies;
 import org.moe4j.Moe4jException;
@@ -42,7 +41,7 @@ import org.moe4j.Moe4jException;
  * inside a pool task (a nested parallelFor runs inline as worker 0 and would share worker 0's scratch).
  */
 public final class Attention {
-    private static final VectorSpecies<Float> SPECIES = FloatVector.SPECIES_PREFERRED;
+    private static final VectorSpecies<Float> SPECIES = Simd.FLOAT;
     private static final int L = SPECIES.length();
     private static final ValueLayout.OfInt INT = ValueLayout.JAVA_INT_UNALIGNED;
     private static final ByteOrder NATIVE = ByteOrder.nativeOrder();
@@ -296,7 +295,7 @@ public final class Attention {
                     Arrays.fill(p, rowOff + e, rowOff + vE, Float.NEGATIVE_INFINITY);
                     float mOld = m[r];
                     float mNew = Math.max(mOld, rowMax(p, rowOff + vS, rowOff + vE));
-                    float alpha = mOld == mNew ? 1f : (float) Math.exp(mOld - mNew); // 0 when mOld = -inf
+                    float alpha = mOld == mNew ? 1f : VectorMath.exp(mOld - mNew); // 0 when mOld = -inf
                     float sum = expSub(p, rowOff + vS, rowOff + vE, mNew);
                     l[r] = l[r] * alpha + sum;
                     m[r] = mNew;
@@ -318,7 +317,7 @@ public final class Attention {
             for (int r = 0; r < nq; r++) {
                 long row = b * (long) T + i0 + r;
                 storeRow(acc, r * dp, out, (row * qLd + (long) h * dh) * Float.BYTES, dh, 1f / l[r]);
-                lseSeg.setAtIndex(Tensor.FLOAT, row * heads + h, m[r] + (float) Math.log(l[r]));
+                lseSeg.setAtIndex(Tensor.FLOAT, row * heads + h, m[r] + VectorMath.log(l[r]));
             }
         }
     }
@@ -748,40 +747,12 @@ public final class Attention {
         return mx.reduceLanes(VectorOperators.MAX);
     }
 
-    private static final float EXP_LO = -87.0f;
-    private static final float EXP_HI = 88.0f;
-    private static final float LOG2E = 1.44269504088896341f;
-    private static final float LN2_HI = 0.693359375f;
-    private static final float LN2_LO = -2.12194440e-4f;
-    private static final float ROUND = 12582912f; // 1.5 * 2^23: x + ROUND rounds x to an integer in the low bits
-
-    // x[i] = exp(x[i] - m) over [from, to) (whole vectors), -inf -> 0; returns the sum. Cephes expf: Cody-Waite
-    // reduction x = n ln2 + r, |r| <= ln2/2, degree-7 polynomial, 2^n built in the exponent bits. ~1-2 ulp.
+    // x[i] = exp(x[i] - m) over [from, to) (whole vectors), -inf -> 0; returns the sum. The one exp of every
+    // kernel (VectorMath.exp): exactly rounded operations only, so the bits do not depend on JIT state.
     private static float expSub(float[] x, int from, int to, float m) {
-        FloatVector lo = FloatVector.broadcast(SPECIES, EXP_LO);
-        FloatVector hi = FloatVector.broadcast(SPECIES, EXP_HI);
-        FloatVector log2e = FloatVector.broadcast(SPECIES, LOG2E);
-        FloatVector round = FloatVector.broadcast(SPECIES, ROUND);
-        FloatVector nLn2Hi = FloatVector.broadcast(SPECIES, -LN2_HI);
-        FloatVector nLn2Lo = FloatVector.broadcast(SPECIES, -LN2_LO);
-        FloatVector one = FloatVector.broadcast(SPECIES, 1f);
         FloatVector sum = FloatVector.zero(SPECIES);
         for (int i = from; i < to; i += L) {
-            FloatVector x0 = FloatVector.fromArray(SPECIES, x, i).sub(m);
-            FloatVector xc = x0.max(lo).min(hi);
-            FloatVector t = xc.fma(log2e, round);
-            FloatVector n = t.sub(round);
-            FloatVector r = n.fma(nLn2Hi, xc);
-            r = n.fma(nLn2Lo, r);
-            FloatVector poly = r.mul(1.9875691500E-4f).add(1.3981999507E-3f)
-                    .fma(r, FloatVector.broadcast(SPECIES, 8.3334519073E-3f))
-                    .fma(r, FloatVector.broadcast(SPECIES, 4.1665795894E-2f))
-                    .fma(r, FloatVector.broadcast(SPECIES, 1.6666665459E-1f))
-                    .fma(r, FloatVector.broadcast(SPECIES, 5.0000001201E-1f));
-            FloatVector y = poly.mul(r.mul(r)).add(r).add(one);
-            // low bits of t hold n; (n + 127) << 23 is 2^n as a float
-            IntVector bits = t.reinterpretAsInts().add(127).lanewise(VectorOperators.LSHL, 23);
-            FloatVector ex = y.mul(bits.reinterpretAsFloats()).blend(0f, x0.compare(VectorOperators.LT, EXP_LO));
+            FloatVector ex = VectorMath.exp(FloatVector.fromArray(SPECIES, x, i).sub(m));
             ex.intoArray(x, i);
             sum = sum.add(ex);
         }

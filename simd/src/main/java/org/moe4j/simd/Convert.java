@@ -1,6 +1,5 @@
 package org.moe4j.simd;
 
-import static org.moe4j.simd.VectorMath.F;
 import static org.moe4j.simd.VectorMath.L;
 import static org.moe4j.simd.VectorMath.NATIVE;
 
@@ -9,7 +8,6 @@ import jdk.incubator.vector.IntVector;
 import jdk.incubator.vector.ShortVector;
 import jdk.incubator.vector.VectorMask;
 import jdk.incubator.vector.VectorOperators;
-import jdk.incubator.vector.VectorShape;
 import jdk.incubator.vector.VectorSpecies;
 
 /**
@@ -22,9 +20,8 @@ public final class Convert {
     private Convert() {
     }
 
-    private static final VectorSpecies<Integer> I = F.vectorShape().withLanes(int.class);
-    private static final VectorSpecies<Short> S = VectorSpecies.of(short.class,
-            VectorShape.forBitSize(F.vectorBitSize() / 2));
+    private static final VectorSpecies<Integer> I = Simd.INT;
+    private static final VectorSpecies<Short> S = Simd.SHORT_HALF;
 
     /** bf16 src [n] -> f32 dst [n]: the bits shifted into the upper half, exact. */
     public static void bf16ToF32(MemorySegment src, long srcOff, MemorySegment dst, long dstOff, long n) {

@@ -88,7 +88,7 @@ public final class CrossEntropy {
             for (; i < vocab; i++) {
                 set(dlogits, dr + i, VectorMath.exp(get(logits, lr + i) - z) * c);
             }
-            set(dlogits, dr + t, (float) Math.exp(xt - z) * c - scale);
+            set(dlogits, dr + t, VectorMath.exp(xt - z) * c - scale);
         }
     }
 
@@ -123,6 +123,6 @@ public final class CrossEntropy {
         if (max == Float.NEGATIVE_INFINITY) {
             return Float.NEGATIVE_INFINITY;
         }
-        return max + (float) Math.log(Softmax.expSum(x, xr, n, max));
+        return max + VectorMath.log(Softmax.expSum(x, xr, n, max));
     }
 }

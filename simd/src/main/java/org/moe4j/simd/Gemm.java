@@ -1,6 +1,7 @@
 package org.moe4j.simd;
 
 import java.lang.foreign.MemorySegment;
+import org.moe4j.Moe4jException;
 
 /**
  * Single-precision GEMM, row-major: {@code C = alpha * op(A) * op(B) + beta * C}.
@@ -28,7 +29,7 @@ public interface Gemm {
         int kb = transB ? b.dim(1) : b.dim(0);
         int n = transB ? b.dim(0) : b.dim(1);
         if (k != kb || c.dim(0) != m || c.dim(1) != n) {
-            throw new IllegalArgumentException("sgemm shape mismatch: op(A) " + m + "x" + k + ", op(B) " + kb + "x" + n
+            throw new Moe4jException("sgemm shape mismatch: op(A) " + m + "x" + k + ", op(B) " + kb + "x" + n
                     + ", C " + c.dim(0) + "x" + c.dim(1));
         }
         sgemm(transA, transB, m, n, k, alpha, a.segment(), 0, a.dim(1), b.segment(), 0, b.dim(1), beta,

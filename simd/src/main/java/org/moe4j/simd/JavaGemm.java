@@ -3,6 +3,7 @@ package org.moe4j.simd;
 import java.lang.foreign.MemorySegment;
 import java.util.concurrent.atomic.AtomicBoolean;
 import org.moe4j.simd.gemm.GemmKernel;
+import org.moe4j.Moe4jException;
 
 /**
  * SGEMM on the Java Vector API (see {@link Gemm} for the contract), GotoBLAS/BLIS structure:
@@ -32,7 +33,7 @@ public final class JavaGemm implements Gemm {
 
     public JavaGemm(WorkerPool pool) {
         if (pool == null) {
-            throw new IllegalArgumentException("JavaGemm: pool must not be null");
+            throw new Moe4jException("JavaGemm: pool must not be null");
         }
         this.pool = pool;
     }

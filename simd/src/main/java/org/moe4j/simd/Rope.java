@@ -20,7 +20,7 @@ import org.moe4j.Moe4jException;
  * nothing. A Rope object is immutable and safe to share between threads.
  */
 public final class Rope {
-    private static final VectorSpecies<Float> SPECIES = FloatVector.SPECIES_PREFERRED;
+    private static final VectorSpecies<Float> SPECIES = Simd.FLOAT;
     private static final int L = SPECIES.length();
     private static final ByteOrder NATIVE = ByteOrder.nativeOrder();
 
@@ -51,12 +51,14 @@ public final class Rope {
         this.theta = theta;
         this.cos = new float[maxT * half];
         this.sin = new float[maxT * half];
+        // StrictMath: the table is built once, and fdlibm gives the same bits in every JVM mode and on every CPU
+        // (Math's intrinsics need not), so a resumed run sees the same table as the run it continues
         for (int i = 0; i < half; i++) {
-            double invFreq = Math.pow(theta, -2.0 * i / headDim);
+            double invFreq = StrictMath.pow(theta, -2.0 * i / headDim);
             for (int p = 0; p < maxT; p++) {
                 double a = p * invFreq;
-                cos[p * half + i] = (float) Math.cos(a);
-                sin[p * half + i] = (float) Math.sin(a);
+                cos[p * half + i] = (float) StrictMath.cos(a);
+                sin[p * half + i] = (float) StrictMath.sin(a);
             }
         }
     }

@@ -67,7 +67,7 @@ public final class Softmax {
                 set(y, yr + i, get(y, yr + i) * inv);
             }
             if (lse != null) {
-                set(lse, lseOff + r, max + (float) Math.log(sum));
+                set(lse, lseOff + r, max + VectorMath.log(sum));
             }
         }
     }
@@ -84,7 +84,7 @@ public final class Softmax {
                 continue;
             }
             float sum = mask == null ? expSum(x, xr, n, max) : expSumMasked(x, xr, n, max, mask, mw);
-            set(lse, lseOff + r, max + (float) Math.log(sum));
+            set(lse, lseOff + r, max + VectorMath.log(sum));
         }
     }
 

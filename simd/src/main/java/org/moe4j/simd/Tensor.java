@@ -4,6 +4,7 @@ import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.util.Arrays;
+import org.moe4j.Moe4jException;
 
 /**
  * An off-heap, row-major view with a shape over a {@link MemorySegment}. The tensor does not own its memory:
@@ -37,7 +38,7 @@ public final class Tensor {
         long n = numel(shape);
         long bytes = n * dtype.byteSize();
         if (segment.byteSize() < bytes) {
-            throw new IllegalArgumentException("segment of " + segment.byteSize() + " bytes is too small for "
+            throw new Moe4jException("segment of " + segment.byteSize() + " bytes is too small for "
                     + dtype + Arrays.toString(shape) + " (" + bytes + " bytes)");
         }
         return new Tensor(segment.asSlice(0, bytes), dtype, shape.clone(), n);
@@ -60,7 +61,7 @@ public final class Tensor {
         long n = 1;
         for (int i = 0; i < shape.length; i++) {
             if (shape[i] < 0) {
-                throw new IllegalArgumentException("negative dimension " + shape[i] + " at index " + i + " in shape "
+                throw new Moe4jException("negative dimension " + shape[i] + " at index " + i + " in shape "
                         + Arrays.toString(shape));
             }
             n = Math.multiplyExact(n, shape[i]);
@@ -144,7 +145,7 @@ public final class Tensor {
     /** The same memory with another shape of the same element count. */
     public Tensor reshape(int... newShape) {
         if (numel(newShape) != numel) {
-            throw new IllegalArgumentException("cannot reshape " + Arrays.toString(shape) + " to " + Arrays.toString(newShape));
+            throw new Moe4jException("cannot reshape " + Arrays.toString(shape) + " to " + Arrays.toString(newShape));
         }
         return new Tensor(segment, dtype, newShape.clone(), numel);
     }
@@ -168,7 +169,7 @@ public final class Tensor {
     /** Copies {@code src} (row-major, converted to this dtype) into this tensor. */
     public Tensor copyFrom(float[] src) {
         if (src.length != numel) {
-            throw new IllegalArgumentException("copyFrom: " + src.length + " values for a tensor of " + numel);
+            throw new Moe4jException("copyFrom: " + src.length + " values for a tensor of " + numel);
         }
         if (dtype == DType.F32) {
             MemorySegment.copy(src, 0, segment, FLOAT, 0, src.length);
@@ -183,7 +184,7 @@ public final class Tensor {
     /** Copies another tensor of the same element count, converting dtype if needed. */
     public Tensor copyFrom(Tensor src) {
         if (src.numel != numel) {
-            throw new IllegalArgumentException("copyFrom: " + Arrays.toString(src.shape) + " into " + Arrays.toString(shape));
+            throw new Moe4jException("copyFrom: " + Arrays.toString(src.shape) + " into " + Arrays.toString(shape));
         }
         if (src.dtype == dtype) {
             segment.copyFrom(src.segment);
@@ -198,7 +199,7 @@ public final class Tensor {
     /** The values as a new float array (for tests and small tensors). */
     public float[] toFloatArray() {
         if (numel > Integer.MAX_VALUE - 8) {
-            throw new IllegalStateException("tensor of " + numel + " elements does not fit a Java array");
+            throw new Moe4jException("tensor of " + numel + " elements does not fit a Java array");
         }
         float[] out = new float[(int) numel];
         if (dtype == DType.F32) {

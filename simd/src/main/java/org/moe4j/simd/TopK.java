@@ -8,6 +8,7 @@ import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import jdk.incubator.vector.FloatVector;
 import jdk.incubator.vector.VectorOperators;
+import org.moe4j.Moe4jException;
 
 /**
  * Per-row top-k: the k largest of the first {@code n} columns with their column indices, in descending order.
@@ -41,7 +42,7 @@ public final class TopK {
                              int maskStride, MemorySegment idx, long idxOff, int ldIdx, MemorySegment val, long valOff,
                              int ldVal, int r0, int r1) {
         if (k < 0) {
-            throw new IllegalArgumentException("top-k: k must be >= 0, got " + k);
+            throw new Moe4jException("top-k: k must be >= 0, got " + k);
         }
         if (k == 0) {
             return 0;

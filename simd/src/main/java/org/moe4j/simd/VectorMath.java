@@ -10,14 +10,16 @@ import jdk.incubator.vector.VectorShuffle;
 import jdk.incubator.vector.VectorSpecies;
 
 /**
- * Shared pieces of the element-wise kernels: the float species, a vectorised exp, and a few row reductions that
- * return primitives (so no {@code Vector} escapes a call). Package-private: kernels are the public surface.
+ * Shared pieces of the element-wise kernels: the float species (from {@link Simd}), a vectorised exp with its scalar
+ * twin, and a few row reductions that return primitives (so no {@code Vector} escapes a call). Every piece gives
+ * the same bits interpreted and compiled: no {@code reduceLanes} (its order is unspecified) and no transcendental
+ * {@code lanewise} op (SVML when compiled, {@code Math} per lane when not). Package-private: kernels are the public surface.
  */
 final class VectorMath {
     private VectorMath() {
     }
 
-    static final VectorSpecies<Float> F = FloatVector.SPECIES_PREFERRED;
+    static final VectorSpecies<Float> F = Simd.FLOAT;
     static final int L = F.length();
     static final ByteOrder NATIVE = ByteOrder.nativeOrder();
     // rotations by 8, 4, 2, 1 lanes for the fixed-order lane sum
@@ -46,21 +48,13 @@ final class VectorMath {
     private static final float P5 = 5.0000001201E-1f;
 
     /**
-     * Which exp the kernels use: {@code -Dmoe4j.exp=lanewise} (the Vector API's {@code lanewise(EXP)}, an SVML stub
-     * on x86-64: ~6e-8 relative, measured ~2x faster than the polynomial in VectorExpBench) or {@code poly}
-     * ({@link #expPoly}). Default: lanewise on amd64, where the JDK ships the SVML stubs; poly elsewhere, where
-     * lanewise(EXP) may fall back to a per-lane Java loop.
+     * e^x lane-wise, ~2 ulp (~1e-7 relative); exp(-inf) = 0, exp(+inf) = +inf, exp(NaN) = NaN. Built only from
+     * exactly rounded operations (fma, mul, add, min/max, integer shifts), so the interpreter, C1 and C2 give the
+     * same bits, and each lane equals {@link #exp(float)} of it. The Vector API's {@code lanewise(EXP)} is an SVML
+     * stub once C2 compiles it but {@code Math.exp} per lane before that, which differs in the last bit in ~1% of
+     * lanes: a run resumed in a fresh JVM then drifts from a straight run.
      */
-    static final boolean LANEWISE_EXP = "lanewise".equals(System.getProperty("moe4j.exp",
-            "amd64".equals(System.getProperty("os.arch")) ? "lanewise" : "poly"));
-
-    /** e^x lane-wise, ~1e-7 relative; exp(-inf) = 0, exp(+inf) = +inf, exp(NaN) = NaN. */
     static FloatVector exp(FloatVector x) {
-        return LANEWISE_EXP ? x.lanewise(VectorOperators.EXP) : expPoly(x);
-    }
-
-    /** The range-reduction + polynomial exp described above. */
-    static FloatVector expPoly(FloatVector x) {
         FloatVector xc = x.max(EXP_LO).min(EXP_HI);
         FloatVector t = xc.fma(LOG2E, ROUND_MAGIC);
         FloatVector n = t.sub(ROUND_MAGIC);
@@ -81,9 +75,37 @@ final class VectorMath {
         return p.mul(s1).mul(s2);
     }
 
-    /** Scalar e^x for loop tails (same range behaviour as {@link #exp(FloatVector)}). */
+    /**
+     * Scalar e^x for loop tails and per-row factors: the same operations as {@link #exp(FloatVector)} in the same
+     * order ({@code Math.fma} is exactly rounded in every execution mode), so it gives the same bits as a lane.
+     */
     static float exp(float x) {
-        return (float) Math.exp(x);
+        float xc = Math.min(Math.max(x, EXP_LO), EXP_HI);
+        float t = Math.fma(xc, LOG2E, ROUND_MAGIC);
+        float n = t - ROUND_MAGIC;
+        float r = xc - n * LN2_HI;
+        r = Math.fma(n, -LN2_LO, r);
+        float p = Math.fma(r, P0, P1);
+        p = Math.fma(p, r, P2);
+        p = Math.fma(p, r, P3);
+        p = Math.fma(p, r, P4);
+        p = Math.fma(p, r, P5);
+        float r2 = r * r;
+        p = Math.fma(p, r2, r) + 1f;
+        int ni = Float.floatToRawIntBits(t) - ROUND_MAGIC_BITS;
+        int n1 = ni >> 1;
+        int n2 = ni - n1;
+        float s1 = Float.intBitsToFloat((n1 + 127) << 23);
+        float s2 = Float.intBitsToFloat((n2 + 127) << 23);
+        return p * s1 * s2;
+    }
+
+    /**
+     * Natural log for per-row values (logsumexp): StrictMath's fdlibm gives the same bits in every JVM mode and on
+     * every platform, which {@code Math.log} (an intrinsic stub where one exists) does not promise.
+     */
+    static float log(float x) {
+        return (float) StrictMath.log(x);
     }
 
     /**

@@ -10,7 +10,7 @@ import jdk.incubator.vector.VectorSpecies;
  * (gate-weighted combine, scatter-add, gate gradients) and of finite checks. Allocation-free.
  */
 public final class VectorOps {
-    private static final VectorSpecies<Float> F = FloatVector.SPECIES_PREFERRED;
+    private static final VectorSpecies<Float> F = Simd.FLOAT;
     private static final int L = F.length();
     private static final ByteOrder NATIVE = ByteOrder.nativeOrder();
 

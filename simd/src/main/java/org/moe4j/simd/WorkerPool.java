@@ -5,6 +5,7 @@ import java.util.concurrent.atomic.AtomicReference;
 import java.util.concurrent.locks.LockSupport;
 import org.agrona.concurrent.BackoffIdleStrategy;
 import org.agrona.concurrent.IdleStrategy;
+import org.moe4j.Moe4jException;
 
 /**
  * A fixed set of worker threads, started once, that run index ranges in parallel.
@@ -41,7 +42,7 @@ public final class WorkerPool implements AutoCloseable {
     /** A pool of {@code threads} threads in all, the caller included ({@code threads - 1} workers are started). */
     public WorkerPool(int threads) {
         if (threads < 1) {
-            throw new IllegalArgumentException("threads must be >= 1, got " + threads);
+            throw new Moe4jException("WorkerPool: threads must be >= 1, got " + threads);
         }
         this.threads = threads;
         this.workers = new Thread[threads - 1];
@@ -84,7 +85,7 @@ public final class WorkerPool implements AutoCloseable {
             } catch (NumberFormatException e) {
                 // fall through to the error below
             }
-            throw new IllegalArgumentException("moe4j.threads / MOE4J_THREADS must be a positive integer, got '" + s + "'");
+            throw new Moe4jException("moe4j.threads / MOE4J_THREADS must be a positive integer, got '" + s + "'");
         }
         return Runtime.getRuntime().availableProcessors();
     }
@@ -139,7 +140,7 @@ public final class WorkerPool implements AutoCloseable {
             } else if (t instanceof Error err) {
                 throw err;
             } else if (t != null) {
-                throw new IllegalStateException(t);
+                throw new Moe4jException("worker pool: a task threw " + t, t);
             }
         } finally {
             busy.set(0);

@@ -3,6 +3,7 @@ package org.moe4j.simd;
 import java.lang.foreign.Arena;
 import java.util.LinkedHashMap;
 import java.util.Map;
+import org.moe4j.Moe4jException;
 
 /**
  * Named buffers allocated once from one arena and handed out as {@link Tensor} views. Everything a step needs
@@ -31,7 +32,7 @@ public final class Workspace implements AutoCloseable {
     /** Allocates a zeroed slot {@code name} of the given dtype; a name can be taken once. */
     public Tensor allocate(String name, DType dtype, int... shape) {
         if (slots.containsKey(name)) {
-            throw new IllegalArgumentException("workspace slot '" + name + "' is already allocated as " + slots.get(name));
+            throw new Moe4jException("workspace slot '" + name + "' is already allocated as " + slots.get(name));
         }
         Tensor t = Tensor.allocate(arena, dtype, shape);
         slots.put(name, t);
@@ -43,7 +44,7 @@ public final class Workspace implements AutoCloseable {
     public Tensor get(String name) {
         Tensor t = slots.get(name);
         if (t == null) {
-            throw new IllegalArgumentException("workspace has no slot '" + name + "'; it has " + slots.keySet());
+            throw new Moe4jException("workspace has no slot '" + name + "'; it has " + slots.keySet());
         }
         return t;
     }

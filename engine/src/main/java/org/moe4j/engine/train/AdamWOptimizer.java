@@ -28,7 +28,7 @@ public final class AdamWOptimizer implements AutoCloseable {
     private final long[] chunkStart;
     private final int[] chunkLen;
     private final boolean[] chunkDecay;
-    private final double[] partial;
+    private final double[] chunkSquares; // Σ g² of each chunk, summed in chunk order: the same bits on any thread count
     private double beta1 = 0.9, beta2 = 0.95, epsilon = 1e-8, weightDecay = 0.1;
     private long step;
     private double lastNorm;
@@ -52,7 +52,7 @@ public final class AdamWOptimizer implements AutoCloseable {
             chunkLen[i] = (int) chunks.get(i)[1];
             chunkDecay[i] = chunks.get(i)[2] == 1;
         }
-        partial = new double[pool.threads()];
+        chunkSquares = new double[chunks.size()];
     }
 
     public AdamWOptimizer betas(double b1, double b2) {
@@ -92,9 +92,7 @@ public final class AdamWOptimizer implements AutoCloseable {
     private final class NormTask implements WorkerPool.RangeTask {
         @Override
         public void run(int s, int e, int worker) {
-            double acc = 0;
-            for (int i = s; i < e; i++) acc += AdamW.sumSquares(model.grads(), chunkStart[i], chunkLen[i]);
-            partial[worker] += acc;
+            for (int i = s; i < e; i++) chunkSquares[i] = AdamW.sumSquares(model.grads(), chunkStart[i], chunkLen[i]);
         }
     }
 
@@ -122,10 +120,9 @@ public final class AdamWOptimizer implements AutoCloseable {
      * Returns the gradient norm before clipping. A non-finite norm names the first bad tensor and changes nothing.
      */
     public double step(double lr, double clip, int microBatches) {
-        java.util.Arrays.fill(partial, 0.0);
         pool.parallelFor(chunkStart.length, normTask);
         double ss = 0;
-        for (double x : partial) ss += x;
+        for (double x : chunkSquares) ss += x;
         double norm = Math.sqrt(ss) / microBatches;
         lastNorm = norm;
         if (!Double.isFinite(norm)) {
@@ -135,15 +132,17 @@ public final class AdamWOptimizer implements AutoCloseable {
                     throw new NonFiniteException("non-finite gradient: first in " + e.name() + " at element " + at
                             + "; no parameter was updated");
             }
-            throw new NonFiniteException("non-finite gradient norm (sum of squares overflowed); no parameter was updated");
+            // not reached: the squares of finite floats, summed in double, stay below ~1e77 per element
+            throw new NonFiniteException("non-finite gradient norm " + norm + " although every gradient is finite; "
+                    + "no parameter was updated");
         }
         double scale = 1.0 / microBatches;
         if (clip > 0 && norm > clip) scale *= clip / norm;
         step++;
         StepTask t = stepTask;
         t.lr = (float) lr;
-        t.bc1 = (float) (1 - Math.pow(beta1, step));
-        t.bc2 = (float) (1 - Math.pow(beta2, step));
+        t.bc1 = (float) (1 - StrictMath.pow(beta1, step));
+        t.bc2 = (float) (1 - StrictMath.pow(beta2, step));
         t.scale = (float) scale;
         pool.parallelFor(chunkStart.length, t);
         return norm;

@@ -4,6 +4,8 @@ import java.lang.foreign.MemorySegment;
 import java.nio.ByteOrder;
 import jdk.incubator.vector.FloatVector;
 import jdk.incubator.vector.VectorSpecies;
+import org.moe4j.Moe4jException;
+import org.moe4j.simd.Simd;
 import org.moe4j.simd.Tensor;
 import org.moe4j.simd.WorkerPool;
 
@@ -14,23 +16,30 @@ import org.moe4j.simd.WorkerPool;
  * <p>Layouts. Packed A block: {@code ceil(mc / MR)} panels, panel {@code ip} holds {@code ap[ip*MR*kc + p*MR + r]
  * = op(A)[ic + ip*MR + r, pc + p]} (rows past m are zero). Packed B block: panel {@code jp} holds
  * {@code bp[jp*NR*kc + p*NR + j] = op(B)[pc + p, jc + jp*NR + j]} (columns past n are zero). The micro-kernel then
- * reads MR broadcasts and NR/16 vectors per p, all contiguous. A panel of at most 32 or 16 valid columns (the
- * n edge, or the end of a thread's N slice, which is cut at a multiple of 16) runs {@link #kernel32} or
- * {@link #kernel16}: same per-element operation order as {@link #kernel}, so the partition does not change bits.
+ * reads MR broadcasts and NR / L vectors per p, all contiguous. A panel of at most 2 or 1 vectors of valid columns
+ * (the n edge, or the end of a thread's N slice, which is cut at a multiple of L) runs {@link #kernel2v} or
+ * {@link #kernel1v}: same per-element operation order as {@link #kernel}, so the partition (the thread count) does
+ * not change bits.
+ *
+ * <p>Width. The species comes from {@link Simd#FLOAT} (L = 16, 8 or 4 floats at 512, 256 or 128 bits) and the
+ * micro-tile is 8 rows x 3 vectors at every width, so NR = 3 L. That is 24 accumulators + 3 B vectors + 1
+ * broadcast: it fits the 32 vector registers of AVX-512 (also at 256 bits, where zmm16-31 serve as ymm) and of
+ * NEON; on an AVX2-only CPU (16 ymm) C2 spills some accumulators to L1, which costs speed, not correctness.
  */
 public final class GemmKernel {
     private GemmKernel() {
     }
 
-    static final VectorSpecies<Float> S = FloatVector.SPECIES_512;
-    static final int L = 16;
+    static final VectorSpecies<Float> S = Simd.FLOAT;
+    /** Floats per vector. */
+    public static final int L = S.length();
     /**
-     * Micro-tile: MR rows x NR columns of C in MR * NR / 16 = 24 zmm accumulators (+ 3 B vectors + 1 broadcast of
-     * the 32 registers). Measured alone on L1-resident panels it runs at ~80-83% of the FmaPeakBench rate; 6 x 32
-     * gave the same whole-GEMM rate here (the rest goes to packing and the C read-modify-write per K block).
+     * Micro-tile: MR rows x NR columns of C in MR * NR / L = 24 vector accumulators (+ 3 B vectors + 1 broadcast of
+     * the 32 registers). At 512 bits, measured alone on L1-resident panels, it runs at ~80-83% of the FmaPeakBench
+     * rate; 6 x 32 gave the same whole-GEMM rate (the rest goes to packing and the C read-modify-write per K block).
      */
     public static final int MR = 8;
-    public static final int NR = 48;
+    public static final int NR = 3 * L;
     /**
      * K block: an NR x KC B micro-panel (48 KB) sits in L1/L2 while the A micro-panels (8 KB) stream; KC from 128
      * to 512 measured the same within noise.
@@ -38,7 +47,10 @@ public final class GemmKernel {
     public static final int KC = 256;
     /** M block: the packed A block [MC, KC] (144 KB) lives in L2. */
     public static final int MC = 144;
-    /** N block (a multiple of NR): the packed B block [KC, NC] (2 MB) lives in L2/L3. */
+    /**
+     * N block, a multiple of NR at every width (2016 = 42 * 48 = 84 * 24 = 168 * 12): the packed B block [KC, NC]
+     * (2 MB) lives in L2/L3.
+     */
     public static final int NC = 2016;
     /** Below m * n * k of this, a call runs on the caller thread alone. */
     public static final long PARALLEL_MIN_FLOPS = 64L * 64 * 64;
@@ -71,24 +83,24 @@ public final class GemmKernel {
                                  MemorySegment a, long aOffset, int lda, MemorySegment b, long bOffset, int ldb,
                                  MemorySegment c, long cOffset, int ldc) {
         if (m < 0 || n < 0 || k < 0) {
-            throw new IllegalArgumentException("sgemm: m, n, k must be >= 0, got " + m + ", " + n + ", " + k);
+            throw new Moe4jException("sgemm: m, n, k must be >= 0, got " + m + ", " + n + ", " + k);
         }
         if (aOffset < 0 || bOffset < 0 || cOffset < 0) {
-            throw new IllegalArgumentException("sgemm: offsets must be >= 0, got a " + aOffset + ", b " + bOffset
+            throw new Moe4jException("sgemm: offsets must be >= 0, got a " + aOffset + ", b " + bOffset
                     + ", c " + cOffset);
         }
         int aCols = transA ? m : k;
         int bCols = transB ? k : n;
         if (lda < Math.max(1, aCols)) {
-            throw new IllegalArgumentException("sgemm: lda " + lda + " < " + aCols + " (A "
+            throw new Moe4jException("sgemm: lda " + lda + " < " + aCols + " (A "
                     + (transA ? "[k, m]" : "[m, k]") + ")");
         }
         if (ldb < Math.max(1, bCols)) {
-            throw new IllegalArgumentException("sgemm: ldb " + ldb + " < " + bCols + " (B "
+            throw new Moe4jException("sgemm: ldb " + ldb + " < " + bCols + " (B "
                     + (transB ? "[n, k]" : "[k, n]") + ")");
         }
         if (ldc < Math.max(1, n)) {
-            throw new IllegalArgumentException("sgemm: ldc " + ldc + " < n = " + n);
+            throw new Moe4jException("sgemm: ldc " + ldc + " < n = " + n);
         }
         if (m == 0 || n == 0) {
             return;
@@ -103,7 +115,7 @@ public final class GemmKernel {
     private static void checkExtent(String what, MemorySegment s, long off, int rows, int cols, int ld) {
         long last = off + (long) (rows - 1) * ld + cols; // one past the last element read or written
         if (s == null || last * 4 > s.byteSize()) {
-            throw new IllegalArgumentException("sgemm: " + what + " needs " + last + " floats from offset 0 ("
+            throw new Moe4jException("sgemm: " + what + " needs " + last + " floats from offset 0 ("
                     + rows + " rows of " + cols + ", ld " + ld + ", offset " + off + "), segment holds "
                     + (s == null ? "null" : String.valueOf(s.byteSize() / 4)));
         }
@@ -187,8 +199,8 @@ public final class GemmKernel {
         public void run(int start, int end, int worker) {
             Buffers buf = BUFFERS.get();
             int mPanels = (m + MR - 1) / MR;
-            // N slices in whole vectors, not whole NR panels: n = 512 on 2 threads is 256 + 256 (5 panels and a
-            // 16-column edge each, run by the narrow kernels) rather than 240 + 272 (5 vs 6 full-cost panels)
+            // N slices in whole vectors, not whole NR panels: n = 512 on 2 threads at 512 bits is 256 + 256 (5
+            // panels and a 16-column edge each, run by the narrow kernels) rather than 240 + 272 (5 vs 6 panels)
             int nVecs = (n + L - 1) / L;
             for (int ch = start; ch < end; ch++) {
                 int ci = ch / tn;
@@ -229,10 +241,10 @@ public final class GemmKernel {
                                 if (nr > 2 * L) {
                                     kernel(kc, ap, ir * kc, bp, bIdx, c, cIdx, ldc, mr, nr, alpha, betaEff, buf.tile);
                                 } else if (nr > L) {
-                                    kernel32(kc, ap, ir * kc, bp, bIdx, c, cIdx, ldc, mr, nr, alpha, betaEff,
+                                    kernel2v(kc, ap, ir * kc, bp, bIdx, c, cIdx, ldc, mr, nr, alpha, betaEff,
                                             buf.tile);
                                 } else {
-                                    kernel16(kc, ap, ir * kc, bp, bIdx, c, cIdx, ldc, mr, nr, alpha, betaEff,
+                                    kernel1v(kc, ap, ir * kc, bp, bIdx, c, cIdx, ldc, mr, nr, alpha, betaEff,
                                             buf.tile);
                                 }
                             }
@@ -355,8 +367,8 @@ public final class GemmKernel {
 
         /**
          * Skinny path over C[i0:i1, j0:j1]: C[i, j] = alpha * dot(A[i, :], B[j, :]) + beta * C[i, j], A [m, k] and
-         * B [n, k] read in place. Every element is summed in the same order whatever tile it falls in (16 lane
-         * partial sums over p, then lanes 0..15 in order, then the tail), so the partition cannot change bits.
+         * B [n, k] read in place. Every element is summed in the same order whatever tile it falls in (L lane
+         * partial sums over p, then lanes 0..L-1 in order, then the tail), so the partition cannot change bits.
          */
         private void dotBlock(Buffers buf, int i0, int i1, int j0, int j1) {
             float[] lanes = buf.dotLanes;
@@ -390,7 +402,7 @@ public final class GemmKernel {
         }
     }
 
-    /** Sum of lanes[base .. base + 16) in lane order, then the scalar tail of the dot product from p = kv. */
+    /** Sum of lanes[base .. base + L) in lane order, then the scalar tail of the dot product from p = kv. */
     private static float finish(float[] lanes, int base, MemorySegment a, long aRow, MemorySegment b, long bRow,
                                 int kv, int k) {
         float s = 0f;
@@ -470,21 +482,21 @@ public final class GemmKernel {
             c33 = va3.fma(vb3, c33);
         }
         c00.intoArray(lanes, 0);
-        c01.intoArray(lanes, 16);
-        c02.intoArray(lanes, 32);
-        c03.intoArray(lanes, 48);
-        c10.intoArray(lanes, 64);
-        c11.intoArray(lanes, 80);
-        c12.intoArray(lanes, 96);
-        c13.intoArray(lanes, 112);
-        c20.intoArray(lanes, 128);
-        c21.intoArray(lanes, 144);
-        c22.intoArray(lanes, 160);
-        c23.intoArray(lanes, 176);
-        c30.intoArray(lanes, 192);
-        c31.intoArray(lanes, 208);
-        c32.intoArray(lanes, 224);
-        c33.intoArray(lanes, 240);
+        c01.intoArray(lanes, L);
+        c02.intoArray(lanes, 2 * L);
+        c03.intoArray(lanes, 3 * L);
+        c10.intoArray(lanes, 4 * L);
+        c11.intoArray(lanes, 5 * L);
+        c12.intoArray(lanes, 6 * L);
+        c13.intoArray(lanes, 7 * L);
+        c20.intoArray(lanes, 8 * L);
+        c21.intoArray(lanes, 9 * L);
+        c22.intoArray(lanes, 10 * L);
+        c23.intoArray(lanes, 11 * L);
+        c30.intoArray(lanes, 12 * L);
+        c31.intoArray(lanes, 13 * L);
+        c32.intoArray(lanes, 14 * L);
+        c33.intoArray(lanes, 15 * L);
         for (int r = 0; r < DR; r++) {
             for (int q = 0; q < DC; q++) {
                 sums[r * DC + q] = finish(lanes, (r * DC + q) * L, a, aRow0 + (long) r * lda, b, bRow0 + (long) q * ldb,
@@ -529,8 +541,8 @@ public final class GemmKernel {
             int ai = aIdx + p * MR;
             int bi = bIdx + p * NR;
             FloatVector b0 = FloatVector.fromArray(S, bp, bi);
-            FloatVector b1 = FloatVector.fromArray(S, bp, bi + 16);
-            FloatVector b2 = FloatVector.fromArray(S, bp, bi + 32);
+            FloatVector b1 = FloatVector.fromArray(S, bp, bi + L);
+            FloatVector b2 = FloatVector.fromArray(S, bp, bi + 2 * L);
             FloatVector a0 = FloatVector.broadcast(S, ap[ai]);
             c00 = a0.fma(b0, c00);
             c01 = a0.fma(b1, c01);
@@ -567,29 +579,29 @@ public final class GemmKernel {
         // spill the tile to a small array and update C outside: keeps this method small enough for C2 to inline
         // every Vector API call (a Vector passed to a non-inlined helper is boxed)
         c00.intoArray(tile, 0);
-        c01.intoArray(tile, 16);
-        c02.intoArray(tile, 32);
-        c10.intoArray(tile, 48);
-        c11.intoArray(tile, 64);
-        c12.intoArray(tile, 80);
-        c20.intoArray(tile, 96);
-        c21.intoArray(tile, 112);
-        c22.intoArray(tile, 128);
-        c30.intoArray(tile, 144);
-        c31.intoArray(tile, 160);
-        c32.intoArray(tile, 176);
-        c40.intoArray(tile, 192);
-        c41.intoArray(tile, 208);
-        c42.intoArray(tile, 224);
-        c50.intoArray(tile, 240);
-        c51.intoArray(tile, 256);
-        c52.intoArray(tile, 272);
-        c60.intoArray(tile, 288);
-        c61.intoArray(tile, 304);
-        c62.intoArray(tile, 320);
-        c70.intoArray(tile, 336);
-        c71.intoArray(tile, 352);
-        c72.intoArray(tile, 368);
+        c01.intoArray(tile, L);
+        c02.intoArray(tile, 2 * L);
+        c10.intoArray(tile, NR);
+        c11.intoArray(tile, NR + L);
+        c12.intoArray(tile, NR + 2 * L);
+        c20.intoArray(tile, 2 * NR);
+        c21.intoArray(tile, 2 * NR + L);
+        c22.intoArray(tile, 2 * NR + 2 * L);
+        c30.intoArray(tile, 3 * NR);
+        c31.intoArray(tile, 3 * NR + L);
+        c32.intoArray(tile, 3 * NR + 2 * L);
+        c40.intoArray(tile, 4 * NR);
+        c41.intoArray(tile, 4 * NR + L);
+        c42.intoArray(tile, 4 * NR + 2 * L);
+        c50.intoArray(tile, 5 * NR);
+        c51.intoArray(tile, 5 * NR + L);
+        c52.intoArray(tile, 5 * NR + 2 * L);
+        c60.intoArray(tile, 6 * NR);
+        c61.intoArray(tile, 6 * NR + L);
+        c62.intoArray(tile, 6 * NR + 2 * L);
+        c70.intoArray(tile, 7 * NR);
+        c71.intoArray(tile, 7 * NR + L);
+        c72.intoArray(tile, 7 * NR + 2 * L);
         if (nr % L == 0) {
             storeVectors(tile, c, cIdx, ldc, mr, nr, alpha, beta);
         } else {
@@ -597,8 +609,8 @@ public final class GemmKernel {
         }
     }
 
-    /** {@link #kernel} for a panel of at most 32 valid columns: 8 rows x 2 vectors of accumulators. */
-    static void kernel32(int kc, float[] ap, int aIdx, float[] bp, int bIdx, MemorySegment c, long cIdx, int ldc,
+    /** {@link #kernel} for a panel of at most 2 L valid columns: 8 rows x 2 vectors of accumulators. */
+    static void kernel2v(int kc, float[] ap, int aIdx, float[] bp, int bIdx, MemorySegment c, long cIdx, int ldc,
                          int mr, int nr, float alpha, float beta, float[] tile) {
         FloatVector c00 = FloatVector.zero(S);
         FloatVector c01 = FloatVector.zero(S);
@@ -620,7 +632,7 @@ public final class GemmKernel {
             int ai = aIdx + p * MR;
             int bi = bIdx + p * NR;
             FloatVector b0 = FloatVector.fromArray(S, bp, bi);
-            FloatVector b1 = FloatVector.fromArray(S, bp, bi + 16);
+            FloatVector b1 = FloatVector.fromArray(S, bp, bi + L);
             FloatVector a0 = FloatVector.broadcast(S, ap[ai]);
             c00 = a0.fma(b0, c00);
             c01 = a0.fma(b1, c01);
@@ -647,21 +659,21 @@ public final class GemmKernel {
             c71 = a7.fma(b1, c71);
         }
         c00.intoArray(tile, 0);
-        c01.intoArray(tile, 16);
-        c10.intoArray(tile, 48);
-        c11.intoArray(tile, 64);
-        c20.intoArray(tile, 96);
-        c21.intoArray(tile, 112);
-        c30.intoArray(tile, 144);
-        c31.intoArray(tile, 160);
-        c40.intoArray(tile, 192);
-        c41.intoArray(tile, 208);
-        c50.intoArray(tile, 240);
-        c51.intoArray(tile, 256);
-        c60.intoArray(tile, 288);
-        c61.intoArray(tile, 304);
-        c70.intoArray(tile, 336);
-        c71.intoArray(tile, 352);
+        c01.intoArray(tile, L);
+        c10.intoArray(tile, NR);
+        c11.intoArray(tile, NR + L);
+        c20.intoArray(tile, 2 * NR);
+        c21.intoArray(tile, 2 * NR + L);
+        c30.intoArray(tile, 3 * NR);
+        c31.intoArray(tile, 3 * NR + L);
+        c40.intoArray(tile, 4 * NR);
+        c41.intoArray(tile, 4 * NR + L);
+        c50.intoArray(tile, 5 * NR);
+        c51.intoArray(tile, 5 * NR + L);
+        c60.intoArray(tile, 6 * NR);
+        c61.intoArray(tile, 6 * NR + L);
+        c70.intoArray(tile, 7 * NR);
+        c71.intoArray(tile, 7 * NR + L);
         if (nr % L == 0) {
             storeVectors(tile, c, cIdx, ldc, mr, nr, alpha, beta);
         } else {
@@ -669,8 +681,8 @@ public final class GemmKernel {
         }
     }
 
-    /** {@link #kernel} for a panel of at most 16 valid columns: 8 rows x 1 vector of accumulators. */
-    static void kernel16(int kc, float[] ap, int aIdx, float[] bp, int bIdx, MemorySegment c, long cIdx, int ldc,
+    /** {@link #kernel} for a panel of at most L valid columns: 8 rows x 1 vector of accumulators. */
+    static void kernel1v(int kc, float[] ap, int aIdx, float[] bp, int bIdx, MemorySegment c, long cIdx, int ldc,
                          int mr, int nr, float alpha, float beta, float[] tile) {
         FloatVector c0 = FloatVector.zero(S);
         FloatVector c1 = FloatVector.zero(S);
@@ -693,13 +705,13 @@ public final class GemmKernel {
             c7 = FloatVector.broadcast(S, ap[ai + 7]).fma(b0, c7);
         }
         c0.intoArray(tile, 0);
-        c1.intoArray(tile, 48);
-        c2.intoArray(tile, 96);
-        c3.intoArray(tile, 144);
-        c4.intoArray(tile, 192);
-        c5.intoArray(tile, 240);
-        c6.intoArray(tile, 288);
-        c7.intoArray(tile, 336);
+        c1.intoArray(tile, NR);
+        c2.intoArray(tile, 2 * NR);
+        c3.intoArray(tile, 3 * NR);
+        c4.intoArray(tile, 4 * NR);
+        c5.intoArray(tile, 5 * NR);
+        c6.intoArray(tile, 6 * NR);
+        c7.intoArray(tile, 7 * NR);
         if (nr == L) {
             storeVectors(tile, c, cIdx, ldc, mr, nr, alpha, beta);
         } else {
@@ -708,7 +720,7 @@ public final class GemmKernel {
     }
 
     /**
-     * C[mr, nr] = alpha * tile + beta * C (beta == 0: C ignored) for nr a multiple of 16, the same operations per
+     * C[mr, nr] = alpha * tile + beta * C (beta == 0: C ignored) for nr a multiple of L, the same operations per
      * element as storeEdge. Two loops: no Vector phi across a branch.
      */
     private static void storeVectors(float[] tile, MemorySegment c, long cIdx, int ldc, int mr, int nr, float alpha,
