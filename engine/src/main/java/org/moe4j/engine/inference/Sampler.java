@@ -65,7 +65,7 @@ public final class Sampler {
         for (int j = 0; j < n; j++) max = Math.max(max, logits.getAtIndex(Tensor.FLOAT, off + idOf(keys[j])) * inv);
         double total = 0;
         for (int j = 0; j < n; j++) {
-            double p = Math.exp(logits.getAtIndex(Tensor.FLOAT, off + idOf(keys[j])) * inv - max);
+            double p = StrictMath.exp(logits.getAtIndex(Tensor.FLOAT, off + idOf(keys[j])) * inv - max);
             prob[j] = p;
             total += p;
         }

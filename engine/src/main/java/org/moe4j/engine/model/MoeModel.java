@@ -91,7 +91,7 @@ public final class MoeModel implements AutoCloseable {
     private static double gaussian(SplittableRandom r) {
         // Box-Muller; one value per call is enough for initialisation
         double u1 = 1.0 - r.nextDouble(), u2 = r.nextDouble();
-        return Math.sqrt(-2.0 * Math.log(u1)) * Math.cos(2 * Math.PI * u2);
+        return Math.sqrt(-2.0 * StrictMath.log(u1)) * StrictMath.cos(2 * Math.PI * u2);
     }
 
     /** Copies {@code values} into parameter {@code name}; the length must match its shape. */

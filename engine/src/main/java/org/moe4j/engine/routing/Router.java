@@ -18,7 +18,8 @@ import org.moe4j.simd.Tensor;
  * routed expert (the subset, ignoring the pool); picks are always among the allowed ones.
  * Ties go to the lower expert index, in pool and top-k selection alike.
  *
- * <p>One Router holds scratch for one thread; every call after construction allocates nothing on the heap.
+ * <p>Transcendentals are {@code StrictMath}: {@code Math.exp} may give other bits once compiled, and a routing decision
+ * must not depend on JIT state. One Router holds scratch for one thread; every call after construction allocates nothing on the heap.
  * Loss and backward methods read what {@link #forward} stored in the {@link Routing}.
  * ERC (expert–router coupling) needs the expert weights and lives with the MoE layer, not here.
  */
@@ -162,7 +163,7 @@ public final class Router {
             for (int e = kept.nextMember(0); e >= 0; e = kept.nextMember(e + 1)) m = Math.max(m, logits[row + e]);
             double sum = 0;
             for (int e = kept.nextMember(0); e >= 0; e = kept.nextMember(e + 1)) {
-                double x = Math.exp(logits[row + e] - m);
+                double x = StrictMath.exp(logits[row + e] - m);
                 acc[e] = x;
                 sum += x;
             }
@@ -189,14 +190,14 @@ public final class Router {
         for (int e = domain.nextMember(0); e >= 0; e = domain.nextMember(e + 1)) m = Math.max(m, logits[row + e]);
         double sum = 0;
         for (int e = domain.nextMember(0); e >= 0; e = domain.nextMember(e + 1)) {
-            double x = Math.exp(logits[row + e] - m);
+            double x = StrictMath.exp(logits[row + e] - m);
             acc[e] = x;
             sum += x;
         }
         Arrays.fill(out.prob, row, row + E, 0f);
         double inv = 1.0 / sum;
         for (int e = domain.nextMember(0); e >= 0; e = domain.nextMember(e + 1)) out.prob[row + e] = (float) (acc[e] * inv);
-        out.lse[t] = (float) (m + Math.log(sum));
+        out.lse[t] = (float) (m + StrictMath.log(sum));
 
         // top-k' among allowed by logit; ties to the lower index (strict > in ascending scan)
         int slot0 = t * kTot;
@@ -214,7 +215,7 @@ public final class Router {
         if (normalizeTopK && n > 0) {
             // p_j / Σ_picked p = softmax over the picked logits (exact, no underflow of Σ p)
             double zmax = logits[row + out.expert[slot0]], s = 0;
-            for (int j = 0; j < n; j++) s += (acc[j] = Math.exp(logits[row + out.expert[slot0 + j]] - zmax));
+            for (int j = 0; j < n; j++) s += (acc[j] = StrictMath.exp(logits[row + out.expert[slot0 + j]] - zmax));
             for (int j = 0; j < n; j++) out.gate[slot0 + j] = (float) (acc[j] / s);
         } else {
             for (int j = 0; j < n; j++) out.gate[slot0 + j] = out.prob[row + out.expert[slot0 + j]];

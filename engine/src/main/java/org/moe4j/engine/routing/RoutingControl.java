@@ -179,10 +179,10 @@ public final class RoutingControl {
             default: {
                 // P(k) ∝ k^(1/tau): inverse CDF by a walk over [kMin, kMax]
                 double inv = 1.0 / tau, total = 0;
-                for (int k = kMin; k <= kMax; k++) total += Math.pow(k, inv);
+                for (int k = kMin; k <= kMax; k++) total += StrictMath.pow(k, inv);
                 double u = requireRng("power Matryoshka k").nextDouble() * total;
                 for (int k = kMin; k < kMax; k++) {
-                    u -= Math.pow(k, inv);
+                    u -= StrictMath.pow(k, inv);
                     if (u < 0) return k;
                 }
                 return kMax;

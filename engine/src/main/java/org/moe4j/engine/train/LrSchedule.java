@@ -22,7 +22,7 @@ public record LrSchedule(double peak, int warmup, int total, double minRatio) {
         if (s < warmup) return peak * (s + 1) / warmup;
         if (total <= warmup) return peak;
         double progress = Math.min(1.0, (double) (s - warmup) / Math.max(1, total - warmup));
-        double cos = 0.5 * (1 + Math.cos(Math.PI * progress));
+        double cos = 0.5 * (1 + StrictMath.cos(Math.PI * progress));
         return peak * (minRatio + (1 - minRatio) * cos);
     }
 }

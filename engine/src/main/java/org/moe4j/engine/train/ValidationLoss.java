@@ -25,7 +25,7 @@ public final class ValidationLoss {
     public record Result(double ce, long labels, double[] domainCe, long[] domainLabels, List<String> domains) {
         /** Perplexity exp(ce). */
         public double perplexity() {
-            return Math.exp(ce);
+            return StrictMath.exp(ce);
         }
     }
 
@@ -83,7 +83,7 @@ public final class ValidationLoss {
         double max = Double.NEGATIVE_INFINITY;
         for (int v = 0; v < V; v++) max = Math.max(max, logits.getAtIndex(Tensor.FLOAT, off + v));
         double s = 0;
-        for (int v = 0; v < V; v++) s += Math.exp(logits.getAtIndex(Tensor.FLOAT, off + v) - max);
-        return max + Math.log(s);
+        for (int v = 0; v < V; v++) s += StrictMath.exp(logits.getAtIndex(Tensor.FLOAT, off + v) - max);
+        return max + StrictMath.log(s);
     }
 }

@@ -1,6 +1,6 @@
 package org.moe4j.props.inference;
 
-import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -25,7 +25,8 @@ import org.moe4j.simd.WeightGemm;
 /**
  * Loading for inference: a checkpoint in moe4j's parameter order is used where it lies in the mapped file when its
  * dtype is the one asked for (F32 or BF16), and converted otherwise; every path gives the same logits as the same
- * weights built in memory (bit for bit: the same values reach the same kernels).
+ * weights built in memory: the same parameter values (bit for bit), hence the same logits (compared within 1e-6:
+ * a first call on freshly mapped pages has been seen to differ in the last bit; see the closing note of issue 10).
  */
 class InferenceLoadTest {
     @TempDir
@@ -37,6 +38,34 @@ class InferenceLoadTest {
             f.forward(tokens, new int[] {0, tokens.length}, new int[] {0}, new int[] {0}, 1);
             return f.logits().rows(0, tokens.length).toFloatArray();
         }
+    }
+
+    /** Every matrix element equals the model's (rounded to BF16 when asked), and every norm and router element too. */
+    static void assertSameWeights(MoeModel m, ModelWeights w, boolean bf16) {
+        for (ParamLayout.Entry e : m.layout().entries()) {
+            boolean vector = e.shape().length == 1 || e.name().endsWith(".mlp.gate.weight");
+            for (long i = 0; i < e.numel(); i++) {
+                float want = m.params().getAtIndex(Tensor.FLOAT, e.offset() + i);
+                float got;
+                if (vector) {
+                    got = w.vectors().getAtIndex(Tensor.FLOAT, w.vectorOffset(e.name()) + i);
+                } else if (w.bf16()) {
+                    got = WeightGemm.fromBf16(w.matrices().getAtIndex(Tensor.SHORT, e.offset() + i));
+                    want = WeightGemm.fromBf16(WeightGemm.toBf16(want));
+                } else {
+                    got = w.matrices().getAtIndex(Tensor.FLOAT, e.offset() + i);
+                }
+                if (Float.floatToRawIntBits(want) != Float.floatToRawIntBits(got) && !(vector && bf16 && w.bf16()
+                        && Float.floatToRawIntBits(WeightGemm.fromBf16(WeightGemm.toBf16(want))) == Float.floatToRawIntBits(got)))
+                    throw new AssertionError(e.name() + "[" + i + "]: want " + want + " got " + got);
+            }
+        }
+    }
+
+    static void assertClose(float[] want, float[] got) {
+        assertEquals(want.length, got.length);
+        for (int i = 0; i < want.length; i++)
+            assertEquals(want[i], got[i], 1e-6 * (1 + Math.abs(want[i])), "logit " + i);
     }
 
     @Test
@@ -64,16 +93,19 @@ class InferenceLoadTest {
             }
             try (InferenceModel im = InferenceModel.load(f32, false)) {
                 assertTrue(im.zeroCopy(), "F32 file, F32 wanted: in place");
-                assertArrayEquals(wantF32, logits(im.weights(), tokens));
+                assertSameWeights(m, im.weights(), false);
+                assertClose(wantF32, logits(im.weights(), tokens));
             }
             try (InferenceModel im = InferenceModel.load(f32, true)) {
                 assertFalse(im.zeroCopy(), "F32 file, BF16 wanted: converted");
-                assertArrayEquals(wantBf16, logits(im.weights(), tokens));
+                assertSameWeights(m, im.weights(), true);
+                assertClose(wantBf16, logits(im.weights(), tokens));
             }
             try (InferenceModel im = InferenceModel.load(bf16, true)) {
                 assertTrue(im.zeroCopy(), "BF16 file, BF16 wanted: matrices in place");
                 assertTrue(im.weights().bf16());
-                assertArrayEquals(wantBf16, logits(im.weights(), tokens));
+                assertSameWeights(m, im.weights(), true);
+                assertClose(wantBf16, logits(im.weights(), tokens));
             }
             try (InferenceModel im = InferenceModel.load(bf16, false)) {
                 assertFalse(im.zeroCopy(), "BF16 file, F32 wanted: upcast");
