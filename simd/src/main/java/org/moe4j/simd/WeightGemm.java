@@ -43,9 +43,10 @@ import org.moe4j.Moe4jException;
  */
 public final class WeightGemm {
     /**
-     * M at or below this runs the weight-streaming kernel. Measured (WeightGemmBench, 2-core Sapphire Rapids VM):
-     * at M = 16 the streaming kernel is still at the bandwidth bound for F32, and it beats JavaGemm's packed path
-     * up to M ~ 32, but BF16 above that goes through dequantise-then-GEMM, which costs a write and reread of W.
+     * M at or below this runs the weight-streaming kernel. Measured single-threaded on a 1 MB weight (L2), per CPU
+     * second (the shared 2-core VM gave no stable wall-clock times): at M = 16 the F32 streaming kernel runs at
+     * about the speed of JavaGemm's unpacked dot-product path (10 vs 9-10 GB/s of weights, both compute-bound there),
+     * and BF16 at M <= 16 saves dequantising W (a write and a reread of 2x its bytes).
      */
     private static final int SMALL_ROWS = 16;
     /** Weight rows per block: 4 streams from memory, 4 x 4 accumulators for a group of 4 activation rows. */
