@@ -44,6 +44,19 @@ import org.openjdk.jmh.annotations.Warmup;
  * Both use the common pool (one thread per core; 2 on the development VM).
  *
  * <p>Run: {@code ./moe4j bench WeightGemmBench -f 1 -wi 2 -i 3 -w 1s -r 1s} (add {@code -prof gc}: ~0 B/op).
+ * Give the JIT time: until C2 has compiled the 4 x 4 kernel (3-5 s on a busy host) it runs as C1 code, which boxes
+ * every vector, so short warmups on a loaded machine show MB/op and a tenth of the speed.
+ *
+ * <p>Result (2026-12-07, 2-vCPU Sapphire Rapids KVM guest, JDK 25, shared with 4 other sessions: load average
+ * 17-23 during the runs, so every figure below is CPU-starved and the errors are as large as the means):
+ * {@code -f 1 -wi 4 -i 3 -w 1s -r 1s -p m=1 -prof gc}: readBandwidth 3.8 GB/s; f32 m=1 expert 3.5 GB/s (0.90),
+ * head 3.4 (0.88); bf16 m=1 expert 2.3 (0.59), head 1.8 (0.47); 116-148 B/op (readBandwidth: 513 B/op — JMH and
+ * the pool's park/unpark under contention; single-threaded runs of the kernel allocate 0 B/call). Under CPU
+ * starvation the ratio tends to the ratio of per-CPU-second speeds instead of the memory bound: measured
+ * single-threaded per CPU second on L2-resident weights, the streaming sum reads ~130 GB/s, the F32 kernel ~95,
+ * the BF16 kernel ~45 (the widening costs two 512-bit ALU uops per 16 weights on the two vector ports). On an idle
+ * host with ~16 GB/s of read bandwidth per core both kernels have 3x / 6x headroom, so M = 1 should sit at the
+ * bound; this run could not show it. To redo on a quiet machine.
  */
 @BenchmarkMode(Mode.Throughput)
 @OutputTimeUnit(TimeUnit.SECONDS)

@@ -10,8 +10,10 @@ import java.util.concurrent.atomic.AtomicBoolean;
 import jdk.incubator.vector.FloatVector;
 import jdk.incubator.vector.IntVector;
 import jdk.incubator.vector.ShortVector;
+import jdk.incubator.vector.VectorMask;
 import jdk.incubator.vector.VectorOperators;
 import jdk.incubator.vector.VectorShape;
+import jdk.incubator.vector.VectorShuffle;
 import jdk.incubator.vector.VectorSpecies;
 import org.moe4j.Moe4jException;
 
@@ -41,9 +43,10 @@ import org.moe4j.Moe4jException;
  */
 public final class WeightGemm {
     /**
-     * M at or below this runs the weight-streaming kernel. Measured (WeightGemmBench, 2-core Sapphire Rapids VM):
-     * at M = 16 the streaming kernel is still at the bandwidth bound for F32, and it beats JavaGemm's packed path
-     * up to M ~ 32, but BF16 above that goes through dequantise-then-GEMM, which costs a write and reread of W.
+     * M at or below this runs the weight-streaming kernel. Measured single-threaded on a 1 MB weight (L2), per CPU
+     * second (the shared 2-core VM gave no stable wall-clock times): at M = 16 the F32 streaming kernel runs at
+     * about the speed of JavaGemm's unpacked dot-product path (10 vs 9-10 GB/s of weights, both compute-bound there),
+     * and BF16 at M <= 16 saves dequantising W (a write and a reread of 2x its bytes).
      */
     private static final int SMALL_ROWS = 16;
     /** Weight rows per block: 4 streams from memory, 4 x 4 accumulators for a group of 4 activation rows. */
@@ -52,6 +55,32 @@ public final class WeightGemm {
     private static final long PARALLEL_MIN_MACS = 1L << 16;
     /** Scratch for the BF16 large-M path: about this many floats, at least 16 weight rows. */
     private static final long SCRATCH_FLOATS = 1L << 21;
+
+    private static final VectorMask<Float> HALF = VectorMask.fromLong(F, laneBits(L / 2));
+    private static final VectorMask<Float> QUARTER = VectorMask.fromLong(F, laneBits(L / 4));
+    private static final VectorShuffle<Float> SWAP_HALF = VectorShuffle.fromOp(F, i -> i ^ (L / 2));
+    private static final VectorShuffle<Float> SWAP_QUARTER = VectorShuffle.fromOp(F, i -> i ^ (L / 4));
+    private static final VectorShuffle<Float> SWAP_2 = VectorShuffle.fromOp(F, i -> i ^ (L >= 16 ? 2 : 0));
+    private static final VectorShuffle<Float> SWAP_1 = VectorShuffle.fromOp(F, i -> i ^ (L >= 8 ? 1 : 0));
+
+    static {
+        // fold4's butterfly (steps L/2 and L/4, then 2 and 1) covers 4 to 16 lanes: SSE/NEON to AVX-512
+        if (L < 4 || L > 16) {
+            throw new Moe4jException("WeightGemm: float vectors of 4 to 16 lanes supported, this JVM's preferred "
+                    + "species has " + L);
+        }
+    }
+
+    /** Bit i set for the lanes i that have bit w set. */
+    private static long laneBits(int w) {
+        long bits = 0;
+        for (int i = 0; i < L; i++) {
+            if ((i & w) != 0) {
+                bits |= 1L << i;
+            }
+        }
+        return bits;
+    }
 
     private static final VectorSpecies<Integer> I = F.vectorShape().withLanes(int.class);
     /** Half the bit width of F: L shorts, widened to L ints by S2I. */
@@ -63,7 +92,7 @@ public final class WeightGemm {
     private final int maxK;
     private final int chunkRows;
     private final MemorySegment scratch;
-    private final StreamTask stream = new StreamTask();
+    private final StreamTask stream;
     private final DequantTask dequant = new DequantTask();
     private final AtomicBoolean busy = new AtomicBoolean();
 
@@ -84,6 +113,7 @@ public final class WeightGemm {
         this.chunkRows = (int) Math.max(16, SCRATCH_FLOATS / maxK / 16 * 16);
         // Arena.ofAuto: the scratch lives as long as this object (the class has no close, like a Gemm)
         this.scratch = Arena.ofAuto().allocate((long) chunkRows * maxK * 4, 64);
+        this.stream = new StreamTask(pool.threads());
     }
 
     /** Rows at or below this go to the weight-streaming kernel; above it to {@code big} (F32) or dequantise-then-big (BF16). */
@@ -239,6 +269,60 @@ public final class WeightGemm {
         out.setAtIndex(Tensor.FLOAT, e, v);
     }
 
+    /**
+     * Σ lanes[base .. base + L) in the fixed pairwise order of {@link VectorMath#sum} (lane i += lane i + w for
+     * w = L/2, ..., 1), in place: the 1 x 1 kernel's reduction, the same tree as {@link #fold4}.
+     */
+    static float reduce(float[] lanes, int base) {
+        for (int w = L / 2; w >= 1; w >>= 1) {
+            for (int i = base; i < base + w; i++) {
+                lanes[i] += lanes[i + w];
+            }
+        }
+        return lanes[base];
+    }
+
+    /**
+     * Folds the four accumulators the kernels stored at lanes[base + q L ..), q = 0..3, into their four sums, each
+     * in the pairwise order of {@link VectorMath#sum} (the order {@link #reduce} uses too), left in lanes[base + 0,
+     * L/2, L/4, 3L/4] for {@link #store4}. A butterfly step of width w combines p and q into one vector: lanes
+     * without bit w get p[i] + p[i + w], lanes with it q[i - w] + q[i]; steps w = L/2 and L/4 fold the four
+     * accumulators into one vector, then v + v[i ^ w] for w = L/8 .. 1 finishes the sums. Four separate lane sums
+     * cost as much as the K loop itself when K is ~1000.
+     *
+     * <p>Takes and returns no vectors, and calls no helper that does: in the kernels, C2 ran out of inlining budget
+     * in the 4 x 4 kernel and boxed the accumulators on every K step, and a small vector helper compiled on its own
+     * (non-constant masks, so large) is refused inlining later and boxes its arguments.
+     */
+    private static void fold4(float[] lanes, int base) {
+        FloatVector a0 = FloatVector.fromArray(F, lanes, base);
+        FloatVector a1 = FloatVector.fromArray(F, lanes, base + L);
+        FloatVector a2 = FloatVector.fromArray(F, lanes, base + 2 * L);
+        FloatVector a3 = FloatVector.fromArray(F, lanes, base + 3 * L);
+        FloatVector v01 = a0.blend(a1, HALF).add(a1.blend(a0, HALF).rearrange(SWAP_HALF));
+        FloatVector v23 = a2.blend(a3, HALF).add(a3.blend(a2, HALF).rearrange(SWAP_HALF));
+        FloatVector v = v01.blend(v23, QUARTER).add(v23.blend(v01, QUARTER).rearrange(SWAP_QUARTER));
+        if (L >= 16) {
+            v = v.add(v.rearrange(SWAP_2));
+        }
+        if (L >= 8) {
+            v = v.add(v.rearrange(SWAP_1));
+        }
+        v.intoArray(lanes, base);
+    }
+
+    /**
+     * out[i] (+)= the four sums {@link #fold4} left in lanes[base + 0, L/2, L/4, 3L/4] for weight rows we, we + ldw,
+     * we + 2 ldw, we + 3 ldw, each with its scalar tail; out elements oe .. oe + 3.
+     */
+    private static void store4(float[] lanes, int base, MemorySegment x, long xe, MemorySegment w, long we, int ldw,
+                               boolean bf16, int kv, int K, float beta, MemorySegment out, long oe) {
+        put(out, oe, beta, tail(lanes[base], x, xe, w, we, bf16, kv, K));
+        put(out, oe + 1, beta, tail(lanes[base + L / 2], x, xe, w, we + ldw, bf16, kv, K));
+        put(out, oe + 2, beta, tail(lanes[base + L / 4], x, xe, w, we + 2L * ldw, bf16, kv, K));
+        put(out, oe + 3, beta, tail(lanes[base + 3 * L / 4], x, xe, w, we + 3L * ldw, bf16, kv, K));
+    }
+
     /** The dot product's scalar tail p in [kv, K) added to s, one fused multiply-add per element. */
     private static float tail(float s, MemorySegment x, long xe, MemorySegment w, long we, boolean bf16, int kv, int K) {
         for (int p = kv; p < K; p++) {
@@ -261,6 +345,8 @@ public final class WeightGemm {
 
     /** Streams weight-row blocks [start, end) (of WR rows each) through all M activation rows. */
     private static final class StreamTask implements WorkerPool.RangeTask {
+        /** Per worker: where the kernels leave their lane sums for the scalar epilogue. */
+        private final float[][] lanes;
         private boolean bf16;
         private int M;
         private int N;
@@ -275,6 +361,10 @@ public final class WeightGemm {
         private MemorySegment out;
         private long oOff;
         private int ldo;
+
+        StreamTask(int threads) {
+            lanes = new float[threads][4 * WR * L];
+        }
 
         void set(boolean bf16, int M, int N, int K, MemorySegment x, long xOff, int ldx, MemorySegment w, long wOff,
                  int ldw, float beta, MemorySegment out, long oOff, int ldo) {
@@ -299,9 +389,9 @@ public final class WeightGemm {
             int j0 = start * WR;
             int j1 = Math.min(N, end * WR);
             if (bf16) {
-                Bf16Kernels.rows(j0, j1, M, K, x, xOff, ldx, w, wOff, ldw, beta, out, oOff, ldo);
+                Bf16Kernels.rows(lanes[worker], j0, j1, M, K, x, xOff, ldx, w, wOff, ldw, beta, out, oOff, ldo);
             } else {
-                F32Kernels.rows(j0, j1, M, K, x, xOff, ldx, w, wOff, ldw, beta, out, oOff, ldo);
+                F32Kernels.rows(lanes[worker], j0, j1, M, K, x, xOff, ldx, w, wOff, ldw, beta, out, oOff, ldo);
             }
         }
     }
@@ -330,77 +420,84 @@ public final class WeightGemm {
 
     /**
      * F32 weights. Shapes: x [M, K] (row stride ldx, from element xOff), W [N, K] (ldw, wOff), out [M, N] (ldo, oOff).
-     * Each kernel r x q keeps r * q accumulators: acc[i][j] = Σ_p x[i, p..p+L) * W[j, p..p+L).
+     * Kernel r x q: r activation rows times q weight rows, r * q accumulators acc[i][j] += x[i, p..p+L) * W[j, p..p+L).
      */
     static final class F32Kernels {
         private F32Kernels() {
         }
 
-        static void rows(int j0, int j1, int M, int K, MemorySegment x, long xOff, int ldx, MemorySegment w,
-                         long wOff, int ldw, float beta, MemorySegment out, long oOff, int ldo) {
+        static void rows(float[] lanes, int j0, int j1, int M, int K, MemorySegment x, long xOff, int ldx,
+                         MemorySegment w, long wOff, int ldw, float beta, MemorySegment out, long oOff, int ldo) {
             int j = j0;
             for (; j + WR <= j1; j += WR) {
                 long we = wOff + (long) j * ldw;
                 int r = 0;
                 for (; r + 4 <= M; r += 4) {
-                    k4x4(K, x, xOff + (long) r * ldx, ldx, w, we, ldw, beta, out, oOff + (long) r * ldo + j, ldo);
+                    k4x4(K, lanes, x, xOff + (long) r * ldx, ldx, w, we, ldw, beta, out, oOff + (long) r * ldo + j, ldo);
                 }
                 for (; r + 2 <= M; r += 2) {
-                    k2x4(K, x, xOff + (long) r * ldx, ldx, w, we, ldw, beta, out, oOff + (long) r * ldo + j, ldo);
+                    k2x4(K, lanes, x, xOff + (long) r * ldx, ldx, w, we, ldw, beta, out, oOff + (long) r * ldo + j, ldo);
                 }
                 for (; r < M; r++) {
-                    k1x4(K, x, xOff + (long) r * ldx, w, we, ldw, beta, out, oOff + (long) r * ldo + j);
+                    k1x4(K, lanes, x, xOff + (long) r * ldx, w, we, ldw, beta, out, oOff + (long) r * ldo + j);
                 }
             }
             for (; j < j1; j++) {
                 long we = wOff + (long) j * ldw;
                 for (int r = 0; r < M; r++) {
-                    k1x1(K, x, xOff + (long) r * ldx, w, we, beta, out, oOff + (long) r * ldo + j);
+                    k1x1(K, lanes, x, xOff + (long) r * ldx, w, we, beta, out, oOff + (long) r * ldo + j);
                 }
             }
         }
 
-        static void k1x1(int K, MemorySegment x, long xe, MemorySegment w, long we, float beta,
+        static void k1x1(int K, float[] lanes, MemorySegment x, long xe, MemorySegment w, long we, float beta,
                          MemorySegment out, long oe) {
             int kv = F.loopBound(K);
             long xb = xe * 4;
             long wb = we * 4;
             FloatVector a = FloatVector.zero(F);
             for (int p = 0; p < kv; p += L) {
-                long o = 4L * p;
-                a = f32At(w, wb + o).fma(f32At(x, xb + o), a);
+                a = f32At(w, wb + 4L * p).fma(f32At(x, xb + 4L * p), a);
             }
-            put(out, oe, beta, tail(VectorMath.sum(a), x, xe, w, we, false, kv, K));
+            a.intoArray(lanes, 0);
+            put(out, oe, beta, tail(reduce(lanes, 0), x, xe, w, we, false, kv, K));
         }
 
-        static void k1x4(int K, MemorySegment x, long xe, MemorySegment w, long we, int ldw, float beta,
+        static void k1x4(int K, float[] lanes, MemorySegment x, long xe, MemorySegment w, long we, int ldw, float beta,
                          MemorySegment out, long oe) {
             int kv = F.loopBound(K);
-            long xb = xe * 4;
+            long x0 = xe * 4;
             long w0 = we * 4;
             long w1 = w0 + 4L * ldw;
             long w2 = w1 + 4L * ldw;
             long w3 = w2 + 4L * ldw;
-            FloatVector a0 = FloatVector.zero(F);
-            FloatVector a1 = FloatVector.zero(F);
-            FloatVector a2 = FloatVector.zero(F);
-            FloatVector a3 = FloatVector.zero(F);
+            FloatVector a00 = FloatVector.zero(F);
+            FloatVector a01 = FloatVector.zero(F);
+            FloatVector a02 = FloatVector.zero(F);
+            FloatVector a03 = FloatVector.zero(F);
             for (int p = 0; p < kv; p += L) {
                 long o = 4L * p;
-                FloatVector xv = f32At(x, xb + o);
-                a0 = f32At(w, w0 + o).fma(xv, a0);
-                a1 = f32At(w, w1 + o).fma(xv, a1);
-                a2 = f32At(w, w2 + o).fma(xv, a2);
-                a3 = f32At(w, w3 + o).fma(xv, a3);
+                long ox = o;
+                FloatVector v0 = f32At(w, w0 + o);
+                FloatVector v1 = f32At(w, w1 + o);
+                FloatVector v2 = f32At(w, w2 + o);
+                FloatVector v3 = f32At(w, w3 + o);
+                FloatVector u0 = f32At(x, x0 + ox);
+                a00 = v0.fma(u0, a00);
+                a01 = v1.fma(u0, a01);
+                a02 = v2.fma(u0, a02);
+                a03 = v3.fma(u0, a03);
             }
-            put(out, oe, beta, tail(VectorMath.sum(a0), x, xe, w, we, false, kv, K));
-            put(out, oe + 1, beta, tail(VectorMath.sum(a1), x, xe, w, we + ldw, false, kv, K));
-            put(out, oe + 2, beta, tail(VectorMath.sum(a2), x, xe, w, we + 2L * ldw, false, kv, K));
-            put(out, oe + 3, beta, tail(VectorMath.sum(a3), x, xe, w, we + 3L * ldw, false, kv, K));
+            a00.intoArray(lanes, 0);
+            a01.intoArray(lanes, L);
+            a02.intoArray(lanes, 2 * L);
+            a03.intoArray(lanes, 3 * L);
+            fold4(lanes, 0);
+            store4(lanes, 0, x, xe, w, we, ldw, false, kv, K, beta, out, oe);
         }
 
-        static void k2x4(int K, MemorySegment x, long xe, int ldx, MemorySegment w, long we, int ldw, float beta,
-                         MemorySegment out, long oe, int ldo) {
+        static void k2x4(int K, float[] lanes, MemorySegment x, long xe, int ldx, MemorySegment w, long we, int ldw,
+                         float beta, MemorySegment out, long oe, int ldo) {
             int kv = F.loopBound(K);
             long x0 = xe * 4;
             long x1 = x0 + 4L * ldx;
@@ -418,37 +515,38 @@ public final class WeightGemm {
             FloatVector a13 = FloatVector.zero(F);
             for (int p = 0; p < kv; p += L) {
                 long o = 4L * p;
+                long ox = o;
                 FloatVector v0 = f32At(w, w0 + o);
                 FloatVector v1 = f32At(w, w1 + o);
                 FloatVector v2 = f32At(w, w2 + o);
                 FloatVector v3 = f32At(w, w3 + o);
-                FloatVector u0 = f32At(x, x0 + o);
+                FloatVector u0 = f32At(x, x0 + ox);
                 a00 = v0.fma(u0, a00);
                 a01 = v1.fma(u0, a01);
                 a02 = v2.fma(u0, a02);
                 a03 = v3.fma(u0, a03);
-                FloatVector u1 = f32At(x, x1 + o);
+                FloatVector u1 = f32At(x, x1 + ox);
                 a10 = v0.fma(u1, a10);
                 a11 = v1.fma(u1, a11);
                 a12 = v2.fma(u1, a12);
                 a13 = v3.fma(u1, a13);
             }
-            long xr1 = xe + ldx;
-            long ldw2 = 2L * ldw;
-            long ldw3 = 3L * ldw;
-            put(out, oe, beta, tail(VectorMath.sum(a00), x, xe, w, we, false, kv, K));
-            put(out, oe + 1, beta, tail(VectorMath.sum(a01), x, xe, w, we + ldw, false, kv, K));
-            put(out, oe + 2, beta, tail(VectorMath.sum(a02), x, xe, w, we + ldw2, false, kv, K));
-            put(out, oe + 3, beta, tail(VectorMath.sum(a03), x, xe, w, we + ldw3, false, kv, K));
-            long o1 = oe + ldo;
-            put(out, o1, beta, tail(VectorMath.sum(a10), x, xr1, w, we, false, kv, K));
-            put(out, o1 + 1, beta, tail(VectorMath.sum(a11), x, xr1, w, we + ldw, false, kv, K));
-            put(out, o1 + 2, beta, tail(VectorMath.sum(a12), x, xr1, w, we + ldw2, false, kv, K));
-            put(out, o1 + 3, beta, tail(VectorMath.sum(a13), x, xr1, w, we + ldw3, false, kv, K));
+            a00.intoArray(lanes, 0);
+            a01.intoArray(lanes, L);
+            a02.intoArray(lanes, 2 * L);
+            a03.intoArray(lanes, 3 * L);
+            a10.intoArray(lanes, 4 * L);
+            a11.intoArray(lanes, 5 * L);
+            a12.intoArray(lanes, 6 * L);
+            a13.intoArray(lanes, 7 * L);
+            fold4(lanes, 0);
+            fold4(lanes, 4 * L);
+            store4(lanes, 0, x, xe, w, we, ldw, false, kv, K, beta, out, oe);
+            store4(lanes, 4 * L, x, xe + ldx, w, we, ldw, false, kv, K, beta, out, oe + ldo);
         }
 
-        static void k4x4(int K, MemorySegment x, long xe, int ldx, MemorySegment w, long we, int ldw, float beta,
-                         MemorySegment out, long oe, int ldo) {
+        static void k4x4(int K, float[] lanes, MemorySegment x, long xe, int ldx, MemorySegment w, long we, int ldw,
+                         float beta, MemorySegment out, long oe, int ldo) {
             int kv = F.loopBound(K);
             long x0 = xe * 4;
             long x1 = x0 + 4L * ldx;
@@ -476,57 +574,56 @@ public final class WeightGemm {
             FloatVector a33 = FloatVector.zero(F);
             for (int p = 0; p < kv; p += L) {
                 long o = 4L * p;
+                long ox = o;
                 FloatVector v0 = f32At(w, w0 + o);
                 FloatVector v1 = f32At(w, w1 + o);
                 FloatVector v2 = f32At(w, w2 + o);
                 FloatVector v3 = f32At(w, w3 + o);
-                FloatVector u = f32At(x, x0 + o);
-                a00 = v0.fma(u, a00);
-                a01 = v1.fma(u, a01);
-                a02 = v2.fma(u, a02);
-                a03 = v3.fma(u, a03);
-                u = f32At(x, x1 + o);
-                a10 = v0.fma(u, a10);
-                a11 = v1.fma(u, a11);
-                a12 = v2.fma(u, a12);
-                a13 = v3.fma(u, a13);
-                u = f32At(x, x2 + o);
-                a20 = v0.fma(u, a20);
-                a21 = v1.fma(u, a21);
-                a22 = v2.fma(u, a22);
-                a23 = v3.fma(u, a23);
-                u = f32At(x, x3 + o);
-                a30 = v0.fma(u, a30);
-                a31 = v1.fma(u, a31);
-                a32 = v2.fma(u, a32);
-                a33 = v3.fma(u, a33);
+                FloatVector u0 = f32At(x, x0 + ox);
+                a00 = v0.fma(u0, a00);
+                a01 = v1.fma(u0, a01);
+                a02 = v2.fma(u0, a02);
+                a03 = v3.fma(u0, a03);
+                FloatVector u1 = f32At(x, x1 + ox);
+                a10 = v0.fma(u1, a10);
+                a11 = v1.fma(u1, a11);
+                a12 = v2.fma(u1, a12);
+                a13 = v3.fma(u1, a13);
+                FloatVector u2 = f32At(x, x2 + ox);
+                a20 = v0.fma(u2, a20);
+                a21 = v1.fma(u2, a21);
+                a22 = v2.fma(u2, a22);
+                a23 = v3.fma(u2, a23);
+                FloatVector u3 = f32At(x, x3 + ox);
+                a30 = v0.fma(u3, a30);
+                a31 = v1.fma(u3, a31);
+                a32 = v2.fma(u3, a32);
+                a33 = v3.fma(u3, a33);
             }
-            long ldw2 = 2L * ldw;
-            long ldw3 = 3L * ldw;
-            long xr = xe;
-            long or = oe;
-            put(out, or, beta, tail(VectorMath.sum(a00), x, xr, w, we, false, kv, K));
-            put(out, or + 1, beta, tail(VectorMath.sum(a01), x, xr, w, we + ldw, false, kv, K));
-            put(out, or + 2, beta, tail(VectorMath.sum(a02), x, xr, w, we + ldw2, false, kv, K));
-            put(out, or + 3, beta, tail(VectorMath.sum(a03), x, xr, w, we + ldw3, false, kv, K));
-            xr += ldx;
-            or += ldo;
-            put(out, or, beta, tail(VectorMath.sum(a10), x, xr, w, we, false, kv, K));
-            put(out, or + 1, beta, tail(VectorMath.sum(a11), x, xr, w, we + ldw, false, kv, K));
-            put(out, or + 2, beta, tail(VectorMath.sum(a12), x, xr, w, we + ldw2, false, kv, K));
-            put(out, or + 3, beta, tail(VectorMath.sum(a13), x, xr, w, we + ldw3, false, kv, K));
-            xr += ldx;
-            or += ldo;
-            put(out, or, beta, tail(VectorMath.sum(a20), x, xr, w, we, false, kv, K));
-            put(out, or + 1, beta, tail(VectorMath.sum(a21), x, xr, w, we + ldw, false, kv, K));
-            put(out, or + 2, beta, tail(VectorMath.sum(a22), x, xr, w, we + ldw2, false, kv, K));
-            put(out, or + 3, beta, tail(VectorMath.sum(a23), x, xr, w, we + ldw3, false, kv, K));
-            xr += ldx;
-            or += ldo;
-            put(out, or, beta, tail(VectorMath.sum(a30), x, xr, w, we, false, kv, K));
-            put(out, or + 1, beta, tail(VectorMath.sum(a31), x, xr, w, we + ldw, false, kv, K));
-            put(out, or + 2, beta, tail(VectorMath.sum(a32), x, xr, w, we + ldw2, false, kv, K));
-            put(out, or + 3, beta, tail(VectorMath.sum(a33), x, xr, w, we + ldw3, false, kv, K));
+            a00.intoArray(lanes, 0);
+            a01.intoArray(lanes, L);
+            a02.intoArray(lanes, 2 * L);
+            a03.intoArray(lanes, 3 * L);
+            a10.intoArray(lanes, 4 * L);
+            a11.intoArray(lanes, 5 * L);
+            a12.intoArray(lanes, 6 * L);
+            a13.intoArray(lanes, 7 * L);
+            a20.intoArray(lanes, 8 * L);
+            a21.intoArray(lanes, 9 * L);
+            a22.intoArray(lanes, 10 * L);
+            a23.intoArray(lanes, 11 * L);
+            a30.intoArray(lanes, 12 * L);
+            a31.intoArray(lanes, 13 * L);
+            a32.intoArray(lanes, 14 * L);
+            a33.intoArray(lanes, 15 * L);
+            fold4(lanes, 0);
+            fold4(lanes, 4 * L);
+            fold4(lanes, 8 * L);
+            fold4(lanes, 12 * L);
+            store4(lanes, 0, x, xe, w, we, ldw, false, kv, K, beta, out, oe);
+            store4(lanes, 4 * L, x, xe + ldx, w, we, ldw, false, kv, K, beta, out, oe + ldo);
+            store4(lanes, 8 * L, x, xe + 2L * ldx, w, we, ldw, false, kv, K, beta, out, oe + 2L * ldo);
+            store4(lanes, 12 * L, x, xe + 3L * ldx, w, we, ldw, false, kv, K, beta, out, oe + 3L * ldo);
         }
     }
 
@@ -535,31 +632,31 @@ public final class WeightGemm {
         private Bf16Kernels() {
         }
 
-        static void rows(int j0, int j1, int M, int K, MemorySegment x, long xOff, int ldx, MemorySegment w,
-                         long wOff, int ldw, float beta, MemorySegment out, long oOff, int ldo) {
+        static void rows(float[] lanes, int j0, int j1, int M, int K, MemorySegment x, long xOff, int ldx,
+                         MemorySegment w, long wOff, int ldw, float beta, MemorySegment out, long oOff, int ldo) {
             int j = j0;
             for (; j + WR <= j1; j += WR) {
                 long we = wOff + (long) j * ldw;
                 int r = 0;
                 for (; r + 4 <= M; r += 4) {
-                    k4x4(K, x, xOff + (long) r * ldx, ldx, w, we, ldw, beta, out, oOff + (long) r * ldo + j, ldo);
+                    k4x4(K, lanes, x, xOff + (long) r * ldx, ldx, w, we, ldw, beta, out, oOff + (long) r * ldo + j, ldo);
                 }
                 for (; r + 2 <= M; r += 2) {
-                    k2x4(K, x, xOff + (long) r * ldx, ldx, w, we, ldw, beta, out, oOff + (long) r * ldo + j, ldo);
+                    k2x4(K, lanes, x, xOff + (long) r * ldx, ldx, w, we, ldw, beta, out, oOff + (long) r * ldo + j, ldo);
                 }
                 for (; r < M; r++) {
-                    k1x4(K, x, xOff + (long) r * ldx, w, we, ldw, beta, out, oOff + (long) r * ldo + j);
+                    k1x4(K, lanes, x, xOff + (long) r * ldx, w, we, ldw, beta, out, oOff + (long) r * ldo + j);
                 }
             }
             for (; j < j1; j++) {
                 long we = wOff + (long) j * ldw;
                 for (int r = 0; r < M; r++) {
-                    k1x1(K, x, xOff + (long) r * ldx, w, we, beta, out, oOff + (long) r * ldo + j);
+                    k1x1(K, lanes, x, xOff + (long) r * ldx, w, we, beta, out, oOff + (long) r * ldo + j);
                 }
             }
         }
 
-        static void k1x1(int K, MemorySegment x, long xe, MemorySegment w, long we, float beta,
+        static void k1x1(int K, float[] lanes, MemorySegment x, long xe, MemorySegment w, long we, float beta,
                          MemorySegment out, long oe) {
             int kv = F.loopBound(K);
             long xb = xe * 4;
@@ -568,37 +665,45 @@ public final class WeightGemm {
             for (int p = 0; p < kv; p += L) {
                 a = bf16At(w, wb + 2L * p).fma(f32At(x, xb + 4L * p), a);
             }
-            put(out, oe, beta, tail(VectorMath.sum(a), x, xe, w, we, true, kv, K));
+            a.intoArray(lanes, 0);
+            put(out, oe, beta, tail(reduce(lanes, 0), x, xe, w, we, true, kv, K));
         }
 
-        static void k1x4(int K, MemorySegment x, long xe, MemorySegment w, long we, int ldw, float beta,
+        static void k1x4(int K, float[] lanes, MemorySegment x, long xe, MemorySegment w, long we, int ldw, float beta,
                          MemorySegment out, long oe) {
             int kv = F.loopBound(K);
-            long xb = xe * 4;
+            long x0 = xe * 4;
             long w0 = we * 2;
             long w1 = w0 + 2L * ldw;
             long w2 = w1 + 2L * ldw;
             long w3 = w2 + 2L * ldw;
-            FloatVector a0 = FloatVector.zero(F);
-            FloatVector a1 = FloatVector.zero(F);
-            FloatVector a2 = FloatVector.zero(F);
-            FloatVector a3 = FloatVector.zero(F);
+            FloatVector a00 = FloatVector.zero(F);
+            FloatVector a01 = FloatVector.zero(F);
+            FloatVector a02 = FloatVector.zero(F);
+            FloatVector a03 = FloatVector.zero(F);
             for (int p = 0; p < kv; p += L) {
                 long o = 2L * p;
-                FloatVector xv = f32At(x, xb + 4L * p);
-                a0 = bf16At(w, w0 + o).fma(xv, a0);
-                a1 = bf16At(w, w1 + o).fma(xv, a1);
-                a2 = bf16At(w, w2 + o).fma(xv, a2);
-                a3 = bf16At(w, w3 + o).fma(xv, a3);
+                long ox = 4L * p;
+                FloatVector v0 = bf16At(w, w0 + o);
+                FloatVector v1 = bf16At(w, w1 + o);
+                FloatVector v2 = bf16At(w, w2 + o);
+                FloatVector v3 = bf16At(w, w3 + o);
+                FloatVector u0 = f32At(x, x0 + ox);
+                a00 = v0.fma(u0, a00);
+                a01 = v1.fma(u0, a01);
+                a02 = v2.fma(u0, a02);
+                a03 = v3.fma(u0, a03);
             }
-            put(out, oe, beta, tail(VectorMath.sum(a0), x, xe, w, we, true, kv, K));
-            put(out, oe + 1, beta, tail(VectorMath.sum(a1), x, xe, w, we + ldw, true, kv, K));
-            put(out, oe + 2, beta, tail(VectorMath.sum(a2), x, xe, w, we + 2L * ldw, true, kv, K));
-            put(out, oe + 3, beta, tail(VectorMath.sum(a3), x, xe, w, we + 3L * ldw, true, kv, K));
+            a00.intoArray(lanes, 0);
+            a01.intoArray(lanes, L);
+            a02.intoArray(lanes, 2 * L);
+            a03.intoArray(lanes, 3 * L);
+            fold4(lanes, 0);
+            store4(lanes, 0, x, xe, w, we, ldw, true, kv, K, beta, out, oe);
         }
 
-        static void k2x4(int K, MemorySegment x, long xe, int ldx, MemorySegment w, long we, int ldw, float beta,
-                         MemorySegment out, long oe, int ldo) {
+        static void k2x4(int K, float[] lanes, MemorySegment x, long xe, int ldx, MemorySegment w, long we, int ldw,
+                         float beta, MemorySegment out, long oe, int ldo) {
             int kv = F.loopBound(K);
             long x0 = xe * 4;
             long x1 = x0 + 4L * ldx;
@@ -632,22 +737,22 @@ public final class WeightGemm {
                 a12 = v2.fma(u1, a12);
                 a13 = v3.fma(u1, a13);
             }
-            long xr1 = xe + ldx;
-            long ldw2 = 2L * ldw;
-            long ldw3 = 3L * ldw;
-            put(out, oe, beta, tail(VectorMath.sum(a00), x, xe, w, we, true, kv, K));
-            put(out, oe + 1, beta, tail(VectorMath.sum(a01), x, xe, w, we + ldw, true, kv, K));
-            put(out, oe + 2, beta, tail(VectorMath.sum(a02), x, xe, w, we + ldw2, true, kv, K));
-            put(out, oe + 3, beta, tail(VectorMath.sum(a03), x, xe, w, we + ldw3, true, kv, K));
-            long o1 = oe + ldo;
-            put(out, o1, beta, tail(VectorMath.sum(a10), x, xr1, w, we, true, kv, K));
-            put(out, o1 + 1, beta, tail(VectorMath.sum(a11), x, xr1, w, we + ldw, true, kv, K));
-            put(out, o1 + 2, beta, tail(VectorMath.sum(a12), x, xr1, w, we + ldw2, true, kv, K));
-            put(out, o1 + 3, beta, tail(VectorMath.sum(a13), x, xr1, w, we + ldw3, true, kv, K));
+            a00.intoArray(lanes, 0);
+            a01.intoArray(lanes, L);
+            a02.intoArray(lanes, 2 * L);
+            a03.intoArray(lanes, 3 * L);
+            a10.intoArray(lanes, 4 * L);
+            a11.intoArray(lanes, 5 * L);
+            a12.intoArray(lanes, 6 * L);
+            a13.intoArray(lanes, 7 * L);
+            fold4(lanes, 0);
+            fold4(lanes, 4 * L);
+            store4(lanes, 0, x, xe, w, we, ldw, true, kv, K, beta, out, oe);
+            store4(lanes, 4 * L, x, xe + ldx, w, we, ldw, true, kv, K, beta, out, oe + ldo);
         }
 
-        static void k4x4(int K, MemorySegment x, long xe, int ldx, MemorySegment w, long we, int ldw, float beta,
-                         MemorySegment out, long oe, int ldo) {
+        static void k4x4(int K, float[] lanes, MemorySegment x, long xe, int ldx, MemorySegment w, long we, int ldw,
+                         float beta, MemorySegment out, long oe, int ldo) {
             int kv = F.loopBound(K);
             long x0 = xe * 4;
             long x1 = x0 + 4L * ldx;
@@ -680,53 +785,51 @@ public final class WeightGemm {
                 FloatVector v1 = bf16At(w, w1 + o);
                 FloatVector v2 = bf16At(w, w2 + o);
                 FloatVector v3 = bf16At(w, w3 + o);
-                FloatVector u = f32At(x, x0 + ox);
-                a00 = v0.fma(u, a00);
-                a01 = v1.fma(u, a01);
-                a02 = v2.fma(u, a02);
-                a03 = v3.fma(u, a03);
-                u = f32At(x, x1 + ox);
-                a10 = v0.fma(u, a10);
-                a11 = v1.fma(u, a11);
-                a12 = v2.fma(u, a12);
-                a13 = v3.fma(u, a13);
-                u = f32At(x, x2 + ox);
-                a20 = v0.fma(u, a20);
-                a21 = v1.fma(u, a21);
-                a22 = v2.fma(u, a22);
-                a23 = v3.fma(u, a23);
-                u = f32At(x, x3 + ox);
-                a30 = v0.fma(u, a30);
-                a31 = v1.fma(u, a31);
-                a32 = v2.fma(u, a32);
-                a33 = v3.fma(u, a33);
+                FloatVector u0 = f32At(x, x0 + ox);
+                a00 = v0.fma(u0, a00);
+                a01 = v1.fma(u0, a01);
+                a02 = v2.fma(u0, a02);
+                a03 = v3.fma(u0, a03);
+                FloatVector u1 = f32At(x, x1 + ox);
+                a10 = v0.fma(u1, a10);
+                a11 = v1.fma(u1, a11);
+                a12 = v2.fma(u1, a12);
+                a13 = v3.fma(u1, a13);
+                FloatVector u2 = f32At(x, x2 + ox);
+                a20 = v0.fma(u2, a20);
+                a21 = v1.fma(u2, a21);
+                a22 = v2.fma(u2, a22);
+                a23 = v3.fma(u2, a23);
+                FloatVector u3 = f32At(x, x3 + ox);
+                a30 = v0.fma(u3, a30);
+                a31 = v1.fma(u3, a31);
+                a32 = v2.fma(u3, a32);
+                a33 = v3.fma(u3, a33);
             }
-            long ldw2 = 2L * ldw;
-            long ldw3 = 3L * ldw;
-            long xr = xe;
-            long or = oe;
-            put(out, or, beta, tail(VectorMath.sum(a00), x, xr, w, we, true, kv, K));
-            put(out, or + 1, beta, tail(VectorMath.sum(a01), x, xr, w, we + ldw, true, kv, K));
-            put(out, or + 2, beta, tail(VectorMath.sum(a02), x, xr, w, we + ldw2, true, kv, K));
-            put(out, or + 3, beta, tail(VectorMath.sum(a03), x, xr, w, we + ldw3, true, kv, K));
-            xr += ldx;
-            or += ldo;
-            put(out, or, beta, tail(VectorMath.sum(a10), x, xr, w, we, true, kv, K));
-            put(out, or + 1, beta, tail(VectorMath.sum(a11), x, xr, w, we + ldw, true, kv, K));
-            put(out, or + 2, beta, tail(VectorMath.sum(a12), x, xr, w, we + ldw2, true, kv, K));
-            put(out, or + 3, beta, tail(VectorMath.sum(a13), x, xr, w, we + ldw3, true, kv, K));
-            xr += ldx;
-            or += ldo;
-            put(out, or, beta, tail(VectorMath.sum(a20), x, xr, w, we, true, kv, K));
-            put(out, or + 1, beta, tail(VectorMath.sum(a21), x, xr, w, we + ldw, true, kv, K));
-            put(out, or + 2, beta, tail(VectorMath.sum(a22), x, xr, w, we + ldw2, true, kv, K));
-            put(out, or + 3, beta, tail(VectorMath.sum(a23), x, xr, w, we + ldw3, true, kv, K));
-            xr += ldx;
-            or += ldo;
-            put(out, or, beta, tail(VectorMath.sum(a30), x, xr, w, we, true, kv, K));
-            put(out, or + 1, beta, tail(VectorMath.sum(a31), x, xr, w, we + ldw, true, kv, K));
-            put(out, or + 2, beta, tail(VectorMath.sum(a32), x, xr, w, we + ldw2, true, kv, K));
-            put(out, or + 3, beta, tail(VectorMath.sum(a33), x, xr, w, we + ldw3, true, kv, K));
+            a00.intoArray(lanes, 0);
+            a01.intoArray(lanes, L);
+            a02.intoArray(lanes, 2 * L);
+            a03.intoArray(lanes, 3 * L);
+            a10.intoArray(lanes, 4 * L);
+            a11.intoArray(lanes, 5 * L);
+            a12.intoArray(lanes, 6 * L);
+            a13.intoArray(lanes, 7 * L);
+            a20.intoArray(lanes, 8 * L);
+            a21.intoArray(lanes, 9 * L);
+            a22.intoArray(lanes, 10 * L);
+            a23.intoArray(lanes, 11 * L);
+            a30.intoArray(lanes, 12 * L);
+            a31.intoArray(lanes, 13 * L);
+            a32.intoArray(lanes, 14 * L);
+            a33.intoArray(lanes, 15 * L);
+            fold4(lanes, 0);
+            fold4(lanes, 4 * L);
+            fold4(lanes, 8 * L);
+            fold4(lanes, 12 * L);
+            store4(lanes, 0, x, xe, w, we, ldw, true, kv, K, beta, out, oe);
+            store4(lanes, 4 * L, x, xe + ldx, w, we, ldw, true, kv, K, beta, out, oe + ldo);
+            store4(lanes, 8 * L, x, xe + 2L * ldx, w, we, ldw, true, kv, K, beta, out, oe + 2L * ldo);
+            store4(lanes, 12 * L, x, xe + 3L * ldx, w, we, ldw, true, kv, K, beta, out, oe + 3L * ldo);
         }
     }
 }
