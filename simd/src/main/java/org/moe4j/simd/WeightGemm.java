@@ -332,16 +332,8 @@ public final class WeightGemm {
         return s;
     }
 
-    /** L bf16 weights at byte offset b, widened to float: the bits shifted into the upper half (exact). */
-    private static FloatVector bf16At(MemorySegment w, long b) {
-        ShortVector h = ShortVector.fromMemorySegment(S, w, b, NATIVE);
-        return ((IntVector) h.convertShape(VectorOperators.S2I, I, 0)).lanewise(VectorOperators.LSHL, 16)
-                .reinterpretAsFloats();
-    }
-
-    private static FloatVector f32At(MemorySegment s, long b) {
-        return FloatVector.fromMemorySegment(F, s, b, NATIVE);
-    }
+    // Loads are written out at every use: a helper returning a vector is compiled on its own once the kernels are
+    // large, is then not inlined, and boxes every vector it returns.
 
     /** Streams weight-row blocks [start, end) (of WR rows each) through all M activation rows. */
     private static final class StreamTask implements WorkerPool.RangeTask {
@@ -457,7 +449,7 @@ public final class WeightGemm {
             long wb = we * 4;
             FloatVector a = FloatVector.zero(F);
             for (int p = 0; p < kv; p += L) {
-                a = f32At(w, wb + 4L * p).fma(f32At(x, xb + 4L * p), a);
+                a = FloatVector.fromMemorySegment(F, w, wb + 4L * p, NATIVE).fma(FloatVector.fromMemorySegment(F, x, xb + 4L * p, NATIVE), a);
             }
             a.intoArray(lanes, 0);
             put(out, oe, beta, tail(reduce(lanes, 0), x, xe, w, we, false, kv, K));
@@ -478,11 +470,11 @@ public final class WeightGemm {
             for (int p = 0; p < kv; p += L) {
                 long o = 4L * p;
                 long ox = o;
-                FloatVector v0 = f32At(w, w0 + o);
-                FloatVector v1 = f32At(w, w1 + o);
-                FloatVector v2 = f32At(w, w2 + o);
-                FloatVector v3 = f32At(w, w3 + o);
-                FloatVector u0 = f32At(x, x0 + ox);
+                FloatVector v0 = FloatVector.fromMemorySegment(F, w, w0 + o, NATIVE);
+                FloatVector v1 = FloatVector.fromMemorySegment(F, w, w1 + o, NATIVE);
+                FloatVector v2 = FloatVector.fromMemorySegment(F, w, w2 + o, NATIVE);
+                FloatVector v3 = FloatVector.fromMemorySegment(F, w, w3 + o, NATIVE);
+                FloatVector u0 = FloatVector.fromMemorySegment(F, x, x0 + ox, NATIVE);
                 a00 = v0.fma(u0, a00);
                 a01 = v1.fma(u0, a01);
                 a02 = v2.fma(u0, a02);
@@ -516,16 +508,16 @@ public final class WeightGemm {
             for (int p = 0; p < kv; p += L) {
                 long o = 4L * p;
                 long ox = o;
-                FloatVector v0 = f32At(w, w0 + o);
-                FloatVector v1 = f32At(w, w1 + o);
-                FloatVector v2 = f32At(w, w2 + o);
-                FloatVector v3 = f32At(w, w3 + o);
-                FloatVector u0 = f32At(x, x0 + ox);
+                FloatVector v0 = FloatVector.fromMemorySegment(F, w, w0 + o, NATIVE);
+                FloatVector v1 = FloatVector.fromMemorySegment(F, w, w1 + o, NATIVE);
+                FloatVector v2 = FloatVector.fromMemorySegment(F, w, w2 + o, NATIVE);
+                FloatVector v3 = FloatVector.fromMemorySegment(F, w, w3 + o, NATIVE);
+                FloatVector u0 = FloatVector.fromMemorySegment(F, x, x0 + ox, NATIVE);
                 a00 = v0.fma(u0, a00);
                 a01 = v1.fma(u0, a01);
                 a02 = v2.fma(u0, a02);
                 a03 = v3.fma(u0, a03);
-                FloatVector u1 = f32At(x, x1 + ox);
+                FloatVector u1 = FloatVector.fromMemorySegment(F, x, x1 + ox, NATIVE);
                 a10 = v0.fma(u1, a10);
                 a11 = v1.fma(u1, a11);
                 a12 = v2.fma(u1, a12);
@@ -575,26 +567,26 @@ public final class WeightGemm {
             for (int p = 0; p < kv; p += L) {
                 long o = 4L * p;
                 long ox = o;
-                FloatVector v0 = f32At(w, w0 + o);
-                FloatVector v1 = f32At(w, w1 + o);
-                FloatVector v2 = f32At(w, w2 + o);
-                FloatVector v3 = f32At(w, w3 + o);
-                FloatVector u0 = f32At(x, x0 + ox);
+                FloatVector v0 = FloatVector.fromMemorySegment(F, w, w0 + o, NATIVE);
+                FloatVector v1 = FloatVector.fromMemorySegment(F, w, w1 + o, NATIVE);
+                FloatVector v2 = FloatVector.fromMemorySegment(F, w, w2 + o, NATIVE);
+                FloatVector v3 = FloatVector.fromMemorySegment(F, w, w3 + o, NATIVE);
+                FloatVector u0 = FloatVector.fromMemorySegment(F, x, x0 + ox, NATIVE);
                 a00 = v0.fma(u0, a00);
                 a01 = v1.fma(u0, a01);
                 a02 = v2.fma(u0, a02);
                 a03 = v3.fma(u0, a03);
-                FloatVector u1 = f32At(x, x1 + ox);
+                FloatVector u1 = FloatVector.fromMemorySegment(F, x, x1 + ox, NATIVE);
                 a10 = v0.fma(u1, a10);
                 a11 = v1.fma(u1, a11);
                 a12 = v2.fma(u1, a12);
                 a13 = v3.fma(u1, a13);
-                FloatVector u2 = f32At(x, x2 + ox);
+                FloatVector u2 = FloatVector.fromMemorySegment(F, x, x2 + ox, NATIVE);
                 a20 = v0.fma(u2, a20);
                 a21 = v1.fma(u2, a21);
                 a22 = v2.fma(u2, a22);
                 a23 = v3.fma(u2, a23);
-                FloatVector u3 = f32At(x, x3 + ox);
+                FloatVector u3 = FloatVector.fromMemorySegment(F, x, x3 + ox, NATIVE);
                 a30 = v0.fma(u3, a30);
                 a31 = v1.fma(u3, a31);
                 a32 = v2.fma(u3, a32);
@@ -663,7 +655,7 @@ public final class WeightGemm {
             long wb = we * 2;
             FloatVector a = FloatVector.zero(F);
             for (int p = 0; p < kv; p += L) {
-                a = bf16At(w, wb + 2L * p).fma(f32At(x, xb + 4L * p), a);
+                a = ((IntVector) ShortVector.fromMemorySegment(S, w, wb + 2L * p, NATIVE).convertShape(VectorOperators.S2I, I, 0)).lanewise(VectorOperators.LSHL, 16).reinterpretAsFloats().fma(FloatVector.fromMemorySegment(F, x, xb + 4L * p, NATIVE), a);
             }
             a.intoArray(lanes, 0);
             put(out, oe, beta, tail(reduce(lanes, 0), x, xe, w, we, true, kv, K));
@@ -684,11 +676,11 @@ public final class WeightGemm {
             for (int p = 0; p < kv; p += L) {
                 long o = 2L * p;
                 long ox = 4L * p;
-                FloatVector v0 = bf16At(w, w0 + o);
-                FloatVector v1 = bf16At(w, w1 + o);
-                FloatVector v2 = bf16At(w, w2 + o);
-                FloatVector v3 = bf16At(w, w3 + o);
-                FloatVector u0 = f32At(x, x0 + ox);
+                FloatVector v0 = ((IntVector) ShortVector.fromMemorySegment(S, w, w0 + o, NATIVE).convertShape(VectorOperators.S2I, I, 0)).lanewise(VectorOperators.LSHL, 16).reinterpretAsFloats();
+                FloatVector v1 = ((IntVector) ShortVector.fromMemorySegment(S, w, w1 + o, NATIVE).convertShape(VectorOperators.S2I, I, 0)).lanewise(VectorOperators.LSHL, 16).reinterpretAsFloats();
+                FloatVector v2 = ((IntVector) ShortVector.fromMemorySegment(S, w, w2 + o, NATIVE).convertShape(VectorOperators.S2I, I, 0)).lanewise(VectorOperators.LSHL, 16).reinterpretAsFloats();
+                FloatVector v3 = ((IntVector) ShortVector.fromMemorySegment(S, w, w3 + o, NATIVE).convertShape(VectorOperators.S2I, I, 0)).lanewise(VectorOperators.LSHL, 16).reinterpretAsFloats();
+                FloatVector u0 = FloatVector.fromMemorySegment(F, x, x0 + ox, NATIVE);
                 a00 = v0.fma(u0, a00);
                 a01 = v1.fma(u0, a01);
                 a02 = v2.fma(u0, a02);
@@ -722,16 +714,16 @@ public final class WeightGemm {
             for (int p = 0; p < kv; p += L) {
                 long o = 2L * p;
                 long ox = 4L * p;
-                FloatVector v0 = bf16At(w, w0 + o);
-                FloatVector v1 = bf16At(w, w1 + o);
-                FloatVector v2 = bf16At(w, w2 + o);
-                FloatVector v3 = bf16At(w, w3 + o);
-                FloatVector u0 = f32At(x, x0 + ox);
+                FloatVector v0 = ((IntVector) ShortVector.fromMemorySegment(S, w, w0 + o, NATIVE).convertShape(VectorOperators.S2I, I, 0)).lanewise(VectorOperators.LSHL, 16).reinterpretAsFloats();
+                FloatVector v1 = ((IntVector) ShortVector.fromMemorySegment(S, w, w1 + o, NATIVE).convertShape(VectorOperators.S2I, I, 0)).lanewise(VectorOperators.LSHL, 16).reinterpretAsFloats();
+                FloatVector v2 = ((IntVector) ShortVector.fromMemorySegment(S, w, w2 + o, NATIVE).convertShape(VectorOperators.S2I, I, 0)).lanewise(VectorOperators.LSHL, 16).reinterpretAsFloats();
+                FloatVector v3 = ((IntVector) ShortVector.fromMemorySegment(S, w, w3 + o, NATIVE).convertShape(VectorOperators.S2I, I, 0)).lanewise(VectorOperators.LSHL, 16).reinterpretAsFloats();
+                FloatVector u0 = FloatVector.fromMemorySegment(F, x, x0 + ox, NATIVE);
                 a00 = v0.fma(u0, a00);
                 a01 = v1.fma(u0, a01);
                 a02 = v2.fma(u0, a02);
                 a03 = v3.fma(u0, a03);
-                FloatVector u1 = f32At(x, x1 + ox);
+                FloatVector u1 = FloatVector.fromMemorySegment(F, x, x1 + ox, NATIVE);
                 a10 = v0.fma(u1, a10);
                 a11 = v1.fma(u1, a11);
                 a12 = v2.fma(u1, a12);
@@ -781,26 +773,26 @@ public final class WeightGemm {
             for (int p = 0; p < kv; p += L) {
                 long o = 2L * p;
                 long ox = 4L * p;
-                FloatVector v0 = bf16At(w, w0 + o);
-                FloatVector v1 = bf16At(w, w1 + o);
-                FloatVector v2 = bf16At(w, w2 + o);
-                FloatVector v3 = bf16At(w, w3 + o);
-                FloatVector u0 = f32At(x, x0 + ox);
+                FloatVector v0 = ((IntVector) ShortVector.fromMemorySegment(S, w, w0 + o, NATIVE).convertShape(VectorOperators.S2I, I, 0)).lanewise(VectorOperators.LSHL, 16).reinterpretAsFloats();
+                FloatVector v1 = ((IntVector) ShortVector.fromMemorySegment(S, w, w1 + o, NATIVE).convertShape(VectorOperators.S2I, I, 0)).lanewise(VectorOperators.LSHL, 16).reinterpretAsFloats();
+                FloatVector v2 = ((IntVector) ShortVector.fromMemorySegment(S, w, w2 + o, NATIVE).convertShape(VectorOperators.S2I, I, 0)).lanewise(VectorOperators.LSHL, 16).reinterpretAsFloats();
+                FloatVector v3 = ((IntVector) ShortVector.fromMemorySegment(S, w, w3 + o, NATIVE).convertShape(VectorOperators.S2I, I, 0)).lanewise(VectorOperators.LSHL, 16).reinterpretAsFloats();
+                FloatVector u0 = FloatVector.fromMemorySegment(F, x, x0 + ox, NATIVE);
                 a00 = v0.fma(u0, a00);
                 a01 = v1.fma(u0, a01);
                 a02 = v2.fma(u0, a02);
                 a03 = v3.fma(u0, a03);
-                FloatVector u1 = f32At(x, x1 + ox);
+                FloatVector u1 = FloatVector.fromMemorySegment(F, x, x1 + ox, NATIVE);
                 a10 = v0.fma(u1, a10);
                 a11 = v1.fma(u1, a11);
                 a12 = v2.fma(u1, a12);
                 a13 = v3.fma(u1, a13);
-                FloatVector u2 = f32At(x, x2 + ox);
+                FloatVector u2 = FloatVector.fromMemorySegment(F, x, x2 + ox, NATIVE);
                 a20 = v0.fma(u2, a20);
                 a21 = v1.fma(u2, a21);
                 a22 = v2.fma(u2, a22);
                 a23 = v3.fma(u2, a23);
-                FloatVector u3 = f32At(x, x3 + ox);
+                FloatVector u3 = FloatVector.fromMemorySegment(F, x, x3 + ox, NATIVE);
                 a30 = v0.fma(u3, a30);
                 a31 = v1.fma(u3, a31);
                 a32 = v2.fma(u3, a32);
