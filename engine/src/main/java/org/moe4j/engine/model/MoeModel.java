@@ -20,6 +20,7 @@ public final class MoeModel implements AutoCloseable {
     private final MemorySegment grads;
 
     public MoeModel(ModelConfig config) {
+        org.moe4j.engine.config.MemoryEstimate.requireModel(config, "MoeModel"); // before the layout and the buffers
         this.config = config;
         this.layout = new ParamLayout(config);
         this.arena = Arena.ofShared();
