@@ -2,7 +2,6 @@ package org.moe4j.io.safetensors;
 
 import com.fasterxml.jackson.core.JsonParser;
 import com.fasterxml.jackson.core.JsonProcessingException;
-import com.fasterxml.jackson.core.JsonToken;
 import com.fasterxml.jackson.core.StreamReadConstraints;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
@@ -99,6 +98,14 @@ public final class SafetensorsFile implements AutoCloseable {
             MemorySegment data = file.asSlice(dataStart);
             Map<String, String> metadata = new LinkedHashMap<>();
             Map<String, Entry> entries = parseHeader(path, header, data.byteSize(), metadata);
+            // moe4j always pads its headers to align the data: a file that says moe4j wrote it but whose data starts
+            // elsewhere has a header length that is off, and the bytes it now counts to the header or the data
+            // happen to look valid (spaces, or whole tensors' worth)
+            if ("moe4j".equals(metadata.get("writer")) && dataStart % SafetensorsDescriptor.DATA_ALIGNMENT != 0) {
+                throw new SafetensorsException(path + ": written by moe4j, whose data starts " +
+                        SafetensorsDescriptor.DATA_ALIGNMENT + "-byte aligned, but the header length " + n
+                        + " puts it at byte " + dataStart + " (the header length field is wrong)");
+            }
             return new SafetensorsFile(path, arena, data, entries, Collections.unmodifiableMap(metadata));
         } catch (RuntimeException e) {
             arena.close();
@@ -116,17 +123,22 @@ public final class SafetensorsFile implements AutoCloseable {
             throw new SafetensorsException(path + ": the JSON header of " + header.length
                     + " bytes is not valid UTF-8 (" + e.getMessage() + ")", e);
         }
+        if (text.isEmpty() || text.charAt(0) != '{') {
+            throw new SafetensorsException(path + ": the JSON header must begin with '{' (found "
+                    + (text.isEmpty() ? "nothing" : "'" + text.charAt(0) + "'") + "); the header length field may be wrong");
+        }
         JsonNode root;
         try (JsonParser p = JSON.createParser(text)) {
             root = JSON.readTree(p);
-            // the header must end where its length says: content after the JSON means the length field is off
-            // (and every tensor shifted); only the spaces writers pad with may follow
-            JsonToken extra = root == null ? null : p.nextToken();
-            if (extra != null) {
-                throw new SafetensorsException(path + ": the JSON header ends at byte "
-                        + p.currentTokenLocation().getCharOffset() + " of its " + header.length
-                        + " declared bytes, followed by " + extra + " (the header length field is wrong, or bytes "
-                        + "were inserted; only space padding may follow the JSON)");
+            // the header must end where its length says: anything after the JSON but the spaces writers pad with
+            // means the length field is off (and every tensor shifted)
+            long end = p.currentLocation().getCharOffset();
+            for (long i = end; i < text.length(); i++) {
+                if (text.charAt((int) i) != ' ') {
+                    throw new SafetensorsException(path + ": the JSON header ends at character " + end + " of its "
+                            + text.length() + ", followed by " + (text.length() - end) + " characters that are not "
+                            + "space padding (the header length field is wrong, or bytes were inserted)");
+                }
             }
         } catch (JsonProcessingException e) {
             throw new SafetensorsException(path + ": the JSON header is malformed: " + e.getOriginalMessage(), e);

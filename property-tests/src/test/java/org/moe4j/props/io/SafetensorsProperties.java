@@ -223,7 +223,7 @@ class SafetensorsProperties {
             }
             case 6 -> {
                 header = "[1,2,3]";
-                expected = "must be an object";
+                expected = "must begin with '{'";
             }
             default -> {
                 header = "{\"t\":{\"dtype\":\"BF16\",\"shape\":[" + b + ",4294967296],\"data_offsets\":[0,4]}}";
