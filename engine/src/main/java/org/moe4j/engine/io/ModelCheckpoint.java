@@ -145,7 +145,11 @@ public final class ModelCheckpoint {
      */
     public static ModelConfig config(JsonNode raw, HfArchitecture arch, String file) {
         JsonNode block = raw.get("moe4j");
-        if (block != null && !block.isNull()) return ModelConfig.fromJson(block.toString());
+        if (block != null && !block.isNull()) {
+            ModelConfig c = ModelConfig.fromJson(block.toString());
+            requireAgreement(raw, c, file);
+            return c;
+        }
         refuseUnsupportedKeys(raw, file);
         MoeHyperParameters h = arch.hyperParameters(raw, file);
         var routing = new RoutingConfig(h.normTopK(), false, PoolConfig.none(), MatryoshkaConfig.off(), 0, 0,
@@ -160,6 +164,33 @@ public final class ModelCheckpoint {
                 h.hidden(), h.ropeTheta(), h.qkNorm(), h.normEps(),
                 maxPos == null || !maxPos.canConvertToInt() || maxPos.intValue() < 1 ? 4096 : maxPos.intValue(),
                 eosId, routing, LossWeights.defaults());
+    }
+
+    /**
+     * The Hugging Face keys of a config.json moe4j wrote must say what its moe4j block says: other readers use the
+     * keys, moe4j the block, so a file where they differ (edited by hand, or damaged) would be two models. Keys that
+     * are absent are not compared.
+     */
+    private static void requireAgreement(JsonNode raw, ModelConfig c, String file) {
+        Object[][] pairs = {{"vocab_size", c.vocab()}, {"hidden_size", c.d()}, {"intermediate_size", c.expertHidden()},
+                {"num_hidden_layers", c.layers()}, {"num_attention_heads", c.heads()},
+                {"num_key_value_heads", c.kvHeads()}, {"num_experts", c.experts()}, {"num_experts_per_tok", c.k()},
+                {"num_shared_experts", c.sharedExperts()}, {"max_position_embeddings", c.maxSeq()},
+                {"eos_token_id", c.eosId()}, {"rope_theta", c.ropeTheta()}, {"rms_norm_eps", c.normEps()},
+                {"qk_norm", c.qkNorm()}, {"norm_topk_prob", c.routing().normalizeTopK()}};
+        for (Object[] p : pairs) {
+            JsonNode v = raw.get((String) p[0]);
+            if (v == null || v.isNull()) continue;
+            boolean same = switch (p[1]) {
+                case Integer i -> v.isIntegralNumber() && v.canConvertToLong() && v.longValue() == i;
+                case Double d -> v.isNumber() && v.doubleValue() == d;
+                case Boolean b -> v.isBoolean() && v.booleanValue() == b;
+                default -> false;
+            };
+            if (!same)
+                throw new Moe4jException(file + ": '" + p[0] + "' = " + v + " disagrees with the moe4j block, which says "
+                        + p[1] + " (one of them was changed; the file describes two different models)");
+        }
     }
 
     /**
