@@ -196,7 +196,7 @@ public final class Checkpoint implements AutoCloseable {
         Path tmp = null;
         try (CheckpointFolder.Lock lock = CheckpointFolder.lock(abs)) {
             CheckpointFolder.recoverLocked(lock, abs);
-            CheckpointFolder.requireReplaceable(abs, abs.toString());
+            CheckpointFolder.requireReplaceable(abs, "cannot write the checkpoint");
             tmp = CheckpointFolder.stage(abs);
             List<Map<String, Tensor>> groups = new ArrayList<>();
             Map<String, Tensor> cur = new LinkedHashMap<>();
