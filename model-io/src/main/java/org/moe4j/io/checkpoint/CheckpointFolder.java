@@ -115,8 +115,8 @@ public final class CheckpointFolder {
     }
 
     /**
-     * Takes the lock of {@code dir}, or fails at once naming the process that holds it (another process, or another
-     * thread of this one, saving to the same folder).
+     * Takes the lock of {@code dir}, or fails at once, naming the lock file, when another process (or another thread
+     * of this one) is saving to the same folder.
      */
     public static Lock lock(Path dir) {
         Path abs = abs(dir);
@@ -172,9 +172,10 @@ public final class CheckpointFolder {
         try {
             lock = lock(abs);
         } catch (SafetensorsException busy) {
-            if (Files.exists(abs)) return; // the writer cleans up after itself
-            throw new SafetensorsException(abs + ": not found, and a save to it is in progress (its lock is held); "
-                    + "try again when it finishes", busy);
+            // a writer busy with it cleans up after itself; a read-only parent keeps its leftovers
+            if (Files.exists(abs)) return;
+            throw new SafetensorsException(abs + ": not found, and the saves beside it cannot be put in its place now ("
+                    + busy.getMessage() + ")", busy);
         }
         try (lock) {
             recoverLocked(lock, abs);

@@ -201,6 +201,30 @@ class CheckpointSafetyTest {
     }
 
     @Test
+    void aSaveWhileAnotherProcessHoldsTheLockIsRefused() throws Exception {
+        Path dir = tmp.resolve("ck");
+        Path javaBin = Path.of(System.getProperty("java.home"), "bin", "java");
+        Process p = new ProcessBuilder(javaBin.toString(), "-cp", System.getProperty("java.class.path"),
+                LockHolder.class.getName(), dir.toString()).redirectError(ProcessBuilder.Redirect.INHERIT).start();
+        try (Arena arena = Arena.ofShared()) {
+            var out = new java.io.BufferedReader(new java.io.InputStreamReader(p.getInputStream(), StandardCharsets.UTF_8));
+            assertEquals("locked", out.readLine(), "the other process took the lock");
+            Map<String, Tensor> t = tensors(arena, 0);
+            SafetensorsException e = assertThrows(SafetensorsException.class,
+                    () -> Checkpoint.write(dir, CheckpointTest.config(), t, 1L << 30));
+            assertTrue(e.getMessage().contains("another save to this checkpoint folder is in progress"), e.getMessage());
+            assertFalse(Files.exists(dir), "nothing written");
+            p.getOutputStream().close(); // the other process lets go and exits
+            assertTrue(p.waitFor(120, java.util.concurrent.TimeUnit.SECONDS), "the other process exits"); // a hang guard
+            assertEquals(0, p.exitValue());
+            Checkpoint.write(dir, CheckpointTest.config(), t, 1L << 30);
+            assertEquals(List.of("ck"), besides());
+        } finally {
+            p.destroy();
+        }
+    }
+
+    @Test
     void aUsersFileOrFolderIsNeverReplaced() throws IOException {
         try (Arena arena = Arena.ofShared()) {
             Map<String, Tensor> t = tensors(arena, 0);
