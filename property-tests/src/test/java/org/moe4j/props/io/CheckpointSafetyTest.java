@@ -368,6 +368,31 @@ class CheckpointSafetyTest {
         }
     }
 
+    /**
+     * Sizes in config.json no checkpoint of these tensors can have (2^31 - 1 tokens or layers, 65,536 experts, a
+     * 2^30-wide model): refused by comparing with the files' tensors before anything of that size is allocated.
+     */
+    @ParameterizedTest
+    @ValueSource(strings = {"vocab:vocab_size:2147483647", "experts:num_experts:65536",
+            "experts:num_experts:100000", "layers:num_hidden_layers:2147483647", "d:hidden_size:1073741824",
+            "expertHidden:intermediate_size:2147483647"})
+    void hugeSizesInConfigJsonAreRefusedBeforeAllocating(String change) throws IOException {
+        String[] c = change.split(":");
+        Path dir = tmp.resolve("ck");
+        try (MoeModel m = new MoeModel(HostileCheckpointProperties.CONFIG).initRandom(3)) {
+            ModelCheckpoint.save(dir, m, null, null);
+        }
+        Path cfg = dir.resolve(CheckpointDescriptor.CONFIG);
+        ObjectMapper json = new ObjectMapper();
+        ObjectNode root = (ObjectNode) json.readTree(cfg.toFile());
+        long v = Long.parseLong(c[2]);
+        ((ObjectNode) root.get("moe4j")).put(c[0], v);
+        root.put(c[1], v);
+        Files.write(cfg, json.writeValueAsBytes(root));
+        Moe4jException e = assertThrows(Moe4jException.class, () -> ModelCheckpoint.load(dir));
+        assertTrue(e.getMessage().contains("does not fit"), e.getMessage());
+    }
+
     @Test
     void hfKeysThatDisagreeWithTheMoe4jBlockAreRefused() throws IOException {
         Path dir = tmp.resolve("ck");
