@@ -334,6 +334,14 @@ public final class TrainCommand implements Callable<Integer> {
                         + "micro-batch) on a model of %.3g parameters (vocab %d, d %d, %d layers, %d experts)", batch, seq,
                 (long) batch * seq, MemoryEstimate.parameters(c), c.vocab(), c.d(), c.layers(), c.experts()),
                 MemoryEstimate.trainingBytes(c, (double) batch * seq));
+        // the router's per-token buffers are Java arrays of tokens x experts: 2^31 elements at most
+        double routerElements = (double) batch * seq * Math.max(c.experts(), c.maxRoutedK() + c.sharedExperts());
+        if (routerElements > Integer.MAX_VALUE - 8)
+            throw new Moe4jException(String.format(Locale.ROOT, "--batch %d x --seq %d x %d experts = %.3g router "
+                    + "scores per micro-batch, more than one Java array holds (2^31); lower --batch or --seq", batch,
+                    seq, c.experts(), routerElements));
+        MemoryEstimate.requireHeap(String.format(Locale.ROOT, "routing --batch %d x --seq %d over %d experts in %d "
+                + "layers", batch, seq, c.experts(), c.layers()), MemoryEstimate.heapBytes(c, (double) batch * seq));
     }
 
     static String routingName(ModelConfig c) {

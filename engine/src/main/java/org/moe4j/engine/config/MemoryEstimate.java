@@ -55,6 +55,23 @@ public final class MemoryEstimate {
                 + (tokens * (c.layers() * perLayer + once) + rope) * Float.BYTES;
     }
 
+    /**
+     * Bytes of Java heap a training run's routing needs: per layer, the router's logits and its routing's
+     * probabilities, tokens x experts floats each, and the router-logit gradients once.
+     */
+    public static double heapBytes(ModelConfig c, double tokens) {
+        return (2.0 * c.layers() + 1) * tokens * c.experts() * Float.BYTES + tokens * 8 * Integer.BYTES;
+    }
+
+    /** Fails unless {@code bytes} of Java heap fit in the heap limit (-Xmx); {@code what} as in {@link #require}. */
+    public static void requireHeap(String what, double bytes) {
+        double limit = Runtime.getRuntime().maxMemory();
+        if (!(bytes <= limit)) {
+            throw new Moe4jException(String.format(Locale.ROOT, "%s needs about %s of Java heap, more than the %s "
+                    + "this JVM may use (-Xmx); lower it, or raise -Xmx", what, human(bytes), human(limit)));
+        }
+    }
+
     /** The memory a run may use: {@code -Dmoe4j.memoryLimit}, else the physical memory the JDK sees. */
     public static double limit() {
         String p = System.getProperty("moe4j.memoryLimit");
