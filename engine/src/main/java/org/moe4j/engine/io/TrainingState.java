@@ -112,12 +112,14 @@ public record TrainingState(long step, long dataPosition, long routingRngState, 
         }
         JsonNode extra = root.get(EXTRA);
         if (extra != null && !extra.isNull()) checkExtra(where, extra);
+        long step = longField(root, STEP, where), position = longField(root, DATA_POSITION, where);
+        long routing = longField(root, ROUTING_RNG_STATE, where), erc = longField(root, ERC_RNG_STATE, where);
+        long params = longField(root, PARAMETER_COUNT, where);
         try {
-            return new TrainingState(longField(root, STEP, where), longField(root, DATA_POSITION, where),
-                    longField(root, ROUTING_RNG_STATE, where), longField(root, ERC_RNG_STATE, where),
-                    longField(root, PARAMETER_COUNT, where), extra);
+            return new TrainingState(step, position, routing, erc, params, extra);
         } catch (Moe4jException e) {
-            throw new Moe4jException(e.getMessage().replace(CheckpointDescriptor.TRAINING_STATE_JSON + ":", where + ":"));
+            // the record names the file by its name alone; here the path is known
+            throw new Moe4jException(where + e.getMessage().substring(CheckpointDescriptor.TRAINING_STATE_JSON.length()));
         }
     }
 

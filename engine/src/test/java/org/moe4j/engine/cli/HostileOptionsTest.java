@@ -123,11 +123,13 @@ class HostileOptionsTest {
         refused(parse(new TrainCommand(), "--resume", ck.toString(), "--steps", "4", "--batch", "2", "--seq", "16"),
                 ModelCheckpoint.STATE_JSON, "'step' is missing");
         ck = checkpointWithState(dir.resolve("b"), o -> o.put(TrainingState.STEP, "abc"));
-        refused(parse(new TrainCommand(), "--resume", ck.toString(), "--steps", "4", "--batch", "2", "--seq", "16"),
-                "'step' = \"abc\" must be an integer");
+        Moe4jException e = refused(parse(new TrainCommand(), "--resume", ck.toString(), "--steps", "4", "--batch", "2",
+                "--seq", "16"), "'step' = \"abc\" must be an integer");
+        assertTrue(e.getMessage().startsWith(ck.resolve(ModelCheckpoint.STATE_JSON) + ": "), e.getMessage());
         ck = checkpointWithState(dir.resolve("c"), o -> o.put(TrainingState.DATA_POSITION, -5));
-        refused(parse(new TrainCommand(), "--resume", ck.toString(), "--steps", "4", "--batch", "2", "--seq", "16"),
+        e = refused(parse(new TrainCommand(), "--resume", ck.toString(), "--steps", "4", "--batch", "2", "--seq", "16"),
                 "'data_position' = -5 must be >= 0");
+        assertTrue(e.getMessage().startsWith(ck.resolve(ModelCheckpoint.STATE_JSON) + ": "), e.getMessage());
         ck = checkpointWithState(dir.resolve("d"), o -> o.put(TrainingState.PARAMETER_COUNT, 12.5));
         refused(parse(new TrainCommand(), "--resume", ck.toString(), "--steps", "4", "--batch", "2", "--seq", "16"),
                 "'parameter_count' = 12.5 must be an integer");
