@@ -73,6 +73,14 @@ class HostileCheckpointProperties {
             Path shm = Path.of("/dev/shm");
             ROOT = Files.isDirectory(shm) && Files.isWritable(shm) ? Files.createTempDirectory(shm, "moe4j-hostile")
                     : Files.createTempDirectory("moe4j-hostile");
+            // also when only the static parts are used (CheckpointSafetyTest takes CONFIG) and no container ends here
+            Runtime.getRuntime().addShutdownHook(new Thread(() -> {
+                try {
+                    removeFolders();
+                } catch (IOException ignored) {
+                    // a temp folder left behind; nothing else to do at exit
+                }
+            }));
             SINGLE = ROOT.resolve("single");
             SHARDED = ROOT.resolve("sharded");
             try (MoeModel m = new MoeModel(CONFIG).initRandom(7); Arena arena = Arena.ofConfined()) {
@@ -101,6 +109,7 @@ class HostileCheckpointProperties {
 
     @AfterContainer
     static void removeFolders() throws IOException {
+        if (!Files.exists(ROOT)) return;
         try (Stream<Path> s = Files.walk(ROOT)) {
             for (Path p : s.sorted(Comparator.reverseOrder()).toList()) Files.deleteIfExists(p);
         }
