@@ -8,6 +8,7 @@ import org.moe4j.Moe4jException;
 import org.moe4j.engine.config.ModelConfig;
 import org.moe4j.engine.io.ModelCheckpoint;
 import org.moe4j.engine.model.MoeModel;
+import org.moe4j.io.checkpoint.CheckpointFolder;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 
@@ -17,12 +18,15 @@ import picocli.CommandLine.Option;
                 + "and write it in the EMO layout (float32, canonical names, config.json with a moe4j block).")
 public final class ConvertCommand implements Callable<Integer> {
     @Option(names = "--from", required = true, description = "the checkpoint folder to read") Path from;
-    @Option(names = "--out", required = true, description = "the folder to write (replaced atomically)") Path out;
+    @Option(names = "--out", required = true, description = "the folder to write: absent, empty, or a moe4j "
+            + "checkpoint, which is replaced atomically") Path out;
 
     @Override
     public Integer call() {
         if (Files.exists(out) && Files.exists(from) && sameFile(from, out))
             throw new Moe4jException("--out " + out + " is the --from folder; write the EMO copy somewhere else");
+        // refused before the import: a user's folder or file at --out is never replaced
+        CheckpointFolder.requireReplaceable(out, "--out " + out);
         ModelCheckpoint.Imported im = ModelCheckpoint.importCheckpoint(from);
         try (MoeModel m = im.model()) {
             ModelConfig c = m.config();

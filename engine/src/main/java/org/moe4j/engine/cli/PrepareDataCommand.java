@@ -108,6 +108,7 @@ public final class PrepareDataCommand implements Callable<Integer> {
                         log.flush();
                     }));
         }
+        for (DocumentSource s : resolved) requireDocuments(s, out);
         TextEncoder encoder = encoder(tokenizer, vocab, byteTokens, texts(resolved), out, log);
         ShardManifest manifest;
         try (Bars bars = new Bars(!noProgress)) {
@@ -115,6 +116,21 @@ public final class PrepareDataCommand implements Callable<Integer> {
         }
         printSummary(spec.commandLine().getOut(), manifest, Duration.ofNanos(System.nanoTime() - t0));
         return 0;
+    }
+
+    /**
+     * Fails unless {@code source} gives at least one non-empty document: an empty folder, a folder of binary files
+     * or an empty JSONL file is a wrong path, and is said so before a tokenizer is trained on nothing. Reads up to
+     * the first such document.
+     */
+    static void requireDocuments(DocumentSource source, Path out) {
+        try (Stream<Document> docs = source.documents()) {
+            if (docs.noneMatch(d -> !d.text().isEmpty())) {
+                throw new CorpusException("--source " + source.reference() + " (" + source.name() + ") gave no "
+                        + "documents: an empty folder or file, or only hidden, binary or empty files; nothing written "
+                        + "to " + out);
+            }
+        }
     }
 
     /** The source a {@code --source} value names. */

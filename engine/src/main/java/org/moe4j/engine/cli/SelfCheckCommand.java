@@ -3,6 +3,8 @@ package org.moe4j.engine.cli;
 import java.lang.foreign.Arena;
 import java.util.SplittableRandom;
 import java.util.concurrent.Callable;
+import org.moe4j.Moe4jException;
+import org.moe4j.engine.config.MemoryEstimate;
 import org.moe4j.nativ.GemmBackends;
 import org.moe4j.simd.Gemm;
 import org.moe4j.simd.Tensor;
@@ -26,6 +28,12 @@ public final class SelfCheckCommand implements Callable<Integer> {
 
     @Override
     public Integer call() {
+        if (size < 1) throw new Moe4jException("--size " + size + " must be >= 1");
+        if (!(seconds >= 0) || Double.isInfinite(seconds))
+            throw new Moe4jException("--seconds " + seconds + " must be a finite number >= 0");
+        // three n x n float32 matrices, checked before the first is allocated
+        MemoryEstimate.require("--size " + size + " (three " + size + " x " + size + " float32 matrices)",
+                3.0 * size * size * Float.BYTES);
         WorkerPool pool = WorkerPool.common();
         GemmBackends.Choice choice = backend == null ? GemmBackends.fromEnvironment(pool)
                 : GemmBackends.select(backend, pool);

@@ -1,7 +1,6 @@
 package org.moe4j.engine.cli;
 
 import com.fasterxml.jackson.databind.JsonNode;
-import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.JsonNodeFactory;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import java.io.PrintStream;
@@ -12,11 +11,13 @@ import java.util.concurrent.Callable;
 import org.moe4j.Moe4jException;
 import org.moe4j.engine.config.LbScope;
 import org.moe4j.engine.config.MatryoshkaConfig;
+import org.moe4j.engine.config.MemoryEstimate;
 import org.moe4j.engine.config.ModelConfig;
 import org.moe4j.engine.config.PoolConfig;
 import org.moe4j.engine.config.PoolMode;
 import org.moe4j.engine.config.RoutingConfig;
 import org.moe4j.engine.io.ModelCheckpoint;
+import org.moe4j.engine.io.TrainingState;
 import org.moe4j.engine.model.MoeModel;
 import org.moe4j.engine.model.MoeTransformer;
 import org.moe4j.engine.train.AdamWOptimizer;
@@ -26,6 +27,7 @@ import org.moe4j.engine.train.ShardBatchSource;
 import org.moe4j.engine.train.SyntheticCorpus;
 import org.moe4j.engine.train.Trainer;
 import org.moe4j.engine.train.ValidationLoss;
+import org.moe4j.io.checkpoint.CheckpointFolder;
 import org.moe4j.io.corpus.BpeTextEncoder;
 import org.moe4j.io.corpus.ShardManifest;
 import org.moe4j.io.corpus.Split;
@@ -63,7 +65,8 @@ public final class TrainCommand implements Callable<Integer> {
             description = "GEMM backend (default: -Dmoe4j.gemm, else $MOE4J_GEMM, else auto = oneDNN when it loads, else Java)")
     String gemm;
     @Option(names = "--domains", defaultValue = "4", description = "synthetic source: domains") int domains;
-    @Option(names = "--out", description = "write the checkpoint (with training state) here at the end") Path out;
+    @Option(names = "--out", description = "write the checkpoint (with training state) here at the end: absent, an "
+            + "empty folder, or a moe4j checkpoint, which is replaced atomically") Path out;
     @Option(names = "--save-every", defaultValue = "0", description = "also save to --out every N steps") int saveEvery;
     @Option(names = "--resume", description = "resume exactly from this checkpoint folder") Path resume;
     @Option(names = "--data", paramLabel = "DIR",
@@ -81,23 +84,39 @@ public final class TrainCommand implements Callable<Integer> {
 
     @Override
     public Integer call() {
-        JsonNode resumeState = resume != null ? readState(resume) : null;
+        checkOptions();
+        // refused before training, not after an hour of it
+        if (out != null) CheckpointFolder.requireReplaceable(out, "--out " + out);
+        TrainingState resumeState = resume != null ? readState(resume) : null;
+        if (resumeState != null && steps <= resumeState.step())
+            throw new Moe4jException("--steps " + steps + " is at or below the step the checkpoint " + resume
+                    + " was saved at (" + resumeState.step() + "); --steps counts from the start of training, so pass "
+                    + "--steps " + (resumeState.step() + 1) + " or more to train further");
         Path dataDir = data;
-        if (dataDir == null && resumeState != null && resumeState.path("extra").hasNonNull("data")) {
-            dataDir = Path.of(resumeState.path("extra").get("data").asText());
+        if (dataDir == null && resumeState != null && resumeState.dataFolder() != null) {
+            dataDir = resumeState.dataFolder();
             System.out.println("data: " + dataDir + " (from the checkpoint's training state)");
         }
-        if (dataDir != null && resumeState != null && resumeState.path("extra").has("seq")
-                && resumeState.path("extra").get("seq").asInt() != seq)
-            System.out.println("note: the checkpoint was trained with --seq " + resumeState.path("extra").get("seq").asInt()
+        if (dataDir != null && resumeState != null && resumeState.sequenceLength() > 0
+                && resumeState.sequenceLength() != seq)
+            System.out.println("note: the checkpoint was trained with --seq " + resumeState.sequenceLength()
                     + "; windows of " + seq + " tokens do not continue its data order exactly");
         ShardManifest manifest = dataDir != null ? ShardManifest.read(dataDir) : null;
         ModelConfig c = resume != null ? null : withRouting(baseConfig(config), routing);
         if (c != null && lbScope != null) c = c.withRouting(withScope(c.routing(), lbScope));
         if (c != null && manifest != null) c = withVocab(c, manifest.tokenizer().vocabSize(), manifest.tokenizer().eosId());
         WorkerPool pool = WorkerPool.common();
+        if (c != null) requireMemory(c);
         MoeModel model = resume != null ? ModelCheckpoint.load(resume) : new MoeModel(c).initRandom(seed);
         c = model.config();
+        if (resume != null) {
+            try {
+                requireMemory(c);
+            } catch (Moe4jException e) {
+                model.close();
+                throw e;
+            }
+        }
         System.out.printf(Locale.ROOT, "moe4j train: %s routing, d %d, %d layers, %d heads (%d kv), E %d (shared %d), k %d, h %d, vocab %d; "
                         + "%,d parameters; batch %d x %d; %d threads%n", routingName(c), c.d(), c.layers(), c.heads(), c.kvHeads(),
                 c.experts(), c.sharedExperts(), c.k(), c.expertHidden(), c.vocab(), model.layout().total(), batch, seq, pool.threads());
@@ -127,11 +146,12 @@ public final class TrainCommand implements Callable<Integer> {
                 tr.useDefaults(true, seed);
                 tr.docMask(docMask);
                 if (resume != null) {
-                    var st = ModelCheckpoint.loadState(resume, opt.firstMoment(), opt.secondMoment(), model.layout().total());
-                    opt.stepCount(st.get("step").asLong());
-                    src.position(st.get("data_position").asLong());
-                    tr.routingRng().setState(st.get("routing_rng_state").asLong());
-                    tr.ercRng().setState(st.get("erc_rng_state").asLong());
+                    TrainingState st = ModelCheckpoint.loadState(resume, opt.firstMoment(), opt.secondMoment(),
+                            model.layout().total());
+                    opt.stepCount(st.step());
+                    src.position(st.dataPosition());
+                    tr.routingRng().setState(st.routingRngState());
+                    tr.ercRng().setState(st.ercRngState());
                     System.out.println("resumed from " + resume + " at step " + opt.stepCount());
                 }
                 Trainer trainer = new Trainer(tr, opt, src, new Trainer.Options(batch, seq, accum,
@@ -269,19 +289,59 @@ public final class TrainCommand implements Callable<Integer> {
     /** What a resume needs to find the data again: the folder and the sequence length. */
     static JsonNode dataExtra(Path dataDir, int seq) {
         ObjectNode o = JsonNodeFactory.instance.objectNode();
-        o.put("data", dataDir.toAbsolutePath().toString());
-        o.put("seq", seq);
+        o.put(TrainingState.EXTRA_DATA, dataDir.toAbsolutePath().toString());
+        o.put(TrainingState.EXTRA_SEQ, seq);
         return o;
     }
 
-    static JsonNode readState(Path dir) {
-        Path js = dir.resolve(ModelCheckpoint.STATE_JSON);
-        if (!Files.exists(js)) return null; // ModelCheckpoint.loadState reports it
-        try {
-            return new ObjectMapper().readTree(js.toFile());
-        } catch (java.io.IOException e) {
-            throw new Moe4jException(js + ": " + e.getMessage());
-        }
+    /** The checkpoint's training state; refused when it has none (a resume needs the moments and the step). */
+    static TrainingState readState(Path dir) {
+        TrainingState st = TrainingState.readIfPresent(dir);
+        if (st == null)
+            throw new Moe4jException("--resume " + dir + ": no " + ModelCheckpoint.STATE_JSON
+                    + " (the checkpoint has no training state to resume from; train from it with a fresh optimizer "
+                    + "is not supported)");
+        return st;
+    }
+
+    /** Option values every run needs; checked before anything is read or allocated. */
+    private void checkOptions() {
+        positive("--steps", steps);
+        positive("--batch", batch);
+        positive("--accum", accum);
+        positive("--log-every", logEvery);
+        if (seq < 2) throw new Moe4jException("--seq " + seq + " must be >= 2 (a token and the next one to predict)");
+        if (saveEvery < 0) throw new Moe4jException("--save-every " + saveEvery + " must be >= 0 (0: only at the end)");
+        if (valBatches < 0) throw new Moe4jException("--val-batches " + valBatches + " must be >= 0");
+        if (!(timeLimit >= 0) || Double.isInfinite(timeLimit))
+            throw new Moe4jException("--time-limit " + timeLimit + " must be a finite number of seconds >= 0");
+        if (!(lr >= 0) || Double.isInfinite(lr)) throw new Moe4jException("--lr " + lr + " must be finite and >= 0");
+        if (warmup < 0) throw new Moe4jException("--warmup " + warmup + " must be >= 0");
+        if (!(clip >= 0) || Double.isInfinite(clip)) throw new Moe4jException("--clip " + clip + " must be finite and >= 0");
+        if (domains < 1) throw new Moe4jException("--domains " + domains + " must be >= 1");
+        if ((long) batch * seq > Integer.MAX_VALUE)
+            throw new Moe4jException("--batch " + batch + " x --seq " + seq + " = " + (long) batch * seq
+                    + " tokens per micro-batch; at most " + Integer.MAX_VALUE + " fit one batch");
+    }
+
+    private static void positive(String option, int v) {
+        if (v < 1) throw new Moe4jException(option + " " + v + " must be >= 1");
+    }
+
+    /** Refuses a run whose model, optimizer and activations for --batch x --seq would not fit in memory. */
+    private void requireMemory(ModelConfig c) {
+        MemoryEstimate.require(String.format(Locale.ROOT, "training with --batch %d x --seq %d (%,d tokens per "
+                        + "micro-batch) on a model of %.3g parameters (vocab %d, d %d, %d layers, %d experts)", batch, seq,
+                (long) batch * seq, MemoryEstimate.parameters(c), c.vocab(), c.d(), c.layers(), c.experts()),
+                MemoryEstimate.trainingBytes(c, (double) batch * seq));
+        // the router's per-token buffers are Java arrays of tokens x experts: 2^31 elements at most
+        double routerElements = (double) batch * seq * Math.max(c.experts(), c.maxRoutedK() + c.sharedExperts());
+        if (routerElements > Integer.MAX_VALUE - 8)
+            throw new Moe4jException(String.format(Locale.ROOT, "--batch %d x --seq %d x %d experts = %.3g router "
+                    + "scores per micro-batch, more than one Java array holds (2^31); lower --batch or --seq", batch,
+                    seq, c.experts(), routerElements));
+        MemoryEstimate.requireHeap(String.format(Locale.ROOT, "routing --batch %d x --seq %d over %d experts in %d "
+                + "layers", batch, seq, c.experts(), c.layers()), MemoryEstimate.heapBytes(c, (double) batch * seq));
     }
 
     static String routingName(ModelConfig c) {

@@ -9,6 +9,8 @@ import org.moe4j.engine.model.ModelWeights;
 import org.moe4j.engine.model.MoeModel;
 import org.moe4j.engine.model.ParamLayout;
 import org.moe4j.io.checkpoint.Checkpoint;
+import org.moe4j.io.checkpoint.CheckpointFolder;
+import org.moe4j.engine.config.MemoryEstimate;
 import org.moe4j.io.safetensors.SafetensorsFile;
 import org.moe4j.io.tokenizer.BpeTokenizer;
 import org.moe4j.simd.DType;
@@ -46,11 +48,13 @@ public final class InferenceModel implements AutoCloseable {
         if (!Files.isDirectory(dir))
             throw new Moe4jException(dir + ": no such checkpoint folder (expected config.json + model.safetensors)");
         BpeTokenizer tok = Files.exists(dir.resolve("tokenizer.json")) ? BpeTokenizer.load(dir.resolve("tokenizer.json")) : null;
+        CheckpointFolder.recover(dir); // a save killed between its renames leaves the last complete folder
         Checkpoint ck = Checkpoint.open(dir);
         try {
             ModelConfig c = ModelCheckpoint.config(ck);
-            ParamLayout layout = new ParamLayout(c);
-            Flat flat = flat(ck, layout);
+            // a config far larger than the files is reported by the importer before anything is built
+            Flat flat = MemoryEstimate.tensors(c) > 4.0 * ck.names().size() + 64 ? null : flat(ck, new ParamLayout(c));
+            ParamLayout layout = flat == null ? null : new ParamLayout(c);
             if (flat != null) {
                 ModelWeights w = ModelWeights.of(layout, flat.segment, flat.dtype, bf16);
                 if (flat.dtype == (bf16 ? DType.BF16 : DType.F32)) // the matrices stay in the mapped file

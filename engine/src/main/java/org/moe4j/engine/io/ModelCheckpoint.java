@@ -14,6 +14,7 @@ import java.util.Map;
 import org.moe4j.Moe4jException;
 import org.moe4j.engine.config.LbScope;
 import org.moe4j.engine.config.LossWeights;
+import org.moe4j.engine.config.MemoryEstimate;
 import org.moe4j.engine.config.MatryoshkaConfig;
 import org.moe4j.engine.config.ModelConfig;
 import org.moe4j.engine.config.PoolConfig;
@@ -22,9 +23,11 @@ import org.moe4j.engine.model.MoeModel;
 import org.moe4j.engine.model.ParamLayout;
 import org.moe4j.io.checkpoint.Checkpoint;
 import org.moe4j.io.checkpoint.CheckpointDescriptor;
+import org.moe4j.io.checkpoint.CheckpointFolder;
 import org.moe4j.io.checkpoint.HfConfig;
 import org.moe4j.io.hf.HfArchitecture;
 import org.moe4j.io.hf.MoeHyperParameters;
+import org.moe4j.io.safetensors.SafetensorsFile;
 import org.moe4j.simd.Convert;
 import org.moe4j.simd.DType;
 import org.moe4j.simd.Tensor;
@@ -38,7 +41,7 @@ import org.moe4j.simd.Tensor;
  * name table and config rules being the only difference.
  */
 public final class ModelCheckpoint {
-    public static final String STATE_JSON = "training_state.json";
+    public static final String STATE_JSON = CheckpointDescriptor.TRAINING_STATE_JSON;
     private static final ObjectMapper JSON = new ObjectMapper();
     private static final System.Logger LOG = System.getLogger(ModelCheckpoint.class.getName());
     private static final long SHARD_BYTES = 2L << 30;
@@ -105,13 +108,8 @@ public final class ModelCheckpoint {
             st.put("adamw.exp_avg", Tensor.of(state.adamM(), DType.F32, (int) n));
             st.put("adamw.exp_avg_sq", Tensor.of(state.adamV(), DType.F32, (int) n));
             extra.put(CheckpointDescriptor.TRAINING_STATE, st);
-            ObjectNode o = JSON.createObjectNode();
-            o.put("step", state.step());
-            o.put("data_position", state.dataPosition());
-            o.put("routing_rng_state", state.routingRngState());
-            o.put("erc_rng_state", state.ercRngState());
-            o.put("parameter_count", n);
-            if (state.extra() != null) o.set("extra", state.extra());
+            ObjectNode o = new TrainingState(state.step(), state.dataPosition(), state.routingRngState(),
+                    state.ercRngState(), n, state.extra()).toJson();
             json.put(STATE_JSON, o);
         }
         Checkpoint.write(dir, hfConfig(model.config()), tensors, SHARD_BYTES, extra, json, copies);
@@ -147,7 +145,11 @@ public final class ModelCheckpoint {
      */
     public static ModelConfig config(JsonNode raw, HfArchitecture arch, String file) {
         JsonNode block = raw.get("moe4j");
-        if (block != null && !block.isNull()) return ModelConfig.fromJson(block.toString());
+        if (block != null && !block.isNull()) {
+            ModelConfig c = ModelConfig.fromJson(block.toString());
+            requireAgreement(raw, c, file);
+            return c;
+        }
         refuseUnsupportedKeys(raw, file);
         MoeHyperParameters h = arch.hyperParameters(raw, file);
         var routing = new RoutingConfig(h.normTopK(), false, PoolConfig.none(), MatryoshkaConfig.off(), 0, 0,
@@ -162,6 +164,33 @@ public final class ModelCheckpoint {
                 h.hidden(), h.ropeTheta(), h.qkNorm(), h.normEps(),
                 maxPos == null || !maxPos.canConvertToInt() || maxPos.intValue() < 1 ? 4096 : maxPos.intValue(),
                 eosId, routing, LossWeights.defaults());
+    }
+
+    /**
+     * The Hugging Face keys of a config.json moe4j wrote must say what its moe4j block says: other readers use the
+     * keys, moe4j the block, so a file where they differ (edited by hand, or damaged) would be two models. Keys that
+     * are absent are not compared.
+     */
+    private static void requireAgreement(JsonNode raw, ModelConfig c, String file) {
+        Object[][] pairs = {{"vocab_size", c.vocab()}, {"hidden_size", c.d()}, {"intermediate_size", c.expertHidden()},
+                {"num_hidden_layers", c.layers()}, {"num_attention_heads", c.heads()},
+                {"num_key_value_heads", c.kvHeads()}, {"num_experts", c.experts()}, {"num_experts_per_tok", c.k()},
+                {"num_shared_experts", c.sharedExperts()}, {"max_position_embeddings", c.maxSeq()},
+                {"eos_token_id", c.eosId()}, {"rope_theta", c.ropeTheta()}, {"rms_norm_eps", c.normEps()},
+                {"qk_norm", c.qkNorm()}, {"norm_topk_prob", c.routing().normalizeTopK()}};
+        for (Object[] p : pairs) {
+            JsonNode v = raw.get((String) p[0]);
+            if (v == null || v.isNull()) continue;
+            boolean same = switch (p[1]) {
+                case Integer i -> v.isIntegralNumber() && v.canConvertToLong() && v.longValue() == i;
+                case Double d -> v.isNumber() && v.doubleValue() == d;
+                case Boolean b -> v.isBoolean() && v.booleanValue() == b;
+                default -> false;
+            };
+            if (!same)
+                throw new Moe4jException(file + ": '" + p[0] + "' = " + v + " disagrees with the moe4j block, which says "
+                        + p[1] + " (one of them was changed; the file describes two different models)");
+        }
     }
 
     /**
@@ -228,6 +257,7 @@ public final class ModelCheckpoint {
 
     /** As {@link #importCheckpoint(Path, ModelConfig)}; without {@code gradients} the model has no gradient buffer. */
     public static Imported importCheckpoint(Path dir, ModelConfig config, boolean gradients) {
+        CheckpointFolder.recover(dir);
         Path configFile = dir.resolve(CheckpointDescriptor.CONFIG);
         String file = configFile.toString();
         JsonNode raw = readConfigJson(configFile);
@@ -240,54 +270,68 @@ public final class ModelCheckpoint {
             notes.add(file + ": " + arch.modelType() + " config read from its Hugging Face keys: " + describe(c));
         try (Checkpoint ck = Checkpoint.open(dir)) {
             TensorFiles files = new TensorFiles(dir);
+            // every size is checked against the files and the machine before anything of the model's size is
+            // allocated: a config.json that says 2^31 tokens or 10^5 experts must not reach the allocator
+            // (a layout a few times the files' tensor count is still cheap to build, and then every missing
+            // tensor is reported by name; far beyond it the config is not this checkpoint's)
+            double expected = MemoryEstimate.tensors(c);
+            if (expected > 4.0 * ck.names().size() + 64)
+                throw new Moe4jException(dir + ": " + file + " (" + describe(c) + ") describes "
+                        + String.format(java.util.Locale.ROOT, "%.0f", expected) + " tensors, the checkpoint holds "
+                        + ck.names().size() + "; the config does not fit the weights");
+            ParamLayout layout = new ParamLayout(c);
+            List<String> problems = new ArrayList<>();
+            boolean unknown = false;
+            Map<String, String> hfOf = new LinkedHashMap<>(); // canonical -> the HF name it was stored under
+            for (String name : ck.names()) {
+                String canonical;
+                try {
+                    canonical = arch.toCanonical(name);
+                } catch (Moe4jException ex) {
+                    problems.add(files.of(name) + ": unknown tensor '" + name + "' (no row of the "
+                            + arch.modelType() + " name table matches)");
+                    unknown = true;
+                    continue;
+                }
+                if (!layout.has(canonical)) {
+                    problems.add(files.of(name) + ": tensor '" + name + "' (canonical '" + canonical
+                            + "') is not a parameter of this model");
+                    continue;
+                }
+                String before = hfOf.put(canonical, name);
+                if (before != null)
+                    problems.add(files.of(name) + ": tensors '" + before + "' and '" + name + "' both map to '"
+                            + canonical + "'");
+            }
+            String lmHead = ParamLayout.lmHead();
+            for (ParamLayout.Entry e : layout.entries()) {
+                String name = hfOf.get(e.name());
+                if (name == null) {
+                    if (!(tied && e.name().equals(lmHead)))
+                        problems.add(dir + ": tensor '" + arch.fromCanonical(e.name()) + "' is missing; the config "
+                                + "expects shape " + Arrays.toString(e.shape()));
+                    continue;
+                }
+                int[] shape = ck.tensor(name).shape();
+                if (!Arrays.equals(shape, e.shape()))
+                    problems.add(files.of(name) + ": tensor '" + name + "' has shape " + Arrays.toString(shape)
+                            + ", config expects " + Arrays.toString(e.shape()));
+            }
+            if (!problems.isEmpty()) {
+                int shown = Math.min(problems.size(), MAX_PROBLEMS);
+                throw new Moe4jException(dir + ": " + arch.modelType() + " checkpoint does not fit its config ("
+                        + describe(c) + "), " + problems.size() + " problem" + (problems.size() == 1 ? "" : "s")
+                        + ":\n  "
+                        + String.join("\n  ", problems.subList(0, shown))
+                        + (shown < problems.size() ? "\n  ... and " + (problems.size() - shown) + " more" : "")
+                        + (unknown ? "\n  (" + arch.modelType() + " tensor names are " + arch.hfPatterns() + ")" : ""));
+            }
+            MemoryEstimate.requireModel(c, file);
             MoeModel m = new MoeModel(c, gradients);
             try {
-                ParamLayout layout = m.layout();
-                List<String> problems = new ArrayList<>();
-                boolean unknown = false;
-                Map<String, String> hfOf = new LinkedHashMap<>(); // canonical -> the HF name it was stored under
-                for (String name : ck.names()) {
-                    String canonical;
-                    try {
-                        canonical = arch.toCanonical(name);
-                    } catch (Moe4jException ex) {
-                        problems.add(files.of(name) + ": unknown tensor '" + name + "' (no row of the "
-                                + arch.modelType() + " name table matches)");
-                        unknown = true;
-                        continue;
-                    }
-                    if (!layout.has(canonical)) {
-                        problems.add(files.of(name) + ": tensor '" + name + "' (canonical '" + canonical
-                                + "') is not a parameter of this model");
-                        continue;
-                    }
-                    hfOf.put(canonical, name);
-                }
-                String lmHead = ParamLayout.lmHead();
-                for (ParamLayout.Entry e : layout.entries()) {
+                for (ParamLayout.Entry e : m.layout().entries()) {
                     String name = hfOf.get(e.name());
-                    if (name == null) {
-                        if (!(tied && e.name().equals(lmHead)))
-                            problems.add(dir + ": tensor '" + arch.fromCanonical(e.name()) + "' is missing; the config "
-                                    + "expects shape " + Arrays.toString(e.shape()));
-                        continue;
-                    }
-                    Tensor t = ck.tensor(name);
-                    if (!Arrays.equals(t.shape(), e.shape())) {
-                        problems.add(files.of(name) + ": tensor '" + name + "' has shape "
-                                + Arrays.toString(t.shape()) + ", config expects " + Arrays.toString(e.shape()));
-                        continue;
-                    }
-                    if (problems.isEmpty()) copyInto(t, m.params(), e.offset());
-                }
-                if (!problems.isEmpty()) {
-                    int shown = Math.min(problems.size(), MAX_PROBLEMS);
-                    throw new Moe4jException(dir + ": " + arch.modelType() + " checkpoint does not fit its config ("
-                            + describe(c) + "), " + problems.size() + " problem" + (problems.size() == 1 ? "" : "s")
-                            + ":\n  "
-                            + String.join("\n  ", problems.subList(0, shown))
-                            + (shown < problems.size() ? "\n  ... and " + (problems.size() - shown) + " more" : "")
-                            + (unknown ? "\n  (" + arch.modelType() + " tensor names are " + arch.hfPatterns() + ")" : ""));
+                    if (name != null) copyInto(ck.tensor(name), m.params(), e.offset());
                 }
                 if (tied) tieHead(dir, files, arch, m, hfOf.containsKey(lmHead), notes);
                 return new Imported(m, arch, hfOf.size(), notes);
@@ -375,20 +419,36 @@ public final class ModelCheckpoint {
         }
     }
 
-    /** Reads training_state.* of a checkpoint into the moments and returns the JSON part; error if absent. */
-    public static JsonNode loadState(Path dir, MemorySegment adamM, MemorySegment adamV, long params) {
+    /**
+     * Reads training_state.* of a checkpoint into the moments and returns the validated {@link TrainingState};
+     * error if absent, or if the moments are not two float32 vectors of {@code params} elements, or the state
+     * was saved for another parameter count.
+     */
+    public static TrainingState loadState(Path dir, MemorySegment adamM, MemorySegment adamV, long params) {
+        CheckpointFolder.recover(dir);
         Path js = dir.resolve(STATE_JSON);
         if (!Files.exists(js)) throw new Moe4jException(dir + ": no " + STATE_JSON + " (the checkpoint has no training state to resume from)");
-        try (org.moe4j.io.safetensors.SafetensorsFile f =
-                     org.moe4j.io.safetensors.SafetensorsFile.open(dir.resolve(CheckpointDescriptor.TRAINING_STATE))) {
-            Tensor m = f.tensor("adamw.exp_avg"), v = f.tensor("adamw.exp_avg_sq");
-            if (m.numel() != params || v.numel() != params)
-                throw new Moe4jException(dir + ": training state holds " + m.numel() + " moments, the model has " + params + " parameters");
-            MemorySegment.copy(m.segment(), 0, adamM, 0, params * 4);
-            MemorySegment.copy(v.segment(), 0, adamV, 0, params * 4);
-            return JSON.readTree(js.toFile());
-        } catch (java.io.IOException e) {
-            throw new Moe4jException(js + ": " + e.getMessage());
+        TrainingState state = TrainingState.read(js);
+        if (state.parameterCount() != params)
+            throw new Moe4jException(js + ": '" + TrainingState.PARAMETER_COUNT + "' = " + state.parameterCount()
+                    + ", the model has " + params + " parameters");
+        Path moments = dir.resolve(CheckpointDescriptor.TRAINING_STATE);
+        try (SafetensorsFile f = SafetensorsFile.open(moments)) {
+            copyMoment(f, "adamw.exp_avg", adamM, params);
+            copyMoment(f, "adamw.exp_avg_sq", adamV, params);
         }
+        return state;
+    }
+
+    private static void copyMoment(SafetensorsFile f, String name, MemorySegment dst, long params) {
+        SafetensorsFile.Entry e = f.entry(name);
+        if (e.dtype() != DType.F32 || e.shape().length != 1 || e.numel() != params)
+            throw new Moe4jException(f.path() + ": tensor '" + name + "' is "
+                    + org.moe4j.io.safetensors.SafetensorsDescriptor.name(e.dtype()) + Arrays.toString(e.shape())
+                    + ", expected F32[" + params + "] (one moment per parameter)");
+        if (dst.byteSize() < params * Float.BYTES)
+            throw new Moe4jException(f.path() + ": tensor '" + name + "' holds " + params + " moments, the optimizer "
+                    + "buffer " + dst.byteSize() / Float.BYTES);
+        MemorySegment.copy(f.tensor(name).segment(), 0, dst, 0, params * Float.BYTES);
     }
 }

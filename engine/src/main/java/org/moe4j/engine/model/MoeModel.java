@@ -25,6 +25,7 @@ public final class MoeModel implements AutoCloseable {
 
     /** A model with (training) or without (inference: {@link #grads()} is null) a gradient buffer. */
     public MoeModel(ModelConfig config, boolean gradients) {
+        org.moe4j.engine.config.MemoryEstimate.requireModel(config, "MoeModel"); // before the layout and the buffers
         this.config = config;
         this.layout = new ParamLayout(config);
         this.arena = Arena.ofShared();

@@ -34,10 +34,10 @@ class ExactResumeTest {
             tr.useDefaults(true, 5);
             if (resume != null) {
                 var st = ModelCheckpoint.loadState(resume, opt.firstMoment(), opt.secondMoment(), m.layout().total());
-                opt.stepCount(st.get("step").asLong());
-                src.position(st.get("data_position").asLong());
-                tr.routingRng().setState(st.get("routing_rng_state").asLong());
-                tr.ercRng().setState(st.get("erc_rng_state").asLong());
+                opt.stepCount(st.step());
+                src.position(st.dataPosition());
+                tr.routingRng().setState(st.routingRngState());
+                tr.ercRng().setState(st.ercRngState());
             }
             Trainer tn = new Trainer(tr, opt, src, new Trainer.Options(B, T, 1, new LrSchedule(1e-2, 2, 2 * N, 0.1), 1.0, 1000), null);
             for (int s = from; s < to; s++) out[s - from] = tn.step().loss();

@@ -74,10 +74,10 @@ public final class ResumeRunMain {
             tr.useDefaults(true, 5);
             if (from > 0) { // the resume sequence of TrainCommand
                 var st = ModelCheckpoint.loadState(ckpt, opt.firstMoment(), opt.secondMoment(), m.layout().total());
-                opt.stepCount(st.get("step").asLong());
-                src.position(st.get("data_position").asLong());
-                tr.routingRng().setState(st.get("routing_rng_state").asLong());
-                tr.ercRng().setState(st.get("erc_rng_state").asLong());
+                opt.stepCount(st.step());
+                src.position(st.dataPosition());
+                tr.routingRng().setState(st.routingRngState());
+                tr.ercRng().setState(st.ercRngState());
             }
             Trainer tn = new Trainer(tr, opt, src,
                     new Trainer.Options(B, T, 1, new LrSchedule(1e-2, 2, total, 0.1), 1.0, 1000), null);

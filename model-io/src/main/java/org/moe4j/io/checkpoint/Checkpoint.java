@@ -11,14 +11,12 @@ import java.nio.channels.FileChannel;
 import java.nio.file.Files;
 import java.nio.file.NoSuchFileException;
 import java.nio.file.Path;
-import java.nio.file.StandardCopyOption;
 import java.nio.file.StandardOpenOption;
 import java.util.ArrayList;
 import java.util.Collections;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
-import java.util.stream.Stream;
 import org.moe4j.io.safetensors.SafetensorsException;
 import org.moe4j.io.safetensors.SafetensorsFile;
 import org.moe4j.io.safetensors.SafetensorsWriter;
@@ -45,6 +43,7 @@ public final class Checkpoint implements AutoCloseable {
 
     /** Opens {@code dir}: config.json, then the index and its shards, or model.safetensors. */
     public static Checkpoint open(Path dir) {
+        CheckpointFolder.recover(dir);
         HfConfig config = readConfig(dir.resolve(CheckpointDescriptor.CONFIG));
         List<SafetensorsFile> shards = new ArrayList<>();
         Map<String, SafetensorsFile> owner = new LinkedHashMap<>();
@@ -57,11 +56,7 @@ public final class Checkpoint implements AutoCloseable {
                 }
                 Map<String, SafetensorsFile> byFile = new LinkedHashMap<>();
                 for (Map.Entry<String, JsonNode> e : weightMap.properties()) {
-                    String file = e.getValue().asText();
-                    if (!e.getValue().isTextual() || file.contains("/") || file.contains("\\") || file.startsWith(".")) {
-                        throw new SafetensorsException(index + ": 'weight_map." + e.getKey()
-                                + "' must name a shard file in the folder, found " + e.getValue());
-                    }
+                    String file = shardName(index, e.getKey(), e.getValue());
                     SafetensorsFile f = byFile.get(file);
                     if (f == null) {
                         f = SafetensorsFile.open(dir.resolve(file));
@@ -91,6 +86,31 @@ public final class Checkpoint implements AutoCloseable {
             shards.forEach(SafetensorsFile::close);
             throw e;
         }
+    }
+
+    /** The shard file an index entry names: a plain {@code *.safetensors} name inside the folder. */
+    private static String shardName(Path index, String tensor, JsonNode value) {
+        String where = index + ": 'weight_map." + tensor + "'";
+        if (!value.isTextual()) {
+            throw new SafetensorsException(where + " must be a shard file name (a string), found " + value);
+        }
+        String file = value.textValue();
+        for (int i = 0; i < file.length(); i++) {
+            char ch = file.charAt(i);
+            if (ch == 0) {
+                throw new SafetensorsException(where + " = " + value + " contains a NUL character at index " + i
+                        + " (expected a shard file name)");
+            }
+            if (Character.isISOControl(ch)) {
+                throw new SafetensorsException(where + " = " + value + " contains control character U+"
+                        + String.format("%04X", (int) ch) + " at index " + i + " (expected a shard file name)");
+            }
+        }
+        if (file.contains("/") || file.contains("\\") || file.startsWith(".") || !file.endsWith(".safetensors")) {
+            throw new SafetensorsException(where + " must name a shard file in the folder (a *.safetensors name "
+                    + "without a path), found " + value);
+        }
+        return file;
     }
 
     /** Reads and validates a config.json. */
@@ -157,7 +177,9 @@ public final class Checkpoint implements AutoCloseable {
 
     /**
      * Writes a checkpoint folder atomically: everything goes to a temporary sibling folder, is forced to disk,
-     * and the folder is renamed into place (an existing folder is moved aside first and deleted after). Tensors
+     * and the folder is swapped into place under a lock, so that a crash at any point leaves a checkpoint the next
+     * load finds ({@link CheckpointFolder}). Only an absent path, an empty folder or a checkpoint moe4j wrote is
+     * replaced; anything else is refused. Tensors
      * go to shards of at most {@code maxShardBytes} (a tensor larger than that gets a shard of its own); one shard
      * is written as model.safetensors without an index.
      */
@@ -175,12 +197,12 @@ public final class Checkpoint implements AutoCloseable {
                              Map<String, Map<String, Tensor>> extraSafetensors, Map<String, JsonNode> extraJson,
                              Map<String, Path> copies) {
         config.validate(dir.resolve(CheckpointDescriptor.CONFIG).toString());
-        Path abs = dir.toAbsolutePath();
-        Path parent = abs.getParent();
+        Path abs = dir.toAbsolutePath().normalize();
         Path tmp = null;
-        try {
-            Files.createDirectories(parent);
-            tmp = Files.createTempDirectory(parent, "." + abs.getFileName() + ".tmp-");
+        try (CheckpointFolder.Lock lock = CheckpointFolder.lock(abs)) {
+            CheckpointFolder.recoverLocked(lock, abs);
+            CheckpointFolder.requireReplaceable(abs, "cannot write the checkpoint");
+            tmp = CheckpointFolder.stage(abs);
             List<Map<String, Tensor>> groups = new ArrayList<>();
             Map<String, Tensor> cur = new LinkedHashMap<>();
             long curBytes = 0;
@@ -228,24 +250,16 @@ public final class Checkpoint implements AutoCloseable {
                     ch.force(true);
                 }
             }
-            fsyncDir(tmp);
-            Path old = null;
-            if (Files.exists(abs)) {
-                old = parent.resolve("." + abs.getFileName() + ".old-" + System.nanoTime());
-                Files.move(abs, old, StandardCopyOption.ATOMIC_MOVE);
-            }
-            Files.move(tmp, abs, StandardCopyOption.ATOMIC_MOVE);
-            tmp = null;
-            fsyncDir(parent);
-            if (old != null) {
-                deleteTree(old);
-            }
+            CheckpointFolder.fsyncDir(tmp);
+            Path staged = tmp;
+            tmp = null; // from here on a failure leaves complete copies that recover() sorts out
+            CheckpointFolder.swapIn(staged, abs);
         } catch (IOException e) {
             throw new SafetensorsException(dir + ": cannot write the checkpoint: " + e, e);
         } finally {
             if (tmp != null) {
                 try {
-                    deleteTree(tmp);
+                    CheckpointFolder.deleteTree(tmp);
                 } catch (IOException ignored) {
                     // the original error is the one to report
                 }
@@ -261,23 +275,6 @@ public final class Checkpoint implements AutoCloseable {
                 ch.write(b);
             }
             ch.force(true);
-        }
-    }
-
-    private static void fsyncDir(Path dir) {
-        // Linux lets a directory be opened read-only and forced; elsewhere this is best effort
-        try (FileChannel ch = FileChannel.open(dir, StandardOpenOption.READ)) {
-            ch.force(true);
-        } catch (IOException ignored) {
-            // not supported on this file system: the renames are still atomic
-        }
-    }
-
-    private static void deleteTree(Path root) throws IOException {
-        try (Stream<Path> s = Files.walk(root)) {
-            for (Path p : s.sorted(Collections.reverseOrder()).toList()) {
-                Files.deleteIfExists(p);
-            }
         }
     }
 }

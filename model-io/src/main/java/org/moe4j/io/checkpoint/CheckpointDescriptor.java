@@ -10,6 +10,7 @@ package org.moe4j.io.checkpoint;
  * model.safetensors.index.json         {"metadata": {"total_size": bytes}, "weight_map": {tensor: shard file}}
  * tokenizer.json                       Hugging Face tokenizer (optional)
  * training_state.safetensors           optimizer moments etc. (optional, never needed for inference)
+ * training_state.json                  step, data position, random streams (optional, with the moments)
  * </pre>
  */
 public final class CheckpointDescriptor {
@@ -21,6 +22,7 @@ public final class CheckpointDescriptor {
     public static final String INDEX = "model.safetensors.index.json";
     public static final String TOKENIZER = "tokenizer.json";
     public static final String TRAINING_STATE = "training_state.safetensors";
+    public static final String TRAINING_STATE_JSON = "training_state.json";
 
     /** The file name of shard {@code i} (0-based) of {@code n}. */
     public static String shard(int i, int n) {

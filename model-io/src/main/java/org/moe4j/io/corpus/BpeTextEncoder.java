@@ -92,7 +92,7 @@ public final class BpeTextEncoder implements TextEncoder {
         } catch (IOException e) {
             throw new CorpusException(file + ": cannot read the tokenizer to checksum it: " + e, e);
         } catch (NoSuchAlgorithmException e) {
-            throw new IllegalStateException("SHA-256 is required of every JDK", e);
+            throw new CorpusException(file + ": cannot checksum: this JDK has no SHA-256 (every JDK must)", e);
         }
     }
 }

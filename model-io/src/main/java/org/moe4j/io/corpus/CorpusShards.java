@@ -47,7 +47,7 @@ public final class CorpusShards {
     public static ShardManifest prepare(List<DocumentSource> sources, TextEncoder encoder, Path outDir,
                                         double valFraction, Progress progress) {
         if (!(valFraction >= 0 && valFraction <= 1)) {
-            throw new IllegalArgumentException("validation fraction " + valFraction + " outside [0, 1]");
+            throw new CorpusException("validation fraction " + valFraction + " outside [0, 1]");
         }
         Map<String, Integer> domainIds = new LinkedHashMap<>();
         Map<Split, ShardWriter> writers = new EnumMap<>(Split.class);
@@ -59,6 +59,7 @@ public final class CorpusShards {
             }
             for (DocumentSource source : sources) {
                 progress.source(source);
+                long written = 0, read = 0;
                 try (Stream<Document> docs = source.documents()) {
                     Iterator<Document> it = docs.iterator();
                     List<Document> batch = new ArrayList<>(BATCH);
@@ -67,11 +68,21 @@ public final class CorpusShards {
                         if (batch.size() == BATCH || !it.hasNext()) {
                             List<int[]> encoded = batch.parallelStream().map(d -> encoder.encode(d.text())).toList();
                             for (int i = 0; i < batch.size(); i++) {
-                                write(batch.get(i), encoded.get(i), valFraction, domainIds, writers, counts, progress);
+                                read++;
+                                if (write(batch.get(i), encoded.get(i), valFraction, domainIds, writers, counts, progress)) {
+                                    written++;
+                                }
                             }
                             batch.clear();
                         }
                     }
+                }
+                // a source that gives nothing is a wrong path or format, not a dataset: say so instead of writing
+                // shards a training run would find empty
+                if (written == 0) {
+                    throw new CorpusException("source " + source.name() + " (" + source.reference() + ") gave "
+                            + (read == 0 ? "no documents (an empty folder or file, or only hidden or binary files)"
+                            : read + " documents, all of them empty") + "; nothing to write to " + outDir);
                 }
             }
             // a folder with a manifest is complete: the old manifest goes before the first shard is replaced
@@ -105,10 +116,11 @@ public final class CorpusShards {
         }
     }
 
-    private static void write(Document doc, int[] ids, double valFraction, Map<String, Integer> domainIds,
+    /** Writes one document; false when it has no tokens (skipped). */
+    private static boolean write(Document doc, int[] ids, double valFraction, Map<String, Integer> domainIds,
                               Map<Split, ShardWriter> writers, Map<Split, List<long[]>> counts, Progress progress) {
         if (ids.length == 0) {
-            return;
+            return false;
         }
         int domain = domainIds.computeIfAbsent(doc.domain(), k -> domainIds.size());
         Split split = Split.of(doc.id(), valFraction);
@@ -124,5 +136,6 @@ public final class CorpusShards {
         c.get(domain)[0]++;
         c.get(domain)[1] += ids.length + 1L;
         progress.document(doc, split, ids.length + 1L);
+        return true;
     }
 }

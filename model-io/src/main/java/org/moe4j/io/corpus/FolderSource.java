@@ -90,7 +90,7 @@ public final class FolderSource implements DocumentSource {
             return StandardCharsets.UTF_8.newDecoder().onMalformedInput(CodingErrorAction.REPLACE)
                     .onUnmappableCharacter(CodingErrorAction.REPLACE).decode(ByteBuffer.wrap(b)).toString();
         } catch (CharacterCodingException e) {
-            throw new IllegalStateException("a replacing decoder does not throw", e);
+            throw new CorpusException("UTF-8 decoding with replacement failed, which the JDK rules out: " + e, e);
         }
     }
 }

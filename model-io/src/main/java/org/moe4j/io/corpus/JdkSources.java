@@ -2,7 +2,6 @@ package org.moe4j.io.corpus;
 
 import java.io.IOException;
 import java.io.InputStream;
-import java.io.UncheckedIOException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -107,7 +106,7 @@ public final class JdkSources implements DocumentSource {
                 try {
                     zip.close();
                 } catch (IOException ex) {
-                    throw new UncheckedIOException(ex);
+                    throw new CorpusException(srcZip + ": cannot close: " + ex, ex);
                 }
             });
         } catch (RuntimeException e) {

@@ -5,7 +5,6 @@ import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import java.io.BufferedReader;
 import java.io.IOException;
-import java.io.UncheckedIOException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -73,7 +72,7 @@ public final class JsonlSource implements DocumentSource {
             try {
                 reader.close();
             } catch (IOException e) {
-                throw new UncheckedIOException(e);
+                throw new CorpusException(file + ": cannot close: " + e, e);
             }
         });
     }

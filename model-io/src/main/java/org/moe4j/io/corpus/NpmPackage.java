@@ -108,7 +108,7 @@ public record NpmPackage(String name, String version) {
         } catch (IOException e) {
             throw new CorpusException(tarball + ": cannot read: " + e, e);
         } catch (NoSuchAlgorithmException e) {
-            throw new IllegalStateException("every JDK has SHA-256", e);
+            throw new CorpusException(tarball + ": cannot checksum: this JDK has no SHA-256 (every JDK must)", e);
         }
     }
 }

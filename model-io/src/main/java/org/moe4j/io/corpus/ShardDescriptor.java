@@ -73,7 +73,7 @@ public final class ShardDescriptor {
 
     private static void checkCount(long n) {
         if (n < 0 || n > MAX_COUNT) {
-            throw new IllegalArgumentException("count " + n + " outside [0, 2^58]");
+            throw new CorpusException("shard token or document count " + n + " outside [0, 2^58]");
         }
     }
 }

@@ -34,7 +34,7 @@ public final class ShardWriter implements AutoCloseable {
 
     public ShardWriter(Path path, int vocabSize, int eosId) {
         if (vocabSize <= 0 || eosId < 0 || eosId >= vocabSize) {
-            throw new IllegalArgumentException(path + ": vocabulary " + vocabSize + ", EOS " + eosId
+            throw new CorpusException(path + ": vocabulary " + vocabSize + ", EOS " + eosId
                     + " (expected a positive vocabulary and EOS in [0, vocabulary))");
         }
         this.path = path;
@@ -56,7 +56,7 @@ public final class ShardWriter implements AutoCloseable {
     /** Appends a document: EOS, then {@code ids}. */
     public void add(int domainId, int[] ids) {
         if (channel == null) {
-            throw new IllegalStateException(path + ": the shard writer is closed");
+            throw new CorpusException(path + ": the shard writer is closed");
         }
         if (domainId < 0) {
             throw new CorpusException(path + ": domain id " + domainId + " must be >= 0");
@@ -101,7 +101,7 @@ public final class ShardWriter implements AutoCloseable {
      */
     public void commit(int domainCount) {
         if (channel == null) {
-            throw new IllegalStateException(path + ": the shard writer is closed");
+            throw new CorpusException(path + ": the shard writer is closed");
         }
         if (domainCount <= maxDomain) {
             throw new CorpusException(path + ": a document has domain id " + maxDomain + ", but the shard is "

@@ -26,7 +26,7 @@ public enum Split {
     /** The split of the document with id {@code documentId}. */
     public static Split of(String documentId, double valFraction) {
         if (!(valFraction >= 0 && valFraction <= 1)) {
-            throw new IllegalArgumentException("validation fraction " + valFraction + " outside [0, 1]");
+            throw new CorpusException("validation fraction " + valFraction + " outside [0, 1]");
         }
         return Hashing.unit(Hashing.hash(documentId, SALT)) < valFraction ? VAL : TRAIN;
     }

@@ -1,7 +1,6 @@
 package org.moe4j.io.corpus;
 
 import java.io.IOException;
-import java.io.UncheckedIOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.Spliterator;
@@ -45,7 +44,7 @@ final class TarDocuments {
             try {
                 reader.close();
             } catch (IOException e) {
-                throw new UncheckedIOException(e);
+                throw new CorpusException(tarball + ": cannot close the archive: " + e, e);
             }
         });
     }

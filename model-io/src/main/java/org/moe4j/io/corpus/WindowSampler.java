@@ -26,7 +26,7 @@ public final class WindowSampler {
      */
     public WindowSampler(TokenShard shard, int sequenceLength, long seed) {
         if (sequenceLength <= 0) {
-            throw new IllegalArgumentException("sequence length " + sequenceLength + " must be positive");
+            throw new CorpusException(shard.path() + ": sequence length " + sequenceLength + " must be positive");
         }
         if (shard.tokenCount() < sequenceLength + 1L) {
             throw new CorpusException(shard.path() + ": " + shard.tokenCount() + " tokens, too few for one window of "
@@ -59,7 +59,7 @@ public final class WindowSampler {
     /** Restores a saved data position. */
     public void position(long position) {
         if (position < 0) {
-            throw new IllegalArgumentException("data position " + position + " must be >= 0");
+            throw new CorpusException(shard.path() + ": data position " + position + " must be >= 0");
         }
         this.position = position;
     }
@@ -67,7 +67,7 @@ public final class WindowSampler {
     /** Start token of the window at data position {@code p}; a pure function of (shard size, T, seed, p). */
     public long windowStart(long p) {
         if (p < 0) {
-            throw new IllegalArgumentException("data position " + p + " must be >= 0");
+            throw new CorpusException(shard.path() + ": data position " + p + " must be >= 0");
         }
         long epoch = p / windowsPerEpoch;
         long index = p % windowsPerEpoch;
@@ -82,7 +82,7 @@ public final class WindowSampler {
      */
     public long next(int[] tokens, int[] domains) {
         if (tokens.length < windowTokens || (domains != null && domains.length < windowTokens)) {
-            throw new IllegalArgumentException("a window needs arrays of " + windowTokens + " (T + 1) elements");
+            throw new CorpusException(shard.path() + ": a window needs arrays of " + windowTokens + " (T + 1) elements");
         }
         long start = windowStart(position);
         shard.read(start, tokens, 0, windowTokens);

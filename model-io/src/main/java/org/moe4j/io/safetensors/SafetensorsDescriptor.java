@@ -14,7 +14,9 @@ import org.moe4j.simd.DType;
  * </pre>
  *
  * moe4j pads the header with spaces so the data starts 8-byte aligned (the reference implementation does the same),
- * and accepts any header length on read.
+ * and accepts any header length on read, provided the header is valid UTF-8, the JSON ends where the length says
+ * (only spaces may follow it), and the tensors' data_offsets tile the data buffer exactly: no gap, no overlap,
+ * nothing before the first tensor or after the last.
  */
 public final class SafetensorsDescriptor {
     private SafetensorsDescriptor() {

@@ -10,8 +10,11 @@ import java.io.IOException;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
+import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.nio.channels.FileChannel;
+import java.nio.charset.CharacterCodingException;
+import java.nio.charset.CodingErrorAction;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
@@ -95,6 +98,14 @@ public final class SafetensorsFile implements AutoCloseable {
             MemorySegment data = file.asSlice(dataStart);
             Map<String, String> metadata = new LinkedHashMap<>();
             Map<String, Entry> entries = parseHeader(path, header, data.byteSize(), metadata);
+            // moe4j always pads its headers to align the data: a file that says moe4j wrote it but whose data starts
+            // elsewhere has a header length that is off, and the bytes it now counts to the header or the data
+            // happen to look valid (spaces, or whole tensors' worth)
+            if ("moe4j".equals(metadata.get("writer")) && dataStart % SafetensorsDescriptor.DATA_ALIGNMENT != 0) {
+                throw new SafetensorsException(path + ": written by moe4j, whose data starts " +
+                        SafetensorsDescriptor.DATA_ALIGNMENT + "-byte aligned, but the header length " + n
+                        + " puts it at byte " + dataStart + " (the header length field is wrong)");
+            }
             return new SafetensorsFile(path, arena, data, entries, Collections.unmodifiableMap(metadata));
         } catch (RuntimeException e) {
             arena.close();
@@ -103,11 +114,36 @@ public final class SafetensorsFile implements AutoCloseable {
     }
 
     private static Map<String, Entry> parseHeader(Path path, byte[] header, long dataBytes, Map<String, String> metadata) {
-        JsonNode root;
+        String text;
         try {
-            root = JSON.readTree(new String(header, StandardCharsets.UTF_8));
+            // a replacing decoder would turn bad bytes into U+FFFD and let two different files read the same
+            text = StandardCharsets.UTF_8.newDecoder().onMalformedInput(CodingErrorAction.REPORT)
+                    .onUnmappableCharacter(CodingErrorAction.REPORT).decode(ByteBuffer.wrap(header)).toString();
+        } catch (CharacterCodingException e) {
+            throw new SafetensorsException(path + ": the JSON header of " + header.length
+                    + " bytes is not valid UTF-8 (" + e.getMessage() + ")", e);
+        }
+        if (text.isEmpty() || text.charAt(0) != '{') {
+            throw new SafetensorsException(path + ": the JSON header must begin with '{' (found "
+                    + (text.isEmpty() ? "nothing" : "'" + text.charAt(0) + "'") + "); the header length field may be wrong");
+        }
+        JsonNode root;
+        try (JsonParser p = JSON.createParser(text)) {
+            root = JSON.readTree(p);
+            // the header must end where its length says: anything after the JSON but the spaces writers pad with
+            // means the length field is off (and every tensor shifted)
+            long end = p.currentLocation().getCharOffset();
+            for (long i = end; i < text.length(); i++) {
+                if (text.charAt((int) i) != ' ') {
+                    throw new SafetensorsException(path + ": the JSON header ends at character " + end + " of its "
+                            + text.length() + ", followed by " + (text.length() - end) + " characters that are not "
+                            + "space padding (the header length field is wrong, or bytes were inserted)");
+                }
+            }
         } catch (JsonProcessingException e) {
             throw new SafetensorsException(path + ": the JSON header is malformed: " + e.getOriginalMessage(), e);
+        } catch (IOException e) {
+            throw new SafetensorsException(path + ": cannot parse the JSON header: " + e, e);
         }
         if (root == null || !root.isObject()) {
             throw new SafetensorsException(path + ": the JSON header must be an object of tensors, found "
@@ -131,17 +167,41 @@ public final class SafetensorsFile implements AutoCloseable {
             }
             entries.put(name, parseEntry(path, name, v, dataBytes));
         }
-        // no two tensors may share bytes
-        List<Entry> byBegin = new ArrayList<>(entries.values());
+        checkTiling(path, entries.values(), dataBytes);
+        return Collections.unmodifiableMap(entries);
+    }
+
+    /**
+     * The tensors must tile the data buffer exactly, as the reference implementation requires: sorted by offset,
+     * each begins where the bytes before it end, the first at 0 and the last ending at the buffer's end. A gap or
+     * a short or long buffer means a wrong header length or offsets (every tensor would be read shifted); an
+     * overlap is an alias. The end so far is a running maximum, so a zero-size tensor cannot hide an alias.
+     */
+    private static void checkTiling(Path path, java.util.Collection<Entry> entries, long dataBytes) {
+        List<Entry> byBegin = new ArrayList<>(entries);
         byBegin.sort(Comparator.comparingLong(Entry::begin).thenComparingLong(Entry::end));
-        for (int i = 1; i < byBegin.size(); i++) {
-            Entry prev = byBegin.get(i - 1), cur = byBegin.get(i);
-            if (cur.begin() < prev.end() && cur.end() > cur.begin()) {
+        long covered = 0;
+        Entry last = null;
+        for (Entry cur : byBegin) {
+            if (cur.begin() < covered) {
                 throw new SafetensorsException(path + ": tensor '" + cur.name() + "' bytes [" + cur.begin() + ", "
-                        + cur.end() + ") overlap tensor '" + prev.name() + "' [" + prev.begin() + ", " + prev.end() + ")");
+                        + cur.end() + ") overlap tensor '" + last.name() + "' [" + last.begin() + ", " + last.end() + ")");
+            }
+            if (cur.begin() > covered) {
+                throw new SafetensorsException(path + ": no tensor holds data bytes [" + covered + ", " + cur.begin()
+                        + ") before tensor '" + cur.name() + "' (the data_offsets must cover the data buffer without "
+                        + "gaps)");
+            }
+            if (cur.end() > covered || last == null) {
+                covered = cur.end();
+                last = cur;
             }
         }
-        return Collections.unmodifiableMap(entries);
+        if (covered != dataBytes) {
+            throw new SafetensorsException(path + ": the tensors cover " + covered + " bytes of the data buffer, which "
+                    + "holds " + dataBytes + " (the header length field is wrong, or the file was truncated or "
+                    + "extended)");
+        }
     }
 
     private static Entry parseEntry(Path path, String name, JsonNode v, long dataBytes) {

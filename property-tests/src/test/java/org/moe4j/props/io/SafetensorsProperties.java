@@ -195,7 +195,9 @@ class SafetensorsProperties {
             }
             case 1 -> {
                 header = "{\"t\":{\"dtype\":\"F32\",\"shape\":[" + b + "],\"data_offsets\":[" + a + "," + (a + 4 * b) + "]}}";
-                expected = a + 4 * b > data ? "outside the data buffer" : null;
+                // valid only when the one tensor tiles the 64 data bytes exactly
+                expected = a + 4 * b > data ? "outside the data buffer" : a > 0 ? "no tensor holds data bytes [0, "
+                        : 4 * b < data ? "the tensors cover " + 4 * b + " bytes" : null;
             }
             case 2 -> {
                 int n = Math.min(b, 16); // within the 64 data bytes, one element short
@@ -208,7 +210,8 @@ class SafetensorsProperties {
                 header = "{\"x\":{\"dtype\":\"F32\",\"shape\":[" + (len / 4) + "],\"data_offsets\":[0," + len + "]},"
                         + "\"y\":{\"dtype\":\"F32\",\"shape\":[" + (len / 4) + "],\"data_offsets\":[" + start + ","
                         + (start + len) + "]}}";
-                expected = start < len ? "overlap" : null;
+                expected = start < len ? "overlap" : start > len ? "no tensor holds data bytes [" + len
+                        : "the tensors cover " + 2 * len + " bytes";
             }
             case 4 -> {
                 header = "{\"t\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}".substring(0, Math.min(a, 48));
@@ -220,7 +223,7 @@ class SafetensorsProperties {
             }
             case 6 -> {
                 header = "[1,2,3]";
-                expected = "must be an object";
+                expected = "must begin with '{'";
             }
             default -> {
                 header = "{\"t\":{\"dtype\":\"BF16\",\"shape\":[" + b + ",4294967296],\"data_offsets\":[0,4]}}";

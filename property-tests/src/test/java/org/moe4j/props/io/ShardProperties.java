@@ -180,6 +180,12 @@ class ShardProperties {
                     java.nio.charset.StandardCharsets.US_ASCII)));
         }
         Path out = DIR.resolve("prep");
+        if (docs.isEmpty()) { // a source with nothing in it is refused, naming it
+            CorpusException e = assertThrows(CorpusException.class, () -> CorpusShards.prepare(
+                    List.of(CorpusTest.listSource(docs)), new ByteEncoder(), out, fraction, CorpusShards.SILENT));
+            assertTrue(e.getMessage().contains("gave no documents"), e.getMessage());
+            return;
+        }
         ShardManifest m = CorpusShards.prepare(List.of(CorpusTest.listSource(docs)), new ByteEncoder(), out, fraction,
                 CorpusShards.SILENT);
         Set<String> seen = new HashSet<>();
