@@ -34,7 +34,7 @@ class ErrorMessagesTest {
 
     @Test
     void trainOptionsAreNamedAsTyped() {
-        assertEquals("moe4j: --steps -1: the schedule needs at least 1 step", error(train("--steps", "-1")));
+        assertEquals("moe4j: --steps -1 must be >= 1", error(train("--steps", "-1")));
         assertEquals("moe4j: --warmup -5: warm-up steps must be >= 0", error(train("--warmup", "-5")));
         assertEquals("moe4j: --lr 0.0: the peak learning rate must be finite and > 0", error(train("--lr", "0")));
         assertEquals("moe4j: --domains 0: must be >= 1", error(train("--domains", "0")));
