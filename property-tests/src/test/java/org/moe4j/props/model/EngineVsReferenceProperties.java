@@ -67,10 +67,31 @@ class EngineVsReferenceProperties {
         int layers = 1 + r.nextInt(2), vocab = 6 + r.nextInt(7), hidden = 2 + r.nextInt(4), eos = 1;
         int shared = mode == 5 ? 1 : 0;
         int k = shared + 1 + r.nextInt(experts - shared - (experts - shared > 1 ? 1 : 0));
+        int[][] tokens = EngineCases.randomTokens(r, vocab, eos, ragged);
+        return build(mode, r, d, heads, kv, layers, vocab, hidden, experts, shared, k, tokens, seed, qkNorm);
+    }
+
+    /**
+     * At a realistic size (d 64, 4 heads over 2 KV heads, E 16 with one shared, k 4, h 32, 2 layers, 80-96 tokens per
+     * sequence): the sizes where blocking, vector tails and multi-threaded splits all take their general paths.
+     */
+    static Case buildRealistic(int mode, long seed) {
+        java.util.SplittableRandom r = new java.util.SplittableRandom(seed);
+        int vocab = 48, eos = 1, B = 1 + r.nextInt(2);
+        int[][] tokens = new int[B][];
+        for (int b = 0; b < B; b++) {
+            tokens[b] = new int[80 + r.nextInt(17)];
+            for (int t = 0; t < tokens[b].length; t++) tokens[b][t] = r.nextInt(24) == 0 ? eos : r.nextInt(vocab);
+        }
+        return build(mode, r, 64, 4, 2, 2, vocab, 32, 16, mode == 5 ? 1 : 0, 4, tokens, seed, r.nextBoolean());
+    }
+
+    static Case build(int mode, java.util.SplittableRandom r, int d, int heads, int kv, int layers, int vocab, int hidden,
+                      int experts, int shared, int k, int[][] tokens, long seed, boolean qkNorm) {
+        int eos = 1;
         boolean normTopK = mode == 1 || mode == 3, overAll = mode == 6, lbLocal = r.nextBoolean(), docMask = r.nextBoolean();
         double cf = mode == 4 ? 0.5 + r.nextDouble() : 0;
         int routed = experts - shared;
-        int[][] tokens = EngineCases.randomTokens(r, vocab, eos, ragged);
         int B = tokens.length;
         int[][][] pools = null;
         if (mode == 2 || mode == 6) {
@@ -111,13 +132,25 @@ class EngineVsReferenceProperties {
 
     @Property(tries = 60)
     void engineMatchesTheReference(@ForAll("cases") Case cs) {
+        check(cs);
+    }
+
+    /** The same comparison at a realistic size, every routing mode in turn (issue: d >= 64, T >= 80, E >= 16). */
+    @Property(tries = 8)
+    void engineMatchesTheReferenceAtRealisticSize(@ForAll @net.jqwik.api.constraints.IntRange(min = 0, max = 7) int mode,
+                                                   @ForAll long seed) {
+        check(buildRealistic(mode, seed));
+    }
+
+    static void check(Case cs) {
         RefSpec s = cs.spec();
         Map<String, double[]> params = RefModel.randomParams(s, cs.seed());
         RefResult ref = RefModel.run(s, params, cs.tokens(), cs.draws());
         Assume.that(Double.isFinite(ref.total()));
 
         ModelConfig c = new ModelConfig(s.vocab(), s.d(), s.layers(), s.heads(), s.kvHeads(), s.experts(), s.shared(),
-                s.k(), s.hidden(), s.ropeTheta(), s.qkNorm(), s.normEps(), 8, s.eosId(),
+                s.k(), s.hidden(), s.ropeTheta(), s.qkNorm(), s.normEps(),
+                Math.max(8, java.util.Arrays.stream(cs.tokens()).mapToInt(t -> t.length).max().orElse(1)), s.eosId(),
                 new RoutingConfig(s.normalizeTopK(), s.softmaxOverAll(), PoolConfig.none(), MatryoshkaConfig.off(),
                         0, 0, s.lbLocal() ? LbScope.LOCAL : LbScope.GLOBAL),
                 new LossWeights(s.wLb(), s.wZ(), s.wErc(), s.wOutZ()));
