@@ -24,7 +24,7 @@ public final class GenerationSession {
     int pos;
     /** The token sampled last, fed at the next decode step. */
     int last;
-    private int[] generated = new int[16];
+    private int[] generated;
     private int count;
     private String text = "";
     private int emitted;
@@ -40,6 +40,8 @@ public final class GenerationSession {
         this.listener = listener == null ? TokenListener.NONE : listener;
         this.tokenizer = tokenizer;
         this.sampler = new Sampler(request.sampling(), vocab);
+        // sized for the whole budget up front: decoding never grows it (no allocation per token)
+        this.generated = new int[Math.max(1, Math.min(request.maxNewTokens(), 1 << 20))];
         this.submittedNanos = System.nanoTime();
     }
 
