@@ -1,0 +1,98 @@
+package org.moe4j.engine.cli;
+
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import java.nio.file.Path;
+import java.util.List;
+import java.util.concurrent.Callable;
+import org.moe4j.Moe4jException;
+import org.moe4j.engine.config.ModelConfig;
+import org.moe4j.engine.inference.InferenceModel;
+import org.moe4j.engine.io.ModelCheckpoint;
+import org.moe4j.engine.model.MoeModel;
+import org.moe4j.engine.subset.Calibration;
+import org.moe4j.engine.subset.OutputFolders;
+import org.moe4j.engine.subset.Pruner;
+import org.moe4j.engine.subset.SubsetFile;
+import org.moe4j.engine.subset.SubsetMethod;
+import org.moe4j.engine.subset.SubsetSelector;
+import org.moe4j.nativ.GemmBackends;
+import org.moe4j.simd.WorkerPool;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+
+/** {@code ./moe4j select}: chooses K experts per layer from a few calibration documents. */
+@Command(name = "select", mixinStandardHelpOptions = true, sortOptions = false,
+        description = {"Chooses an expert subset (K experts per layer, shared ones always kept) from calibration text "
+                + "and writes it as subset.json (generate/numerics/prune --subset read it); --prune-out also writes the "
+                + "pruned checkpoint."})
+public final class SelectCommand implements Callable<Integer> {
+    @Option(names = "--ckpt", required = true, paramLabel = "DIR", description = "checkpoint folder")
+    Path ckpt;
+
+    @Option(names = "--calib", paramLabel = "SOURCE",
+            description = "calibration: a text file, a folder, a .jsonl file, or data:DIR:DOMAIN[:N] (N documents of one "
+                    + "domain of a prepare-data folder); one document is enough. Not needed for --method random")
+    String calib;
+
+    @Option(names = "--keep", required = true, paramLabel = "K|FRACTION",
+            description = "experts kept per layer, shared included: an integer, or a fraction of E such as 0.25 or 1/4")
+    String keep;
+
+    @Option(names = "--method", defaultValue = "layerwise", paramLabel = "layerwise|global|frequency|reap|random",
+            description = "layerwise (EMO; default), global, frequency, reap (REAP) or random")
+    String method;
+
+    @Option(names = "--seed", defaultValue = "0", paramLabel = "S", description = "seed of --method random (default: ${DEFAULT-VALUE})")
+    long seed;
+
+    @Option(names = "--out", required = true, paramLabel = "subset.json", description = "where to write the subset")
+    Path out;
+
+    @Option(names = "--prune-out", paramLabel = "DIR", description = "also write the pruned checkpoint here")
+    Path pruneOut;
+
+    @Override
+    public Integer call() {
+        SubsetMethod m = SubsetMethod.parse(method, "--method");
+        OutputFolders.checkFile(out, "--out");
+        if (pruneOut != null) OutputFolders.checkReplaceable(pruneOut, "--prune-out");
+        if (calib == null && m != SubsetMethod.RANDOM)
+            throw new Moe4jException("--calib is required for --method " + m.cliName());
+        WorkerPool pool = WorkerPool.common();
+        SubsetSelector.Selection sel;
+        Calibration cal = null;
+        try (InferenceModel model = InferenceModel.load(ckpt, false)) {
+            ModelConfig c = model.config();
+            int k = SubsetSelector.parseKeep(keep, c, "--keep");
+            if (calib != null) cal = Calibration.load(calib, model.tokenizer(), c, "--calib");
+            GemmBackends.Choice backend = GemmBackends.fromEnvironment(pool);
+            System.err.printf("moe4j select: %s, K = %d of %d, method %s%s%n", model, k, c.experts(), m.cliName(),
+                    cal == null ? "" : ", calibration " + cal.description() + ", " + cal.tokens() + " tokens");
+            sel = SubsetSelector.select(model.weights(), cal == null ? List.of() : cal.documents(), k, m, seed, null,
+                    backend.gemm(), pool);
+        }
+        String hash = OutputFolders.sourceHash(ckpt);
+        ObjectNode json = SubsetFile.toJson(sel, cal, ckpt, hash, seed);
+        MoeModel pruned = null;
+        if (pruneOut != null) {
+            try (MoeModel full = ModelCheckpoint.importCheckpoint(ckpt, null, false).model()) {
+                pruned = Pruner.prune(full, sel.kept(), false);
+            }
+        }
+        try {
+            SubsetFile.write(out, json, "--out");
+            for (int l = 0; l < sel.kept().length; l++)
+                System.out.println("layer " + l + ": " + java.util.Arrays.toString(sel.kept()[l]));
+            System.out.println("wrote " + out);
+            if (pruned != null) {
+                Pruner.write(pruneOut, pruned, ckpt, Pruner.metadata(hash, ckpt, m.cliName(),
+                        cal == null ? null : cal.description(), sel.kept()));
+                System.out.println("wrote the pruned checkpoint " + pruneOut + " (num_experts " + pruned.config().experts()
+                        + ", num_experts_per_tok " + pruned.config().k() + ")");
+            }
+        } finally {
+            if (pruned != null) pruned.close();
+        }
+        return 0;
+    }
+}
