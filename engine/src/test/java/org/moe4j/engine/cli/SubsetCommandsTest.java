@@ -210,4 +210,18 @@ class SubsetCommandsTest {
         assertEquals("domain,setting,labels,ce,perplexity", csv.get(0));
         assertEquals(1 + 14, csv.size());
     }
+
+    @Test
+    void quickstartEndsWithFullVersusAQuarterOfTheExperts() {
+        java.io.PrintStream old = System.out;
+        java.io.ByteArrayOutputStream buf = new java.io.ByteArrayOutputStream();
+        System.setOut(new java.io.PrintStream(buf, true, java.nio.charset.StandardCharsets.UTF_8));
+        try {
+            QuickstartCommand.subsetSample(ckpt, data);
+        } finally {
+            System.setOut(old);
+        }
+        String out = buf.toString(java.nio.charset.StandardCharsets.UTF_8);
+        assertTrue(out.contains("domain 'code'") && out.contains("with 2 of 8 experts per layer chosen from one document"), out);
+    }
 }
