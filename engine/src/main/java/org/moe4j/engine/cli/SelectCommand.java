@@ -9,6 +9,7 @@ import org.moe4j.engine.config.ModelConfig;
 import org.moe4j.engine.inference.InferenceModel;
 import org.moe4j.engine.io.ModelCheckpoint;
 import org.moe4j.engine.model.MoeModel;
+import org.moe4j.engine.subset.BudgetSweep;
 import org.moe4j.engine.subset.Calibration;
 import org.moe4j.engine.subset.OutputFolders;
 import org.moe4j.engine.subset.Pruner;
@@ -34,9 +35,15 @@ public final class SelectCommand implements Callable<Integer> {
                     + "domain of a prepare-data folder); one document is enough. Not needed for --method random")
     String calib;
 
-    @Option(names = "--keep", required = true, paramLabel = "K|FRACTION",
+    @Option(names = "--keep", paramLabel = "K|FRACTION",
             description = "experts kept per layer, shared included: an integer, or a fraction of E such as 0.25 or 1/4")
     String keep;
+
+    @Option(names = "--budget", paramLabel = "MEMORY",
+            description = "instead of --keep: sweep K and k' on held-out calibration tokens, write the Pareto front "
+                    + "(resident weights, decode tokens/s, calibration perplexity) as OUT.budget.csv and OUT.budget.svg, "
+                    + "and choose the lowest perplexity that fits MEMORY (e.g. 200MB, 1.5GB)")
+    String budget;
 
     @Option(names = "--method", defaultValue = "layerwise", paramLabel = "layerwise|global|frequency|reap|random",
             description = "layerwise (EMO; default), global, frequency, reap (REAP) or random")
@@ -56,27 +63,49 @@ public final class SelectCommand implements Callable<Integer> {
         SubsetMethod m = SubsetMethod.parse(method, "--method");
         OutputFolders.checkFile(out, "--out");
         if (pruneOut != null) OutputFolders.checkReplaceable(pruneOut, "--prune-out");
-        if (calib == null && m != SubsetMethod.RANDOM)
-            throw new Moe4jException("--calib is required for --method " + m.cliName());
+        if ((keep == null) == (budget == null)) throw new Moe4jException("give one of --keep K and --budget MEMORY");
+        long budgetBytes = budget == null ? 0 : BudgetSweep.parseBytes(budget, "--budget");
+        if (calib == null && (m != SubsetMethod.RANDOM || budget != null))
+            throw new Moe4jException("--calib is required for " + (budget != null ? "--budget" : "--method " + m.cliName()));
         WorkerPool pool = WorkerPool.common();
         SubsetSelector.Selection sel;
         Calibration cal = null;
+        int routedK = 0;
+        String stem = out.toString().replaceFirst("\\.json$", "");
         try (InferenceModel model = InferenceModel.load(ckpt, false)) {
             ModelConfig c = model.config();
-            int k = SubsetSelector.parseKeep(keep, c, "--keep");
+            int k = keep == null ? 0 : SubsetSelector.parseKeep(keep, c, "--keep");
             if (calib != null) cal = Calibration.load(calib, model.tokenizer(), c, "--calib");
             GemmBackends.Choice backend = GemmBackends.fromEnvironment(pool);
-            System.err.printf("moe4j select: %s, K = %d of %d, method %s%s%n", model, k, c.experts(), m.cliName(),
-                    cal == null ? "" : ", calibration " + cal.description() + ", " + cal.tokens() + " tokens");
-            sel = SubsetSelector.select(model.weights(), cal == null ? List.of() : cal.documents(), k, m, seed, null,
-                    backend.gemm(), pool);
+            System.err.printf("moe4j select: %s, %s of %d, method %s%s%n", model, keep != null ? "K = " + k : "budget " + budget,
+                    c.experts(), m.cliName(), cal == null ? "" : ", calibration " + cal.description() + ", " + cal.tokens() + " tokens");
+            if (budget == null) {
+                sel = SubsetSelector.select(model.weights(), cal == null ? List.of() : cal.documents(), k, m, seed, null,
+                        backend.gemm(), pool);
+            } else {
+                List<BudgetSweep.Point> points = BudgetSweep.sweep(model.weights(), cal.documents(), m, seed, backend.gemm(), pool);
+                BudgetSweep.Point best = BudgetSweep.choose(points, budgetBytes, "--budget " + budget);
+                System.out.print(BudgetSweep.table(points, best));
+                OutputFolders.writeAtomically(Path.of(stem + ".budget.csv"),
+                        BudgetSweep.csv(points).getBytes(java.nio.charset.StandardCharsets.UTF_8), "--out");
+                OutputFolders.writeAtomically(Path.of(stem + ".budget.svg"),
+                        BudgetSweep.svg(points, budgetBytes, best).getBytes(java.nio.charset.StandardCharsets.UTF_8), "--out");
+                System.out.println("wrote " + stem + ".budget.csv and " + stem + ".budget.svg; chose K = " + best.keep()
+                        + ", k' = " + best.routedK());
+                routedK = best.routedK();
+                sel = best.selection() != null ? best.selection() : everyExpert(c, m);
+            }
         }
         String hash = OutputFolders.sourceHash(ckpt);
         ObjectNode json = SubsetFile.toJson(sel, cal, ckpt, hash, seed);
+        if (budget != null) {
+            json.put("budget_bytes", budgetBytes);
+            json.put("k_per_layer", routedK);
+        }
         MoeModel pruned = null;
         if (pruneOut != null) {
             try (MoeModel full = ModelCheckpoint.importCheckpoint(ckpt, null, false).model()) {
-                pruned = Pruner.prune(full, sel.kept(), false);
+                pruned = routedK > 0 ? Pruner.prune(full, sel.kept(), false, routedK) : Pruner.prune(full, sel.kept(), false);
             }
         }
         try {
@@ -94,5 +123,16 @@ public final class SelectCommand implements Callable<Integer> {
             if (pruned != null) pruned.close();
         }
         return 0;
+    }
+
+    /** K = E: every expert, no score. */
+    private static SubsetSelector.Selection everyExpert(ModelConfig c, SubsetMethod m) {
+        int[][] kept = new int[c.layers()][];
+        double[][] scores = new double[c.layers()][c.routedExperts()];
+        for (int l = 0; l < c.layers(); l++) {
+            kept[l] = java.util.stream.IntStream.range(0, c.experts()).toArray();
+            java.util.Arrays.fill(scores[l], Double.NaN);
+        }
+        return new SubsetSelector.Selection(m, c.experts(), kept, scores);
     }
 }

@@ -51,6 +51,11 @@ public final class Pruner {
      * Matryoshka's k range (a mask clamps them the same way when it routes).
      */
     public static ModelConfig prunedConfig(ModelConfig c, int keep) {
+        return prunedConfig(c, keep, c.routedK());
+    }
+
+    /** As {@link #prunedConfig(ModelConfig, int)} with k' = min(routedK, K - s) routed picks per token. */
+    public static ModelConfig prunedConfig(ModelConfig c, int keep, int routedK) {
         int s = c.sharedExperts(), routed = keep - s;
         if (routed < 1 || keep > c.experts())
             throw new Moe4jException("prune: K = " + keep + " is out of range " + (s + 1) + ".." + c.experts());
@@ -64,16 +69,21 @@ public final class Pruner {
         RoutingConfig r2 = new RoutingConfig(r.normalizeTopK(), r.softmaxOverAll(), p, m, r.capacityFactor(),
                 r.evalCapacityFactor(), r.lbScope());
         return new ModelConfig(c.vocab(), c.d(), c.layers(), c.heads(), c.kvHeads(), keep, s,
-                s + Math.min(c.k() - s, routed), c.expertHidden(), c.ropeTheta(), c.qkNorm(), c.normEps(), c.maxSeq(),
+                s + Math.min(Math.max(1, routedK), routed), c.expertHidden(), c.ropeTheta(), c.qkNorm(), c.normEps(), c.maxSeq(),
                 c.eosId(), r2, c.loss());
     }
 
     /** The pruned copy of {@code full}: kept[l] ascending full-model ids (every shared expert among them). */
     public static MoeModel prune(MoeModel full, int[][] kept, boolean gradients) {
+        return prune(full, kept, gradients, full.config().routedK());
+    }
+
+    /** As {@link #prune(MoeModel, int[][], boolean)}, routing k' = min(routedK, K - s) experts per token. */
+    public static MoeModel prune(MoeModel full, int[][] kept, boolean gradients, int routedK) {
         ModelConfig c = full.config();
         checkKept(c, kept);
         int keep = uniformKeep(kept, "prune");
-        MoeModel m = new MoeModel(prunedConfig(c, keep), gradients);
+        MoeModel m = new MoeModel(prunedConfig(c, keep, routedK), gradients);
         try {
             MemorySegment src = full.params(), dst = m.params();
             ParamLayout from = full.layout(), to = m.layout();

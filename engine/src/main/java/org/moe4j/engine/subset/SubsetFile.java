@@ -15,7 +15,7 @@ import java.util.Set;
 public final class SubsetFile {
     /** The fields besides "layers"/"experts" that readers accept and ignore. */
     public static final Set<String> DESCRIPTIVE_FIELDS = Set.of("method", "keep", "calibration", "calibration_tokens",
-            "scores", "source_checkpoint", "source_sha256", "seed");
+            "scores", "source_checkpoint", "source_sha256", "seed", "k_per_layer", "budget_bytes");
     private static final ObjectMapper JSON = new ObjectMapper();
 
     private SubsetFile() {

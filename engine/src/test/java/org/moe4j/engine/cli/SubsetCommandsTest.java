@@ -224,4 +224,36 @@ class SubsetCommandsTest {
         String out = buf.toString(java.nio.charset.StandardCharsets.UTF_8);
         assertTrue(out.contains("domain 'code'") && out.contains("with 2 of 8 experts per layer chosen from one document"), out);
     }
+
+    @Test
+    void budgetSweepsKAndKPrimeAndChoosesWhatFits() throws Exception {
+        Path out = tmp.resolve("budget/sub.json"), pr = tmp.resolve("budget/pruned");
+        long full, half;
+        try (InferenceModel m = InferenceModel.load(ckpt, false)) {
+            full = org.moe4j.engine.subset.BudgetSweep.memory(m.config(), 8, 4);
+            half = org.moe4j.engine.subset.BudgetSweep.memory(m.config(), 4, 4);
+        }
+        StringBuilder err = new StringBuilder();
+        assertEquals(0, run(err, "select", "--ckpt", ckpt.toString(), "--calib", "data:" + data + ":prose:3", "--budget",
+                (half + 1) + "B", "--out", out.toString(), "--prune-out", pr.toString()), err.toString());
+        JsonNode s = JSON.readTree(out.toFile());
+        int keep = s.get("keep").asInt(), k = s.get("k_per_layer").asInt();
+        assertTrue(keep <= 4 && keep >= 2, "K " + keep + " fits the budget of half the experts");
+        assertTrue(k >= 1 && k <= Math.min(2, keep - 1));
+        assertEquals(1 + k, JSON.readTree(pr.resolve("config.json").toFile()).get("num_experts_per_tok").asInt());
+        java.util.List<String> csv = Files.readAllLines(tmp.resolve("budget/sub.budget.csv"));
+        assertEquals("keep,routed_k,resident_bytes,decode_tokens_per_s,calibration_perplexity,pareto", csv.get(0));
+        assertTrue(csv.stream().anyMatch(l -> l.startsWith("8,2," + full + ",")), csv.toString());
+        assertTrue(csv.stream().anyMatch(l -> l.endsWith(",true")), "a Pareto front");
+        assertTrue(Files.readString(tmp.resolve("budget/sub.budget.svg")).startsWith("<svg"));
+        Path none = tmp.resolve("budget2/sub.json");
+        assertFails("no setting fits", none.getParent(), "select", "--ckpt", ckpt.toString(), "--calib",
+                "data:" + data + ":prose:3", "--budget", "1KB", "--out", none.toString());
+        assertFails("give one of --keep K and --budget MEMORY", none.getParent(), "select", "--ckpt", ckpt.toString(),
+                "--calib", "data:" + data + ":prose:3", "--budget", "1GB", "--keep", "4", "--out", none.toString());
+        assertFails("expected a size", none.getParent(), "select", "--ckpt", ckpt.toString(),
+                "--calib", "data:" + data + ":prose:3", "--budget", "lots", "--out", none.toString());
+        assertEquals(200_000_000L, org.moe4j.engine.subset.BudgetSweep.parseBytes("200MB", "--budget"));
+        assertEquals(3L << 29, org.moe4j.engine.subset.BudgetSweep.parseBytes("1.5GiB", "--budget"));
+    }
 }
