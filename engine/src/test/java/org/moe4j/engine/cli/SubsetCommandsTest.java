@@ -102,6 +102,16 @@ class SubsetCommandsTest {
         assertEquals(0, run(err, "prune", "--ckpt", ckpt.toString(), "--subset", subset.toString(), "--out", pruned2.toString()), err.toString());
         assertArrayEquals(Files.readAllBytes(pruned.resolve("model.safetensors")), Files.readAllBytes(pruned2.resolve("model.safetensors")));
         assertEquals(0, run(err, "generate", "--ckpt", pruned.toString(), "--prompt", "the river", "--max-new-tokens", "4"), err.toString());
+        // numerics on the pruned checkpoint gives the losses of numerics on the full one with the subset as a mask
+        Path toks = tmp.resolve("tokens.json"), a = tmp.resolve("num-full.json"), b = tmp.resolve("num-pruned.json");
+        Files.writeString(toks, "{\"tokens\": [[1, 5, 9, 30, 2, 7, 100, 44, 3, 12], [3, 4, 5, 6, 7, 8]]}");
+        assertEquals(0, run(err, "numerics", "--ckpt", ckpt.toString(), "--tokens", toks.toString(), "--mode", "subset",
+                "--subset", subset.toString(), "--out", a.toString()), err.toString());
+        assertEquals(0, run(err, "numerics", "--ckpt", pruned.toString(), "--tokens", toks.toString(), "--out", b.toString()),
+                err.toString());
+        JsonNode la = JSON.readTree(a.toFile()).get("loss"), lb = JSON.readTree(b.toFile()).get("loss");
+        for (String part : new String[] {"total", "ce", "lb", "z"})
+            assertEquals(la.get(part).asDouble(), lb.get(part).asDouble(), 1e-5 * (1 + Math.abs(la.get(part).asDouble())), part);
         // the full checkpoint generates with the subset as a mask
         assertEquals(0, run(err, "generate", "--ckpt", ckpt.toString(), "--prompt", "the river", "--max-new-tokens", "4",
                 "--subset", subset.toString()), err.toString());
