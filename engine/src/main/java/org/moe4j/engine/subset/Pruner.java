@@ -19,6 +19,7 @@ import org.moe4j.engine.io.ModelCheckpoint;
 import org.moe4j.engine.model.MoeModel;
 import org.moe4j.engine.model.ParamLayout;
 import org.moe4j.io.checkpoint.Checkpoint;
+import org.moe4j.io.checkpoint.HfConfig;
 import org.moe4j.simd.Tensor;
 
 /**
@@ -166,13 +167,39 @@ public final class Pruner {
         OutputFolders.checkReplaceable(out, "--out");
         if (source != null && Files.exists(out) && samePath(out, source))
             throw new Moe4jException("--out " + out + " is the source checkpoint; give another folder");
+        // a tied source stays tied: one tensor, written once, as long as the LM head still equals the embedding
+        boolean tied = source != null && tiedEmbeddings(source) && headEqualsEmbedding(pruned);
         Map<String, Tensor> tensors = new LinkedHashMap<>();
-        for (ParamLayout.Entry e : pruned.layout().entries()) tensors.put(e.name(), pruned.param(e.name()));
+        for (ParamLayout.Entry e : pruned.layout().entries())
+            if (!(tied && e.name().equals(ParamLayout.lmHead()))) tensors.put(e.name(), pruned.param(e.name()));
         Map<String, Path> copies = new LinkedHashMap<>();
         if (source != null)
             for (String f : ModelCheckpoint.TOKENIZER_FILES) if (Files.isRegularFile(source.resolve(f))) copies.put(f, source.resolve(f));
-        Checkpoint.write(out, ModelCheckpoint.hfConfig(pruned.config()), tensors, 2L << 30, Map.of(),
-                Map.of(METADATA, metadata), copies);
+        HfConfig h = ModelCheckpoint.hfConfig(pruned.config());
+        Checkpoint.write(out, tied ? tied(h) : h, tensors, 2L << 30, Map.of(), Map.of(METADATA, metadata), copies);
+    }
+
+    /** The same config.json with {@code tie_word_embeddings: true}. */
+    public static HfConfig tied(HfConfig h) {
+        return new HfConfig(h.modelType(), h.vocabSize(), h.hiddenSize(), h.intermediateSize(), h.numHiddenLayers(),
+                h.numAttentionHeads(), h.numKeyValueHeads(), h.numExperts(), h.numLocalExperts(), h.numExpertsPerTok(),
+                h.numSharedExperts(), h.normTopkProb(), h.ropeTheta(), h.rmsNormEps(), Boolean.TRUE,
+                h.maxPositionEmbeddings(), h.eosTokenId(), h.moe4j(), h.qkNorm());
+    }
+
+    static boolean tiedEmbeddings(Path dir) {
+        try {
+            return JSON.readTree(dir.resolve("config.json").toFile()).path("tie_word_embeddings").asBoolean(false);
+        } catch (java.io.IOException e) {
+            throw new Moe4jException(dir.resolve("config.json") + ": cannot read: " + e.getMessage(), e);
+        }
+    }
+
+    private static boolean headEqualsEmbedding(MoeModel m) {
+        ParamLayout.Entry emb = m.layout().entry(ParamLayout.embedTokens()), head = m.layout().entry(ParamLayout.lmHead());
+        long bytes = emb.numel() * Float.BYTES;
+        return MemorySegment.mismatch(m.params(), emb.offset() * Float.BYTES, emb.offset() * Float.BYTES + bytes,
+                m.params(), head.offset() * Float.BYTES, head.offset() * Float.BYTES + bytes) < 0;
     }
 
     private static boolean samePath(Path a, Path b) {

@@ -266,4 +266,53 @@ class SubsetCommandsTest {
         assertEquals(200_000_000L, org.moe4j.engine.subset.BudgetSweep.parseBytes("200MB", "--budget"));
         assertEquals(3L << 29, org.moe4j.engine.subset.BudgetSweep.parseBytes("1.5GiB", "--budget"));
     }
+
+    /**
+     * A tied checkpoint (tie_word_embeddings, no lm_head tensor): numerics reports one embedding gradient, the sum of
+     * the embedding's and the LM head's, as an untied copy's two tensors add up to; a pruned tied checkpoint stays tied.
+     */
+    @Test
+    void tiedEmbeddingsStayOneParameter() throws Exception {
+        Path tied = tmp.resolve("tied"), untied = tmp.resolve("untied");
+        ModelConfig c;
+        try (InferenceModel im = InferenceModel.load(ckpt, false)) {
+            c = im.config();
+        }
+        try (MoeModel m = new MoeModel(c).initRandom(5)) {
+            m.setParam(org.moe4j.engine.model.ParamLayout.lmHead(), m.paramValues(org.moe4j.engine.model.ParamLayout.embedTokens()));
+            ModelCheckpoint.save(untied, m, null, data.resolve("tokenizer.json"));
+            java.util.Map<String, org.moe4j.simd.Tensor> t = new java.util.LinkedHashMap<>();
+            for (var e : m.layout().entries())
+                if (!e.name().equals(org.moe4j.engine.model.ParamLayout.lmHead())) t.put(e.name(), m.param(e.name()));
+            org.moe4j.io.checkpoint.Checkpoint.write(tied, org.moe4j.engine.subset.Pruner.tied(ModelCheckpoint.hfConfig(c)), t,
+                    1L << 30, java.util.Map.of(), java.util.Map.of(), java.util.Map.of("tokenizer.json", data.resolve("tokenizer.json")));
+        }
+        Path toks = tmp.resolve("tied-tokens.json");
+        Files.writeString(toks, "{\"tokens\": [[1, 5, 9, 30, 2, 7, 100, 44, 3, 12]]}");
+        StringBuilder err = new StringBuilder();
+        for (Path p : new Path[] {tied, untied})
+            assertEquals(0, run(err, "numerics", "--ckpt", p.toString(), "--tokens", toks.toString(), "--out",
+                    p + "-num.json", "--grads", p + "-grads.safetensors"), err.toString());
+        String emb = org.moe4j.engine.model.ParamLayout.embedTokens(), head = org.moe4j.engine.model.ParamLayout.lmHead();
+        try (var ft = org.moe4j.io.safetensors.SafetensorsFile.open(Path.of(tied + "-grads.safetensors"));
+             var fu = org.moe4j.io.safetensors.SafetensorsFile.open(Path.of(untied + "-grads.safetensors"))) {
+            assertFalse(ft.names().contains(head), "a tied model has one embedding gradient");
+            assertTrue(fu.names().contains(head));
+            float[] g = ft.tensor(emb).toFloatArray(), a = fu.tensor(emb).toFloatArray(), b = fu.tensor(head).toFloatArray();
+            for (int i = 0; i < g.length; i++) assertEquals(a[i] + b[i], g[i], 1e-6 * (1 + Math.abs(g[i])), "element " + i);
+        }
+        Path sub = tmp.resolve("tied-sub.json"), pr = tmp.resolve("tied-pruned");
+        Files.writeString(sub, "{\"layers\": [[0, 2, 4, 7], [1, 3, 5, 7]]}");
+        assertEquals(0, run(err, "prune", "--ckpt", tied.toString(), "--subset", sub.toString(), "--out", pr.toString()), err.toString());
+        assertTrue(JSON.readTree(pr.resolve("config.json").toFile()).get("tie_word_embeddings").asBoolean());
+        try (var f = org.moe4j.io.safetensors.SafetensorsFile.open(pr.resolve("model.safetensors"))) {
+            assertFalse(f.names().contains(head), "the pruned checkpoint stays tied");
+        }
+        Path a = tmp.resolve("tied-masked.json"), b = tmp.resolve("tied-pruned.json");
+        assertEquals(0, run(err, "numerics", "--ckpt", tied.toString(), "--tokens", toks.toString(), "--mode", "subset",
+                "--subset", sub.toString(), "--out", a.toString()), err.toString());
+        assertEquals(0, run(err, "numerics", "--ckpt", pr.toString(), "--tokens", toks.toString(), "--out", b.toString()), err.toString());
+        double ta = JSON.readTree(a.toFile()).get("loss").get("total").asDouble(), tb = JSON.readTree(b.toFile()).get("loss").get("total").asDouble();
+        assertEquals(ta, tb, 1e-5 * (1 + Math.abs(ta)));
+    }
 }
