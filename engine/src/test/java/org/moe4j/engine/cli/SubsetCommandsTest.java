@@ -301,6 +301,13 @@ class SubsetCommandsTest {
             float[] g = ft.tensor(emb).toFloatArray(), a = fu.tensor(emb).toFloatArray(), b = fu.tensor(head).toFloatArray();
             for (int i = 0; i < g.length; i++) assertEquals(a[i] + b[i], g[i], 1e-6 * (1 + Math.abs(g[i])), "element " + i);
         }
+        // convert writes a tied checkpoint back tied
+        Path conv = tmp.resolve("tied-converted");
+        assertEquals(0, run(err, "convert", "--from", tied.toString(), "--out", conv.toString()), err.toString());
+        assertTrue(JSON.readTree(conv.resolve("config.json").toFile()).get("tie_word_embeddings").asBoolean());
+        try (var f = org.moe4j.io.safetensors.SafetensorsFile.open(conv.resolve("model.safetensors"))) {
+            assertFalse(f.names().contains(head), "convert keeps a tied checkpoint tied");
+        }
         Path sub = tmp.resolve("tied-sub.json"), pr = tmp.resolve("tied-pruned");
         Files.writeString(sub, "{\"layers\": [[0, 2, 4, 7], [1, 3, 5, 7]]}");
         assertEquals(0, run(err, "prune", "--ckpt", tied.toString(), "--subset", sub.toString(), "--out", pr.toString()), err.toString());
