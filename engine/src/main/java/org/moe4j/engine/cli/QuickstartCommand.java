@@ -7,11 +7,16 @@ import java.util.List;
 import java.util.Locale;
 import java.util.concurrent.Callable;
 import org.moe4j.Moe4jException;
+import org.moe4j.engine.inference.InferenceModel;
+import org.moe4j.engine.subset.Evaluator;
+import org.moe4j.engine.subset.SubsetMethod;
 import org.moe4j.engine.train.ValidationLoss;
 import org.moe4j.io.corpus.BpeTextEncoder;
 import org.moe4j.io.corpus.CorpusException;
 import org.moe4j.io.corpus.JdkSources;
 import org.moe4j.io.corpus.ShardManifest;
+import org.moe4j.nativ.GemmBackends;
+import org.moe4j.simd.WorkerPool;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Model.CommandSpec;
@@ -104,7 +109,34 @@ public final class QuickstartCommand implements Callable<Integer> {
         System.out.printf(Locale.ROOT, "quickstart: data %.0f s, training + validation %.0f s, total %.0f s; model in %s%n",
                 prepSeconds, trainSeconds, (System.nanoTime() - t0) * 1e-9, model.toAbsolutePath());
         generateSample(model);
+        subsetSample(model, data);
         return 0;
+    }
+
+    /**
+     * Ends with EMO's point (ALGORITHMS.md section 7): for one domain, the validation perplexity of the full model and
+     * of a quarter of its experts, chosen layer by layer from one training document of that domain.
+     */
+    static void subsetSample(Path model, Path data) {
+        WorkerPool pool = WorkerPool.common();
+        try (InferenceModel m = InferenceModel.load(model, false)) {
+            ShardManifest manifest = ShardManifest.read(data);
+            Evaluator.DomainData dom = null;
+            for (Evaluator.DomainData d : Evaluator.load(data, manifest, 1, 4096, m.config().maxSeq()))
+                if (dom == null && !d.windows().isEmpty() && d.calibrationSplit().equals("train")) dom = d;
+            if (dom == null) {
+                System.out.println("quickstart: no domain has both a training and a validation document; no subset sample");
+                return;
+            }
+            List<Evaluator.Setting> settings = Evaluator.Setting.parseList("full,keep:1/4");
+            List<Evaluator.Row> rows = Evaluator.run(m.weights(), List.of(dom), settings, SubsetMethod.LAYERWISE, 0,
+                    GemmBackends.fromEnvironment(pool).gemm(), pool, null);
+            Evaluator.Row full = rows.get(0), quarter = rows.get(1);
+            System.out.printf(Locale.ROOT, "%nquickstart: domain '%s', %d validation tokens: perplexity %.2f with every expert, "
+                            + "%.2f (%+.1f%%) with %d of %d experts per layer chosen from one document (./moe4j eval)%n",
+                    dom.domain(), full.labels(), full.perplexity(), quarter.perplexity(),
+                    100 * (quarter.perplexity() / full.perplexity() - 1), quarter.kept()[0].length, m.config().experts());
+        }
     }
 
     /** The prompt the quickstart continues with the model it trained (greedy, so the same model gives the same text). */

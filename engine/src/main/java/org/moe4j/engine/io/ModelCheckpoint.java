@@ -93,13 +93,33 @@ public final class ModelCheckpoint {
         Map<String, Path> copies = new LinkedHashMap<>();
         if (from != null)
             for (String f : TOKENIZER_FILES) if (Files.isRegularFile(from.resolve(f))) copies.put(f, from.resolve(f));
-        write(dir, model, null, copies);
-        return model.layout().entries().size();
+        // a tied checkpoint whose LM head still equals its embedding is written tied: one tensor, as Hugging Face reads it
+        boolean tied = from != null && tiedEmbeddings(from) && headEqualsEmbedding(model);
+        write(dir, model, null, copies, tied);
+        return model.layout().entries().size() - (tied ? 1 : 0);
     }
 
     private static void write(Path dir, MoeModel model, TrainState state, Map<String, Path> copies) {
+        write(dir, model, state, copies, false);
+    }
+
+    /** Whether the folder's config.json says {@code tie_word_embeddings: true}. */
+    public static boolean tiedEmbeddings(Path dir) {
+        JsonNode raw = readConfigJson(dir.resolve(CheckpointDescriptor.CONFIG));
+        return raw.path("tie_word_embeddings").asBoolean(false);
+    }
+
+    private static boolean headEqualsEmbedding(MoeModel m) {
+        ParamLayout.Entry emb = m.layout().entry(ParamLayout.embedTokens()), head = m.layout().entry(ParamLayout.lmHead());
+        long bytes = emb.numel() * Float.BYTES;
+        return MemorySegment.mismatch(m.params(), emb.offset() * Float.BYTES, emb.offset() * Float.BYTES + bytes,
+                m.params(), head.offset() * Float.BYTES, head.offset() * Float.BYTES + bytes) < 0;
+    }
+
+    private static void write(Path dir, MoeModel model, TrainState state, Map<String, Path> copies, boolean tied) {
         Map<String, Tensor> tensors = new LinkedHashMap<>();
-        for (ParamLayout.Entry e : model.layout().entries()) tensors.put(e.name(), model.param(e.name()));
+        for (ParamLayout.Entry e : model.layout().entries())
+            if (!(tied && e.name().equals(ParamLayout.lmHead()))) tensors.put(e.name(), model.param(e.name()));
         Map<String, Map<String, Tensor>> extra = new LinkedHashMap<>();
         Map<String, JsonNode> json = new LinkedHashMap<>();
         if (state != null) {
@@ -112,7 +132,13 @@ public final class ModelCheckpoint {
                     state.ercRngState(), n, state.extra()).toJson();
             json.put(STATE_JSON, o);
         }
-        Checkpoint.write(dir, hfConfig(model.config()), tensors, SHARD_BYTES, extra, json, copies);
+        HfConfig h = hfConfig(model.config());
+        if (tied)
+            h = new HfConfig(h.modelType(), h.vocabSize(), h.hiddenSize(), h.intermediateSize(), h.numHiddenLayers(),
+                    h.numAttentionHeads(), h.numKeyValueHeads(), h.numExperts(), h.numLocalExperts(), h.numExpertsPerTok(),
+                    h.numSharedExperts(), h.normTopkProb(), h.ropeTheta(), h.rmsNormEps(), Boolean.TRUE,
+                    h.maxPositionEmbeddings(), h.eosTokenId(), h.moe4j(), h.qkNorm());
+        Checkpoint.write(dir, h, tensors, SHARD_BYTES, extra, json, copies);
     }
 
     /**
@@ -244,8 +270,9 @@ public final class ModelCheckpoint {
      * tensor, the file that holds it and the expected shape.
      *
      * <p>Tied embeddings ({@code tie_word_embeddings: true}): the engine's LM head is a parameter of its own, so it
-     * starts as a copy of the embedding (said in {@link Imported#notes()}); after training the two differ and an
-     * export writes both, untied. A stored {@code lm_head.weight} that differs from the embedding is refused: HF
+     * starts as a copy of the embedding (said in {@link Imported#notes()}); {@link #export} writes it tied again (one
+     * tensor) while the two are equal, as after {@code convert}; after training they differ and an export writes
+     * both. A stored {@code lm_head.weight} that differs from the embedding is refused: HF
      * would ignore it, silently dropping it would hide a broken file.
      *
      * @param config the config to load into instead of the checkpoint's own (null = its own; same shapes, e.g. other
@@ -362,7 +389,7 @@ public final class ModelCheckpoint {
         }
         MemorySegment.copy(p, emb.offset() * Float.BYTES, p, head.offset() * Float.BYTES, emb.numel() * Float.BYTES);
         notes.add(dir + ": tie_word_embeddings is true and there is no lm_head: the LM head starts as a copy of the "
-                + "embedding (an untied parameter from now on; an export writes both)");
+                + "embedding (written tied again while the two are equal; an export after training writes both)");
     }
 
     /** Names the file that holds a tensor: its shard from the index (read once, when first asked), or model.safetensors. */

@@ -201,7 +201,9 @@ public final class NumericsInputs {
     /** The subset file as [layer] sorted full-model ids; every shared expert and at least one routed one kept. */
     public static int[][] readSubset(Path file, int layers, int experts, int shared) {
         JsonNode root = readJson(file);
-        onlyFields(file, root, Set.of("experts", "layers"));
+        java.util.Set<String> allowed = new java.util.HashSet<>(org.moe4j.engine.subset.SubsetFile.DESCRIPTIVE_FIELDS);
+        allowed.addAll(Set.of("experts", "layers")); // select's subset.json adds how it was chosen
+        onlyFields(file, root, allowed);
         if (root.has("experts") == root.has("layers"))
             throw new Moe4jException(file + ": give exactly one of 'experts' ([ids] for every layer) or 'layers' ([[ids] per layer])");
         int[][] out = new int[layers][];
