@@ -149,6 +149,7 @@ public final class ForwardRunner implements AutoCloseable {
     /** EMO generation: route each document inside a pool of {@code evalPool} experts frozen from its prompt. */
     public void generationPools(int evalPool) {
         pools = evalPool > 0 ? new GenerationPools(c, cache.slots(), evalPool) : null;
+        if (pools == null) for (RoutingControl ctl : controls) ctl.noPools(); // the pools' last setting must not linger
     }
 
     /** The frozen pools of EMO generation, or null when off. */
