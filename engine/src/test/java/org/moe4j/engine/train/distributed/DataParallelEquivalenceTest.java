@@ -1,0 +1,151 @@
+package org.moe4j.engine.train.distributed;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.atomic.AtomicReference;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
+import org.junit.jupiter.api.Test;
+import org.moe4j.engine.config.LbScope;
+import org.moe4j.engine.config.ModelConfig;
+import org.moe4j.engine.config.RoutingConfig;
+import org.moe4j.engine.model.MoeModel;
+import org.moe4j.engine.model.MoeTransformer;
+import org.moe4j.engine.train.AdamWOptimizer;
+import org.moe4j.engine.train.LrSchedule;
+import org.moe4j.engine.train.SyntheticCorpus;
+import org.moe4j.engine.train.Trainer;
+import org.moe4j.nativ.mpi.Communicator;
+import org.moe4j.nativ.mpi.InProcessCommunicator;
+import org.moe4j.simd.JavaGemm;
+import org.moe4j.simd.WorkerPool;
+
+/**
+ * The data-parallel property without MPI: W ranks as threads of this process (an {@link InProcessCommunicator}
+ * group), each training on its share (batch B) of every global micro-batch, give the losses and weights of one
+ * process training on the global batch (W·B), within float tolerance, after 20 steps: standard routing with global
+ * and with local load balance, EMO (document pools with sampled sizes, global LB, ERC), Matryoshka k, and with
+ * gradient accumulation. Without the routing hooks (counts all-reduced, pool sizes drawn in global document order)
+ * global-LB and EMO runs drift apart; {@link #withoutRoutingHooksEmoDiffers} shows the property can fail.
+ */
+class DataParallelEquivalenceTest {
+    static final int STEPS = 20, B = 2, T = 16;
+
+    static ModelConfig config(String routing) {
+        ModelConfig t = ModelConfig.tiny();
+        return switch (routing) {
+            case "standard" -> t.withRouting(RoutingConfig.standard());
+            case "local" -> t.withRouting(withScope(RoutingConfig.standard(), LbScope.LOCAL));
+            case "emo" -> t.withRouting(RoutingConfig.emo(t.routedExperts()));
+            case "matryoshka" -> t.withRouting(RoutingConfig.matryoshka(1, Math.min(t.routedExperts(), 3)));
+            default -> throw new IllegalArgumentException(routing);
+        };
+    }
+
+    static RoutingConfig withScope(RoutingConfig r, LbScope s) {
+        return new RoutingConfig(r.normalizeTopK(), r.softmaxOverAll(), r.pool(), r.matryoshka(), r.capacityFactor(),
+                r.evalCapacityFactor(), s);
+    }
+
+    /** Losses per step, then the final parameters, of one rank (comm null: a single process with batch `batch`). */
+    record Run(double[] losses, float[] params) {
+    }
+
+    static Run train(ModelConfig c, Communicator comm, int batch, int accum, boolean hooks) {
+        try (WorkerPool pool = new WorkerPool(1);
+             MoeModel m = new MoeModel(c).initRandom(11);
+             MoeTransformer tr = new MoeTransformer(m, batch * T, batch, c.maxRoutedK(), new JavaGemm(pool), pool);
+             AdamWOptimizer opt = new AdamWOptimizer(m, pool)) {
+            tr.useDefaults(true, 7);
+            var src = new SyntheticCorpus(c.vocab(), c.eosId(), 3, 4, 5);
+            Trainer tn;
+            DataParallel dp = null;
+            if (comm == null) {
+                tn = new Trainer(tr, opt, src, opts(batch, accum), null);
+            } else {
+                dp = new DataParallel(comm, 1000, hooks ? 5 : 0, c.experts() + 1);
+                if (hooks) dp.attach(tr);
+                tn = new Trainer(tr, opt, RankShards.of(src, comm.rank(), comm.size()), opts(batch, accum), null).replicas(dp);
+            }
+            double[] losses = new double[STEPS];
+            for (int s = 0; s < STEPS; s++) losses[s] = tn.step().loss();
+            float[] p = new float[(int) m.layout().total()];
+            java.lang.foreign.MemorySegment.copy(m.params(), java.lang.foreign.ValueLayout.JAVA_FLOAT, 0, p, 0, p.length);
+            if (dp != null) dp.close();
+            return new Run(losses, p);
+        }
+    }
+
+    static Trainer.Options opts(int batch, int accum) {
+        return new Trainer.Options(batch, T, accum, new LrSchedule(3e-3, 3, STEPS, 0.1), 1.0, 1000);
+    }
+
+    /** Runs W ranks on threads; returns each rank's run. */
+    static Run[] ranks(ModelConfig c, int w, int accum, boolean hooks) throws Exception {
+        InProcessCommunicator[] cs = InProcessCommunicator.group(w);
+        Run[] out = new Run[w];
+        AtomicReference<Throwable> fail = new AtomicReference<>();
+        List<Thread> ts = new ArrayList<>();
+        for (int r = 0; r < w; r++) {
+            int rr = r;
+            Thread t = new Thread(() -> {
+                try {
+                    out[rr] = train(c, cs[rr], B, accum, hooks);
+                } catch (Throwable e) {
+                    fail.compareAndSet(null, e);
+                    try {
+                        cs[rr].abort(String.valueOf(e), 1);
+                    } catch (RuntimeException ignored) {
+                        // abort throws in-process; the first failure is the one reported
+                    }
+                }
+            });
+            t.start();
+            ts.add(t);
+        }
+        for (Thread t : ts) t.join();
+        if (fail.get() instanceof Exception e) throw e;
+        if (fail.get() instanceof Error e) throw e;
+        return out;
+    }
+
+    static void assertClose(Run one, Run r, String what) {
+        for (int s = 0; s < STEPS; s++)
+            assertEquals(one.losses()[s], r.losses()[s], 2e-4 * Math.max(1, Math.abs(one.losses()[s])),
+                    what + ": loss of step " + s);
+        double maxDiff = 0;
+        for (int i = 0; i < one.params().length; i++) maxDiff = Math.max(maxDiff, Math.abs(one.params()[i] - r.params()[i]));
+        assertTrue(maxDiff < 2e-4, what + ": max weight difference " + maxDiff);
+    }
+
+    @ParameterizedTest
+    @ValueSource(strings = {"standard", "local", "emo", "matryoshka"})
+    void twoRanksEqualOneOnTheGlobalBatch(String routing) throws Exception {
+        ModelConfig c = config(routing);
+        Run one = train(c, null, 2 * B, 1, true);
+        Run[] two = ranks(c, 2, 1, true);
+        assertClose(one, two[0], routing + " rank 0");
+        // the replicas hold bit-identical weights (the sums are taken in the same order on every rank)
+        assertTrue(java.util.Arrays.equals(two[0].params(), two[1].params()), routing + ": rank 1's weights differ from rank 0's");
+    }
+
+    @Test
+    void threeRanksWithAccumulationEqualOne() throws Exception {
+        ModelConfig c = config("emo");
+        Run one = train(c, null, 3 * B, 2, true);
+        Run[] three = ranks(c, 3, 2, true);
+        assertClose(one, three[2], "emo, 3 ranks, 2 micro-batches, rank 2");
+    }
+
+    @Test
+    void withoutRoutingHooksEmoDiffers() throws Exception {
+        ModelConfig c = config("emo");
+        Run one = train(c, null, 2 * B, 1, true);
+        Run[] two = ranks(c, 2, 1, false);
+        assertThrows(AssertionError.class, () -> assertClose(one, two[0], "emo without hooks"));
+    }
+}
