@@ -41,7 +41,8 @@ public final class MpiRun {
     /** The base command: mpirun on loopback, N ranks, allowed as root, output tagged by rank. */
     public static List<String> command(int ranks) {
         List<String> cmd = new ArrayList<>(List.of(mpirun().toString(), "--oversubscribe", "-np", Integer.toString(ranks),
-                "--mca", "btl", "self,vader,tcp", "--mca", "btl_tcp_if_include", "lo", "--mca", "oob_tcp_if_include", "lo"));
+                "--mca", "btl", "self,vader,tcp", "--mca", "btl_tcp_if_include", "lo", "--mca", "oob_tcp_if_include", "lo",
+                "--mca", "mpi_yield_when_idle", "1")); // a waiting rank yields its core (tests share a small machine)
         if ("root".equals(System.getProperty("user.name"))) cmd.add(1, "--allow-run-as-root");
         return cmd;
     }
