@@ -38,7 +38,7 @@ public final class DataParallel implements Trainer.Replicas, RoutingControl.Repl
     private final MemorySegment ints, doubles, hashes;
     private MemorySegment params;
     private long paramFloats;
-    private long bytesReduced, collectives;
+    private long bytesReduced, collectives, commNanos;
 
     /**
      * @param checkEvery compare the weights' hash across ranks after every this many steps (0: never)
@@ -85,17 +85,24 @@ public final class DataParallel implements Trainer.Replicas, RoutingControl.Repl
         return collectives;
     }
 
+    /** Wall time spent inside collectives so far (waiting for slower ranks included), in nanoseconds. */
+    public long commNanos() {
+        return commNanos;
+    }
+
     // ------------------------------------------------------------------------------------------------ gradients
 
     @Override
     public void reduceGradients(MemorySegment grads, long count) {
         if (ranks == 1) return;
+        long t0 = System.nanoTime();
         for (long o = 0; o < count; o += bucketFloats) {
             long n = Math.min(bucketFloats, count - o);
             comm.allReduceSum(grads, o * 4, n);
             bytesReduced += n * 4;
             collectives++;
         }
+        commNanos += System.nanoTime() - t0;
     }
 
     @Override
@@ -103,7 +110,9 @@ public final class DataParallel implements Trainer.Replicas, RoutingControl.Repl
         if (ranks == 1) return;
         if (n > doubles.byteSize() / 8) throw new Moe4jException("DataParallel.sum: " + n + " values, room for " + doubles.byteSize() / 8);
         MemorySegment.copy(v, 0, doubles, JAVA_DOUBLE, 0, n);
+        long t0 = System.nanoTime();
         comm.allReduceSumDouble(doubles, 0, n);
+        commNanos += System.nanoTime() - t0;
         MemorySegment.copy(doubles, JAVA_DOUBLE, 0, v, 0, n);
         bytesReduced += n * 8L;
         collectives++;
@@ -118,7 +127,9 @@ public final class DataParallel implements Trainer.Replicas, RoutingControl.Repl
             return;
         }
         ints.setAtIndex(JAVA_INT, rank, mine);
+        long t0 = System.nanoTime();
         comm.allGather(ints, rank * 4L, 4, ints, 0);
+        commNanos += System.nanoTime() - t0;
         bytesReduced += 4;
         collectives++;
         int before = 0, after = 0;
