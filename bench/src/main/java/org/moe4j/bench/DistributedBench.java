@@ -28,7 +28,8 @@ import org.moe4j.simd.WorkerPool;
  * side by side in one script: the 1 x 2 run in this JVM, the 2 x 1 run by launching this class under
  * {@code mpirun --oversubscribe -np 2} (which takes the rank branch). Prints per configuration: median ms per
  * optimizer step, tokens/s, and for the MPI run the bytes and collectives per step and the ms per step spent in
- * collectives (rank 0, waiting for the other rank included).
+ * collectives (rank 0, waiting for the other rank included), and the best of 5 gradient all-reduces run alone after
+ * a barrier (the transport's cost).
  *
  * <p>Run: {@code ./moe4j bench-main DistributedBench [--config small|quickstart|tiny] [--routing standard|emo] [--batch B]
  * [--seq T] [--steps N] [--warmup N] [--gemm java|onednn]}; B is per rank (the global batch is 2·B). Needs mpirun
@@ -83,7 +84,7 @@ public final class DistributedBench {
         System.out.printf(Locale.ROOT, "DistributedBench: %s (%,d parameters), %s routing, global batch 2 x %d x %d, %d steps "
                         + "after %d warm-up, GEMM %s, JDK %s, %d cores%n", a.config(), params, a.routing(),
                 a.batch(), a.seq(), a.steps(), a.warmup(), a.gemm(), Runtime.version(), Runtime.getRuntime().availableProcessors());
-        System.out.println("| ranks x threads | ms/step (median) | tokens/s | bytes/step per rank | collectives/step | comm ms/step |");
+        System.out.println("| ranks x threads | ms/step (median) | tokens/s | bytes/step per rank | collectives/step | comm ms/step, waiting included |");
         System.out.println("|---|---:|---:|---:|---:|---:|");
         try (WorkerPool pool = new WorkerPool(2)) {
             double[] ms = steps(c, a, pool, null, 2 * a.batch());
@@ -127,10 +128,30 @@ public final class DistributedBench {
             double[] ms = steps(c, a, pool, comm, a.batch(), dp, atWarm);
             double med = median(ms);
             long steps = a.steps();
+            // the gradient all-reduce alone, both ranks lined up by a barrier first: the transport's cost without
+            // the wait for a slower rank that "comm ms/step" includes
+            long bytes = (dp[0].bytesReduced() - atWarm[0]) / steps, calls = (dp[0].collectives() - atWarm[1]) / steps;
+            double commMs = (dp[0].commNanos() - atWarm[2]) / 1e6 / steps;
+            long floats;
+            try (MoeModel m = new MoeModel(c)) {
+                floats = m.layout().total();
+            }
+            double isolated;
+            try (java.lang.foreign.Arena ar = java.lang.foreign.Arena.ofConfined()) {
+                java.lang.foreign.MemorySegment g = ar.allocate(floats * 4, 64);
+                double best = Double.MAX_VALUE;
+                for (int i = 0; i < 5; i++) {
+                    comm.barrier();
+                    long t0 = System.nanoTime();
+                    dp[0].reduceGradients(g, floats);
+                    best = Math.min(best, (System.nanoTime() - t0) / 1e6);
+                }
+                isolated = best;
+            }
             if (comm.rank() == 0)
-                System.out.printf(Locale.ROOT, "| %d x 1 | %.1f | %,.0f | %,d | %d | %.1f |%n", comm.size(), med,
-                        (double) comm.size() * a.batch() * a.seq() / (med / 1e3), (dp[0].bytesReduced() - atWarm[0]) / steps,
-                        (dp[0].collectives() - atWarm[1]) / steps, (dp[0].commNanos() - atWarm[2]) / 1e6 / steps);
+                System.out.printf(Locale.ROOT, "| %d x 1 | %.1f | %,.0f | %,d | %d | %.1f (all-reduce alone: %.1f) |%n",
+                        comm.size(), med, (double) comm.size() * a.batch() * a.seq() / (med / 1e3),
+                        bytes, calls, commMs, isolated);
             dp[0].close();
         }
         comm.close();
