@@ -59,8 +59,10 @@ public final class DistributedRun implements AutoCloseable {
                     + "(start it with: mpirun -np N ./moe4j train --distributed data ...)");
         Communicator comm = Mpi.world();
         DistributedRun run = new DistributedRun(comm, m, checkEvery);
-        System.err.printf(Locale.ROOT, "moe4j: rank %d of %d (%s data parallel), host %s, pid %d%n", comm.rank(),
-                comm.size(), m.name().toLowerCase(Locale.ROOT), host(), ProcessHandle.current().pid());
+        // one write per line: mpirun interleaves the ranks' output, a line printed in pieces can be split
+        System.err.println(String.format(Locale.ROOT, "moe4j: rank %d of %d (%s parallel), host %s, pid %d", comm.rank(),
+                comm.size(), m.name().toLowerCase(Locale.ROOT), host(), ProcessHandle.current().pid()));
+        System.err.flush();
         PrintStream out = System.out;
         if (comm.rank() != 0) System.setOut(new PrintStream(OutputStream.nullOutputStream()));
         int code;
