@@ -82,8 +82,30 @@ public final class TrainCommand implements Callable<Integer> {
     @Option(names = "--val-per-domain", description = "with --data: also print the validation loss per domain")
     boolean valPerDomain;
 
+    // ------------------------------------------------------------------ --distributed (data parallel over MPI)
+    @Option(names = "--distributed", paramLabel = "data|expert",
+            description = "run as one rank of mpirun -np N: data parallel (each rank trains on its --batch share of a "
+                    + "global batch of N x --batch; rank 0 logs and writes --out); see docs/DISTRIBUTED.md")
+    String distributed;
+    @Option(names = "--check-every", defaultValue = "50", paramLabel = "STEPS",
+            description = "with --distributed: compare the ranks' weights every STEPS steps (0: never; default: ${DEFAULT-VALUE})")
+    int checkEvery;
+    private org.moe4j.engine.train.distributed.DistributedRun dist;
+
     @Override
     public Integer call() {
+        if (distributed == null) return train();
+        return org.moe4j.engine.train.distributed.DistributedRun.run(distributed, checkEvery, run -> {
+            dist = run;
+            if (run.rank() != 0) out = null; // only rank 0 writes checkpoints
+            int code = train();
+            System.out.println("distributed: rank 0 sent " + run.traffic());
+            return code;
+        });
+    }
+    // ------------------------------------------------------------------ end --distributed
+
+    private Integer train() {
         checkOptions();
         // refused before training, not after an hour of it
         if (out != null) CheckpointFolder.requireReplaceable(out, "--out " + out);
@@ -126,7 +148,7 @@ public final class TrainCommand implements Callable<Integer> {
             BatchSource src;
             if (dataDir != null) {
                 shards = ShardBatchSource.open(dataDir, Split.TRAIN, seq, seed).checkFits(c);
-                src = shards;
+                src = dist != null ? dist.shard(shards) : shards;
                 ShardManifest.SplitStats vs = manifest.splits().get(Split.VAL.stem());
                 if (vs == null || vs.tokens() < seq) {
                     System.out.println("note: the val split of " + dataDir + " holds " + (vs == null ? 0 : vs.tokens())
@@ -135,7 +157,12 @@ public final class TrainCommand implements Callable<Integer> {
                     val = ShardBatchSource.open(dataDir, Split.VAL, seq, seed).checkFits(c);
                 }
             } else {
-                src = new SyntheticCorpus(c.vocab(), c.eosId(), domains, 4, seed);
+                SyntheticCorpus syn = new SyntheticCorpus(c.vocab(), c.eosId(), domains, 4, seed);
+                src = dist != null ? dist.shard(syn) : syn;
+            }
+            if (dist != null) { // --distributed: src is this rank's share of each global batch
+                System.out.printf(Locale.ROOT, "distributed: %d ranks x batch %d = global batch %d x %d%n", dist.ranks(),
+                        batch, dist.ranks() * batch, seq);
             }
             System.out.println("data: " + src.describe());
             Path tokenizer = dataDir != null ? tokenizerOf(dataDir, manifest) : null;
@@ -156,6 +183,7 @@ public final class TrainCommand implements Callable<Integer> {
                 }
                 Trainer trainer = new Trainer(tr, opt, src, new Trainer.Options(batch, seq, accum,
                         new LrSchedule(lr, warmup, steps, 0.1), clip, logEvery), System.out);
+                if (dist != null) dist.attach(trainer, tr); // --distributed: gradients, routing counts, weight checks
                 Summary sum = train(trainer, opt, steps, () -> {
                     if (out != null) save(out, model, opt, src, tr, tokenizer, extra);
                 }, saveEvery, timeLimit);

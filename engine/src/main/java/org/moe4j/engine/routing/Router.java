@@ -30,6 +30,7 @@ public final class Router {
     private final double[] u, acc;
     private final int[] count;
     private final int[] mark;
+    private final int[] docsAround = new int[2];
     private int stamp;
     // [maxTokens, E], the logits copied off-heap -> heap by forward(Tensor, ...)
     private final float[] logitBuf;
@@ -110,6 +111,12 @@ public final class Router {
         if (ctl.poolSizes == RoutingControl.PoolSizes.SETS && ctl.givenSets.length < nd)
             throw new Moe4jException("Router: " + ctl.givenSets.length + " given pools for " + nd + " documents");
 
+        boolean replicatedDraws = ctl.replicas != null && ctl.poolSizes == RoutingControl.PoolSizes.SAMPLED;
+        if (replicatedDraws) {
+            // data parallel: draw in the global document order (the other ranks' draws are taken and dropped)
+            ctl.replicas.documents(nd, docsAround);
+            for (int i = 0; i < docsAround[0]; i++) ctl.requireRng("sampled pool sizes").nextInt(ctl.poolMin, ctl.poolMax);
+        }
         for (int d = 0; d < nd; d++) {
             ExpertSet pool = out.pool[d];
             if (ctl.poolSizes == RoutingControl.PoolSizes.SETS) {
@@ -134,10 +141,20 @@ public final class Router {
             else choosePool(logits, out.docStart[d], out.docStart[d + 1], kept, p, pool);
         }
 
+        if (replicatedDraws) for (int i = 0; i < docsAround[1]; i++) ctl.rng.nextInt(ctl.poolMin, ctl.poolMax);
+
         for (int t = 0; t < T; t++) selectToken(logits, t, kp, kTot, out.pool[out.docOfToken[t]], kept, out);
 
         applyCapacity(out, ctl.capacityFactor);
         group(out);
+        out.replicated = ctl.replicas != null;
+        if (out.replicated) {
+            // data parallel: the global load balance's counts c and tokens N, summed over the ranks
+            countRouted(out, 0, T);
+            for (int e = 0; e < E; e++) out.globalCounts[e] = count[e];
+            out.globalCounts[E] = T;
+            ctl.replicas.sum(out.globalCounts, E + 1);
+        }
     }
 
     /**
@@ -375,7 +392,7 @@ public final class Router {
             Arrays.fill(u, 0.0);
             for (int t = a; t < b; t++) for (int e = 0; e < routed; e++) u[e] += r.prob[t * experts + e];
             double s = 0;
-            for (int e = 0; e < routed; e++) s += count[e] * (u[e] / n);
+            for (int e = 0; e < routed; e++) s += lbCount(r, scope, e, n) * (u[e] / n);
             total += (double) r.routedKept / r.kRouted * s / n;
         }
         return total / groups;
@@ -392,7 +409,7 @@ public final class Router {
             double n = b - a;
             // dL/dp_{t,e} = w (E'/k') c_e / N², the same for every token of the scope
             double coef = weight / groups * r.routedKept / r.kRouted / (n * n);
-            for (int e = 0; e < routed; e++) u[e] = coef * count[e];
+            for (int e = 0; e < routed; e++) u[e] = coef * lbCount(r, scope, e, b - a);
             for (int t = a; t < b; t++) softmaxBackwardAdd(r, t, u, dLogits);
         }
     }
@@ -414,6 +431,17 @@ public final class Router {
             int row = t * E;
             for (int e = 0; e < routed; e++) dLogits[row + e] += (float) (c * r.prob[row + e]);
         }
+    }
+
+    /**
+     * c_e of the load balance after {@link #countRouted}. Data parallel, global scope: c_e·n/N from the counts summed
+     * over the ranks (c and N global, n this rank's tokens), which makes this rank's loss W·(its share of the global
+     * loss) when the W ranks hold equal token counts, so the mean over the ranks, of losses and of gradients, is the
+     * global loss and its gradient.
+     */
+    private double lbCount(Routing r, LbScope scope, int e, int n) {
+        if (scope != LbScope.GLOBAL || !r.replicated) return count[e];
+        return r.globalCounts[e] * n / r.globalCounts[experts];
     }
 
     /** count[e] = routed assignments (before drops) of tokens [a, b). */

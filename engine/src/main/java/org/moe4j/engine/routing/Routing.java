@@ -33,6 +33,12 @@ public final class Routing {
     public final ExpertSet[] pool;
     /** The kept routed experts (the subset's routed part, or all E - s). */
     public final ExpertSet keptRouted;
+    /**
+     * Data parallel ({@link RoutingControl.Replicas}): routed assignments per expert before drops [E] and tokens
+     * [at E], summed over every rank's micro-batch; {@code replicated} is false in a single process.
+     */
+    final double[] globalCounts;
+    boolean replicated;
 
     final int experts, shared, maxTokens, maxSlots;
     int tokens, kRouted, kTot, routedKept, sequences, documents, dropCount, keptSlots;
@@ -60,6 +66,7 @@ public final class Routing {
         pool = new ExpertSet[Math.max(1, maxTokens)];
         for (int i = 0; i < pool.length; i++) pool[i] = new ExpertSet(experts);
         keptRouted = new ExpertSet(experts);
+        globalCounts = new double[experts + 1];
     }
 
     /** T, tokens routed by the last call. */

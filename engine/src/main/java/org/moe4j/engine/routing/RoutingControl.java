@@ -38,6 +38,23 @@ public final class RoutingControl {
     double tau = 2.0;
     double capacityFactor;
     RoutingRng rng;
+    Replicas replicas;
+
+    /**
+     * The other ranks of a data-parallel run, as the router needs them so that routing over this rank's share of a
+     * global micro-batch equals routing over the whole of it (ALGORITHMS.md section 3, "c summed over all ranks").
+     * Both methods are collective: every rank calls them in the same order, once per routing call that needs them.
+     */
+    public interface Replicas {
+        /**
+         * Given this rank's document count, writes the documents of the ranks before this one to {@code out[0]} and
+         * of the ranks after it to {@code out[1]} (so sampled pool sizes are drawn in the global document order).
+         */
+        void documents(int mine, int[] out);
+
+        /** Sums {@code counts[0 .. n)} over the ranks, in place. */
+        void sum(double[] counts, int n);
+    }
 
     /** Training defaults of a model: its pool range, its Matryoshka k, its training capacity factor. */
     public static RoutingControl training(ModelConfig c, RoutingRng rng) {
@@ -145,6 +162,12 @@ public final class RoutingControl {
 
     public RoutingControl rng(RoutingRng r) {
         rng = r;
+        return this;
+    }
+
+    /** The other ranks of a data-parallel run (null: this process alone, the default). */
+    public RoutingControl replicas(Replicas r) {
+        replicas = r;
         return this;
     }
 

@@ -23,6 +23,11 @@ import org.moe4j.io.corpus.WindowSampler;
  * <p>Deterministic from (shard, T, seed). The data position is the sampler's: windows drawn so far, B per batch;
  * restoring it ({@link #position(long)}) continues exactly where a run stopped, even with another batch size.
  * The domain id of every token of the last batch is kept ({@link #lastDomains()}) for per-domain figures.
+ *
+ * <p>Data parallel ({@link #shard(int, int)}): rank r of W reads only its share of each global batch of W·B windows,
+ * the windows at positions p + r·B .. p + r·B + B - 1, and the position stays the global one (p advances by W·B).
+ * So W ranks together read exactly the windows one process reads with batch W·B, in the same order, and a checkpoint's
+ * position resumes with any number of ranks.
  */
 public final class ShardBatchSource implements BatchSource, AutoCloseable {
     private final TokenShard shard;
@@ -32,6 +37,7 @@ public final class ShardBatchSource implements BatchSource, AutoCloseable {
     private final WindowSampler sampler;
     private final int[] windowTokens, windowDomains;
     private int[] domains = new int[0];
+    private int rank, ranks = 1;
 
     /**
      * Opens {@code split} of the shard folder {@code dir} for sequences of {@code seqLen} tokens.
@@ -80,11 +86,22 @@ public final class ShardBatchSource implements BatchSource, AutoCloseable {
         if (T != seqLen)
             throw new Moe4jException(shard.path() + ": batches of " + T + " tokens per sequence asked of a source opened for " + seqLen);
         if (domains.length != batch * T) domains = new int[batch * T];
+        if (ranks > 1) sampler.position(sampler.position() + (long) rank * batch); // skip the ranks before this one
         for (int b = 0; b < batch; b++) {
             sampler.next(windowTokens, windowDomains);
             System.arraycopy(windowTokens, 0, tokens, b * T, T);
             System.arraycopy(windowDomains, 0, domains, b * T, T);
         }
+        if (ranks > 1) sampler.position(sampler.position() + (long) (ranks - 1 - rank) * batch);
+    }
+
+    /** Makes this source rank {@code rank}'s share of {@code ranks} (see the class comment); (0, 1) is the whole. */
+    public ShardBatchSource shard(int rank, int ranks) {
+        if (ranks < 1 || rank < 0 || rank >= ranks)
+            throw new Moe4jException(shard.path() + ": rank " + rank + " of " + ranks + ": need 0 <= rank < ranks");
+        this.rank = rank;
+        this.ranks = ranks;
+        return this;
     }
 
     /** Domain id of each token of the last batch, [batch*T] (names: {@link #domainNames()}); valid until the next call. */

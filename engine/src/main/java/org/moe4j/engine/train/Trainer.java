@@ -12,6 +12,10 @@ import org.moe4j.engine.model.StepStats;
  * steps with the loss and each aux loss, tokens/s, expert load (min/max share), drops and ERC's mean epsilon. A
  * non-finite loss or gradient stops training with a {@link org.moe4j.engine.model.NonFiniteException} that names
  * the layer and tensor; the parameters are left as they were before that step's update.
+ *
+ * <p>Data parallel ({@link #replicas}): each rank runs this loop on its share of every global micro-batch; the
+ * gradients are summed over the ranks before the update (which divides by ranks × micro-batches), and the logged
+ * loss, aux losses and drops are the global ones (tokens/s: all ranks together; load min/max: this rank's).
  */
 public final class Trainer {
     /** Loop settings. */
@@ -29,12 +33,32 @@ public final class Trainer {
                           int drops, String kPerLayer) {
     }
 
+    /**
+     * What a data-parallel run adds to a step (the implementation: {@code train.distributed.DataParallel}). This
+     * trainer is one rank's: its micro-batches are the rank's share of the global ones.
+     */
+    public interface Replicas {
+        /** Ranks taking part (the gradients reduced below are the sum of this many ranks' gradients). */
+        int ranks();
+
+        /** Sums the gradient buffer [count floats] over the ranks, in place. */
+        void reduceGradients(java.lang.foreign.MemorySegment grads, long count);
+
+        /** Sums v[0 .. n) over the ranks, in place (the step's figures). */
+        void sum(double[] v, int n);
+
+        /** Called after optimizer step {@code step} (1-based count); checks that the ranks' weights agree. */
+        void afterStep(long step);
+    }
+
     private final MoeTransformer model;
     private final AdamWOptimizer optimizer;
     private final BatchSource source;
     private final Options options;
     private final PrintStream log;
     private final int[] tokens;
+    private Replicas replicas;
+    private final double[] figures = new double[8];
 
     public Trainer(MoeTransformer model, AdamWOptimizer optimizer, BatchSource source, Options options, PrintStream log) {
         if ((long) options.batch() * options.seqLen() > model.maxTokens() || options.batch() > model.maxSequences())
@@ -46,6 +70,12 @@ public final class Trainer {
         this.options = options;
         this.log = log;
         this.tokens = new int[options.batch() * options.seqLen()];
+    }
+
+    /** Makes this trainer one rank of a data-parallel run (null: a single process, the default). */
+    public Trainer replicas(Replicas r) {
+        replicas = r;
+        return this;
     }
 
     public BatchSource source() {
@@ -84,13 +114,29 @@ public final class Trainer {
             drops += st.totalDrops();
         }
         double lr = options.lr().at(s);
-        double norm = optimizer.step(lr, options.clip(), acc);
+        int ranks = 1;
+        if (replicas != null) {
+            // the mean over ranks of each rank's (mean over its micro-batches) = the global batch's gradient
+            replicas.reduceGradients(model.model().grads(), model.model().layout().total());
+            ranks = replicas.ranks();
+        }
+        double norm = optimizer.step(lr, options.clip(), acc * ranks);
         double secs = (System.nanoTime() - t0) * 1e-9;
+        double tokens = (double) acc * options.batch() * options.seqLen();
+        if (replicas != null) {
+            double[] f = figures;
+            f[0] = loss; f[1] = ce; f[2] = lb; f[3] = z; f[4] = erc; f[5] = eps; f[6] = drops; f[7] = tokens / secs;
+            replicas.sum(f, 8); // load min/max stay this rank's
+            loss = f[0] / ranks; ce = f[1] / ranks; lb = f[2] / ranks; z = f[3] / ranks; erc = f[4] / ranks;
+            eps = f[5] / ranks; drops = (int) f[6];
+            tokens = f[7] * secs; // the ranks' rates summed: the global rate
+            replicas.afterStep(s + 1);
+        }
         StepStats st = model.stats();
         StringBuilder ks = new StringBuilder();
         for (int l = 0; l < st.layers(); l++) ks.append(l == 0 ? "" : ",").append(st.kRouted[l]);
         StepLog out = new StepLog(s, loss / acc, ce / acc, lb / acc, z / acc, erc / acc, eps / acc, lr, norm,
-                (double) acc * options.batch() * options.seqLen() / secs, lmin, lmax, drops, ks.toString());
+                tokens / secs, lmin, lmax, drops, ks.toString());
         if (log != null && (s % options.logEvery() == 0 || s + 1 == options.lr().total())) log.println(format(out));
         return out;
     }

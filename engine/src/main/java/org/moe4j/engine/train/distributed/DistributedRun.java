@@ -1,0 +1,126 @@
+package org.moe4j.engine.train.distributed;
+
+import java.io.OutputStream;
+import java.io.PrintStream;
+import java.net.InetAddress;
+import java.util.Locale;
+import org.moe4j.Moe4jException;
+import org.moe4j.engine.model.MoeTransformer;
+import org.moe4j.engine.train.BatchSource;
+import org.moe4j.engine.train.Trainer;
+import org.moe4j.nativ.mpi.Communicator;
+import org.moe4j.nativ.mpi.Mpi;
+
+/**
+ * One rank of {@code mpirun -np N ./moe4j train --distributed data ...}: joins MPI's world, announces itself (rank,
+ * host, pid) on stderr, silences stdout on ranks other than 0 (rank 0 logs and writes the checkpoint), wires data
+ * parallel into the trainer, and turns any failure into an MPI abort whose message names the rank and the cause,
+ * so the other ranks never hang in a collective. The launcher ends the job when a rank dies; checkpoints are written
+ * atomically by rank 0, so the last one stays intact.
+ */
+public final class DistributedRun implements AutoCloseable {
+    /** What {@code --distributed} accepts. */
+    public enum Mode { DATA, EXPERT }
+
+    /** The training body, given this run. */
+    @FunctionalInterface
+    public interface Body {
+        int run(DistributedRun run);
+    }
+
+    private final Communicator comm;
+    private final Mode mode;
+    private final int checkEvery;
+    private DataParallel dp;
+
+    private DistributedRun(Communicator comm, Mode mode, int checkEvery) {
+        this.comm = comm;
+        this.mode = mode;
+        this.checkEvery = checkEvery;
+    }
+
+    public static Mode mode(String s) {
+        return switch (s.toLowerCase(Locale.ROOT)) {
+            case "data" -> Mode.DATA;
+            case "expert" -> Mode.EXPERT;
+            default -> throw new Moe4jException("--distributed " + s + ": expected data or expert");
+        };
+    }
+
+    /** Runs {@code body} as one rank over MPI's world; returns its exit code (a failure aborts the whole job). */
+    public static int run(String mode, int checkEvery, Body body) {
+        Mode m = mode(mode);
+        if (m == Mode.EXPERT)
+            throw new Moe4jException("--distributed expert: expert parallelism is not in this build yet (see "
+                    + "docs/DISTRIBUTED.md); use --distributed data");
+        if (checkEvery < 0) throw new Moe4jException("--check-every " + checkEvery + ": must be >= 0 (0: never)");
+        if (!Mpi.launched())
+            System.err.println("moe4j: --distributed without mpirun/srun: running as a single rank "
+                    + "(start it with: mpirun -np N ./moe4j train --distributed data ...)");
+        Communicator comm = Mpi.world();
+        DistributedRun run = new DistributedRun(comm, m, checkEvery);
+        // one write per line: mpirun interleaves the ranks' output, a line printed in pieces can be split
+        System.err.println(String.format(Locale.ROOT, "moe4j: rank %d of %d (%s parallel), host %s, pid %d", comm.rank(),
+                comm.size(), m.name().toLowerCase(Locale.ROOT), host(), ProcessHandle.current().pid()));
+        System.err.flush();
+        PrintStream out = System.out;
+        if (comm.rank() != 0) System.setOut(new PrintStream(OutputStream.nullOutputStream()));
+        int code;
+        try {
+            code = body.run(run);
+            comm.barrier(); // rank 0 may still be writing the final checkpoint
+        } catch (Throwable t) {
+            out.flush();
+            String msg = t.getMessage() == null ? t.toString() : t.getMessage();
+            comm.abort(msg, 1);
+            throw t; // in-process communicators throw from abort; MPI's does not return
+        } finally {
+            System.setOut(out);
+        }
+        run.close();
+        comm.close();
+        return code;
+    }
+
+    public int rank() {
+        return comm.rank();
+    }
+
+    public int ranks() {
+        return comm.size();
+    }
+
+    public Mode mode() {
+        return mode;
+    }
+
+    /** This rank's share of every global batch of {@code src}. */
+    public BatchSource shard(BatchSource src) {
+        return RankShards.of(src, comm.rank(), comm.size());
+    }
+
+    /** Makes {@code trainer} (over {@code tr}) this rank's part of a data-parallel run; call after useDefaults. */
+    public Trainer attach(Trainer trainer, MoeTransformer tr) {
+        dp = new DataParallel(comm, DataParallel.DEFAULT_BUCKET_FLOATS, checkEvery, tr.config().experts() + 1).attach(tr);
+        return trainer.replicas(dp);
+    }
+
+    /** Bytes this rank has all-reduced or gathered so far, and the number of collectives (for logs and benches). */
+    public String traffic() {
+        return dp == null ? "no traffic" : String.format(Locale.ROOT, "%,d bytes in %,d collectives", dp.bytesReduced(), dp.collectives());
+    }
+
+    private static String host() {
+        try {
+            return InetAddress.getLocalHost().getHostName();
+        } catch (java.io.IOException e) {
+            return "?";
+        }
+    }
+
+    @Override
+    public void close() {
+        if (dp != null) dp.close();
+        dp = null;
+    }
+}
