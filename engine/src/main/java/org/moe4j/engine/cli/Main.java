@@ -11,7 +11,7 @@ import picocli.CommandLine.Command;
 @Command(name = "moe4j", mixinStandardHelpOptions = true, version = "moe4j 0.1.0",
         description = "A JVM-native engine that trains and serves mixture-of-experts language models.",
         subcommands = {QuickstartCommand.class, TrainCommand.class, PrepareDataCommand.class, SelfCheckCommand.class,
-                NumericsCommand.class, ConvertCommand.class, GenerateCommand.class, ServeCommand.class})
+                NumericsCommand.class, ConvertCommand.class, GenerateCommand.class, ServeCommand.class, AnalyzeCommand.class})
 public final class Main implements Runnable {
     /** The JDK's log format property; {@code %4$s} is the level, {@code %5$s} the message, {@code %6$s} a throwable. */
     static final String LOG_FORMAT_PROPERTY = "java.util.logging.SimpleFormatter.format";
