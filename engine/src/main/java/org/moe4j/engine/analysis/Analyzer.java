@@ -218,14 +218,14 @@ public final class Analyzer {
         List<RoutingSnapshots.Snapshot> snaps = run == null ? List.of() : RoutingSnapshots.list(run);
         if (snaps.size() < 2) {
             page.section("Early routing learning", run == null
-                    ? "Needs --run DIR: a training folder with routing-snapshots/ (train --out DIR --keep-checkpoints N)."
+                    ? "Needs --run DIR: a run folder with routing-snapshots/ (train --out DIR --keep-checkpoints N writes DIR.run)."
                     : run + ": " + snaps.size() + " routing snapshot(s); two or more are needed.", List.of(), null);
             return;
         }
         int L = c.layers(), E = c.routedExperts(), n = snapshotWindows(pass);
         ExpertCounts[][] tables = new ExpertCounts[snaps.size()][];
         ParamLayout layout = weights.layout();
-        try (Arena arena = Arena.ofConfined()) {
+        try (Arena arena = Arena.ofShared()) { // the worker pool's threads read these weights
             MemorySegment flat = arena.allocate(layout.total() * Float.BYTES, Tensor.ALIGNMENT);
             copyF32(flat);
             for (int i = 0; i < snaps.size(); i++) {

@@ -65,9 +65,10 @@ final class Charts {
 
     /** A heatmap of values[row][col] with row labels (y) and column labels (x). */
     static HeatMapChart heatmap(String title, List<String> cols, List<String> rows, double[][] values) {
-        HeatMapChart ch = new HeatMapChartBuilder().width(Math.max(360, 60 + 38 * cols.size() + 120))
-                .height(Math.max(240, 90 + 30 * rows.size())).title(title).xAxisTitle("expert").yAxisTitle("domain").build();
+        HeatMapChart ch = new HeatMapChartBuilder().width(Math.max(560, 260 + 40 * cols.size()))
+                .height(Math.max(360, 140 + 34 * rows.size())).title(title).xAxisTitle("expert").yAxisTitle("domain").build();
         ch.getStyler().setShowValue(false);
+        ch.getStyler().setHeatMapValueDecimalPattern("0.000");
         ch.getStyler().setLegendPosition(Styler.LegendPosition.OutsideE);
         List<Number[]> cells = new ArrayList<>();
         double min = Double.POSITIVE_INFINITY, max = Double.NEGATIVE_INFINITY;

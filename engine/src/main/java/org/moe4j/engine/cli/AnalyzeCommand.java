@@ -11,6 +11,7 @@ import me.tongfei.progressbar.ProgressBarStyle;
 import org.moe4j.Moe4jException;
 import org.moe4j.engine.analysis.Analyzer;
 import org.moe4j.engine.inference.InferenceModel;
+import org.moe4j.engine.train.RunRecorder;
 import org.moe4j.io.corpus.ShardManifest;
 import org.moe4j.io.corpus.Split;
 import org.moe4j.io.corpus.TokenShard;
@@ -32,7 +33,7 @@ public final class AnalyzeCommand implements Callable<Integer> {
     Path data;
 
     @Option(names = "--run", paramLabel = "DIR",
-            description = "training folder with metrics.jsonl and routing-snapshots/ (default: --ckpt when it has them)")
+            description = "run folder with metrics.jsonl and routing-snapshots/ (default: the checkpoint's DIR.run, when there)")
     Path run;
 
     @Option(names = "--out", required = true, paramLabel = "DIR", description = "where index.html and the CSVs go")
@@ -93,10 +94,9 @@ public final class AnalyzeCommand implements Callable<Integer> {
     record Report(Analyzer.Report report) {
     }
 
-    /** Runs the analysis (also the quickstart's); {@code run} null: the checkpoint folder when it holds a metrics log. */
+    /** Runs the analysis (also the quickstart's); {@code run} null: the checkpoint's run folder when there is one. */
     static Report analyze(Path ckpt, Path data, Path run, Path out, Split split, Analyzer.Options o, String gemmName, boolean bar) {
-        if (run == null && (Files.exists(ckpt.resolve("metrics.jsonl")) || Files.isDirectory(ckpt.resolve("routing-snapshots"))))
-            run = ckpt;
+        if (run == null && Files.isDirectory(RunRecorder.runDir(ckpt))) run = RunRecorder.runDir(ckpt);
         if (run != null && !Files.isDirectory(run)) throw new Moe4jException("--run " + run + ": no such folder");
         WorkerPool pool = WorkerPool.common();
         ShardManifest m = ShardManifest.read(data);

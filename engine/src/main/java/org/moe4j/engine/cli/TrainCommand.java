@@ -25,6 +25,7 @@ import org.moe4j.engine.train.LrSchedule;
 import org.moe4j.engine.train.ShardBatchSource;
 import org.moe4j.engine.train.SyntheticCorpus;
 import org.moe4j.engine.train.Trainer;
+import org.moe4j.engine.train.RunRecorder;
 import org.moe4j.engine.train.ValidationLoss;
 import org.moe4j.io.corpus.BpeTextEncoder;
 import org.moe4j.io.corpus.ShardManifest;
@@ -65,6 +66,8 @@ public final class TrainCommand implements Callable<Integer> {
     @Option(names = "--domains", defaultValue = "4", description = "synthetic source: domains") int domains;
     @Option(names = "--out", description = "write the checkpoint (with training state) here at the end") Path out;
     @Option(names = "--save-every", defaultValue = "0", description = "also save to --out every N steps") int saveEvery;
+    @Option(names = "--keep-checkpoints", defaultValue = "0", paramLabel = "N", description = "with --out: keep N routing snapshots (routers only) over the run, for analyze") int keepCheckpoints;
+    @Option(names = "--snapshot-every", defaultValue = "0", paramLabel = "M", description = "with --out: a routing snapshot every M steps (instead of --keep-checkpoints)") int snapshotEvery;
     @Option(names = "--resume", description = "resume exactly from this checkpoint folder") Path resume;
     @Option(names = "--data", paramLabel = "DIR",
             description = "a prepare-data folder: train on its train split (vocabulary and EOS from its manifest), "
@@ -136,6 +139,7 @@ public final class TrainCommand implements Callable<Integer> {
                 }
                 Trainer trainer = new Trainer(tr, opt, src, new Trainer.Options(batch, seq, accum,
                         new LrSchedule(lr, warmup, steps, 0.1), clip, logEvery), System.out);
+                RunRecorder rec = RunRecorder.attach(trainer, out, model, resume != null, opt.stepCount(), steps, keepCheckpoints, snapshotEvery);
                 Summary sum = train(trainer, opt, steps, () -> {
                     if (out != null) save(out, model, opt, src, tr, tokenizer, extra);
                 }, saveEvery, timeLimit);
@@ -151,6 +155,7 @@ public final class TrainCommand implements Callable<Integer> {
                 if (val != null) {
                     sum = new Summary(sum.window(), sum.firstLoss(), sum.lastLoss(), sum.firstCe(), sum.lastCe(),
                             printValidation(System.out, tr, val, batch, valBatches, seed, valPerDomain));
+                    if (rec != null) rec.validation(opt.stepCount(), sum.validation());
                 }
                 summary = sum;
             }

@@ -4,7 +4,6 @@ import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ArrayNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
-import java.io.BufferedWriter;
 import java.io.IOException;
 import java.io.UncheckedIOException;
 import java.nio.charset.StandardCharsets;
@@ -17,20 +16,18 @@ import org.moe4j.Moe4jException;
 import org.moe4j.engine.model.StepStats;
 
 /**
- * A run's history beside its checkpoint: {@code metrics.jsonl}, one JSON object per optimizer step — step, loss and
+ * A run's history, in the run folder beside its checkpoint ({@link RunRecorder}): {@code metrics.jsonl}, one JSON object per optimizer step — step, loss and
  * its parts (ce, lb, z, erc), lr, grad_norm, tokens_per_s, and per layer load_min, load_max, drops, erc_eps, k (from
- * the step's last micro-batch) — and one per validation ({@code step}, {@code val_ce}, {@code val_ppl}). Lines are
- * flushed as written, so a stopped run keeps what it logged. {@code ./moe4j analyze} draws its training curves.
+ * the step's last micro-batch) — and one per validation ({@code step}, {@code val_ce}, {@code val_ppl}). Each line
+ * is appended on its own (open, write, close), so a stopped run keeps what it logged and nothing needs closing. {@code ./moe4j analyze} draws its training curves.
  */
-public final class MetricsLog implements AutoCloseable {
+public final class MetricsLog {
     public static final String FILE_NAME = "metrics.jsonl";
     private static final ObjectMapper JSON = new ObjectMapper();
     private final Path file;
-    private final BufferedWriter out;
 
-    private MetricsLog(Path file, BufferedWriter out) {
+    private MetricsLog(Path file) {
         this.file = file;
-        this.out = out;
     }
 
     /** Opens {@code dir/metrics.jsonl}: appended to when resuming (from {@code fromStep} on), otherwise replaced. */
@@ -47,9 +44,8 @@ public final class MetricsLog implements AutoCloseable {
                 }
                 Files.write(f, keep, StandardCharsets.UTF_8);
             }
-            BufferedWriter w = resume ? Files.newBufferedWriter(f, StandardCharsets.UTF_8, StandardOpenOption.CREATE, StandardOpenOption.APPEND)
-                    : Files.newBufferedWriter(f, StandardCharsets.UTF_8);
-            return new MetricsLog(f, w);
+            else Files.write(f, new byte[0]);
+            return new MetricsLog(f);
         } catch (IOException e) {
             throw new Moe4jException(f + ": cannot write the metrics log: " + e.getMessage(), e);
         }
@@ -102,9 +98,8 @@ public final class MetricsLog implements AutoCloseable {
 
     private void write(ObjectNode n) {
         try {
-            out.write(JSON.writeValueAsString(n));
-            out.newLine();
-            out.flush();
+            Files.writeString(file, JSON.writeValueAsString(n) + "\n", StandardCharsets.UTF_8, StandardOpenOption.CREATE,
+                    StandardOpenOption.APPEND);
         } catch (IOException e) {
             throw new UncheckedIOException(file + ": cannot append to the metrics log", e);
         }
@@ -128,14 +123,5 @@ public final class MetricsLog implements AutoCloseable {
             throw new Moe4jException(file + ": cannot read the metrics log: " + e.getMessage(), e);
         }
         return rows;
-    }
-
-    @Override
-    public void close() {
-        try {
-            out.close();
-        } catch (IOException e) {
-            throw new UncheckedIOException(file + ": cannot close the metrics log", e);
-        }
     }
 }

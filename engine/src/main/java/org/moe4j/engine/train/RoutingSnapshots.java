@@ -16,7 +16,7 @@ import org.moe4j.simd.DType;
 import org.moe4j.simd.Tensor;
 
 /**
- * Router snapshots of a run: {@code routing-snapshots/step-XXXXXX.safetensors} beside the checkpoint, each layer's
+ * Router snapshots of a run: {@code routing-snapshots/step-XXXXXX.safetensors} in the run folder ({@link RunRecorder}), each layer's
  * router matrix [E, d] (F32) under its parameter name — kilobytes per snapshot, where a full checkpoint would be the
  * whole model. {@code ./moe4j analyze --run} routes with each snapshot's routers (early routing learning).
  */

@@ -35,6 +35,17 @@ public final class Trainer {
     private final Options options;
     private final PrintStream log;
     private final int[] tokens;
+    private StepListener listener;
+
+    /** Sees each step after its update: the step's log and the stats of its last micro-batch (metrics log). */
+    public interface StepListener {
+        void afterStep(StepLog log, StepStats lastMicroBatch);
+    }
+
+    /** Installs (or with null removes) the step listener. */
+    public void listener(StepListener l) {
+        listener = l;
+    }
 
     public Trainer(MoeTransformer model, AdamWOptimizer optimizer, BatchSource source, Options options, PrintStream log) {
         if ((long) options.batch() * options.seqLen() > model.maxTokens() || options.batch() > model.maxSequences())
@@ -92,6 +103,7 @@ public final class Trainer {
         StepLog out = new StepLog(s, loss / acc, ce / acc, lb / acc, z / acc, erc / acc, eps / acc, lr, norm,
                 (double) acc * options.batch() * options.seqLen() / secs, lmin, lmax, drops, ks.toString());
         if (log != null && (s % options.logEvery() == 0 || s + 1 == options.lr().total())) log.println(format(out));
+        if (listener != null) listener.afterStep(out, st);
         return out;
     }
 
