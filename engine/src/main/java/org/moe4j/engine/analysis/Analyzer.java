@@ -539,7 +539,11 @@ public final class Analyzer {
                     + "<style>body{font-family:sans-serif;max-width:1500px;margin:1em auto;padding:0 1em;color:#222}"
                     + "img.chart{margin:4px;border:1px solid #ddd;vertical-align:top}table{border-collapse:collapse;font-size:13px}"
                     + "td,th{border:1px solid #ccc;padding:2px 6px;text-align:left}code{background:#f4f4f4}.files{color:#666;font-size:13px}"
-                    + "</style></head><body><h1>What the router learned</h1>\n" + body + "</body></html>\n";
+                    + "</style></head><body><h1>What the router learned</h1>\n" + body
+                    // marks each chart with the size it was decoded at, so a headless browser's DOM shows it was drawn
+                    + "<script>window.addEventListener('load',()=>{for(const i of document.images)"
+                    + "i.dataset.drawn=i.naturalWidth+'x'+i.naturalHeight;document.body.dataset.loaded='yes';});</script>\n"
+                    + "</body></html>\n";
         }
 
         static String escape(String s) {
