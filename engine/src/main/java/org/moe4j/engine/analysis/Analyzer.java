@@ -89,7 +89,7 @@ public final class Analyzer {
         } catch (IOException e) {
             throw new Moe4jException("--out " + out + ": cannot create the folder: " + e.getMessage(), e);
         }
-        int seq = Math.min(o.seq(), c.maxSeq());
+        int seq = seq();
         RoutingPass pass = new RoutingPass(c, shard, seq, o.tokens(), o.batch());
         RoutingPass.Sinks s = new RoutingPass.Sinks();
         s.byId = new ExpertCounts[L];
@@ -123,9 +123,14 @@ public final class Analyzer {
         return new Report(html, csv, page.charts, pass.tokens(), (System.nanoTime() - t0) * 1e-9);
     }
 
+    /** The window: --seq, at most the model's longest sequence and the shard's length (a small val split). */
+    private int seq() {
+        return (int) Math.max(2, Math.min(Math.min(o.seq(), c.maxSeq()), shard.tokenCount()));
+    }
+
     /** Tokens the analysis routes in all (main pass, drop pass, snapshot passes), for a progress bar. */
     public long plannedTokens(Path run) {
-        int seq = Math.min(o.seq(), c.maxSeq());
+        int seq = seq();
         RoutingPass pass = new RoutingPass(c, shard, seq, o.tokens(), o.batch());
         long n = pass.tokens() + dropWindows(pass) * (long) seq;
         if (run != null) n += RoutingSnapshots.list(run).size() * (long) snapshotWindows(pass) * seq;
