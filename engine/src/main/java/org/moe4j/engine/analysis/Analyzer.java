@@ -322,8 +322,8 @@ public final class Analyzer {
             Charts.line(ch, "layer " + l, x, y, false);
         }
         csv.add(Csv.write(out.resolve("drops_by_position.csv"), sb));
-        page.section("Drops towards the end", "Each window is one routing group: tokens claim capacity in order, so "
-                + "later positions are dropped more (OpenMoE).", List.of(ch), "drops_by_position.csv");
+        page.section("Drops towards the end", "Each window is one routing group; first choices claim capacity before "
+                + "second choices, each in token order, so later positions are dropped more (OpenMoE).", List.of(ch), "drops_by_position.csv");
     }
 
     private void clusters(RoutingPass.Sinks s, Path out, Page page, List<Path> csv) {
