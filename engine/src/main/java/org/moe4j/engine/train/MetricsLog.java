@@ -40,7 +40,9 @@ public final class MetricsLog {
                 for (String line : Files.readAllLines(f, StandardCharsets.UTF_8)) {
                     if (line.isBlank()) continue;
                     JsonNode n = JSON.readTree(line);
-                    if (n.path("step").asLong(Long.MAX_VALUE) < fromStep) keep.add(line);
+                    long step = n.path("step").asLong(Long.MAX_VALUE);
+                    // step lines are 0-based step indices, a validation line the steps done: both stay up to fromStep
+                    if (n.has("val_ce") ? step <= fromStep : step < fromStep) keep.add(line);
                 }
                 Files.write(f, keep, StandardCharsets.UTF_8);
             }
