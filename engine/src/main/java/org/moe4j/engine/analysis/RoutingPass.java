@@ -79,7 +79,6 @@ public final class RoutingPass {
         for (int i = 0; i < batch; i++) slots[i] = i;
         try (ForwardRunner f = new ForwardRunner(weights, rows, batch, seq, c.routedK(), false, gemm, pool)) {
             for (int l = 0; l < L; l++) f.control(l).capacityFactor(cf);
-            int[] filled = {0};
             f.observer((l, r, ye) -> {
                 int T = r.tokens();
                 if (s.byId != null) s.byId[l].add(ids, T, r.expert, r.kTot(), r.kRouted());
@@ -123,7 +122,6 @@ public final class RoutingPass {
                     first[b] = 0;
                 }
                 starts[B] = B * seq;
-                filled[0] = B * seq;
                 f.forward(ids, starts, first, slots, B);
                 if (progress != null) progress.accept((long) B * seq);
             }

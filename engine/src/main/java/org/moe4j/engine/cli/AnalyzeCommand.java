@@ -83,19 +83,15 @@ public final class AnalyzeCommand implements Callable<Integer> {
             case "val" -> Split.VAL;
             default -> throw new Moe4jException("--split " + split + ": expected train or val");
         };
-        Report r = analyze(ckpt, data, run, out, sp, new Analyzer.Options(tokens, seq, 16, capacityFactor, clusterTokens,
+        Analyzer.Report r = analyze(ckpt, data, run, out, sp, new Analyzer.Options(tokens, seq, 16, capacityFactor, clusterTokens,
                 clusters, snapshotTokens, minCount, seed), gemm, true);
         System.out.printf(Locale.ROOT, "report: %s (%d charts, %d CSV files; %,d tokens in %.1f s)%n",
-                r.report().page().toAbsolutePath(), r.report().charts(), r.report().csv().size(), r.report().tokens(), r.report().seconds());
+                r.page().toAbsolutePath(), r.charts(), r.csv().size(), r.tokens(), r.seconds());
         return 0;
     }
 
-    /** The report and what it was made from. */
-    record Report(Analyzer.Report report) {
-    }
-
     /** Runs the analysis (also the quickstart's); {@code run} null: the checkpoint's run folder when there is one. */
-    static Report analyze(Path ckpt, Path data, Path run, Path out, Split split, Analyzer.Options o, String gemmName, boolean bar) {
+    static Analyzer.Report analyze(Path ckpt, Path data, Path run, Path out, Split split, Analyzer.Options o, String gemmName, boolean bar) {
         if (run == null && Files.isDirectory(RunRecorder.runDir(ckpt))) run = RunRecorder.runDir(ckpt);
         if (run != null && !Files.isDirectory(run)) throw new Moe4jException("--run " + run + ": no such folder");
         WorkerPool pool = WorkerPool.common();
@@ -104,11 +100,11 @@ public final class AnalyzeCommand implements Callable<Integer> {
              TokenShard shard = m.open(data, split)) {
             GemmBackends.Choice backend = gemmName == null ? GemmBackends.fromEnvironment(pool) : GemmBackends.select(gemmName, pool);
             Analyzer a = new Analyzer(model.config(), model.weights(), model.tokenizer(), shard, m.domains(), backend.gemm(), pool, o);
-            if (!bar) return new Report(a.run(run, out, null));
+            if (!bar) return a.run(run, out, null);
             try (ProgressBar pb = new ProgressBarBuilder().setTaskName("routing").setInitialMax(a.plannedTokens(run))
                     .setUnit(" tok", 1).setStyle(ProgressBarStyle.ASCII).setUpdateIntervalMillis(500)
                     .setConsumer(new ConsoleProgressBarConsumer(System.err)).showSpeed().build()) {
-                return new Report(a.run(run, out, pb::stepBy));
+                return a.run(run, out, pb::stepBy);
             }
         }
     }

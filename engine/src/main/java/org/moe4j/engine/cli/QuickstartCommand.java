@@ -117,7 +117,7 @@ public final class QuickstartCommand implements Callable<Integer> {
             var val = ShardManifest.read(data).splits().get(Split.VAL.stem());
             Split split = val != null && val.tokens() >= 4096 ? Split.VAL : Split.TRAIN; // a test's val split may be empty
             page = AnalyzeCommand.analyze(model, data, null, model.resolveSibling("report"), split,
-                    Analyzer.Options.defaults().withTokens(16_384), null, false).report().page();
+                    Analyzer.Options.defaults().withTokens(16_384), null, false).page();
         } catch (Moe4jException e) { // the model is trained and saved either way: say why there is no page
             System.out.println("\nquickstart: no routing report: " + e.getMessage());
             return;

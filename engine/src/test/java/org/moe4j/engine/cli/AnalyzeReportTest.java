@@ -48,7 +48,7 @@ class AnalyzeReportTest {
 
         Path out = dir.resolve("report");
         Analyzer.Options o = new Analyzer.Options(4096, 32, 8, 1.0, 1024, 8, 1024, 2, 1);
-        Analyzer.Report r = AnalyzeCommand.analyze(ck, data, null, out, Split.TRAIN, o, "java", false).report();
+        Analyzer.Report r = AnalyzeCommand.analyze(ck, data, null, out, Split.TRAIN, o, "java", false);
         for (String f : CSV) {
             assertTrue(Files.exists(out.resolve(f)), f + " was not written");
             assertTrue(Files.readAllLines(out.resolve(f)).size() > 1, f + " holds no row");
