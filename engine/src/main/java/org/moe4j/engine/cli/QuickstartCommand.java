@@ -10,6 +10,7 @@ import org.moe4j.Moe4jException;
 import org.moe4j.engine.inference.InferenceModel;
 import org.moe4j.engine.subset.Evaluator;
 import org.moe4j.engine.subset.SubsetMethod;
+import org.moe4j.engine.analysis.Analyzer;
 import org.moe4j.engine.train.ValidationLoss;
 import org.moe4j.io.corpus.BpeTextEncoder;
 import org.moe4j.io.corpus.CorpusException;
@@ -17,6 +18,7 @@ import org.moe4j.io.corpus.JdkSources;
 import org.moe4j.io.corpus.ShardManifest;
 import org.moe4j.nativ.GemmBackends;
 import org.moe4j.simd.WorkerPool;
+import org.moe4j.io.corpus.Split;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Model.CommandSpec;
@@ -110,6 +112,7 @@ public final class QuickstartCommand implements Callable<Integer> {
                 prepSeconds, trainSeconds, (System.nanoTime() - t0) * 1e-9, model.toAbsolutePath());
         generateSample(model);
         subsetSample(model, data);
+        printReport(data, model);
         return 0;
     }
 
@@ -137,6 +140,22 @@ public final class QuickstartCommand implements Callable<Integer> {
                     dom.domain(), full.labels(), full.perplexity(), quarter.perplexity(),
                     100 * (quarter.perplexity() / full.perplexity() - 1), quarter.kept()[0].length, m.config().experts());
         }
+    }
+
+    /** A small routing report of the model ({@code ./moe4j analyze} on 16k tokens); prints where it is. */
+    private static void printReport(Path data, Path model) {
+        Path page;
+        try {
+            var val = ShardManifest.read(data).splits().get(Split.VAL.stem());
+            Split split = val != null && val.tokens() >= 4096 ? Split.VAL : Split.TRAIN; // a test's val split may be empty
+            page = AnalyzeCommand.analyze(model, data, null, model.resolveSibling("report"), split,
+                    Analyzer.Options.defaults().withTokens(16_384), null, false).page();
+        } catch (Moe4jException e) { // the model is trained and saved either way: say why there is no page
+            System.out.println("\nquickstart: no routing report: " + e.getMessage());
+            return;
+        }
+        System.out.println("\nquickstart: routing report in " + page.toAbsolutePath() + " (open it in a browser; ./moe4j analyze "
+                + "--ckpt " + model.toAbsolutePath() + " --data " + data.toAbsolutePath() + " --out DIR for more tokens)");
     }
 
     /** The prompt the quickstart continues with the model it trained (greedy, so the same model gives the same text). */

@@ -26,6 +26,7 @@ import org.moe4j.engine.train.LrSchedule;
 import org.moe4j.engine.train.ShardBatchSource;
 import org.moe4j.engine.train.SyntheticCorpus;
 import org.moe4j.engine.train.Trainer;
+import org.moe4j.engine.train.RunRecorder;
 import org.moe4j.engine.train.ValidationLoss;
 import org.moe4j.io.checkpoint.CheckpointFolder;
 import org.moe4j.io.corpus.BpeTextEncoder;
@@ -68,6 +69,8 @@ public final class TrainCommand implements Callable<Integer> {
     @Option(names = "--out", description = "write the checkpoint (with training state) here at the end: absent, an "
             + "empty folder, or a moe4j checkpoint, which is replaced atomically") Path out;
     @Option(names = "--save-every", defaultValue = "0", description = "also save to --out every N steps") int saveEvery;
+    @Option(names = "--keep-checkpoints", defaultValue = "0", paramLabel = "N", description = "with --out: keep N routing snapshots (routers only) over the run, for analyze") int keepCheckpoints;
+    @Option(names = "--snapshot-every", defaultValue = "0", paramLabel = "M", description = "with --out: a routing snapshot every M steps (instead of --keep-checkpoints)") int snapshotEvery;
     @Option(names = "--resume", description = "resume exactly from this checkpoint folder") Path resume;
     @Option(names = "--data", paramLabel = "DIR",
             description = "a prepare-data folder: train on its train split (vocabulary and EOS from its manifest), "
@@ -184,6 +187,7 @@ public final class TrainCommand implements Callable<Integer> {
                 Trainer trainer = new Trainer(tr, opt, src, new Trainer.Options(batch, seq, accum,
                         new LrSchedule(lr, warmup, steps, 0.1), clip, logEvery), System.out);
                 if (dist != null) dist.attach(trainer, tr); // --distributed: gradients, routing counts, weight checks
+                RunRecorder rec = RunRecorder.attach(trainer, out, model, resume != null, opt.stepCount(), steps, keepCheckpoints, snapshotEvery);
                 Summary sum = train(trainer, opt, steps, () -> {
                     if (out != null) save(out, model, opt, src, tr, tokenizer, extra);
                 }, saveEvery, timeLimit);
@@ -199,6 +203,7 @@ public final class TrainCommand implements Callable<Integer> {
                 if (val != null) {
                     sum = new Summary(sum.window(), sum.firstLoss(), sum.lastLoss(), sum.firstCe(), sum.lastCe(),
                             printValidation(System.out, tr, val, batch, valBatches, seed, valPerDomain));
+                    if (rec != null) rec.validation(opt.stepCount(), sum.validation());
                 }
                 summary = sum;
             }

@@ -59,6 +59,17 @@ public final class Trainer {
     private final int[] tokens;
     private Replicas replicas;
     private final double[] figures = new double[8];
+    private StepListener listener;
+
+    /** Sees each step after its update: the step's log and the stats of its last micro-batch (metrics log). */
+    public interface StepListener {
+        void afterStep(StepLog log, StepStats lastMicroBatch);
+    }
+
+    /** Installs (or with null removes) the step listener. */
+    public void listener(StepListener l) {
+        listener = l;
+    }
 
     public Trainer(MoeTransformer model, AdamWOptimizer optimizer, BatchSource source, Options options, PrintStream log) {
         if ((long) options.batch() * options.seqLen() > model.maxTokens() || options.batch() > model.maxSequences())
@@ -138,6 +149,7 @@ public final class Trainer {
         StepLog out = new StepLog(s, loss / acc, ce / acc, lb / acc, z / acc, erc / acc, eps / acc, lr, norm,
                 tokens / secs, lmin, lmax, drops, ks.toString());
         if (log != null && (s % options.logEvery() == 0 || s + 1 == options.lr().total())) log.println(format(out));
+        if (listener != null) listener.afterStep(out, st);
         return out;
     }
 
