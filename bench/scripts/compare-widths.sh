@@ -25,7 +25,7 @@ for r in $(seq 1 "$rounds"); do
         ;;
       step)
         MOE4J_THREADS=2 "${java[@]}" "-Dmoe4j.simd.bits=$w" -cp bench/target/benchmarks.jar \
-          org.moe4j.bench.StepBench small --backends java --warmup 4 --steps 4 2>&1 | grep -v '^WARNING'
+          org.moe4j.bench.StepBench small --backends java --warmup 8 --steps 3 2>&1 | grep -v '^WARNING'
         ;;
       *) echo "compare-widths.sh: '$what': expected gemm or step" >&2; exit 2 ;;
     esac
