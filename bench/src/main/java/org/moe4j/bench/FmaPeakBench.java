@@ -21,7 +21,8 @@ import org.openjdk.jmh.annotations.Warmup;
  * <p>Hypothesis: 16 independent 512-bit FMA chains per thread hide the 4-cycle latency of 2 FMA pipes, so two
  * threads reach ~2 x 64 FLOP/cycle, i.e. the 530-567 GFLOP/s of BASELINES.md.
  *
- * <p>One op = {@link #ITERS} iterations x 16 vectors x 16 lanes x 2 FLOP = {@link #FLOP_PER_OP} FLOP per thread;
+ * <p>One op = {@link #ITERS} iterations x 16 vectors x L lanes x 2 FLOP = {@link #FLOP_PER_OP} FLOP per thread
+ * (L = 16 at the default 512 bits here; {@code -Dmoe4j.simd.bits=256} measures the 256-bit peak);
  * JMH sums ops/s over the two threads, so GFLOP/s = ops/s x FLOP_PER_OP / 1e9. The accumulators are reduced and
  * returned, so nothing can be dropped; acc * 0.9999999 + 1e-7 stays bounded.
  *
@@ -38,9 +39,10 @@ import org.openjdk.jmh.annotations.Warmup;
 @Warmup(iterations = 3, time = 1)
 @Measurement(iterations = 5, time = 1)
 public class FmaPeakBench {
-    static final VectorSpecies<Float> S = FloatVector.SPECIES_512;
+    /** The kernels' species ({@code -Dmoe4j.simd.bits}): the peak at the width the GEMM runs at. */
+    static final VectorSpecies<Float> S = org.moe4j.simd.Simd.FLOAT;
     public static final int ITERS = 100_000;
-    public static final double FLOP_PER_OP = (double) ITERS * 16 * 16 * 2;
+    public static final double FLOP_PER_OP = (double) ITERS * 16 * S.length() * 2;
 
     float mul = 0.9999999f;
     float add = 1e-7f;

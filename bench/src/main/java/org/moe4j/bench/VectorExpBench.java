@@ -28,13 +28,14 @@ import org.openjdk.jmh.annotations.Warmup;
  *
  * <p>Hypothesis (before measuring): {@code lanewise(EXP)} costs a stub call per vector, so the inlined
  * ~20-instruction polynomial is faster. {@code lanewiseExpSum} / {@code polyExpSum} isolate the exp, summing
- * exp(x) over 8192 floats; {@code kernelSoftmax} is the Softmax kernel on one 8192-wide row with the exp it
- * uses by default (add {@code -jvmArgsAppend -Dmoe4j.exp=poly} to run it on the polynomial).
+ * exp(x) over 8192 floats; {@code kernelSoftmax} is the Softmax kernel on one 8192-wide row.
  *
  * <p>Result (2-core Zen 5, AVX-512, JDK 25, shared machine, short run): the hypothesis is wrong on x86-64:
  * lanewiseExpSum ~2.0 us vs polyExpSum ~3.9 us per 8192 floats, both 0 B/op; lanewise(EXP) is an SVML
- * stub, accurate to ~6e-8 relative. VectorMath therefore uses lanewise(EXP) on amd64 and keeps the polynomial
- * (~1e-7 relative) for other platforms.
+ * stub, accurate to ~6e-8 relative. The kernels nevertheless use the polynomial everywhere (issue "Hardening"):
+ * before C2 compiles it, lanewise(EXP) runs {@code Math.exp} per lane, which differs from the SVML stub in the last
+ * bit in ~1% of lanes, so results depended on JIT state and a run resumed in a new JVM drifted from a straight run.
+ * The polynomial uses only exactly rounded operations and gives the same bits in every mode.
  *
  * <p>Run: {@code ./moe4j bench VectorExpBench -f 1 -wi 2 -i 3 -w 1s -r 1s -prof gc}
  */
@@ -45,7 +46,7 @@ import org.openjdk.jmh.annotations.Warmup;
 @Warmup(iterations = 3, time = 1)
 @Measurement(iterations = 5, time = 1)
 public class VectorExpBench {
-    private static final VectorSpecies<Float> F = FloatVector.SPECIES_PREFERRED;
+    private static final VectorSpecies<Float> F = org.moe4j.simd.Simd.FLOAT;
     private static final int N = 8192;
     private Arena arena;
     private MemorySegment x;

@@ -1,6 +1,7 @@
 package org.moe4j.props;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.moe4j.props.KernelsSupport.assertClose;
 import static org.moe4j.props.KernelsSupport.floats;
 import static org.moe4j.props.KernelsSupport.gaussian;
@@ -86,6 +87,29 @@ class AdamWProperties {
             }
             assertClose("scaled", read(gs, 1, n), scaled, 0, 1e-7);
             KernelsSupport.assertPadIntact("scaled", gs, 1, n);
+        }
+    }
+
+    /**
+     * Finite gradients up to the float maximum: the squares overflow float, the sum must not (it is finite and
+     * matches the float64 twin); one non-finite gradient makes it non-finite.
+     */
+    @Property(tries = 30)
+    void sumSquaresDoesNotOverflowOnFiniteGradients(@ForAll @IntRange(min = 1, max = 9000) int n, @ForAll long seed) {
+        Random rnd = new Random(seed);
+        float[] g = gaussian(rnd, n, 1e37);
+        for (int i = 0; i < n; i++) {
+            if (!Float.isFinite(g[i])) {
+                g[i] = Math.copySign(Float.MAX_VALUE, g[i]);
+            }
+        }
+        double want = RefAdamW.sumSquares(toDouble(g));
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment gs = floats(arena, g, 1);
+            assertEquals(want, AdamW.sumSquares(gs, 1, n), 1e-6 * want, "sum of squares");
+            gs.setAtIndex(org.moe4j.simd.Tensor.FLOAT, 1 + rnd.nextInt(n), rnd.nextBoolean() ? Float.NaN
+                    : Float.NEGATIVE_INFINITY);
+            assertTrue(!Double.isFinite(AdamW.sumSquares(gs, 1, n)), "a non-finite gradient gives a non-finite sum");
         }
     }
 }

@@ -748,15 +748,9 @@ public final class Attention {
     }
 
     // x[i] = exp(x[i] - m) over [from, to) (whole vectors), -inf -> 0; returns the sum. The one exp of every
-    // kernel (VectorMath.exp): exactly rounded operations only, so the bits do not depend on JIT state.
+    // kernel (VectorMath): exactly rounded operations only, so the bits do not depend on JIT state.
     private static float expSub(float[] x, int from, int to, float m) {
-        FloatVector sum = FloatVector.zero(SPECIES);
-        for (int i = from; i < to; i += L) {
-            FloatVector ex = VectorMath.exp(FloatVector.fromArray(SPECIES, x, i).sub(m));
-            ex.intoArray(x, i);
-            sum = sum.add(ex);
-        }
-        return VectorMath.sum(sum);
+        return VectorMath.expSubInPlace(x, from, to, m);
     }
 
     // ds[i] = p[i] * (ds[i] - d) over [from, to) (whole vectors)

@@ -57,6 +57,33 @@ class VectorMathTest {
         }
     }
 
+    @Test
+    void writtenOutExpEqualsTheVectorExp() {
+        java.util.Random rnd = new java.util.Random(11);
+        int l = VectorMath.L;
+        int n = 64 * l;
+        float[] x = new float[n];
+        for (int i = 0; i < n; i++) {
+            x[i] = i % 13 == 0 ? Float.NEGATIVE_INFINITY : (float) (rnd.nextDouble() * 240 - 200);
+        }
+        float m = 3.25f;
+        float[] want = new float[n];
+        float wantSum = 0f;
+        jdk.incubator.vector.FloatVector acc = jdk.incubator.vector.FloatVector.zero(VectorMath.F);
+        for (int i = 0; i < n; i += l) {
+            jdk.incubator.vector.FloatVector e = VectorMath.exp(FloatVector.fromArray(VectorMath.F, x, i).sub(m));
+            e.intoArray(want, i);
+            acc = acc.add(e);
+        }
+        wantSum = VectorMath.sum(acc);
+        float[] got = x.clone();
+        float sum = VectorMath.expSubInPlace(got, 0, n, m);
+        for (int i = 0; i < n; i++) {
+            assertEquals(Float.floatToIntBits(want[i]), Float.floatToIntBits(got[i]), "exp(" + x[i] + " - " + m + ")");
+        }
+        assertEquals(Float.floatToIntBits(wantSum), Float.floatToIntBits(sum), "sum");
+    }
+
     private static void accurate(boolean scalar) {
         int l = VectorMath.L;
         int n = 1 << 20;
