@@ -69,7 +69,7 @@ final class BlockContext {
         kTotMax = Math.max(maxRoutedK, c.maxRoutedK()) + shared;
         eps = (float) c.normEps();
         batch = new Batch(c, maxTokens, maxSequences, ws.arena());
-        ops = new RowOps(pool, Math.max(Math.max(d, qw), kw), ws.arena());
+        ops = new RowOps(pool, Math.max(Math.max(d, qw), kw), maxTokens, ws.arena());
         attention = new Attention(c.maxSeq(), H, Hkv, dh, pool.threads());
         cachedAttention = training ? null : new CachedAttention(c.maxSeq(), H, Hkv, dh, pool.threads());
         rope = new Rope(Math.max(c.maxSeq(), 2), dh, c.ropeTheta() > 1 ? c.ropeTheta() : 10000.0);

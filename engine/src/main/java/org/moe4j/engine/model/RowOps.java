@@ -18,18 +18,29 @@ import org.moe4j.simd.WorkerPool;
 final class RowOps {
     private static final ValueLayout.OfFloat F = Tensor.FLOAT;
     private final WorkerPool pool;
-    private final int threads;
-    /** Per-worker partial norm-weight gradients [threads, maxWidth] and loss sums. */
+    /**
+     * Rows per reduction block. Sums over rows (norm-weight gradients, the cross-entropy) are taken per fixed block
+     * of rows and the blocks added in order, so their bits do not depend on how many threads split the rows.
+     */
+    static final int BLOCK = 32;
+    /** Partial norm-weight gradients [blocks, maxWidth] and loss sums [blocks]. */
     private final MemorySegment dwPartial;
-    private final int maxWidth;
+    private final int maxWidth, maxBlocks;
     private final double[] partial;
 
-    RowOps(WorkerPool pool, int maxWidth, Arena arena) {
+    RowOps(WorkerPool pool, int maxWidth, int maxRows, Arena arena) {
         this.pool = pool;
-        this.threads = pool.threads();
         this.maxWidth = maxWidth;
-        this.dwPartial = arena.allocate((long) threads * maxWidth * Float.BYTES, Tensor.ALIGNMENT);
-        this.partial = new double[threads];
+        this.maxBlocks = Math.max(1, (maxRows + BLOCK - 1) / BLOCK);
+        this.dwPartial = arena.allocate((long) maxBlocks * maxWidth * Float.BYTES, Tensor.ALIGNMENT);
+        this.partial = new double[maxBlocks];
+    }
+
+    private int blocks(int rows) {
+        int nb = (rows + BLOCK - 1) / BLOCK;
+        if (nb > maxBlocks)
+            throw new org.moe4j.Moe4jException("RowOps: " + rows + " rows, built for at most " + maxBlocks * BLOCK);
+        return nb;
     }
 
     WorkerPool pool() {
@@ -66,25 +77,30 @@ final class RowOps {
         boolean acc;
         int d;
 
+        int rows;
+
         @Override
-        public void run(int s, int e, int worker) {
-            long base = (long) worker * maxWidth;
-            VectorOps.zero(dwPartial, base, d);
-            RmsNorm.backward(dy, dyo, x, xo, w, wo, rstd, ro, dx, dxo, acc, dwPartial, base, d, s, e);
+        public void run(int b0, int b1, int worker) {
+            for (int b = b0; b < b1; b++) {
+                long base = (long) b * maxWidth;
+                VectorOps.zero(dwPartial, base, d);
+                RmsNorm.backward(dy, dyo, x, xo, w, wo, rstd, ro, dx, dxo, acc, dwPartial, base, d, b * BLOCK,
+                        Math.min(rows, (b + 1) * BLOCK));
+            }
         }
     }
 
     private final NormBwd normBwd = new NormBwd();
 
-    /** dy, x [rows, d], w [d], rstd [rows] -> dx [rows, d] (written or added), dw [d] += (reduced over workers). */
+    /** dy, x [rows, d], w [d], rstd [rows] -> dx [rows, d] (written or added), dw [d] += (reduced over row blocks). */
     void rmsNormBackward(MemorySegment dy, long dyo, MemorySegment x, long xo, MemorySegment w, long wo,
                          MemorySegment rstd, long ro, MemorySegment dx, long dxo, boolean accumulateDx,
                          MemorySegment dw, long dwo, int d, int rows) {
         NormBwd t = normBwd;
         t.dy = dy; t.dyo = dyo; t.x = x; t.xo = xo; t.w = w; t.wo = wo; t.rstd = rstd; t.ro = ro; t.dx = dx;
-        t.dxo = dxo; t.acc = accumulateDx; t.d = d;
-        int chunks = Math.min(threads, rows);
-        pool.parallelFor(rows, t);
+        t.dxo = dxo; t.acc = accumulateDx; t.d = d; t.rows = rows;
+        int chunks = blocks(rows);
+        pool.parallelFor(chunks, t);
         for (int k = 0; k < chunks; k++) {
             long base = (long) k * maxWidth;
             for (int i = 0; i < d; i++)
@@ -164,11 +180,13 @@ final class RowOps {
 
     private final class CeFwd implements WorkerPool.RangeTask {
         MemorySegment logits, targets, lse;
-        int vocab;
+        int vocab, rows;
 
         @Override
-        public void run(int s, int e, int worker) {
-            partial[worker] += CrossEntropy.forward(logits, 0, targets, 0, -1, lse, 0, null, 0, vocab, s, e);
+        public void run(int b0, int b1, int worker) {
+            for (int b = b0; b < b1; b++)
+                partial[b] = CrossEntropy.forward(logits, 0, targets, 0, -1, lse, 0, null, 0, vocab, b * BLOCK,
+                        Math.min(rows, (b + 1) * BLOCK));
         }
     }
 
@@ -177,11 +195,11 @@ final class RowOps {
     /** Σ CE over label rows (target -1 = no label); lse [rows] written. */
     double crossEntropy(MemorySegment logits, MemorySegment targets, MemorySegment lse, int vocab, int rows) {
         CeFwd t = ceFwd;
-        t.logits = logits; t.targets = targets; t.lse = lse; t.vocab = vocab;
-        java.util.Arrays.fill(partial, 0.0);
-        pool.parallelFor(rows, t);
+        t.logits = logits; t.targets = targets; t.lse = lse; t.vocab = vocab; t.rows = rows;
+        int nb = blocks(rows);
+        pool.parallelFor(nb, t);
         double s = 0;
-        for (double p : partial) s += p;
+        for (int b = 0; b < nb; b++) s += partial[b];
         return s;
     }
 

@@ -44,7 +44,7 @@ class DispatchProperties {
             MemorySegment out = arena.allocate((long) T * d * 4);
             // integers: every sum is exact
             for (int i = 0; i < T * d; i++) x.setAtIndex(Tensor.FLOAT, i, r.nextInt(2001) - 1000);
-            RowOps ops = new RowOps(POOL, d, arena);
+            RowOps ops = new RowOps(POOL, d, T, arena);
             int[] rowOfSlot = new int[T * kTot];
             Arrays.fill(rowOfSlot, -1);
             for (int i = 0; i < S; i++) rowOfSlot[rt.perm[i]] = i;
