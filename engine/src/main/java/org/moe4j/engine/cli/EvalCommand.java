@@ -127,7 +127,7 @@ public final class EvalCommand implements Callable<Integer> {
         try {
             OutputFolders.writeAtomically(json, JSON.writerWithDefaultPrettyPrinter().writeValueAsBytes(root), "--out");
         } catch (com.fasterxml.jackson.core.JsonProcessingException e) {
-            throw new IllegalStateException(e);
+            throw new Moe4jException("--out " + json + ": cannot serialise the results JSON: " + e.getMessage(), e);
         }
         System.out.println("wrote " + csv + " and " + json);
         return 0;

@@ -1,5 +1,6 @@
 package org.moe4j.engine.subset;
 
+import org.moe4j.Moe4jException;
 import java.lang.foreign.MemorySegment;
 import org.moe4j.engine.model.ForwardRunner;
 import org.moe4j.engine.routing.Routing;
@@ -97,7 +98,7 @@ public final class ExpertScores implements ForwardRunner.LayerObserver {
                 case LAYERWISE, GLOBAL -> probSum[layer][e] / n;
                 case FREQUENCY -> (double) picks[layer][e] / n;
                 case REAP -> reapCount[layer][e] == 0 ? 0 : reapSum[layer][e] / reapCount[layer][e];
-                case RANDOM -> throw new IllegalArgumentException("random selection has no calibration score");
+                case RANDOM -> throw new Moe4jException("--method random: random selection has no calibration score to compute");
             };
         }
         return s;

@@ -59,7 +59,7 @@ public final class OutputFolders {
         } catch (IOException e) {
             throw new Moe4jException(dir + ": cannot read the checkpoint to hash it: " + e.getMessage(), e);
         } catch (NoSuchAlgorithmException e) {
-            throw new IllegalStateException(e);
+            throw new Moe4jException("this JDK has no SHA-256 (every JDK must): " + e.getMessage(), e);
         }
     }
 

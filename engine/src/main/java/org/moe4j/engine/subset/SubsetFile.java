@@ -1,5 +1,6 @@
 package org.moe4j.engine.subset;
 
+import org.moe4j.Moe4jException;
 import com.fasterxml.jackson.core.JsonProcessingException;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ArrayNode;
@@ -54,7 +55,7 @@ public final class SubsetFile {
         try {
             OutputFolders.writeAtomically(file, JSON.writerWithDefaultPrettyPrinter().writeValueAsBytes(json), option);
         } catch (JsonProcessingException e) {
-            throw new IllegalStateException(e);
+            throw new Moe4jException(option + " " + file + ": cannot serialise the subset JSON: " + e.getMessage(), e);
         }
     }
 }
