@@ -102,7 +102,7 @@ public final class GenerateCommand implements Callable<Integer> {
             case "bf16" -> true;
             default -> throw new Moe4jException("--weights-dtype " + dtype + ": expected f32 or bf16");
         };
-        if (out != null && Files.isDirectory(out)) throw new Moe4jException("--out " + out + " is a directory; give a file name");
+        if (out != null) requireOwnOutput(out);
         if (greedy && temperature != null) throw new Moe4jException("--greedy and --temperature exclude each other");
         Sampling sampling = temperature == null ? Sampling.ofGreedy() : Sampling.of(temperature, topK, topP, seed);
         WorkerPool pool = WorkerPool.common();
@@ -175,6 +175,23 @@ public final class GenerateCommand implements Callable<Integer> {
             if (out != null) writeOut(sessions, model.tokenizer() != null);
         }
         return 0;
+    }
+
+    /** --out may replace nothing but an earlier output of this command (its three keys): never a user's file. */
+    static void requireOwnOutput(Path out) {
+        if (Files.isDirectory(out)) throw new Moe4jException("--out " + out + " is a directory; give a file name");
+        if (!Files.exists(out)) return;
+        boolean ours;
+        try {
+            var root = JSON.readTree(out.toFile());
+            ours = root != null && root.isObject() && root.size() == 3 && root.has("tokens") && root.has("text")
+                    && root.has("finish_reason");
+        } catch (IOException e) {
+            ours = false;
+        }
+        if (!ours)
+            throw new Moe4jException("--out " + out + " exists and is not an earlier output of generate; remove it first "
+                    + "or give another file name");
     }
 
     private void writeOut(List<GenerationSession> sessions, boolean text) {

@@ -9,6 +9,7 @@ import java.util.HexFormat;
 import java.util.stream.Stream;
 import org.moe4j.Moe4jException;
 import org.moe4j.io.checkpoint.CheckpointDescriptor;
+import org.moe4j.io.checkpoint.CheckpointFolder;
 
 /** Checks on the folders and files select, prune and eval write, and the source checkpoint's fingerprint. */
 public final class OutputFolders {
@@ -16,20 +17,11 @@ public final class OutputFolders {
     }
 
     /**
-     * A checkpoint folder may be written at {@code dir} when nothing is there, an empty folder, or a checkpoint
-     * (it has a config.json): any other folder is someone's data and is refused rather than replaced.
+     * A checkpoint folder may be written at {@code dir} when nothing is there, an empty folder, or a checkpoint moe4j
+     * wrote ({@link CheckpointFolder#requireReplaceable}, the rule every save applies): checked before any work.
      */
     public static void checkReplaceable(Path dir, String option) {
-        if (!Files.exists(dir)) return;
-        if (!Files.isDirectory(dir)) throw new Moe4jException(option + " " + dir + " is a file, not a checkpoint folder");
-        if (Files.exists(dir.resolve(CheckpointDescriptor.CONFIG))) return;
-        try (Stream<Path> s = Files.list(dir)) {
-            if (s.findAny().isPresent())
-                throw new Moe4jException(option + " " + dir + " is a folder that is not a checkpoint (no config.json) and "
-                        + "not empty: refusing to replace it");
-        } catch (IOException e) {
-            throw new Moe4jException(option + " " + dir + ": cannot list: " + e.getMessage(), e);
-        }
+        CheckpointFolder.requireReplaceable(dir, option + " " + dir);
     }
 
     /** A file to write: not a folder, its parent folder must exist or be creatable. */

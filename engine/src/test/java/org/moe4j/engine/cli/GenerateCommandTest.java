@@ -95,6 +95,8 @@ class GenerateCommandTest {
         Files.writeString(bad, "{\"tokens\": [[1, 2, 99999]]}");
         Path malformed = tmp.resolve("malformed.json");
         Files.writeString(malformed, "{\"tokens\": [[1, 2,");
+        Path precious = tmp.resolve("precious.txt");
+        Files.writeString(precious, "my notes");
         Path noShared = tmp.resolve("noshared.json");
         Files.writeString(noShared, "{\"experts\": [0, 1]}");
         Object[][] cases = {
@@ -106,6 +108,7 @@ class GenerateCommandTest {
                 {new String[] {"--ckpt", ckpt.toString(), "--prompt", "x", "--weights-dtype", "f8"}, "--weights-dtype"},
                 {new String[] {"--ckpt", ckpt.toString(), "--prompt", "x", "--temperature", "-1"}, "--temperature"},
                 {new String[] {"--ckpt", ckpt.toString(), "--prompt", "x", "--emo-pool", "99"}, "--emo-pool"},
+                {new String[] {"--ckpt", ckpt.toString(), "--prompt", "x", "--out", precious.toString()}, "not an earlier output"},
         };
         for (Object[] cs : cases) {
             StringBuilder err = new StringBuilder();
@@ -115,6 +118,7 @@ class GenerateCommandTest {
                     + " should name '" + cs[1] + "': " + err);
             assertFalse(err.toString().contains("Exception"), "no stack trace: " + err);
         }
+        assertEquals("my notes", Files.readString(precious), "a user's file is never replaced");
     }
 
     @Test

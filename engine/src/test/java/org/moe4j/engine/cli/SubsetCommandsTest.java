@@ -170,7 +170,7 @@ class SubsetCommandsTest {
         Path notCkpt = tmp.resolve("precious");
         Files.createDirectories(notCkpt);
         Files.writeString(notCkpt.resolve("notes.txt"), "keep me");
-        assertFails("not a checkpoint", out, "select", "--ckpt", c, "--calib", calib, "--keep", "4", "--out", out.toString(),
+        assertFails("not a file of a moe4j checkpoint", out, "select", "--ckpt", c, "--calib", calib, "--keep", "4", "--out", out.toString(),
                 "--prune-out", notCkpt.toString());
         assertTrue(Files.exists(notCkpt.resolve("notes.txt")));
         Path noShared = tmp.resolve("noshared.json"), perLayer = tmp.resolve("perlayer.json");
