@@ -50,6 +50,10 @@ public final class Analyzer {
         public Options withTokens(long n) {
             return new Options(n, seq, batch, capacityFactor, clusterTokens, clusters, snapshotTokens, minCount, seed);
         }
+
+        public Options withSnapshotTokens(long n) {
+            return new Options(tokens, seq, batch, capacityFactor, clusterTokens, clusters, n, minCount, seed);
+        }
     }
 
     /** Where the page went and what it holds. */

@@ -96,6 +96,7 @@ public final class QuickstartCommand implements Callable<Integer> {
                 "--seq", Integer.toString(seq), "--lr", "3e-3", "--warmup", Integer.toString(Math.max(1, steps / 15)),
                 "--log-every", Integer.toString(Math.max(1, steps / 16)), "--seed", Long.toString(seed),
                 "--val-batches", "16", "--val-per-domain", "--time-limit", Double.toString(timeLimit),
+                "--keep-checkpoints", "6", // router snapshots for the report's early-routing chart
                 "--out", model.toString()));
         new CommandLine(train).parseArgs(args.toArray(String[]::new));
         long t1 = System.nanoTime();
@@ -149,7 +150,7 @@ public final class QuickstartCommand implements Callable<Integer> {
             var val = ShardManifest.read(data).splits().get(Split.VAL.stem());
             Split split = val != null && val.tokens() >= 4096 ? Split.VAL : Split.TRAIN; // a test's val split may be empty
             page = AnalyzeCommand.analyze(model, data, null, model.resolveSibling("report"), split,
-                    Analyzer.Options.defaults().withTokens(16_384), null, false).page();
+                    Analyzer.Options.defaults().withTokens(16_384).withSnapshotTokens(8_192), null, false).page();
         } catch (Moe4jException e) { // the model is trained and saved either way: say why there is no page
             System.out.println("\nquickstart: no routing report: " + e.getMessage());
             return;

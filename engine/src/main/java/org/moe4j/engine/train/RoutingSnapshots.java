@@ -62,4 +62,19 @@ public final class RoutingSnapshots {
         out.sort(java.util.Comparator.comparingLong(Snapshot::step));
         return out;
     }
+
+    /**
+     * Deletes the snapshots taken after {@code step} (all of them for a fresh run, step 0): a run that starts again in
+     * the same folder must not mix its snapshots with an earlier run's.
+     */
+    public static void dropAfter(Path runDir, long step) {
+        for (Snapshot sn : list(runDir)) {
+            if (sn.step() <= step) continue;
+            try {
+                Files.deleteIfExists(sn.file());
+            } catch (java.io.IOException e) {
+                throw new Moe4jException(sn.file() + ": cannot delete a stale routing snapshot: " + e.getMessage(), e);
+            }
+        }
+    }
 }

@@ -38,6 +38,7 @@ public final class RunRecorder implements Trainer.StepListener {
         int interval = every > 0 ? every : keep > 0 ? (int) Math.max(1, steps / keep) : 0;
         Path dir = runDir(out);
         RunRecorder r = new RunRecorder(MetricsLog.open(dir, resume, fromStep), model, dir, steps, interval);
+        RoutingSnapshots.dropAfter(dir, resume ? fromStep : 0);
         trainer.listener(r);
         System.out.println("run log: " + dir.resolve(MetricsLog.FILE_NAME).toAbsolutePath()
                 + (interval > 0 ? ", routing snapshots every " + interval + " steps in " + dir.resolve(RoutingSnapshots.DIR) : ""));
