@@ -52,15 +52,8 @@ public final class ModelWeights implements AutoCloseable {
         f32(layout, params); // size check
         Arena arena = Arena.ofShared();
         try {
-            long vecTotal = 0;
-            Map<String, Long> offs = new HashMap<>();
-            for (ParamLayout.Entry e : layout.entries()) {
-                if (keptF32(e)) {
-                    offs.put(e.name(), vecTotal);
-                    vecTotal += e.numel();
-                }
-            }
-            MemorySegment vec = arena.allocate(Math.max(1, vecTotal) * Float.BYTES, Tensor.ALIGNMENT);
+            Map<String, Long> offs = vectorOffsets(layout);
+            MemorySegment vec = arena.allocate(Math.max(1, vectorCount(layout)) * Float.BYTES, Tensor.ALIGNMENT);
             MemorySegment mat = arena.allocate(layout.total() * 2, Tensor.ALIGNMENT);
             for (ParamLayout.Entry e : layout.entries()) {
                 if (keptF32(e)) {
@@ -97,15 +90,8 @@ public final class ModelWeights implements AutoCloseable {
                     f.setAtIndex(Tensor.FLOAT, i, WeightGemm.fromBf16(flat.getAtIndex(Tensor.SHORT, i)));
                 return new ModelWeights(layout, f, f, false, null, arena);
             }
-            Map<String, Long> offs = new HashMap<>();
-            long vecTotal = 0;
-            for (ParamLayout.Entry e : layout.entries()) {
-                if (keptF32(e)) {
-                    offs.put(e.name(), vecTotal);
-                    vecTotal += e.numel();
-                }
-            }
-            MemorySegment vec = arena.allocate(Math.max(1, vecTotal) * Float.BYTES, Tensor.ALIGNMENT);
+            Map<String, Long> offs = vectorOffsets(layout);
+            MemorySegment vec = arena.allocate(Math.max(1, vectorCount(layout)) * Float.BYTES, Tensor.ALIGNMENT);
             for (ParamLayout.Entry e : layout.entries()) {
                 if (!keptF32(e)) continue;
                 long o = offs.get(e.name());
@@ -117,6 +103,25 @@ public final class ModelWeights implements AutoCloseable {
             arena.close();
             throw ex;
         }
+    }
+
+    /** Element offsets of the F32-kept parameters in a compact F32 store, in layout order. */
+    private static Map<String, Long> vectorOffsets(ParamLayout layout) {
+        Map<String, Long> offs = new HashMap<>();
+        long at = 0;
+        for (ParamLayout.Entry e : layout.entries()) {
+            if (keptF32(e)) {
+                offs.put(e.name(), at);
+                at += e.numel();
+            }
+        }
+        return offs;
+    }
+
+    private static long vectorCount(ParamLayout layout) {
+        long n = 0;
+        for (ParamLayout.Entry e : layout.entries()) if (keptF32(e)) n += e.numel();
+        return n;
     }
 
     /** Norm weights and routers stay F32 in every precision. */
