@@ -420,7 +420,9 @@ public final class ModelCheckpoint {
         return String.format(java.util.Locale.ROOT, "vocab %d, d %d, %d layers, %d heads (%d kv), E %d (shared %d), "
                         + "k %d, h %d, qkNorm %s, normalizeTopK %s, rope theta %s, eps %s", c.vocab(), c.d(), c.layers(),
                 c.heads(), c.kvHeads(), c.experts(), c.sharedExperts(), c.k(), c.expertHidden(), c.qkNorm(),
-                c.routing().normalizeTopK(), c.ropeTheta(), c.normEps());
+                c.routing().normalizeTopK(), c.ropeTheta(), c.normEps())
+                + (c.layerExperts() == null ? "" : ", E per layer " + c.layerExperts())
+                + (c.layerK() == null ? "" : ", k per layer " + c.layerK());
     }
 
     private static JsonNode readConfigJson(Path file) {

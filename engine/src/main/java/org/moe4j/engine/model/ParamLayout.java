@@ -58,8 +58,8 @@ public final class ParamLayout {
                 add(list, at, kNorm(l), false, kw);
             }
             add(list, at, preFeedForwardNorm(l), false, d);
-            add(list, at, router(l), true, c.experts(), d);
-            for (int j = 0; j < c.experts(); j++) {
+            add(list, at, router(l), true, c.experts(l), d); // E_l: a pruned layer may keep fewer experts
+            for (int j = 0; j < c.experts(l); j++) {
                 add(list, at, gateProj(l, j), true, h, d);
                 add(list, at, upProj(l, j), true, h, d);
                 add(list, at, downProj(l, j), true, d, h);

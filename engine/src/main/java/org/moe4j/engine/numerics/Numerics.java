@@ -79,7 +79,8 @@ public final class Numerics {
         // pools, k' and capacity come from the controls, never from the config's training draws
         RoutingConfig r = new RoutingConfig(norm, r0.softmaxOverAll(), PoolConfig.none(), MatryoshkaConfig.off(), 0, 0, scope);
         return new ModelConfig(c0.vocab(), c0.d(), c0.layers(), c0.heads(), c0.kvHeads(), c0.experts(), c0.sharedExperts(),
-                c0.k(), c0.expertHidden(), c0.ropeTheta(), c0.qkNorm(), c0.normEps(), tok.longest(), tok.eosId(), r, w);
+                c0.k(), c0.expertHidden(), c0.ropeTheta(), c0.qkNorm(), c0.normEps(), tok.longest(), tok.eosId(), r, w,
+                c0.layerExperts(), c0.layerK());
     }
 
     private static Outcome step(NumericsRequest q, MoeModel model, NumericsInputs.Tokens tok, WorkerPool pool) {
@@ -88,7 +89,7 @@ public final class Numerics {
         int[] kPer = q.kPerLayer() == null ? null : NumericsInputs.parseKPerLayer(q.kPerLayer(), L, routed);
         int[][][] pools = q.mode() == NumericsRequest.Mode.EMO
                 ? NumericsInputs.readPools(q.pools(), L, tok.documents(), routed) : null;
-        int[][] subset = q.mode() == NumericsRequest.Mode.SUBSET ? NumericsInputs.readSubset(q.subset(), L, E, s) : null;
+        int[][] subset = q.mode() == NumericsRequest.Mode.SUBSET ? NumericsInputs.readSubset(q.subset(), c) : null;
         float[][] noise = q.ercNoise() == null ? null : NumericsInputs.readErcNoise(q.ercNoise(), L, routed, d);
 
         int B = tok.sequences().length, N = tok.count();
@@ -96,11 +97,11 @@ public final class Numerics {
         try (MoeTransformer tr = new MoeTransformer(model, N, B, routed, new JavaGemm(pool), pool)) {
             for (int l = 0; l < L; l++) {
                 RoutingControl ctl = tr.control(l);
-                ctl.fixedK(kPer == null ? c.routedK() : kPer[l]).capacityFactor(q.capacityFactor());
-                ctl.subset(subset == null ? null : ExpertSet.of(E, subset[l]));
+                ctl.fixedK(kPer == null ? c.routedK(l) : kPer[l]).capacityFactor(q.capacityFactor());
+                ctl.subset(subset == null ? null : ExpertSet.of(c.experts(l), subset[l]));
                 if (pools == null) ctl.noPools();
                 else ctl.givenPools(Arrays.stream(pools[l]).flatMapToInt(Arrays::stream).toArray());
-                if (noise != null) tr.pinErcNoise(l, keptRows(noise[l], subset == null ? null : subset[l], routed, d));
+                if (noise != null) tr.pinErcNoise(l, keptRows(noise[l], subset == null ? null : subset[l], c.routedExperts(l), d));
             }
             tr.erc(noise != null);
             tr.docMask(q.docMask());

@@ -98,7 +98,7 @@ public final class BudgetSweep {
                 for (int k = 1; k <= Math.min(c.routedK(), keep - s); k++) {
                     int[] kpl = new int[c.layers()];
                     Arrays.fill(kpl, k);
-                    run.routing(kpl, sel == null ? null : sel.masks(c.experts()));
+                    run.routing(kpl, sel == null ? null : sel.masks(c));
                     double ce = 0;
                     long labels = 0, nanos = 0;
                     int[] one = new int[1], starts = {0, 1}, pos = {0}, slot = {0};

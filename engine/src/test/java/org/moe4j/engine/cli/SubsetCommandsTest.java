@@ -173,11 +173,11 @@ class SubsetCommandsTest {
         assertFails("not a file of a moe4j checkpoint", out, "select", "--ckpt", c, "--calib", calib, "--keep", "4", "--out", out.toString(),
                 "--prune-out", notCkpt.toString());
         assertTrue(Files.exists(notCkpt.resolve("notes.txt")));
-        Path noShared = tmp.resolve("noshared.json"), perLayer = tmp.resolve("perlayer.json");
+        Path noShared = tmp.resolve("noshared.json"), oneLayer = tmp.resolve("onelayer.json");
         Files.writeString(noShared, "{\"layers\": [[0, 1, 2], [0, 1, 2]]}");
         assertFails("drops shared expert 7", pr, "prune", "--ckpt", c, "--subset", noShared.toString(), "--out", pr.toString());
-        Files.writeString(perLayer, "{\"layers\": [[0, 1, 7], [0, 1, 2, 7]]}");
-        assertFails("the same K in every layer", pr, "prune", "--ckpt", c, "--subset", perLayer.toString(), "--out", pr.toString());
+        Files.writeString(oneLayer, "{\"layers\": [[0, 1, 7]]}");
+        assertFails("layers", pr, "prune", "--ckpt", c, "--subset", oneLayer.toString(), "--out", pr.toString());
         Path ev = tmp.resolve("bad/ev");
         assertFails("not a setting", null, "eval", "--ckpt", c, "--data", data.toString(), "--settings", "full,half",
                 "--out", ev.toString(), "--no-progress");
@@ -188,6 +188,56 @@ class SubsetCommandsTest {
             assertTrue(s.noneMatch(p -> p.getFileName().toString().startsWith("ev")));
         }
         assertFalse(Files.exists(tmp.resolve("bad/ev.csv")));
+    }
+
+    /**
+     * A subset with a different K per layer prunes to a checkpoint with per-layer expert counts (the moe4j block's
+     * layerExperts/layerK, num_experts = the largest K) that every command takes: its logits and numerics equal the
+     * full checkpoint's with the subset as a mask; generate, eval and select run on it; a config whose per-layer list
+     * has the wrong length is refused by name.
+     */
+    @Test
+    void perLayerPrunedCheckpointIsACheckpointLikeAnyOther() throws Exception {
+        Path sub = tmp.resolve("perlayer.json"), pr = tmp.resolve("perlayer-pruned");
+        Files.writeString(sub, "{\"layers\": [[0, 7], [1, 2, 4, 5, 7]]}");
+        StringBuilder err = new StringBuilder();
+        assertEquals(0, run(err, "prune", "--ckpt", ckpt.toString(), "--subset", sub.toString(), "--out", pr.toString()), err.toString());
+        JsonNode cfg = JSON.readTree(pr.resolve("config.json").toFile());
+        assertEquals(5, cfg.get("num_experts").asInt(), "other readers see the largest layer's count");
+        assertEquals(3, cfg.get("num_experts_per_tok").asInt());
+        assertEquals("[2,5]", cfg.get("moe4j").get("layerExperts").toString());
+        assertEquals("[2,3]", cfg.get("moe4j").get("layerK").toString(), "layer 0 routes 1 + min(2, 1) experts");
+        assertFalse(JSON.readTree(ckpt.resolve("config.json").toFile()).get("moe4j").has("layerExperts"),
+                "a uniform config has no per-layer lists");
+        ExpertSet[] masks = {ExpertSet.of(8, 0, 7), ExpertSet.of(8, 1, 2, 4, 5, 7)};
+        int[] tokens = {1, 5, 9, 30, 2, 7, 100, 44, 3, 12};
+        float[] want = logits(ckpt, tokens, masks), got = logits(pr, tokens, null);
+        for (int i = 0; i < want.length; i++) assertEquals(want[i], got[i], 1e-5 * (1 + Math.abs(want[i])), "logit " + i);
+        Path toks = tmp.resolve("perlayer-tokens.json"), a = tmp.resolve("perlayer-full.json"), b = tmp.resolve("perlayer-num.json");
+        Files.writeString(toks, "{\"tokens\": [[1, 5, 9, 30, 2, 7, 100, 44, 3, 12], [3, 4, 5, 6, 7, 8]]}");
+        assertEquals(0, run(err, "numerics", "--ckpt", ckpt.toString(), "--tokens", toks.toString(), "--mode", "subset",
+                "--subset", sub.toString(), "--out", a.toString()), err.toString());
+        assertEquals(0, run(err, "numerics", "--ckpt", pr.toString(), "--tokens", toks.toString(), "--out", b.toString()),
+                err.toString());
+        JsonNode la = JSON.readTree(a.toFile()).get("loss"), lb = JSON.readTree(b.toFile()).get("loss");
+        for (String part : new String[] {"total", "ce", "lb", "z"})
+            assertEquals(la.get(part).asDouble(), lb.get(part).asDouble(), 1e-5 * (1 + Math.abs(la.get(part).asDouble())), part);
+        assertEquals(0, run(err, "generate", "--ckpt", pr.toString(), "--prompt", "the river", "--max-new-tokens", "4"), err.toString());
+        Path ev = tmp.resolve("perlayer-eval/results.json");
+        assertEquals(0, run(err, "eval", "--ckpt", pr.toString(), "--data", data.toString(), "--settings", "full,keep:1/2,k:1",
+                "--max-tokens-per-domain", "60", "--out", ev.toString(), "--no-progress"), err.toString());
+        Path again = tmp.resolve("perlayer-again/subset.json"), pr2 = tmp.resolve("perlayer-again-pruned");
+        assertEquals(0, run(err, "select", "--ckpt", pr.toString(), "--calib", "data:" + data + ":code:1", "--keep", "3",
+                "--out", again.toString(), "--prune-out", pr2.toString()), err.toString());
+        assertEquals("[2,3]", JSON.readTree(pr2.resolve("config.json").toFile()).get("moe4j").get("layerExperts").toString(),
+                "K = 3 keeps 3 experts where a layer has them, all of a smaller layer");
+        // a hand-edited config whose per-layer list does not fit the layers
+        Path broken = tmp.resolve("perlayer-broken");
+        Files.createDirectories(broken);
+        for (String f : new String[] {"model.safetensors", "tokenizer.json"}) Files.copy(pr.resolve(f), broken.resolve(f));
+        Files.writeString(broken.resolve("config.json"), Files.readString(pr.resolve("config.json"))
+                .replace("\"layerExperts\" : [ 2, 5 ]", "\"layerExperts\" : [ 2, 5, 5 ]"));
+        assertFails("layerExperts", null, "generate", "--ckpt", broken.toString(), "--prompt", "the", "--max-new-tokens", "1");
     }
 
     @Test
