@@ -302,7 +302,7 @@ public final class TrainCommand implements Callable<Integer> {
     static ModelConfig withVocab(ModelConfig c, int vocab, int eosId) {
         return new ModelConfig(vocab, c.d(), c.layers(), c.heads(), c.kvHeads(), c.experts(), c.sharedExperts(), c.k(),
                 c.expertHidden(), c.ropeTheta(), c.qkNorm(), c.normEps(), c.maxSeq(), eosId, c.routing(), c.loss(),
-                c.layerExperts(), c.layerK());
+                c.layerExperts(), c.layerK(), c.tieEmbeddings());
     }
 
     /**

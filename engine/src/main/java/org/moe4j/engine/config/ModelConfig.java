@@ -19,19 +19,31 @@ import java.util.List;
  * Layer l routes k_l = {@code layerK[l]} experts per token, shared included, or min(k, E_l) when {@code layerK} is
  * absent; {@code layerK} may also be given with one E for every layer. Both are null for a uniform model, and are
  * then left out of the JSON, so a uniform model's config is exactly what it was before they existed.
+ *
+ * <p>{@code tieEmbeddings} (Hugging Face's {@code tie_word_embeddings}): the LM head is the embedding matrix, one
+ * parameter whose gradient is the sum of both uses. True or null (false is stored as null and left out of the JSON).
  */
 public record ModelConfig(int vocab, int d, int layers, int heads, int kvHeads, int experts, int sharedExperts,
                           int k, int expertHidden, double ropeTheta, boolean qkNorm, double normEps, int maxSeq,
                           int eosId, RoutingConfig routing, LossWeights loss,
                           @JsonInclude(JsonInclude.Include.NON_NULL) List<Integer> layerExperts,
-                          @JsonInclude(JsonInclude.Include.NON_NULL) List<Integer> layerK) {
+                          @JsonInclude(JsonInclude.Include.NON_NULL) List<Integer> layerK,
+                          @JsonInclude(JsonInclude.Include.NON_NULL) Boolean tieEmbeddings) {
 
-    /** A model with the same E and k in every layer. */
+    /** A model with the same E and k in every layer, untied. */
     public ModelConfig(int vocab, int d, int layers, int heads, int kvHeads, int experts, int sharedExperts, int k,
                        int expertHidden, double ropeTheta, boolean qkNorm, double normEps, int maxSeq, int eosId,
                        RoutingConfig routing, LossWeights loss) {
         this(vocab, d, layers, heads, kvHeads, experts, sharedExperts, k, expertHidden, ropeTheta, qkNorm, normEps,
-                maxSeq, eosId, routing, loss, null, null);
+                maxSeq, eosId, routing, loss, null, null, null);
+    }
+
+    /** A model with per-layer E and k (either null = uniform), untied. */
+    public ModelConfig(int vocab, int d, int layers, int heads, int kvHeads, int experts, int sharedExperts, int k,
+                       int expertHidden, double ropeTheta, boolean qkNorm, double normEps, int maxSeq, int eosId,
+                       RoutingConfig routing, LossWeights loss, List<Integer> layerExperts, List<Integer> layerK) {
+        this(vocab, d, layers, heads, kvHeads, experts, sharedExperts, k, expertHidden, ropeTheta, qkNorm, normEps,
+                maxSeq, eosId, routing, loss, layerExperts, layerK, null);
     }
 
     private static final ObjectMapper JSON = new ObjectMapper()
@@ -84,6 +96,7 @@ public record ModelConfig(int vocab, int d, int layers, int heads, int kvHeads, 
         if (m.mode() != MatryoshkaMode.OFF && m.kMax() > routed)
             throw ConfigException.of("ModelConfig.routing.matryoshka.kMax", m.kMax(),
                     "must be <= routed experts E - s = " + routed);
+        if (Boolean.FALSE.equals(tieEmbeddings)) tieEmbeddings = null; // one value for "untied": equal configs are equal
         layerExperts = perLayer("layerExperts", layerExperts, layers);
         if (layerExperts != null) {
             int max = 0;
@@ -130,6 +143,17 @@ public record ModelConfig(int vocab, int d, int layers, int heads, int kvHeads, 
         return experts - sharedExperts;
     }
 
+    /** Whether the LM head is the embedding matrix (one parameter). */
+    public boolean tied() {
+        return Boolean.TRUE.equals(tieEmbeddings);
+    }
+
+    /** This config with tied (true) or separate (false) embedding and LM head. */
+    public ModelConfig withTied(boolean tied) {
+        return new ModelConfig(vocab, d, layers, heads, kvHeads, experts, sharedExperts, k, expertHidden, ropeTheta,
+                qkNorm, normEps, maxSeq, eosId, routing, loss, layerExperts, layerK, tied ? Boolean.TRUE : null);
+    }
+
     /** E_l, the experts of layer l (shared included). */
     public int experts(int l) {
         return layerExperts == null ? experts : layerExperts.get(l);
@@ -171,7 +195,7 @@ public record ModelConfig(int vocab, int d, int layers, int heads, int kvHeads, 
             for (Integer v : experts) e = Math.max(e, v == null ? 0 : v);
         }
         return new ModelConfig(vocab, d, layers, heads, kvHeads, e, sharedExperts, this.k, expertHidden, ropeTheta,
-                qkNorm, normEps, maxSeq, eosId, routing, loss, experts, k);
+                qkNorm, normEps, maxSeq, eosId, routing, loss, experts, k, tieEmbeddings);
     }
 
     /** k' = k - s, routed picks per token when Matryoshka is off. */
@@ -190,12 +214,12 @@ public record ModelConfig(int vocab, int d, int layers, int heads, int kvHeads, 
 
     public ModelConfig withRouting(RoutingConfig r) {
         return new ModelConfig(vocab, d, layers, heads, kvHeads, experts, sharedExperts, k, expertHidden, ropeTheta,
-                qkNorm, normEps, maxSeq, eosId, r, loss, layerExperts, layerK);
+                qkNorm, normEps, maxSeq, eosId, r, loss, layerExperts, layerK, tieEmbeddings);
     }
 
     public ModelConfig withLoss(LossWeights l) {
         return new ModelConfig(vocab, d, layers, heads, kvHeads, experts, sharedExperts, k, expertHidden, ropeTheta,
-                qkNorm, normEps, maxSeq, eosId, routing, l, layerExperts, layerK);
+                qkNorm, normEps, maxSeq, eosId, routing, l, layerExperts, layerK, tieEmbeddings);
     }
 
     /** V 8192, d 256, 4 layers, 4 heads, E 16, k 2, h 512, T 256. */
@@ -230,7 +254,7 @@ public record ModelConfig(int vocab, int d, int layers, int heads, int kvHeads, 
             // the per-layer lists are optional (absent = uniform); every other key must be there
             var tree = JSON.readTree(json);
             if (tree instanceof ObjectNode o)
-                for (String f : new String[] {"layerExperts", "layerK"}) if (!o.has(f)) o.set(f, NullNode.getInstance());
+                for (String f : new String[] {"layerExperts", "layerK", "tieEmbeddings"}) if (!o.has(f)) o.set(f, NullNode.getInstance());
             return JSON.treeToValue(tree, ModelConfig.class);
         } catch (JsonProcessingException e) {
             Throwable c = e;

@@ -97,7 +97,8 @@ public final class Pruner {
         List<Integer> layerExperts = sameKeep ? null : java.util.Arrays.stream(keep).boxed().toList();
         List<Integer> layerK = sameK ? null : java.util.Arrays.stream(k).boxed().toList();
         return new ModelConfig(c.vocab(), c.d(), c.layers(), c.heads(), c.kvHeads(), maxKeep, s, topK, c.expertHidden(),
-                c.ropeTheta(), c.qkNorm(), c.normEps(), c.maxSeq(), c.eosId(), r2, c.loss(), layerExperts, layerK);
+                c.ropeTheta(), c.qkNorm(), c.normEps(), c.maxSeq(), c.eosId(), r2, c.loss(), layerExperts, layerK,
+                c.tieEmbeddings());
     }
 
     /** The pruned copy of {@code full}: kept[l] ascending full-model ids (every shared expert among them). */
@@ -205,7 +206,7 @@ public final class Pruner {
         if (source != null && Files.exists(out) && samePath(out, source))
             throw new Moe4jException("--out " + out + " is the source checkpoint; give another folder");
         // a tied source stays tied: one tensor, written once, as long as the LM head still equals the embedding
-        boolean tied = source != null && tiedEmbeddings(source) && headEqualsEmbedding(pruned);
+        boolean tied = pruned.config().tied() || source != null && tiedEmbeddings(source) && headEqualsEmbedding(pruned);
         Map<String, Tensor> tensors = new LinkedHashMap<>();
         for (ParamLayout.Entry e : pruned.layout().entries())
             if (!(tied && e.name().equals(ParamLayout.lmHead()))) tensors.put(e.name(), pruned.param(e.name()));

@@ -371,5 +371,22 @@ class SubsetCommandsTest {
         assertEquals(0, run(err, "numerics", "--ckpt", pr.toString(), "--tokens", toks.toString(), "--out", b.toString()), err.toString());
         double ta = JSON.readTree(a.toFile()).get("loss").get("total").asDouble(), tb = JSON.readTree(b.toFile()).get("loss").get("total").asDouble();
         assertEquals(ta, tb, 1e-5 * (1 + Math.abs(ta)));
+        // training a tied model updates the one tensor, saves it once (tied), and resumes
+        Path cfg = tmp.resolve("tied-config.json"), run = tmp.resolve("tied-run");
+        Files.writeString(cfg, c.withTied(true).toJson());
+        assertEquals(0, run(err, "train", "--config", cfg.toString(), "--steps", "2", "--batch", "1", "--seq", "16",
+                "--out", run.toString()), err.toString());
+        assertTrue(JSON.readTree(run.resolve("config.json").toFile()).get("tie_word_embeddings").asBoolean());
+        assertTrue(JSON.readTree(run.resolve("config.json").toFile()).get("moe4j").get("tieEmbeddings").asBoolean());
+        try (var f = org.moe4j.io.safetensors.SafetensorsFile.open(run.resolve("model.safetensors"))) {
+            assertFalse(f.names().contains(head), "a trained tied model is saved with one embedding tensor");
+        }
+        try (MoeModel m = ModelCheckpoint.load(run)) {
+            assertTrue(m.config().tied());
+            assertEquals(m.layout().total(), org.moe4j.engine.io.TrainingState.readIfPresent(run).parameterCount(),
+                    "one set of AdamW moments for the one tensor");
+        }
+        assertEquals(0, run(err, "train", "--resume", run.toString(), "--steps", "3", "--batch", "1", "--seq", "16",
+                "--out", run.toString()), err.toString());
     }
 }
