@@ -96,7 +96,8 @@ public final class ModelCheckpoint {
         // a tied checkpoint whose LM head still equals its embedding is written tied: one tensor, as Hugging Face reads it
         boolean tied = model.config().tied() || from != null && tiedEmbeddings(from) && headEqualsEmbedding(model);
         write(dir, model, null, copies, tied);
-        return model.layout().entries().size() - (tied ? 1 : 0);
+        // a tied config's layout has no lm_head; an untied one whose head equals the embedding leaves it out here
+        return model.layout().entries().size() - (tied && !model.config().tied() ? 1 : 0);
     }
 
     private static void write(Path dir, MoeModel model, TrainState state, Map<String, Path> copies) {

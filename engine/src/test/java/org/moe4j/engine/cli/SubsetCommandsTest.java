@@ -297,13 +297,23 @@ class SubsetCommandsTest {
         assertEquals(0, run(err, "select", "--ckpt", ckpt.toString(), "--calib", "data:" + data + ":prose:3", "--budget",
                 (half + 1) + "B", "--out", out.toString(), "--prune-out", pr.toString()), err.toString());
         JsonNode s = JSON.readTree(out.toFile());
-        int keep = s.get("keep").asInt(), k = s.get("k_per_layer").asInt();
+        int keep = s.get("keep").asInt();
+        JsonNode kpl = s.get("k_per_layer");
+        assertEquals(2, kpl.size(), "k' per layer");
+        int k = Math.max(kpl.get(0).asInt(), kpl.get(1).asInt());
         assertTrue(keep <= 4 && keep >= 2, "K " + keep + " fits the budget of half the experts");
-        assertTrue(k >= 1 && k <= Math.min(2, keep - 1));
-        assertEquals(1 + k, JSON.readTree(pr.resolve("config.json").toFile()).get("num_experts_per_tok").asInt());
+        assertTrue(kpl.get(0).asInt() >= 1 && kpl.get(1).asInt() >= 1 && k <= Math.min(2, keep - 1), kpl.toString());
+        JsonNode pcfg = JSON.readTree(pr.resolve("config.json").toFile());
+        assertEquals(1 + k, pcfg.get("num_experts_per_tok").asInt());
+        if (kpl.get(0).asInt() != kpl.get(1).asInt())
+            assertEquals("[" + (1 + kpl.get(0).asInt()) + "," + (1 + kpl.get(1).asInt()) + "]",
+                    pcfg.get("moe4j").get("layerK").toString(), "the chosen k' per layer is the pruned checkpoint's");
         java.util.List<String> csv = Files.readAllLines(tmp.resolve("budget/sub.budget.csv"));
-        assertEquals("keep,routed_k,resident_bytes,decode_tokens_per_s,calibration_perplexity,pareto", csv.get(0));
-        assertTrue(csv.stream().anyMatch(l -> l.startsWith("8,2," + full + ",")), csv.toString());
+        assertEquals("keep,routed_k,k_per_layer,resident_bytes,decode_tokens_per_s,calibration_perplexity,pareto", csv.get(0));
+        assertTrue(csv.stream().anyMatch(l -> l.startsWith("8,2,2," + full + ",")), csv.toString());
+        // k' swept per layer too: one lower in the first layer only, then in the second only
+        assertTrue(csv.stream().anyMatch(l -> l.startsWith("8,2,1/2," + full + ",")), csv.toString());
+        assertTrue(csv.stream().anyMatch(l -> l.startsWith("8,2,2/1," + full + ",")), csv.toString());
         assertTrue(csv.stream().anyMatch(l -> l.endsWith(",true")), "a Pareto front");
         assertTrue(Files.readString(tmp.resolve("budget/sub.budget.svg")).startsWith("<svg"));
         Path none = tmp.resolve("budget2/sub.json");
