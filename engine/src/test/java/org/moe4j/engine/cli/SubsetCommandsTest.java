@@ -231,6 +231,14 @@ class SubsetCommandsTest {
                 "--out", again.toString(), "--prune-out", pr2.toString()), err.toString());
         assertEquals("[2,3]", JSON.readTree(pr2.resolve("config.json").toFile()).get("moe4j").get("layerExperts").toString(),
                 "K = 3 keeps 3 experts where a layer has them, all of a smaller layer");
+        // train takes a per-layer config (its moe4j block), saves it with its training state and resumes
+        Path cfgFile = tmp.resolve("perlayer-config.json"), run = tmp.resolve("perlayer-run");
+        Files.writeString(cfgFile, cfg.get("moe4j").toString());
+        assertEquals(0, run(err, "train", "--config", cfgFile.toString(), "--steps", "2", "--batch", "1", "--seq", "16",
+                "--out", run.toString()), err.toString());
+        assertEquals(cfg.get("moe4j"), JSON.readTree(run.resolve("config.json").toFile()).get("moe4j"));
+        assertEquals(0, run(err, "train", "--resume", run.toString(), "--steps", "3", "--batch", "1", "--seq", "16",
+                "--out", run.toString()), err.toString());
         // a hand-edited config whose per-layer list does not fit the layers
         Path broken = tmp.resolve("perlayer-broken");
         Files.createDirectories(broken);
