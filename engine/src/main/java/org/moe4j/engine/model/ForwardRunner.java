@@ -94,7 +94,7 @@ public final class ForwardRunner implements AutoCloseable {
                 attn[l] = new AttentionBlock(x, l, aa);
                 int layer = l;
                 moe[l] = new MoeBlock(x, l, byExperts.computeIfAbsent(c.experts(l), e -> new MoeBlock.Activations(x, ma, layer)));
-                controls[l] = new RoutingControl().fixedK(Math.min(c.routedK(l), maxRoutedK)).capacityFactor(0);
+                controls[l] = new RoutingControl().fixedK(c.routedK(l)).capacityFactor(0);
             }
             xa = ws.allocate("x.a", maxTokens, c.d());
             xb = ws.allocate("x.b", maxTokens, c.d());

@@ -261,6 +261,52 @@ class SubsetProperties {
         }
     }
 
+    /**
+     * A per-layer list of the wrong length, an E_l out of [s + 1, E], an E that is not the largest E_l, or a k_l out
+     * of [s + 1, min(k, E_l)] is refused by the config with the field named; a valid one round-trips through JSON.
+     */
+    @Property(tries = 40)
+    void badPerLayerConfigIsRefusedByName(@ForAll long seed) {
+        SplittableRandom r = new SplittableRandom(seed);
+        ModelConfig c = randomConfig(r, r.nextBoolean());
+        int L = c.layers(), s = c.sharedExperts(), E = c.experts();
+        List<Integer> good = new ArrayList<>();
+        for (int l = 0; l < L; l++) good.add(s + 1 + r.nextInt(c.routedExperts()));
+        good.set(r.nextInt(L), E);
+        ModelConfig ok = c.withLayers(good, null);
+        assertEquals(ok, ModelConfig.fromJson(ok.toJson()));
+        for (int l = 0; l < L; l++) assertEquals(Math.min(c.k(), good.get(l)), ok.k(l));
+        List<Integer> wrongLength = new ArrayList<>(good);
+        if (r.nextBoolean() || L == 1) wrongLength.add(E);
+        else wrongLength.remove(0);
+        List<Integer> outOfRange = new ArrayList<>(good);
+        int at = r.nextInt(L);
+        outOfRange.set(at, r.nextBoolean() ? s - r.nextInt(2) : E + 1 + r.nextInt(3));
+        String[][] cases = {{"layerExperts", "one value per layer"}, {"layerExperts", "layer " + at + " has"}};
+        List<List<Integer>> lists = List.of(wrongLength, outOfRange);
+        for (int i = 0; i < 2; i++) {
+            List<Integer> bad = lists.get(i);
+            var e = assertThrows(org.moe4j.engine.config.ConfigException.class, () -> new ModelConfig(c.vocab(), c.d(),
+                    L, c.heads(), c.kvHeads(), E, s, c.k(), c.expertHidden(), c.ropeTheta(), c.qkNorm(), c.normEps(),
+                    c.maxSeq(), c.eosId(), c.routing(), c.loss(), bad, null));
+            assertEquals("ModelConfig." + cases[i][0], e.field(), e.getMessage());
+            assertTrue(e.getMessage().contains(cases[i][1]), e.getMessage());
+        }
+        { // E must be the largest E_l
+            var e = assertThrows(org.moe4j.engine.config.ConfigException.class, () -> new ModelConfig(c.vocab(), c.d(),
+                    L, c.heads(), c.kvHeads(), E + 1, s, c.k(), c.expertHidden(), c.ropeTheta(), c.qkNorm(), c.normEps(),
+                    c.maxSeq(), c.eosId(), c.routing(), c.loss(), good, null));
+            assertEquals("ModelConfig.experts", e.field(), e.getMessage());
+        }
+        List<Integer> badK = new ArrayList<>();
+        for (int l = 0; l < L; l++) badK.add(ok.k(l));
+        int kl = r.nextInt(L);
+        badK.set(kl, r.nextBoolean() ? s : Math.min(c.k(), good.get(kl)) + 1);
+        var e = assertThrows(org.moe4j.engine.config.ConfigException.class, () -> c.withLayers(good, badK));
+        assertEquals("ModelConfig.layerK", e.field(), e.getMessage());
+        assertTrue(e.getMessage().contains("layer " + kl + " routes"), e.getMessage());
+    }
+
     /** Bad per-layer input is refused with a message naming what is wrong. */
     @Property(tries = 10)
     void badPerLayerPruningIsRefusedByName(@ForAll long seed) {
