@@ -67,6 +67,11 @@ public final class RoutingPass {
      * with capacity factor cf (0 = none) and feeds {@code s}; {@code progress} gets the tokens of each call.
      */
     public void run(ModelWeights weights, Gemm gemm, WorkerPool pool, int count, double cf, Sinks s, LongConsumer progress) {
+        // the analyses put every layer's experts side by side (L x E' tables, L·E' features): one E' for all
+        if (c.layerExperts() != null)
+            throw new org.moe4j.Moe4jException("analyze: the checkpoint keeps a different number of experts per layer "
+                    + c.layerExperts() + " (a pruned checkpoint); the routing analyses need one expert count for every "
+                    + "layer: analyze the source checkpoint");
         int L = c.layers(), E = c.routedExperts();
         int n = Math.max(1, Math.min(count, windows));
         int stride = windows / n;

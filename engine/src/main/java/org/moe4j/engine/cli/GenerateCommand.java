@@ -121,9 +121,9 @@ public final class GenerateCommand implements Callable<Integer> {
             int[] kpl = kPerLayer == null ? null : NumericsInputs.parseKPerLayer(kPerLayer, c.layers(), c.routedExperts());
             ExpertSet[] sets = null;
             if (subset != null) {
-                int[][] ids = NumericsInputs.readSubset(subset, c.layers(), c.experts(), c.sharedExperts());
+                int[][] ids = NumericsInputs.readSubset(subset, c);
                 sets = new ExpertSet[c.layers()];
-                for (int l = 0; l < c.layers(); l++) sets[l] = ExpertSet.of(c.experts(), ids[l]);
+                for (int l = 0; l < c.layers(); l++) sets[l] = ExpertSet.of(c.experts(l), ids[l]);
             }
             int poolSize = switch (emoPool) {
                 case "auto" -> -1;

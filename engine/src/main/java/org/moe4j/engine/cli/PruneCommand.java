@@ -36,8 +36,7 @@ public final class PruneCommand implements Callable<Integer> {
         int[][] kept;
         try (MoeModel full = ModelCheckpoint.importCheckpoint(ckpt, null, false).model()) {
             ModelConfig c = full.config();
-            kept = NumericsInputs.readSubset(subset, c.layers(), c.experts(), c.sharedExperts());
-            Pruner.uniformKeep(kept, subset.toString());
+            kept = NumericsInputs.readSubset(subset, c);
             pruned = Pruner.prune(full, kept, false);
         }
         try (pruned) {
@@ -45,8 +44,10 @@ public final class PruneCommand implements Callable<Integer> {
             String method = sub.path("method").asText("given");
             String calib = sub.hasNonNull("calibration") ? sub.get("calibration").asText() : null;
             Pruner.write(out, pruned, ckpt, Pruner.metadata(OutputFolders.sourceHash(ckpt), ckpt, method, calib, kept));
-            System.out.println("wrote " + out + ": num_experts " + pruned.config().experts() + ", num_experts_per_tok "
-                    + pruned.config().k() + " (" + kept.length + " layers)");
+            ModelConfig pc = pruned.config();
+            System.out.println("wrote " + out + ": num_experts " + pc.experts() + ", num_experts_per_tok " + pc.k() + " ("
+                    + kept.length + " layers" + (pc.layerExperts() == null ? "" : "; experts per layer " + pc.layerExperts())
+                    + (pc.layerK() == null ? "" : "; experts per token per layer " + pc.layerK()) + ")");
         }
         return 0;
     }

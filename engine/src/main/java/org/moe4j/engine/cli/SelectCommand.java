@@ -70,7 +70,7 @@ public final class SelectCommand implements Callable<Integer> {
         WorkerPool pool = WorkerPool.common();
         SubsetSelector.Selection sel;
         Calibration cal = null;
-        int routedK = 0;
+        int[] routedK = null;
         String stem = out.toString().replaceFirst("\\.json$", "");
         try (InferenceModel model = InferenceModel.load(ckpt, false)) {
             ModelConfig c = model.config();
@@ -91,8 +91,8 @@ public final class SelectCommand implements Callable<Integer> {
                 OutputFolders.writeAtomically(Path.of(stem + ".budget.svg"),
                         BudgetSweep.svg(points, budgetBytes, best).getBytes(java.nio.charset.StandardCharsets.UTF_8), "--out");
                 System.out.println("wrote " + stem + ".budget.csv and " + stem + ".budget.svg; chose K = " + best.keep()
-                        + ", k' = " + best.routedK());
-                routedK = best.routedK();
+                        + ", k' = " + best.kLabel() + (best.uniformK() ? "" : " (per layer)"));
+                routedK = best.kPerLayer();
                 sel = best.selection() != null ? best.selection() : everyExpert(c, m);
             }
         }
@@ -100,12 +100,13 @@ public final class SelectCommand implements Callable<Integer> {
         ObjectNode json = SubsetFile.toJson(sel, cal, ckpt, hash, seed);
         if (budget != null) {
             json.put("budget_bytes", budgetBytes);
-            json.put("k_per_layer", routedK);
+            com.fasterxml.jackson.databind.node.ArrayNode kpl = json.putArray("k_per_layer");
+            for (int v : routedK) kpl.add(v);
         }
         MoeModel pruned = null;
         if (pruneOut != null) {
             try (MoeModel full = ModelCheckpoint.importCheckpoint(ckpt, null, false).model()) {
-                pruned = routedK > 0 ? Pruner.prune(full, sel.kept(), false, routedK) : Pruner.prune(full, sel.kept(), false);
+                pruned = Pruner.prune(full, sel.kept(), false, routedK); // null: each layer's own k'
             }
         }
         try {
@@ -116,8 +117,11 @@ public final class SelectCommand implements Callable<Integer> {
             if (pruned != null) {
                 Pruner.write(pruneOut, pruned, ckpt, Pruner.metadata(hash, ckpt, m.cliName(),
                         cal == null ? null : cal.description(), sel.kept()));
-                System.out.println("wrote the pruned checkpoint " + pruneOut + " (num_experts " + pruned.config().experts()
-                        + ", num_experts_per_tok " + pruned.config().k() + ")");
+                ModelConfig pc = pruned.config();
+                System.out.println("wrote the pruned checkpoint " + pruneOut + " (num_experts " + pc.experts()
+                        + ", num_experts_per_tok " + pc.k()
+                        + (pc.layerExperts() == null ? "" : ", experts per layer " + pc.layerExperts())
+                        + (pc.layerK() == null ? "" : ", experts per token per layer " + pc.layerK()) + ")");
             }
         } finally {
             if (pruned != null) pruned.close();
@@ -128,9 +132,10 @@ public final class SelectCommand implements Callable<Integer> {
     /** K = E: every expert, no score. */
     private static SubsetSelector.Selection everyExpert(ModelConfig c, SubsetMethod m) {
         int[][] kept = new int[c.layers()][];
-        double[][] scores = new double[c.layers()][c.routedExperts()];
+        double[][] scores = new double[c.layers()][];
         for (int l = 0; l < c.layers(); l++) {
-            kept[l] = java.util.stream.IntStream.range(0, c.experts()).toArray();
+            kept[l] = java.util.stream.IntStream.range(0, c.experts(l)).toArray();
+            scores[l] = new double[c.routedExperts(l)];
             java.util.Arrays.fill(scores[l], Double.NaN);
         }
         return new SubsetSelector.Selection(m, c.experts(), kept, scores);

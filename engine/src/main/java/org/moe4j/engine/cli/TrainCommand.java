@@ -301,7 +301,8 @@ public final class TrainCommand implements Callable<Integer> {
     /** The config with the vocabulary and EOS id of a shard folder's tokenizer (embedding and LM head follow). */
     static ModelConfig withVocab(ModelConfig c, int vocab, int eosId) {
         return new ModelConfig(vocab, c.d(), c.layers(), c.heads(), c.kvHeads(), c.experts(), c.sharedExperts(), c.k(),
-                c.expertHidden(), c.ropeTheta(), c.qkNorm(), c.normEps(), c.maxSeq(), eosId, c.routing(), c.loss());
+                c.expertHidden(), c.ropeTheta(), c.qkNorm(), c.normEps(), c.maxSeq(), eosId, c.routing(), c.loss(),
+                c.layerExperts(), c.layerK(), c.tieEmbeddings());
     }
 
     /**

@@ -22,14 +22,20 @@ public final class MemoryEstimate {
     /** Parameters of a model of {@code c} (ParamLayout's tensors, counted without building it). */
     public static double parameters(ModelConfig c) {
         double d = c.d(), qw = (double) c.heads() * c.headSize(), kw = (double) c.kvHeads() * c.headSize();
-        double perLayer = d + qw * d + 2 * kw * d + d * qw + (c.qkNorm() ? qw + kw : 0) + d
-                + (double) c.experts() * d + (double) c.experts() * 3 * c.expertHidden() * d;
-        return 2 * (double) c.vocab() * d + c.layers() * perLayer + d;
+        double perLayer = d + qw * d + 2 * kw * d + d * qw + (c.qkNorm() ? qw + kw : 0) + d;
+        return (c.tied() ? 1 : 2) * (double) c.vocab() * d + c.layers() * perLayer + expertsSum(c) * (d + 3.0 * c.expertHidden() * d) + d;
     }
 
     /** Tensors of a model of {@code c}, as ParamLayout lists them. */
     public static double tensors(ModelConfig c) {
-        return 3 + (double) c.layers() * (7 + (c.qkNorm() ? 2 : 0) + 3.0 * c.experts());
+        return (c.tied() ? 2 : 3) + (double) c.layers() * (7 + (c.qkNorm() ? 2 : 0)) + 3.0 * expertsSum(c);
+    }
+
+    /** Σ_l E_l, the experts of every layer (E · layers for a uniform model). */
+    private static double expertsSum(ModelConfig c) {
+        double n = 0;
+        for (int l = 0; l < c.layers(); l++) n += c.experts(l);
+        return n;
     }
 
     /** Bytes of a model's parameters and gradients (float32 each), as MoeModel allocates them. */

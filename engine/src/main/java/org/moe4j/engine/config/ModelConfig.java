@@ -1,18 +1,50 @@
 package org.moe4j.engine.config;
 
+import com.fasterxml.jackson.annotation.JsonInclude;
 import com.fasterxml.jackson.core.JsonProcessingException;
 import com.fasterxml.jackson.databind.DeserializationFeature;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.SerializationFeature;
+import com.fasterxml.jackson.databind.node.NullNode;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import java.util.List;
 
 /**
  * The model (ALGORITHMS.md section 1) and its routing. Experts are numbered 0..E-1; the shared ones are the LAST
  * {@code sharedExperts} indices; {@code k} counts experts per token with the shared ones included, so a token has
  * k' = k - s routed picks among E' = E - s routed experts.
+ *
+ * <p>Per-layer expert counts (a checkpoint pruned to a different K per layer): {@code layerExperts} lists E_l for
+ * every layer, and then {@code experts} is the largest of them (what buffers shared by all layers are sized for).
+ * Layer l routes k_l = {@code layerK[l]} experts per token, shared included, or min(k, E_l) when {@code layerK} is
+ * absent; {@code layerK} may also be given with one E for every layer. Both are null for a uniform model, and are
+ * then left out of the JSON, so a uniform model's config is exactly what it was before they existed.
+ *
+ * <p>{@code tieEmbeddings} (Hugging Face's {@code tie_word_embeddings}): the LM head is the embedding matrix, one
+ * parameter whose gradient is the sum of both uses. True or null (false is stored as null and left out of the JSON).
  */
 public record ModelConfig(int vocab, int d, int layers, int heads, int kvHeads, int experts, int sharedExperts,
                           int k, int expertHidden, double ropeTheta, boolean qkNorm, double normEps, int maxSeq,
-                          int eosId, RoutingConfig routing, LossWeights loss) {
+                          int eosId, RoutingConfig routing, LossWeights loss,
+                          @JsonInclude(JsonInclude.Include.NON_NULL) List<Integer> layerExperts,
+                          @JsonInclude(JsonInclude.Include.NON_NULL) List<Integer> layerK,
+                          @JsonInclude(JsonInclude.Include.NON_NULL) Boolean tieEmbeddings) {
+
+    /** A model with the same E and k in every layer, untied. */
+    public ModelConfig(int vocab, int d, int layers, int heads, int kvHeads, int experts, int sharedExperts, int k,
+                       int expertHidden, double ropeTheta, boolean qkNorm, double normEps, int maxSeq, int eosId,
+                       RoutingConfig routing, LossWeights loss) {
+        this(vocab, d, layers, heads, kvHeads, experts, sharedExperts, k, expertHidden, ropeTheta, qkNorm, normEps,
+                maxSeq, eosId, routing, loss, null, null, null);
+    }
+
+    /** A model with per-layer E and k (either null = uniform), untied. */
+    public ModelConfig(int vocab, int d, int layers, int heads, int kvHeads, int experts, int sharedExperts, int k,
+                       int expertHidden, double ropeTheta, boolean qkNorm, double normEps, int maxSeq, int eosId,
+                       RoutingConfig routing, LossWeights loss, List<Integer> layerExperts, List<Integer> layerK) {
+        this(vocab, d, layers, heads, kvHeads, experts, sharedExperts, k, expertHidden, ropeTheta, qkNorm, normEps,
+                maxSeq, eosId, routing, loss, layerExperts, layerK, null);
+    }
 
     private static final ObjectMapper JSON = new ObjectMapper()
             .enable(SerializationFeature.INDENT_OUTPUT)
@@ -64,15 +96,106 @@ public record ModelConfig(int vocab, int d, int layers, int heads, int kvHeads, 
         if (m.mode() != MatryoshkaMode.OFF && m.kMax() > routed)
             throw ConfigException.of("ModelConfig.routing.matryoshka.kMax", m.kMax(),
                     "must be <= routed experts E - s = " + routed);
+        if (Boolean.FALSE.equals(tieEmbeddings)) tieEmbeddings = null; // one value for "untied": equal configs are equal
+        layerExperts = perLayer("layerExperts", layerExperts, layers);
+        if (layerExperts != null) {
+            int max = 0;
+            for (int l = 0; l < layers; l++) {
+                int e = layerExperts.get(l);
+                if (e <= sharedExperts || e > experts)
+                    throw ConfigException.of("ModelConfig.layerExperts", layerExperts, "layer " + l + " has " + e
+                            + " experts, must be in [sharedExperts + 1, experts] = [" + (sharedExperts + 1) + ", "
+                            + experts + "]");
+                max = Math.max(max, e);
+            }
+            if (max != experts)
+                throw ConfigException.of("ModelConfig.experts", experts, "must be the largest of layerExperts "
+                        + layerExperts + " = " + max);
+        }
+        layerK = perLayer("layerK", layerK, layers);
+        if (layerK != null)
+            for (int l = 0; l < layers; l++) {
+                int kl = layerK.get(l), el = layerExperts == null ? experts : layerExperts.get(l);
+                if (kl <= sharedExperts || kl > Math.min(k, el))
+                    throw ConfigException.of("ModelConfig.layerK", layerK, "layer " + l + " routes " + kl
+                            + " experts per token, must be in [sharedExperts + 1, min(k, experts of the layer)] = ["
+                            + (sharedExperts + 1) + ", " + Math.min(k, el) + "]");
+            }
+    }
+
+    /** null stays null; otherwise exactly one non-null entry per layer, copied (the record stays immutable). */
+    private static List<Integer> perLayer(String field, List<Integer> v, int layers) {
+        if (v == null) return null;
+        if (v.size() != layers)
+            throw ConfigException.of("ModelConfig." + field, v, "must list one value per layer: " + layers
+                    + " values, got " + v.size());
+        for (Integer i : v)
+            if (i == null) throw ConfigException.of("ModelConfig." + field, v, "must not hold null");
+        return List.copyOf(v);
     }
 
     private static void positive(String field, int v) {
         if (v <= 0) throw ConfigException.of("ModelConfig." + field, v, "must be > 0");
     }
 
-    /** E' = E - s, the routed experts. */
+    /** E' = E - s, the routed experts (the largest layer's with per-layer counts). */
     public int routedExperts() {
         return experts - sharedExperts;
+    }
+
+    /** Whether the LM head is the embedding matrix (one parameter). */
+    public boolean tied() {
+        return Boolean.TRUE.equals(tieEmbeddings);
+    }
+
+    /** This config with tied (true) or separate (false) embedding and LM head. */
+    public ModelConfig withTied(boolean tied) {
+        return new ModelConfig(vocab, d, layers, heads, kvHeads, experts, sharedExperts, k, expertHidden, ropeTheta,
+                qkNorm, normEps, maxSeq, eosId, routing, loss, layerExperts, layerK, tied ? Boolean.TRUE : null);
+    }
+
+    /** E_l, the experts of layer l (shared included). */
+    public int experts(int l) {
+        return layerExperts == null ? experts : layerExperts.get(l);
+    }
+
+    /** E_l - s, the routed experts of layer l. */
+    public int routedExperts(int l) {
+        return experts(l) - sharedExperts;
+    }
+
+    /** k_l, the experts per token of layer l, shared included: layerK[l], or min(k, E_l). */
+    public int k(int l) {
+        return layerK != null ? layerK.get(l) : Math.min(k, experts(l));
+    }
+
+    /** k_l - s, layer l's routed picks per token when Matryoshka is off. */
+    public int routedK(int l) {
+        return k(l) - sharedExperts;
+    }
+
+    /** Whether every layer has the same E and routes the same k (no per-layer lists that say otherwise). */
+    public boolean uniform() {
+        for (int l = 0; l < layers; l++) if (experts(l) != experts || k(l) != k) return false;
+        return true;
+    }
+
+    /** The smallest E_l - s over the layers. */
+    public int minRoutedExperts() {
+        int m = routedExperts();
+        for (int l = 0; l < layers; l++) m = Math.min(m, routedExperts(l));
+        return m;
+    }
+
+    /** This config with per-layer expert counts and k (either null = uniform). */
+    public ModelConfig withLayers(List<Integer> experts, List<Integer> k) {
+        int e = this.experts;
+        if (experts != null) {
+            e = 0;
+            for (Integer v : experts) e = Math.max(e, v == null ? 0 : v);
+        }
+        return new ModelConfig(vocab, d, layers, heads, kvHeads, e, sharedExperts, this.k, expertHidden, ropeTheta,
+                qkNorm, normEps, maxSeq, eosId, routing, loss, experts, k, tieEmbeddings);
     }
 
     /** k' = k - s, routed picks per token when Matryoshka is off. */
@@ -91,12 +214,12 @@ public record ModelConfig(int vocab, int d, int layers, int heads, int kvHeads, 
 
     public ModelConfig withRouting(RoutingConfig r) {
         return new ModelConfig(vocab, d, layers, heads, kvHeads, experts, sharedExperts, k, expertHidden, ropeTheta,
-                qkNorm, normEps, maxSeq, eosId, r, loss);
+                qkNorm, normEps, maxSeq, eosId, r, loss, layerExperts, layerK, tieEmbeddings);
     }
 
     public ModelConfig withLoss(LossWeights l) {
         return new ModelConfig(vocab, d, layers, heads, kvHeads, experts, sharedExperts, k, expertHidden, ropeTheta,
-                qkNorm, normEps, maxSeq, eosId, routing, l);
+                qkNorm, normEps, maxSeq, eosId, routing, l, layerExperts, layerK, tieEmbeddings);
     }
 
     /** V 8192, d 256, 4 layers, 4 heads, E 16, k 2, h 512, T 256. */
@@ -128,7 +251,11 @@ public record ModelConfig(int vocab, int d, int layers, int heads, int kvHeads, 
     /** Parses config JSON; a rule broken by a value surfaces as the {@link ConfigException} that names it. */
     public static ModelConfig fromJson(String json) {
         try {
-            return JSON.readValue(json, ModelConfig.class);
+            // the per-layer lists are optional (absent = uniform); every other key must be there
+            var tree = JSON.readTree(json);
+            if (tree instanceof ObjectNode o)
+                for (String f : new String[] {"layerExperts", "layerK", "tieEmbeddings"}) if (!o.has(f)) o.set(f, NullNode.getInstance());
+            return JSON.treeToValue(tree, ModelConfig.class);
         } catch (JsonProcessingException e) {
             Throwable c = e;
             while (c != null) {

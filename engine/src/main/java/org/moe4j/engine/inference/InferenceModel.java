@@ -91,6 +91,8 @@ public final class InferenceModel implements AutoCloseable {
 
     /** The parameters as one flat run of a mapped file, or null when they are not stored that way. */
     private static Flat flat(Checkpoint ck, ParamLayout layout) {
+        // tied, with an lm_head stored too: the importer checks that it equals the embedding
+        if (layout.config().tied() && ck.fileOf(ParamLayout.lmHead()) != null) return null;
         SafetensorsFile file = null;
         DType dtype = null;
         long base = -1;

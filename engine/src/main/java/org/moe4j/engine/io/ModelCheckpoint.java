@@ -64,7 +64,7 @@ public final class ModelCheckpoint {
         }
         return new HfConfig("emo", c.vocab(), c.d(), c.expertHidden(), c.layers(), c.heads(), c.kvHeads(),
                 c.experts(), null, c.k(), c.sharedExperts(), c.routing().normalizeTopK(), c.ropeTheta(), c.normEps(),
-                false, c.maxSeq(), c.eosId(), block, c.qkNorm());
+                c.tied() ? Boolean.TRUE : Boolean.FALSE, c.maxSeq(), c.eosId(), block, c.qkNorm());
     }
 
     /** Writes the folder atomically; state and tokenizer may be null. */
@@ -94,9 +94,10 @@ public final class ModelCheckpoint {
         if (from != null)
             for (String f : TOKENIZER_FILES) if (Files.isRegularFile(from.resolve(f))) copies.put(f, from.resolve(f));
         // a tied checkpoint whose LM head still equals its embedding is written tied: one tensor, as Hugging Face reads it
-        boolean tied = from != null && tiedEmbeddings(from) && headEqualsEmbedding(model);
+        boolean tied = model.config().tied() || from != null && tiedEmbeddings(from) && headEqualsEmbedding(model);
         write(dir, model, null, copies, tied);
-        return model.layout().entries().size() - (tied ? 1 : 0);
+        // a tied config's layout has no lm_head; an untied one whose head equals the embedding leaves it out here
+        return model.layout().entries().size() - (tied && !model.config().tied() ? 1 : 0);
     }
 
     private static void write(Path dir, MoeModel model, TrainState state, Map<String, Path> copies) {
@@ -171,8 +172,11 @@ public final class ModelCheckpoint {
      */
     public static ModelConfig config(JsonNode raw, HfArchitecture arch, String file) {
         JsonNode block = raw.get("moe4j");
+        boolean tied = raw.path("tie_word_embeddings").asBoolean(false);
         if (block != null && !block.isNull()) {
             ModelConfig c = ModelConfig.fromJson(block.toString());
+            // a block written before tieEmbeddings existed says nothing of it: the HF key does
+            if (tied && !c.tied()) c = c.withTied(true);
             requireAgreement(raw, c, file);
             return c;
         }
@@ -189,7 +193,7 @@ public final class ModelCheckpoint {
         return new ModelConfig(h.vocab(), h.d(), h.layers(), h.heads(), h.kvHeads(), h.experts(), h.shared(), h.k(),
                 h.hidden(), h.ropeTheta(), h.qkNorm(), h.normEps(),
                 maxPos == null || !maxPos.canConvertToInt() || maxPos.intValue() < 1 ? 4096 : maxPos.intValue(),
-                eosId, routing, LossWeights.defaults());
+                eosId, routing, LossWeights.defaults()).withTied(tied);
     }
 
     /**
@@ -203,7 +207,8 @@ public final class ModelCheckpoint {
                 {"num_key_value_heads", c.kvHeads()}, {"num_experts", c.experts()}, {"num_experts_per_tok", c.k()},
                 {"num_shared_experts", c.sharedExperts()}, {"max_position_embeddings", c.maxSeq()},
                 {"eos_token_id", c.eosId()}, {"rope_theta", c.ropeTheta()}, {"rms_norm_eps", c.normEps()},
-                {"qk_norm", c.qkNorm()}, {"norm_topk_prob", c.routing().normalizeTopK()}};
+                {"qk_norm", c.qkNorm()}, {"norm_topk_prob", c.routing().normalizeTopK()},
+                {"tie_word_embeddings", c.tied()}};
         for (Object[] p : pairs) {
             JsonNode v = raw.get((String) p[0]);
             if (v == null || v.isNull()) continue;
@@ -289,8 +294,9 @@ public final class ModelCheckpoint {
         String file = configFile.toString();
         JsonNode raw = readConfigJson(configFile);
         HfArchitecture arch = HfArchitecture.detect(raw, file);
-        ModelConfig c = config != null ? config : config(raw, arch, file);
         boolean tied = raw.path("tie_word_embeddings").asBoolean(false);
+        ModelConfig c = config != null ? config : config(raw, arch, file);
+        if (tied && !c.tied()) c = c.withTied(true); // one parameter: the LM head is the embedding
         List<String> notes = new ArrayList<>();
         JsonNode block = raw.get("moe4j");
         if (config == null && (block == null || block.isNull()))
@@ -360,7 +366,7 @@ public final class ModelCheckpoint {
                     String name = hfOf.get(e.name());
                     if (name != null) copyInto(ck.tensor(name), m.params(), e.offset());
                 }
-                if (tied) tieHead(dir, files, arch, m, hfOf.containsKey(lmHead), notes);
+                if (tied) tieHead(dir, files, arch, ck, hfOf.get(ParamLayout.embedTokens()), hfOf.get(lmHead), notes);
                 return new Imported(m, arch, hfOf.size(), notes);
             } catch (RuntimeException ex) {
                 m.close();
@@ -371,25 +377,32 @@ public final class ModelCheckpoint {
 
     private static final int MAX_PROBLEMS = 20;
 
-    /** Copies the embedding into the LM head; a stored head must already equal it. */
-    private static void tieHead(Path dir, TensorFiles files, HfArchitecture arch, MoeModel m, boolean headStored, List<String> notes) {
-        ParamLayout.Entry emb = m.layout().entry(ParamLayout.embedTokens()), head = m.layout().entry(ParamLayout.lmHead());
-        MemorySegment p = m.params();
-        if (headStored) {
-            long bytes = emb.numel() * Float.BYTES;
-            long diff = MemorySegment.mismatch(p, emb.offset() * Float.BYTES, emb.offset() * Float.BYTES + bytes,
-                    p, head.offset() * Float.BYTES, head.offset() * Float.BYTES + bytes);
-            if (diff >= 0)
-                throw new Moe4jException(files.of(arch.fromCanonical(head.name())) + ": 'tie_word_embeddings' is "
-                        + "true but tensor '" + arch.fromCanonical(head.name()) + "' differs from '"
-                        + arch.fromCanonical(emb.name()) + "' (at element " + diff / Float.BYTES
-                        + "); remove one or set tie_word_embeddings to false");
-            notes.add(dir + ": tied embeddings; the stored lm_head equals the embedding, used as is");
+    /**
+     * Tied embeddings are one parameter (the layout has no lm_head); a stored {@code lm_head.weight} must equal the
+     * stored embedding, element for element, and is then not used.
+     */
+    private static void tieHead(Path dir, TensorFiles files, HfArchitecture arch, Checkpoint ck, String embName,
+                                String headName, List<String> notes) {
+        if (headName == null) {
+            notes.add(dir + ": tie_word_embeddings is true: the LM head is the embedding (one parameter, one gradient, "
+                    + "written once)");
             return;
         }
-        MemorySegment.copy(p, emb.offset() * Float.BYTES, p, head.offset() * Float.BYTES, emb.numel() * Float.BYTES);
-        notes.add(dir + ": tie_word_embeddings is true and there is no lm_head: the LM head starts as a copy of the "
-                + "embedding (written tied again while the two are equal; an export after training writes both)");
+        Tensor emb = ck.tensor(embName), head = ck.tensor(headName);
+        long diff = -1;
+        if (!java.util.Arrays.equals(emb.shape(), head.shape())) diff = 0;
+        else if (emb.dtype() == head.dtype()) {
+            long at = MemorySegment.mismatch(emb.segment(), 0, emb.byteSize(), head.segment(), 0, head.byteSize());
+            diff = at < 0 ? -1 : at / emb.dtype().byteSize();
+        }
+        else
+            for (long i = 0; i < emb.numel() && diff < 0; i++) if (emb.get(i) != head.get(i)) diff = i;
+        if (diff >= 0)
+            throw new Moe4jException(files.of(headName) + ": 'tie_word_embeddings' is true but tensor '" + headName
+                    + "' differs from '" + embName + "' (at element " + diff + "); remove one or set "
+                    + "tie_word_embeddings to false");
+        notes.add(dir + ": tied embeddings; the stored lm_head equals the embedding and is not used (the LM head is the "
+                + "embedding)");
     }
 
     /** Names the file that holds a tensor: its shard from the index (read once, when first asked), or model.safetensors. */
@@ -420,7 +433,9 @@ public final class ModelCheckpoint {
         return String.format(java.util.Locale.ROOT, "vocab %d, d %d, %d layers, %d heads (%d kv), E %d (shared %d), "
                         + "k %d, h %d, qkNorm %s, normalizeTopK %s, rope theta %s, eps %s", c.vocab(), c.d(), c.layers(),
                 c.heads(), c.kvHeads(), c.experts(), c.sharedExperts(), c.k(), c.expertHidden(), c.qkNorm(),
-                c.routing().normalizeTopK(), c.ropeTheta(), c.normEps());
+                c.routing().normalizeTopK(), c.ropeTheta(), c.normEps())
+                + (c.layerExperts() == null ? "" : ", E per layer " + c.layerExperts())
+                + (c.layerK() == null ? "" : ", k per layer " + c.layerK());
     }
 
     private static JsonNode readConfigJson(Path file) {

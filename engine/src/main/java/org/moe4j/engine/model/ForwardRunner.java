@@ -83,14 +83,18 @@ public final class ForwardRunner implements AutoCloseable {
             x.nonFiniteReport = () -> "non-finite value in the forward pass (check the weights)";
             cache = new KvCache(c, slots, maxPositions);
             AttentionBlock.Activations aa = new AttentionBlock.Activations(x, "attn.");
-            MoeBlock.Activations ma = new MoeBlock.Activations(x, "moe.");
+            MoeBlock.Activations ma = new MoeBlock.Activations(x, "moe.", 0);
+            // one set of buffers for every layer; a layer whose E_l differs gets its own router over them
+            java.util.Map<Integer, MoeBlock.Activations> byExperts = new java.util.HashMap<>();
+            byExperts.put(c.experts(0), ma);
             attn = new AttentionBlock[c.layers()];
             moe = new MoeBlock[c.layers()];
             controls = new RoutingControl[c.layers()];
             for (int l = 0; l < c.layers(); l++) {
                 attn[l] = new AttentionBlock(x, l, aa);
-                moe[l] = new MoeBlock(x, l, ma);
-                controls[l] = new RoutingControl().fixedK(c.routedK()).capacityFactor(0);
+                int layer = l;
+                moe[l] = new MoeBlock(x, l, byExperts.computeIfAbsent(c.experts(l), e -> new MoeBlock.Activations(x, ma, layer)));
+                controls[l] = new RoutingControl().fixedK(c.routedK(l)).capacityFactor(0);
             }
             xa = ws.allocate("x.a", maxTokens, c.d());
             xb = ws.allocate("x.b", maxTokens, c.d());
@@ -136,10 +140,13 @@ public final class ForwardRunner implements AutoCloseable {
         return controls[l];
     }
 
-    /** Sets k' per layer (elastic k) and one subset for every layer (null = every expert). */
+    /**
+     * Sets k' per layer (elastic k; null = each layer's own k'_l) and one subset per layer (null = every expert;
+     * layer l's over its E_l experts).
+     */
     public void routing(int[] kPerLayer, ExpertSet[] subsetPerLayer) {
         for (int l = 0; l < c.layers(); l++) {
-            int k = kPerLayer == null ? c.routedK() : kPerLayer[l];
+            int k = kPerLayer == null ? c.routedK(l) : kPerLayer[l];
             if (k < 1 || k > maxRoutedK)
                 throw new Moe4jException("k' = " + k + " at layer " + l + " is out of range 1.." + maxRoutedK);
             controls[l].fixedK(k).subset(subsetPerLayer == null ? null : subsetPerLayer[l]);

@@ -21,7 +21,9 @@ import org.moe4j.engine.routing.RoutingControl;
  * State is per KV-cache slot and layer; a slot's state is reset by its prefill.
  */
 public final class GenerationPools {
-    private final int layers, experts, routed, evalPool, eosId;
+    private final int layers, evalPool, eosId;
+    /** routed[l]: E_l - s, layer l's routed experts (a pruned layer may keep fewer). */
+    private final int[] routed;
     /** frozen[slot][layer]: the pool, or null while the document is still being scored. */
     private final ExpertSet[][] frozen;
     private final ExpertSet[][] store;
@@ -33,14 +35,15 @@ public final class GenerationPools {
 
     GenerationPools(ModelConfig c, int slots, int evalPool) {
         this.layers = c.layers();
-        this.experts = c.experts();
-        this.routed = c.routedExperts();
-        this.evalPool = Math.min(evalPool, routed);
+        this.routed = new int[c.layers()];
+        for (int l = 0; l < c.layers(); l++) routed[l] = c.routedExperts(l);
+        this.evalPool = Math.min(evalPool, c.routedExperts());
         this.eosId = c.eosId();
         frozen = new ExpertSet[slots][layers];
         store = new ExpertSet[slots][layers];
-        u = new double[slots][layers][experts];
-        for (ExpertSet[] row : store) for (int l = 0; l < layers; l++) row[l] = new ExpertSet(experts);
+        u = new double[slots][layers][];
+        for (double[][] row : u) for (int l = 0; l < layers; l++) row[l] = new double[c.experts(l)];
+        for (ExpertSet[] row : store) for (int l = 0; l < layers; l++) row[l] = new ExpertSet(c.experts(l));
         docTokens = new int[slots];
         perDoc = new ExpertSet[Math.max(1, slots)];
     }
@@ -104,7 +107,8 @@ public final class GenerationPools {
             int s = b.slot[i], t = b.seqStart[i];
             if (frozen[s][l] != null) continue;
             double[] us = u[s][l];
-            for (int e = 0; e < routed; e++) us[e] += r.prob[t * experts + e];
+            int experts = r.experts();
+            for (int e = 0; e < routed[l]; e++) us[e] += r.prob[t * experts + e];
             if (l == layers - 1) docTokens[s]++;
         }
         if (l == layers - 1) {
@@ -120,9 +124,9 @@ public final class GenerationPools {
     private void freeze(int s, int l) {
         ExpertSet p = store[s][l].clear();
         double[] us = u[s][l];
-        for (int j = 0; j < evalPool; j++) {
+        for (int j = 0; j < Math.min(evalPool, routed[l]); j++) {
             int best = -1;
-            for (int e = 0; e < routed; e++) {
+            for (int e = 0; e < routed[l]; e++) {
                 if (p.contains(e)) continue;
                 if (best < 0 || us[e] > us[best]) best = e;
             }

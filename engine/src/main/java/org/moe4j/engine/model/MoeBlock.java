@@ -24,23 +24,49 @@ final class MoeBlock {
         final Routing routing;
         final int[] rowOfSlot;
 
-        Activations(BlockContext x, String p) {
+        /** Layer l's activations (training: one set per layer). */
+        Activations(BlockContext x, String p, int l) {
             int maxN = x.maxN, slots = x.slots();
             xn2 = x.ws.allocate(p + "xn2", maxN, x.d);
             rstd2 = x.ws.allocate(p + "rstd2", maxN);
-            rlogits = x.ws.allocate(p + "routerLogits", maxN, x.E);
+            rlogits = x.ws.allocate(p + "routerLogits", maxN, x.E); // E = the largest layer's: fits every layer
             xe = x.ws.allocate(p + "expertIn", slots, x.d);
             a13 = x.ws.allocate(p + "expertGateUp", slots, 2 * x.hid);
             act = x.ws.allocate(p + "expertAct", slots, x.hid);
             ye = x.ws.allocate(p + "expertOut", slots, x.d);
-            router = new Router(x.c, maxN, x.maxSeqs);
+            router = new Router(x.c, l, maxN, x.maxSeqs);
             routing = router.newRouting();
             rowOfSlot = new int[slots];
+        }
+
+        /**
+         * The buffers of {@code share} with a router for layer l (forward-only runners share one set of buffers
+         * between layers; a router and its routing are sized by the layer's E_l, so layers that differ in E get
+         * their own).
+         */
+        Activations(BlockContext x, Activations share, int l) {
+            xn2 = share.xn2;
+            rstd2 = share.rstd2;
+            rlogits = share.rlogits;
+            xe = share.xe;
+            a13 = share.a13;
+            act = share.act;
+            ye = share.ye;
+            rowOfSlot = share.rowOfSlot;
+            router = new Router(x.c, l, x.maxN, x.maxSeqs);
+            routing = router.newRouting();
+        }
+
+        /** Experts of the layer this router serves. */
+        int experts() {
+            return routing.experts();
         }
     }
 
     private final BlockContext x;
     final int l;
+    /** E_l, this layer's experts (shared included), and E_l - s, its routed ones. */
+    final int E, routed;
     final Activations a;
     final long wNorm2, wr;
     final long[] w13, w2;
@@ -53,7 +79,10 @@ final class MoeBlock {
         this.l = l;
         this.a = a;
         ModelWeights w = x.weights;
-        int E = x.E;
+        E = x.c.experts(l);
+        routed = x.c.routedExperts(l);
+        if (a.experts() != E)
+            throw new Moe4jException("layer " + l + ": activations routed for " + a.experts() + " experts, the layer has " + E);
         wNorm2 = w.vectorOffset(ParamLayout.preFeedForwardNorm(l));
         wr = w.vectorOffset(ParamLayout.router(l));
         w13 = new long[E];
@@ -64,8 +93,8 @@ final class MoeBlock {
                 throw new Moe4jException("layout: layer " + l + " expert " + j + ": up_proj must follow gate_proj");
             w2[j] = w.matrixOffset(ParamLayout.downProj(l, j));
         }
-        keptList = new int[x.routed];
-        erc = x.training() ? new ExpertRouterCoupling(x.d, x.hid, x.routed, x.gemm, x.ws.arena()) : null;
+        keptList = new int[routed];
+        erc = x.training() ? new ExpertRouterCoupling(x.d, x.hid, routed, x.gemm, x.ws.arena()) : null;
     }
 
     Routing routing() {
@@ -76,7 +105,7 @@ final class MoeBlock {
     void forward(MemorySegment h, MemorySegment out, RoutingControl ctl) {
         BlockContext x = this.x;
         Batch b = x.batch;
-        int N = b.N, d = x.d, E = x.E, hid = x.hid;
+        int N = b.N, d = x.d, E = this.E, hid = x.hid;
         MemorySegment xn2 = a.xn2.segment();
         x.ops.rmsNorm(h, 0, x.P, wNorm2, xn2, 0, a.rstd2.segment(), 0, d, x.eps, N);
         x.linearF32(N, E, d, xn2, 0, d, wr, 0f, a.rlogits.segment(), 0, E);
@@ -111,7 +140,7 @@ final class MoeBlock {
     /** dx holds dL/dy on entry and dL/dh on return. */
     void backward(MemorySegment h, LossWeights w, boolean ercOn) {
         BlockContext x = this.x;
-        int N = x.batch.N, d = x.d, E = x.E, hid = x.hid, L = x.L;
+        int N = x.batch.N, d = x.d, E = this.E, hid = x.hid, L = x.L;
         MemorySegment P = x.P, G = x.G;
         Routing r = a.routing;
         int kTot = r.kTot(), S = r.keptSlots();

@@ -93,7 +93,7 @@ public final class MoeTransformer implements AutoCloseable {
         controls = new RoutingControl[L];
         RoutingRng rng = new RoutingRng(0x5EEDL);
         routingRng = rng;
-        for (int l = 0; l < L; l++) controls[l] = RoutingControl.training(c, rng);
+        for (int l = 0; l < L; l++) controls[l] = RoutingControl.training(c, l, rng);
         ercRng = new RoutingRng(0xE5CL);
         ercOn = c.loss().erc() > 0;
 
@@ -108,7 +108,7 @@ public final class MoeTransformer implements AutoCloseable {
             String p = "layer" + l + ".";
             xs[l] = ws.allocate(p + "x", maxN, d);
             attn[l] = new AttentionBlock(x, l, new AttentionBlock.Activations(x, p));
-            moe[l] = new MoeBlock(x, l, new MoeBlock.Activations(x, p));
+            moe[l] = new MoeBlock(x, l, new MoeBlock.Activations(x, p, l));
         }
         xs[L] = ws.allocate("layer" + L + ".x", maxN, d);
         xf = ws.allocate("final.xn", maxN, d);
@@ -142,7 +142,7 @@ public final class MoeTransformer implements AutoCloseable {
     public void useDefaults(boolean training, long seed) {
         RoutingRng rng = new RoutingRng(seed);
         routingRng = rng;
-        for (int l = 0; l < L; l++) controls[l] = training ? RoutingControl.training(c, rng) : RoutingControl.eval(c);
+        for (int l = 0; l < L; l++) controls[l] = training ? RoutingControl.training(c, l, rng) : RoutingControl.eval(c, l);
         ercRng.setState(seed ^ 0xE5CL);
     }
 

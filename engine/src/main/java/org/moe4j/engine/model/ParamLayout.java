@@ -16,7 +16,10 @@ import org.moe4j.engine.config.ModelConfig;
  *
  * <p>Order per layer: pre-attention norm; q, k, v, o projections; q/k norms (when qkNorm); pre-feed-forward norm;
  * router; then per expert gate_proj (W1) directly followed by up_proj (W3), so that [W1; W3] is one [2h, d]
- * matrix and one GEMM computes both, then down_proj (W2).
+ * matrix and one GEMM computes both, then down_proj (W2). A layer has its own E_l experts ({@link
+ * ModelConfig#experts(int)}). With tied embeddings there is no lm_head tensor: {@link #entry} of
+ * {@link #lmHead()} is the embedding's entry, so the LM head reads the embedding and adds its gradient to the
+ * embedding's, and {@link #entries()} lists the one tensor once.
  */
 public final class ParamLayout {
     /** One tensor: name, shape, element offset in the flat buffer, whether AdamW decays it. */
@@ -58,18 +61,20 @@ public final class ParamLayout {
                 add(list, at, kNorm(l), false, kw);
             }
             add(list, at, preFeedForwardNorm(l), false, d);
-            add(list, at, router(l), true, c.experts(), d);
-            for (int j = 0; j < c.experts(); j++) {
+            add(list, at, router(l), true, c.experts(l), d); // E_l: a pruned layer may keep fewer experts
+            for (int j = 0; j < c.experts(l); j++) {
                 add(list, at, gateProj(l, j), true, h, d);
                 add(list, at, upProj(l, j), true, h, d);
                 add(list, at, downProj(l, j), true, d, h);
             }
         }
         add(list, at, finalNorm(), false, d);
-        add(list, at, lmHead(), true, c.vocab(), d);
+        if (!c.tied()) add(list, at, lmHead(), true, c.vocab(), d);
         this.entries = Collections.unmodifiableList(list);
         Map<String, Entry> m = new LinkedHashMap<>();
         for (Entry e : list) m.put(e.name(), e);
+        // tied: the LM head IS the embedding (one tensor, one gradient: the sum of both uses); its name leads there
+        if (c.tied()) m.put(lmHead(), m.get(embedTokens()));
         this.byName = Collections.unmodifiableMap(m);
         this.total = at[0];
     }

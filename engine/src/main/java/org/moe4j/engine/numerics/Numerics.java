@@ -79,7 +79,8 @@ public final class Numerics {
         // pools, k' and capacity come from the controls, never from the config's training draws
         RoutingConfig r = new RoutingConfig(norm, r0.softmaxOverAll(), PoolConfig.none(), MatryoshkaConfig.off(), 0, 0, scope);
         return new ModelConfig(c0.vocab(), c0.d(), c0.layers(), c0.heads(), c0.kvHeads(), c0.experts(), c0.sharedExperts(),
-                c0.k(), c0.expertHidden(), c0.ropeTheta(), c0.qkNorm(), c0.normEps(), tok.longest(), tok.eosId(), r, w);
+                c0.k(), c0.expertHidden(), c0.ropeTheta(), c0.qkNorm(), c0.normEps(), tok.longest(), tok.eosId(), r, w,
+                c0.layerExperts(), c0.layerK(), c0.tieEmbeddings());
     }
 
     private static Outcome step(NumericsRequest q, MoeModel model, NumericsInputs.Tokens tok, WorkerPool pool) {
@@ -88,7 +89,7 @@ public final class Numerics {
         int[] kPer = q.kPerLayer() == null ? null : NumericsInputs.parseKPerLayer(q.kPerLayer(), L, routed);
         int[][][] pools = q.mode() == NumericsRequest.Mode.EMO
                 ? NumericsInputs.readPools(q.pools(), L, tok.documents(), routed) : null;
-        int[][] subset = q.mode() == NumericsRequest.Mode.SUBSET ? NumericsInputs.readSubset(q.subset(), L, E, s) : null;
+        int[][] subset = q.mode() == NumericsRequest.Mode.SUBSET ? NumericsInputs.readSubset(q.subset(), c) : null;
         float[][] noise = q.ercNoise() == null ? null : NumericsInputs.readErcNoise(q.ercNoise(), L, routed, d);
 
         int B = tok.sequences().length, N = tok.count();
@@ -96,11 +97,11 @@ public final class Numerics {
         try (MoeTransformer tr = new MoeTransformer(model, N, B, routed, new JavaGemm(pool), pool)) {
             for (int l = 0; l < L; l++) {
                 RoutingControl ctl = tr.control(l);
-                ctl.fixedK(kPer == null ? c.routedK() : kPer[l]).capacityFactor(q.capacityFactor());
-                ctl.subset(subset == null ? null : ExpertSet.of(E, subset[l]));
+                ctl.fixedK(kPer == null ? c.routedK(l) : kPer[l]).capacityFactor(q.capacityFactor());
+                ctl.subset(subset == null ? null : ExpertSet.of(c.experts(l), subset[l]));
                 if (pools == null) ctl.noPools();
                 else ctl.givenPools(Arrays.stream(pools[l]).flatMapToInt(Arrays::stream).toArray());
-                if (noise != null) tr.pinErcNoise(l, keptRows(noise[l], subset == null ? null : subset[l], routed, d));
+                if (noise != null) tr.pinErcNoise(l, keptRows(noise[l], subset == null ? null : subset[l], c.routedExperts(l), d));
             }
             tr.erc(noise != null);
             tr.docMask(q.docMask());
@@ -128,35 +129,16 @@ public final class Numerics {
         return out;
     }
 
+    /**
+     * Every parameter's gradient under its name. A tied model has one embedding tensor (no lm_head): its gradient
+     * already is the sum of the embedding's and the LM head's uses, as Hugging Face reports it.
+     */
     private static void writeGrads(NumericsRequest q, MoeModel model) {
         Map<String, Tensor> g = new LinkedHashMap<>();
-        boolean tied = tiedEmbeddings(q.ckpt());
-        try (java.lang.foreign.Arena arena = java.lang.foreign.Arena.ofConfined()) {
-            for (ParamLayout.Entry e : model.layout().entries()) {
-                if (tied && e.name().equals(ParamLayout.lmHead())) continue;
-                if (tied && e.name().equals(ParamLayout.embedTokens())) {
-                    // one Hugging Face parameter serves as embedding and LM head: its gradient is the sum of both uses
-                    float[] sum = model.gradValues(e.name()), head = model.gradValues(ParamLayout.lmHead());
-                    for (int i = 0; i < sum.length; i++) sum[i] += head[i];
-                    Tensor t = Tensor.allocate(arena, e.shape());
-                    java.lang.foreign.MemorySegment.copy(sum, 0, t.segment(), Tensor.FLOAT, 0, sum.length);
-                    g.put(e.name(), t);
-                    continue;
-                }
-                g.put(e.name(), model.grad(e.name()));
-            }
-            SafetensorsWriter.write(q.grads(), g, Map.of("format", "pt", "writer", "moe4j numerics",
-                    "content", "d(total loss)/d(parameter)" + (tied ? "; tied embeddings: one tensor, the sum of both uses" : "")));
-        }
+        boolean tied = model.config().tied();
+        for (ParamLayout.Entry e : model.layout().entries()) g.put(e.name(), model.grad(e.name()));
+        SafetensorsWriter.write(q.grads(), g, Map.of("format", "pt", "writer", "moe4j numerics",
+                "content", "d(total loss)/d(parameter)" + (tied ? "; tied embeddings: one tensor, the sum of both uses" : "")));
     }
 
-    /** Whether the checkpoint's config.json says {@code tie_word_embeddings: true}. */
-    static boolean tiedEmbeddings(java.nio.file.Path dir) {
-        try {
-            return new com.fasterxml.jackson.databind.ObjectMapper().readTree(dir.resolve("config.json").toFile())
-                    .path("tie_word_embeddings").asBoolean(false);
-        } catch (java.io.IOException e) {
-            throw new Moe4jException(dir.resolve("config.json") + ": cannot read: " + e.getMessage(), e);
-        }
-    }
 }

@@ -16,6 +16,7 @@ import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 import org.moe4j.Moe4jException;
 import org.moe4j.engine.config.LossWeights;
+import org.moe4j.engine.config.ModelConfig;
 import org.moe4j.io.safetensors.SafetensorsFile;
 import org.moe4j.simd.Tensor;
 
@@ -200,6 +201,21 @@ public final class NumericsInputs {
 
     /** The subset file as [layer] sorted full-model ids; every shared expert and at least one routed one kept. */
     public static int[][] readSubset(Path file, int layers, int experts, int shared) {
+        int[] e = new int[layers];
+        Arrays.fill(e, experts);
+        return readSubset(file, e, shared);
+    }
+
+    /** The subset of a model with its own E_l per layer: layer l's ids are checked against its E_l experts. */
+    public static int[][] readSubset(Path file, ModelConfig c) {
+        int[] e = new int[c.layers()];
+        for (int l = 0; l < e.length; l++) e[l] = c.experts(l);
+        return readSubset(file, e, c.sharedExperts());
+    }
+
+    /** As {@link #readSubset(Path, int, int, int)} with experts[l] experts in layer l. */
+    public static int[][] readSubset(Path file, int[] experts, int shared) {
+        int layers = experts.length;
         JsonNode root = readJson(file);
         java.util.Set<String> allowed = new java.util.HashSet<>(org.moe4j.engine.subset.SubsetFile.DESCRIPTIVE_FIELDS);
         allowed.addAll(Set.of("experts", "layers")); // select's subset.json adds how it was chosen
@@ -208,11 +224,10 @@ public final class NumericsInputs {
             throw new Moe4jException(file + ": give exactly one of 'experts' ([ids] for every layer) or 'layers' ([[ids] per layer])");
         int[][] out = new int[layers][];
         if (root.has("experts")) {
-            int[] ids = subsetIds(file, root.get("experts"), "experts", experts, shared);
-            for (int l = 0; l < layers; l++) out[l] = ids.clone();
+            for (int l = 0; l < layers; l++) out[l] = subsetIds(file, root.get("experts"), "experts", experts[l], shared);
         } else {
             JsonNode ls = arrayAt(file, root.get("layers"), "layers", layers);
-            for (int l = 0; l < layers; l++) out[l] = subsetIds(file, ls.get(l), "layers[" + l + "]", experts, shared);
+            for (int l = 0; l < layers; l++) out[l] = subsetIds(file, ls.get(l), "layers[" + l + "]", experts[l], shared);
         }
         return out;
     }

@@ -55,7 +55,7 @@ final class NumericsReport {
         st.put("mode", q.mode().label());
         st.put("eos_id", tok.eosId());
         ArrayNode k = st.putArray("k_per_layer");
-        for (int l = 0; l < c.layers(); l++) k.add(kPer == null ? c.routedK() : kPer[l]);
+        for (int l = 0; l < c.layers(); l++) k.add(kPer == null ? c.routedK(l) : kPer[l]);
         st.put("norm_topk_prob", c.routing().normalizeTopK());
         st.put("lb_scope", c.routing().lbScope() == LbScope.LOCAL ? "local" : "global");
         ObjectNode w = st.putObject("weights");
@@ -108,7 +108,7 @@ final class NumericsReport {
             kr.add(s.kRouted[l]);
             Routing r = tr.routing(l);
             ArrayNode b = cb.addArray(), a = ca.addArray();
-            for (int e = 0; e < routed; e++) {
+            for (int e = 0; e < c.routedExperts(l); e++) {
                 b.add(r.countBefore[e]);
                 a.add(r.countAfter[e]);
             }

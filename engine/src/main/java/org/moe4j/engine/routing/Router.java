@@ -63,6 +63,12 @@ public final class Router {
                 maxTokens, maxSequences);
     }
 
+    /** A router for layer {@code layer} of this model: its own E_l experts (a pruned layer may keep fewer). */
+    public Router(ModelConfig c, int layer, int maxTokens, int maxSequences) {
+        this(c.experts(layer), c.sharedExperts(), c.routing().normalizeTopK(), c.routing().softmaxOverAll(), c.eosId(),
+                maxTokens, maxSequences);
+    }
+
     /** A result buffer sized for this router; keep one per layer (backward reads it). */
     public Routing newRouting() {
         return new Routing(experts, shared, maxTokens, maxSequences);

@@ -58,7 +58,12 @@ public final class RoutingControl {
 
     /** Training defaults of a model: its pool range, its Matryoshka k, its training capacity factor. */
     public static RoutingControl training(ModelConfig c, RoutingRng rng) {
-        RoutingControl ctl = new RoutingControl().fixedK(c.routedK()).rng(rng);
+        return training(c, -1, rng);
+    }
+
+    /** As {@link #training(ModelConfig, RoutingRng)} for layer l: its own k' (a pruned layer may route fewer); -1 = the model's. */
+    public static RoutingControl training(ModelConfig c, int l, RoutingRng rng) {
+        RoutingControl ctl = new RoutingControl().fixedK(l < 0 ? c.routedK() : c.routedK(l)).rng(rng);
         RoutingConfig r = c.routing();
         if (r.pool().mode() == PoolMode.EMO) ctl.sampledPools(r.pool().poolMin(), r.pool().poolMax());
         var m = r.matryoshka();
@@ -69,7 +74,12 @@ public final class RoutingControl {
 
     /** Evaluation defaults: fixed k' = k - s, the eval pool (if EMO and evalPool > 0), the eval capacity factor. */
     public static RoutingControl eval(ModelConfig c) {
-        RoutingControl ctl = new RoutingControl().fixedK(c.routedK());
+        return eval(c, -1);
+    }
+
+    /** As {@link #eval(ModelConfig)} for layer l (its own k'); -1 = the model's. */
+    public static RoutingControl eval(ModelConfig c, int l) {
+        RoutingControl ctl = new RoutingControl().fixedK(l < 0 ? c.routedK() : c.routedK(l));
         RoutingConfig r = c.routing();
         if (r.pool().mode() == PoolMode.EMO && r.pool().evalPool() > 0) ctl.fixedPools(r.pool().evalPool());
         return ctl.capacityFactor(r.evalCapacityFactor());

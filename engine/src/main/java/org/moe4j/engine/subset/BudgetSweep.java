@@ -14,7 +14,9 @@ import org.moe4j.simd.WorkerPool;
 
 /**
  * {@code select --budget}: sweeps K (E, E/2, E/4, ... down to s + 1) and a routed k' for every layer (1 .. the trained
- * k'), each K's subset chosen on the selection part of the calibration documents, and measures on the held-out part
+ * k'), plus, for each K whose k' is 2 or more, two settings with k' one lower in some layers only (the first half of
+ * the layers, then the second half: where a smaller k' costs least shows on the front), each K's subset chosen on
+ * the selection part of the calibration documents, and measures on the held-out part
  * (the last quarter of the windows, or the second half of a single window) by teacher-forced decoding with the KV
  * cache: calibration perplexity and decode tokens/s. Resident memory is the weights a setting keeps resident,
  * non-expert weights plus K/E of the expert weights at the model's precision, which SubsetMemoryBench measures to
@@ -25,9 +27,59 @@ public final class BudgetSweep {
     private BudgetSweep() {
     }
 
-    /** One setting measured. */
-    public record Point(int keep, int routedK, long memoryBytes, double perplexity, double decodeTokensPerSecond,
+    /** One setting measured: K experts per layer, k'_l routed picks in layer l. */
+    public record Point(int keep, int[] kPerLayer, long memoryBytes, double perplexity, double decodeTokensPerSecond,
                         boolean pareto, SubsetSelector.Selection selection) {
+        public Point {
+            kPerLayer = kPerLayer.clone();
+        }
+
+        @Override
+        public int[] kPerLayer() {
+            return kPerLayer.clone();
+        }
+
+        /** The largest k'_l. */
+        public int routedK() {
+            return Arrays.stream(kPerLayer).max().orElse(0);
+        }
+
+        /** Whether every layer routes the same k'. */
+        public boolean uniformK() {
+            return Arrays.stream(kPerLayer).allMatch(v -> v == kPerLayer[0]);
+        }
+
+        /** k' as a table shows it: one number, or k'_l per layer joined by '/'. */
+        public String kLabel() {
+            if (uniformK()) return Integer.toString(kPerLayer[0]);
+            StringBuilder b = new StringBuilder();
+            for (int i = 0; i < kPerLayer.length; i++) b.append(i == 0 ? "" : "/").append(kPerLayer[i]);
+            return b.toString();
+        }
+    }
+
+    /**
+     * The k' settings swept for a K that allows up to {@code maxK} routed picks: 1 .. maxK in every layer, then
+     * (maxK >= 2, two layers or more) maxK - 1 in the first half of the layers and maxK in the rest, and the reverse.
+     */
+    static List<int[]> kSettings(int layers, int maxK) {
+        List<int[]> out = new ArrayList<>();
+        for (int k = 1; k <= maxK; k++) {
+            int[] kpl = new int[layers];
+            Arrays.fill(kpl, k);
+            out.add(kpl);
+        }
+        if (maxK >= 2 && layers >= 2) {
+            int half = layers / 2;
+            int[] first = new int[layers], second = new int[layers];
+            for (int l = 0; l < layers; l++) {
+                first[l] = l < half ? maxK - 1 : maxK;
+                second[l] = l < half ? maxK : maxK - 1;
+            }
+            out.add(first);
+            out.add(second);
+        }
+        return out;
     }
 
     /** Parses 200MB, 1.5GB, 512MiB, 1000000 (bytes). */
@@ -52,14 +104,23 @@ public final class BudgetSweep {
         }
     }
 
-    /** Bytes of the weights that stay resident with K of E experts per layer, at {@code bytesPerWeight}. */
+    /**
+     * Bytes of the weights that stay resident with K of E experts per layer, at {@code bytesPerWeight}; on a model with
+     * E_l experts per layer, min(K, E_l) of layer l's.
+     */
     public static long memory(ModelConfig c, int keep, int bytesPerWeight) {
         long expert = 0, all = 0;
+        double kept = 0;
         for (ParamLayout.Entry e : new ParamLayout(c).entries()) {
             all += e.numel();
-            if (e.name().contains(".mlp.experts.")) expert += e.numel();
+            if (e.name().contains(".mlp.experts.")) {
+                expert += e.numel();
+                int l = Integer.parseInt(e.name().split("\\.")[2]);
+                kept += (double) Math.min(keep, c.experts(l)) / c.experts(l) * e.numel();
+            }
         }
-        return (long) ((all - expert + (double) keep / c.experts() * expert) * bytesPerWeight);
+        if (c.layerExperts() == null) kept = (double) keep / c.experts() * expert; // the same sum, as it always was rounded
+        return (long) ((all - expert + kept) * bytesPerWeight);
     }
 
     public static List<Point> sweep(ModelWeights w, List<int[]> calibration, SubsetMethod method, long seed, Gemm gemm,
@@ -95,10 +156,8 @@ public final class BudgetSweep {
             for (int keep : keeps.stream().distinct().toList()) {
                 SubsetSelector.Selection sel = keep == c.experts() ? null
                         : SubsetSelector.select(w, select, keep, method, seed, null, gemm, pool);
-                for (int k = 1; k <= Math.min(c.routedK(), keep - s); k++) {
-                    int[] kpl = new int[c.layers()];
-                    Arrays.fill(kpl, k);
-                    run.routing(kpl, sel == null ? null : sel.masks(c.experts()));
+                for (int[] kpl : kSettings(c.layers(), Math.min(c.routedK(), keep - s))) {
+                    run.routing(kpl, sel == null ? null : sel.masks(c));
                     double ce = 0;
                     long labels = 0, nanos = 0;
                     int[] one = new int[1], starts = {0, 1}, pos = {0}, slot = {0};
@@ -114,7 +173,7 @@ public final class BudgetSweep {
                         }
                     }
                     if (labels == 0) throw new Moe4jException("--budget: the held-out calibration has no next-token label");
-                    points.add(new Point(keep, k, memory(c, keep, bytes), Math.exp(ce / labels), labels / (nanos / 1e9),
+                    points.add(new Point(keep, kpl, memory(c, keep, bytes), Math.exp(ce / labels), labels / (nanos / 1e9),
                             false, sel));
                 }
             }
@@ -127,7 +186,7 @@ public final class BudgetSweep {
                         && q.decodeTokensPerSecond() >= p.decodeTokensPerSecond()
                         && (q.memoryBytes() < p.memoryBytes() || q.perplexity() < p.perplexity()
                         || q.decodeTokensPerSecond() > p.decodeTokensPerSecond())) dominated = true;
-            out.add(new Point(p.keep(), p.routedK(), p.memoryBytes(), p.perplexity(), p.decodeTokensPerSecond(), !dominated,
+            out.add(new Point(p.keep(), p.kPerLayer(), p.memoryBytes(), p.perplexity(), p.decodeTokensPerSecond(), !dominated,
                     p.selection()));
         }
         return out;
@@ -150,19 +209,19 @@ public final class BudgetSweep {
     }
 
     public static String table(List<Point> points, Point chosen) {
-        StringBuilder b = new StringBuilder("|   K | k' | resident weights | decode tokens/s | calibration perplexity | Pareto |\n");
-        b.append("|----:|---:|-----------------:|----------------:|-----------------------:|:------:|\n");
+        StringBuilder b = new StringBuilder("|   K | k' (per layer) | resident weights | decode tokens/s | calibration perplexity | Pareto |\n");
+        b.append("|----:|---------------:|-----------------:|----------------:|-----------------------:|:------:|\n");
         for (Point p : points)
-            b.append(String.format(Locale.ROOT, "| %3d | %2d | %13.2f MB | %15.1f | %22.3f | %s |%s%n", p.keep(), p.routedK(),
+            b.append(String.format(Locale.ROOT, "| %3d | %14s | %13.2f MB | %15.1f | %22.3f | %s |%s%n", p.keep(), p.kLabel(),
                     p.memoryBytes() / 1e6, p.decodeTokensPerSecond(), p.perplexity(), p.pareto() ? "  *   " : "      ",
                     p == chosen ? " <- chosen" : ""));
         return b.toString();
     }
 
     public static String csv(List<Point> points) {
-        StringBuilder b = new StringBuilder("keep,routed_k,resident_bytes,decode_tokens_per_s,calibration_perplexity,pareto\n");
+        StringBuilder b = new StringBuilder("keep,routed_k,k_per_layer,resident_bytes,decode_tokens_per_s,calibration_perplexity,pareto\n");
         for (Point p : points)
-            b.append(String.format(Locale.ROOT, "%d,%d,%d,%.3f,%.6f,%s%n", p.keep(), p.routedK(), p.memoryBytes(),
+            b.append(String.format(Locale.ROOT, "%d,%d,%s,%d,%.3f,%.6f,%s%n", p.keep(), p.routedK(), p.kLabel(), p.memoryBytes(),
                     p.decodeTokensPerSecond(), p.perplexity(), p.pareto()));
         return b.toString();
     }
@@ -206,8 +265,8 @@ public final class BudgetSweep {
         for (Point p : points) {
             double px = X.applyAsDouble(p.memoryBytes()), py = Y.applyAsDouble(p.perplexity());
             b.append(String.format(Locale.ROOT, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"%d\" fill=\"%s\"/><text x=\"%.1f\" y=\"%.1f\">"
-                            + "K=%d k'=%d, %.0f tok/s</text>%n", px, py, p == chosen ? 6 : 4,
-                    p == chosen ? "red" : p.pareto() ? "steelblue" : "gray", px + 6, py - 4, p.keep(), p.routedK(),
+                            + "K=%d k'=%s, %.0f tok/s</text>%n", px, py, p == chosen ? 6 : 4,
+                    p == chosen ? "red" : p.pareto() ? "steelblue" : "gray", px + 6, py - 4, p.keep(), p.kLabel(),
                     p.decodeTokensPerSecond()));
         }
         return b.append("</svg>\n").toString();

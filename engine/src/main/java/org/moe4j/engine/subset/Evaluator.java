@@ -160,7 +160,7 @@ public final class Evaluator {
                                 throw new Moe4jException("eval: domain '" + d.domain() + "' has no calibration document for " + s.name());
                             var sel = SubsetSelector.select(w, d.calibration(), v, method, seed, null, gemm, pool);
                             kept = sel.kept();
-                            masks = sel.masks(c.experts());
+                            masks = sel.masks(c);
                         }
                         case K -> {
                             kpl = new int[c.layers()];

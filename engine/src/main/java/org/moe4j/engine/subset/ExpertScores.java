@@ -13,24 +13,44 @@ import org.moe4j.simd.Tensor;
  * (they are always kept). Sums are float64 so that the order documents are seen in barely matters.
  */
 public final class ExpertScores implements ForwardRunner.LayerObserver {
-    private final int layers, experts, shared, d;
+    private final int layers, shared, d;
+    /** experts[l]: E_l, layer l's experts (shared included; a pruned layer may keep fewer). */
+    private final int[] experts;
     private final double[][] probSum, reapSum;
     private final long[][] picks, reapCount;
     private final long[] tokens;
     private final boolean[] recording;
 
     public ExpertScores(int layers, int experts, int shared, int d) {
+        this(filled(layers, experts), shared, d);
+    }
+
+    /** Statistics of a model with experts[l] experts in layer l. */
+    public ExpertScores(int[] experts, int shared, int d) {
+        int layers = experts.length;
         this.layers = layers;
-        this.experts = experts;
+        this.experts = experts.clone();
         this.shared = shared;
         this.d = d;
-        probSum = new double[layers][experts];
-        reapSum = new double[layers][experts];
-        picks = new long[layers][experts];
-        reapCount = new long[layers][experts];
+        probSum = new double[layers][];
+        reapSum = new double[layers][];
+        picks = new long[layers][];
+        reapCount = new long[layers][];
+        for (int l = 0; l < layers; l++) {
+            probSum[l] = new double[experts[l]];
+            reapSum[l] = new double[experts[l]];
+            picks[l] = new long[experts[l]];
+            reapCount[l] = new long[experts[l]];
+        }
         tokens = new long[layers];
         recording = new boolean[layers];
         java.util.Arrays.fill(recording, true);
+    }
+
+    private static int[] filled(int layers, int experts) {
+        int[] e = new int[layers];
+        java.util.Arrays.fill(e, experts);
+        return e;
     }
 
     /** Records only layer {@code l} (layer-wise selection scores one layer per pass); -1 records every layer. */
@@ -52,7 +72,7 @@ public final class ExpertScores implements ForwardRunner.LayerObserver {
      */
     public void accumulate(int layer, int T, int kTot, int kRouted, int[] expert, float[] gate, float[] prob,
                            int[] offsets, int[] perm, MemorySegment ys) {
-        int routed = experts - shared;
+        int experts = this.experts[layer], routed = experts - shared;
         double[] ps = probSum[layer], rs = reapSum[layer];
         long[] pk = picks[layer], rc = reapCount[layer];
         for (int t = 0; t < T; t++) {
@@ -90,7 +110,7 @@ public final class ExpertScores implements ForwardRunner.LayerObserver {
      * to the expert, 0 when none was (reap).
      */
     public double[] scores(int layer, SubsetMethod method) {
-        int routed = experts - shared;
+        int routed = experts[layer] - shared;
         double[] s = new double[routed];
         long n = Math.max(1, tokens[layer]);
         for (int e = 0; e < routed; e++) {

@@ -7,6 +7,7 @@ import java.lang.foreign.MemorySegment;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.LinkedHashMap;
+import java.util.List;
 import java.util.Map;
 import org.moe4j.Moe4jException;
 import org.moe4j.engine.config.MatryoshkaConfig;
@@ -26,25 +27,16 @@ import org.moe4j.simd.Tensor;
  * A pruned model (ALGORITHMS.md section 2, "Expert subsets"): only the kept experts and their router rows, renumbered
  * in ascending old id, so the shared experts (the highest ids, always kept) stay last. {@code num_experts} becomes K
  * and {@code num_experts_per_tok} s + min(k - s, K - s), which is what the router does with the subset as a mask:
- * the two compute the same logits, losses and gradients. The engine's config has one expert count for every layer,
- * so every layer must keep the same K (different experts per layer are fine).
+ * the two compute the same logits, losses and gradients. Layers may keep different K_l: the config then lists E_l
+ * per layer ({@code layerExperts}), {@code num_experts} is the largest K_l, and each layer routes
+ * s + min(k_l - s, K_l - s) experts per token ({@code layerK}, written when some layer's differs from the top-level
+ * {@code num_experts_per_tok}).
  */
 public final class Pruner {
     public static final String METADATA = "pruning_metadata.json";
     private static final ObjectMapper JSON = new ObjectMapper();
 
     private Pruner() {
-    }
-
-    /** K, the experts every layer keeps; a subset with different K per layer is refused (see the class comment). */
-    public static int uniformKeep(int[][] kept, String source) {
-        int k = kept[0].length;
-        for (int l = 1; l < kept.length; l++)
-            if (kept[l].length != k)
-                throw new Moe4jException(source + ": layer 0 keeps " + k + " experts, layer " + l + " keeps " + kept[l].length
-                        + ": a pruned checkpoint needs the same K in every layer (the config has one num_experts); apply "
-                        + "such a subset as a mask instead (generate/numerics --subset)");
-        return k;
     }
 
     /**
@@ -57,9 +49,42 @@ public final class Pruner {
 
     /** As {@link #prunedConfig(ModelConfig, int)} with k' = min(routedK, K - s) routed picks per token. */
     public static ModelConfig prunedConfig(ModelConfig c, int keep, int routedK) {
-        int s = c.sharedExperts(), routed = keep - s;
-        if (routed < 1 || keep > c.experts())
-            throw new Moe4jException("prune: K = " + keep + " is out of range " + (s + 1) + ".." + c.experts());
+        int[] keeps = new int[c.layers()], ks = new int[c.layers()];
+        java.util.Arrays.fill(keeps, keep);
+        java.util.Arrays.fill(ks, routedK);
+        return prunedConfig(c, keeps, ks);
+    }
+
+    /**
+     * The config of the model pruned to keep[l] experts in layer l, routing min(routedK[l], keep[l] - s) experts per
+     * token there (routedK null = each layer's k'_l of {@code c}). One K and one k' for every layer give a uniform
+     * config (no per-layer lists); otherwise E_l and k_l are listed per layer, and the top-level E and k are the
+     * largest. EMO pool sizes and Matryoshka's k range are clamped to the largest layer's routed experts (each
+     * router clamps them to its own layer, as a mask does).
+     */
+    public static ModelConfig prunedConfig(ModelConfig c, int[] keep, int[] routedK) {
+        int L = c.layers(), s = c.sharedExperts();
+        if (keep.length != L)
+            throw new Moe4jException("prune: " + keep.length + " expert counts for a model of " + L + " layers");
+        if (routedK != null && routedK.length != L)
+            throw new Moe4jException("prune: " + routedK.length + " values of k' for a model of " + L + " layers");
+        int maxKeep = 0;
+        int[] k = new int[L];
+        for (int l = 0; l < L; l++) {
+            if (keep[l] - s < 1 || keep[l] > c.experts(l))
+                throw new Moe4jException("prune: K = " + keep[l] + " at layer " + l + " is out of range " + (s + 1) + ".."
+                        + c.experts(l) + " (layer " + l + " has " + c.experts(l) + " experts, " + s + " shared)");
+            int kr = routedK == null ? c.routedK(l) : routedK[l];
+            k[l] = s + Math.min(Math.max(1, kr), keep[l] - s);
+            maxKeep = Math.max(maxKeep, keep[l]);
+        }
+        int routed = maxKeep - s, topK = 0;
+        for (int kl : k) topK = Math.max(topK, kl);
+        boolean sameKeep = true, sameK = true;
+        for (int l = 0; l < L; l++) {
+            sameKeep &= keep[l] == maxKeep;
+            sameK &= k[l] == topK;
+        }
         RoutingConfig r = c.routing();
         PoolConfig p = r.pool();
         if (p.mode() == PoolMode.EMO)
@@ -69,21 +94,34 @@ public final class Pruner {
             m = new MatryoshkaConfig(m.mode(), Math.min(m.kMin(), routed), Math.min(m.kMax(), routed), m.tau());
         RoutingConfig r2 = new RoutingConfig(r.normalizeTopK(), r.softmaxOverAll(), p, m, r.capacityFactor(),
                 r.evalCapacityFactor(), r.lbScope());
-        return new ModelConfig(c.vocab(), c.d(), c.layers(), c.heads(), c.kvHeads(), keep, s,
-                s + Math.min(Math.max(1, routedK), routed), c.expertHidden(), c.ropeTheta(), c.qkNorm(), c.normEps(), c.maxSeq(),
-                c.eosId(), r2, c.loss());
+        List<Integer> layerExperts = sameKeep ? null : java.util.Arrays.stream(keep).boxed().toList();
+        List<Integer> layerK = sameK ? null : java.util.Arrays.stream(k).boxed().toList();
+        return new ModelConfig(c.vocab(), c.d(), c.layers(), c.heads(), c.kvHeads(), maxKeep, s, topK, c.expertHidden(),
+                c.ropeTheta(), c.qkNorm(), c.normEps(), c.maxSeq(), c.eosId(), r2, c.loss(), layerExperts, layerK,
+                c.tieEmbeddings());
     }
 
     /** The pruned copy of {@code full}: kept[l] ascending full-model ids (every shared expert among them). */
     public static MoeModel prune(MoeModel full, int[][] kept, boolean gradients) {
-        return prune(full, kept, gradients, full.config().routedK());
+        return prune(full, kept, gradients, (int[]) null);
     }
 
-    /** As {@link #prune(MoeModel, int[][], boolean)}, routing k' = min(routedK, K - s) experts per token. */
+    /** As {@link #prune(MoeModel, int[][], boolean)}, routing k' = min(routedK, K_l - s) experts per token. */
     public static MoeModel prune(MoeModel full, int[][] kept, boolean gradients, int routedK) {
+        int[] ks = new int[kept.length];
+        java.util.Arrays.fill(ks, routedK);
+        return prune(full, kept, gradients, ks);
+    }
+
+    /**
+     * As {@link #prune(MoeModel, int[][], boolean)}, layer l routing k' = min(routedK[l], K_l - s) experts per token
+     * (routedK null = the full model's k'_l).
+     */
+    public static MoeModel prune(MoeModel full, int[][] kept, boolean gradients, int[] routedK) {
         ModelConfig c = full.config();
         checkKept(c, kept);
-        int keep = uniformKeep(kept, "prune");
+        int[] keep = new int[kept.length];
+        for (int l = 0; l < kept.length; l++) keep[l] = kept[l].length;
         MoeModel m = new MoeModel(prunedConfig(c, keep, routedK), gradients);
         try {
             MemorySegment src = full.params(), dst = m.params();
@@ -96,7 +134,7 @@ public final class Pruner {
             }
             for (int l = 0; l < c.layers(); l++) {
                 long rs = from.offset(ParamLayout.router(l)), rd = to.offset(ParamLayout.router(l));
-                for (int j = 0; j < keep; j++) {
+                for (int j = 0; j < keep[l]; j++) {
                     int old = kept[l][j];
                     copy(src, rs + (long) old * d, dst, rd + (long) j * d, d);
                     for (String part : new String[] {"gate", "up", "down"}) {
@@ -128,8 +166,8 @@ public final class Pruner {
     public static void checkKept(ModelConfig c, int[][] kept) {
         if (kept.length != c.layers())
             throw new Moe4jException("subset: " + kept.length + " layers, the model has " + c.layers());
-        int E = c.experts(), routed = c.routedExperts();
         for (int l = 0; l < kept.length; l++) {
+            int E = c.experts(l), routed = c.routedExperts(l);
             int[] k = kept[l];
             for (int i = 0; i < k.length; i++) {
                 if (k[i] < 0 || k[i] >= E) throw new Moe4jException("subset: layer " + l + " names expert " + k[i] + ", outside [0, " + E + ")");
@@ -168,7 +206,7 @@ public final class Pruner {
         if (source != null && Files.exists(out) && samePath(out, source))
             throw new Moe4jException("--out " + out + " is the source checkpoint; give another folder");
         // a tied source stays tied: one tensor, written once, as long as the LM head still equals the embedding
-        boolean tied = source != null && tiedEmbeddings(source) && headEqualsEmbedding(pruned);
+        boolean tied = pruned.config().tied() || source != null && tiedEmbeddings(source) && headEqualsEmbedding(pruned);
         Map<String, Tensor> tensors = new LinkedHashMap<>();
         for (ParamLayout.Entry e : pruned.layout().entries())
             if (!(tied && e.name().equals(ParamLayout.lmHead()))) tensors.put(e.name(), pruned.param(e.name()));

@@ -29,26 +29,43 @@ public final class SubsetSelector {
      *               expert that was not a candidate (outside {@code base})
      */
     public record Selection(SubsetMethod method, int keep, int[][] kept, double[][] scores) {
-        /** The masks for {@link ForwardRunner#routing}. */
+        /** The masks for {@link ForwardRunner#routing}, every layer over {@code experts}. */
         public ExpertSet[] masks(int experts) {
             ExpertSet[] s = new ExpertSet[kept.length];
             for (int l = 0; l < kept.length; l++) s[l] = ExpertSet.of(experts, kept[l]);
             return s;
         }
+
+        /** The masks for {@link ForwardRunner#routing} on a model of config {@code c}: layer l's over its E_l. */
+        public ExpertSet[] masks(ModelConfig c) {
+            ExpertSet[] s = new ExpertSet[kept.length];
+            for (int l = 0; l < kept.length; l++) s[l] = ExpertSet.of(c.experts(l), kept[l]);
+            return s;
+        }
     }
 
-    /** Checks K against the model (and the experts a base restriction leaves) with a message naming the option. */
+    /**
+     * Checks K against the model (and the experts a base restriction leaves) with a message naming the option. On a
+     * model with E_l experts per layer (a pruned checkpoint) K is at most the largest E_l, and a layer with fewer
+     * keeps all of its own ({@link #keepAt}).
+     */
     public static void checkKeep(ModelConfig c, int keep, ExpertSet[] base, String option) {
         int s = c.sharedExperts();
         if (keep < s + 1 || keep > c.experts())
             throw new Moe4jException(option + " " + keep + ": K is out of range; the model has " + c.experts()
-                    + " experts per layer, " + s + " of them shared, so K must be in " + (s + 1) + ".." + c.experts()
+                    + " experts per layer" + (c.layerExperts() == null ? "" : " at most (per layer " + c.layerExperts() + ")")
+                    + ", " + s + " of them shared, so K must be in " + (s + 1) + ".." + c.experts()
                     + " (shared experts count in K and are always kept)");
         if (base != null)
             for (int l = 0; l < base.length; l++)
-                if (base[l] != null && keep > base[l].size())
+                if (base[l] != null && keepAt(c, keep, l) > base[l].size())
                     throw new Moe4jException(option + " " + keep + ": layer " + l + " has only " + base[l].size()
                             + " experts left to choose from");
+    }
+
+    /** The experts layer l keeps for K: K, or all of them when the layer has fewer (a pruned layer). */
+    public static int keepAt(ModelConfig c, int keep, int l) {
+        return Math.min(keep, c.experts(l));
     }
 
     /** K from {@code --keep}: an integer count, or a fraction in (0, 1) of E (rounded, at least s + 1). */
@@ -84,17 +101,17 @@ public final class SubsetSelector {
     public static Selection select(ModelWeights w, List<int[]> docs, int keep, SubsetMethod method, long seed,
                                    ExpertSet[] base, Gemm gemm, WorkerPool pool) {
         ModelConfig c = w.layout().config();
-        int L = c.layers(), E = c.experts(), s = c.sharedExperts(), routed = E - s;
+        int L = c.layers(), s = c.sharedExperts();
         checkKeep(c, keep, base, "--keep");
         int[][] kept = new int[L][];
         double[][] scores = new double[L][];
         if (method == SubsetMethod.RANDOM) {
             SplittableRandom r = new SplittableRandom(seed);
             for (int l = 0; l < L; l++) {
-                double[] sc = new double[routed];
-                for (int e = 0; e < routed; e++) sc[e] = r.nextDouble();
+                double[] sc = new double[c.routedExperts(l)];
+                for (int e = 0; e < sc.length; e++) sc[e] = r.nextDouble();
                 scores[l] = candidatesOnly(sc, base == null ? null : base[l]);
-                kept[l] = top(scores[l], keep - s, E, s);
+                kept[l] = top(scores[l], keepAt(c, keep, l) - s, c.experts(l), s);
             }
             return new Selection(method, keep, kept, scores);
         }
@@ -108,7 +125,9 @@ public final class SubsetSelector {
         }
         ExpertSet[] masks = new ExpertSet[L];
         if (base != null) System.arraycopy(base, 0, masks, 0, L);
-        ExpertScores acc = new ExpertScores(L, E, s, c.d());
+        int[] experts = new int[L];
+        for (int l = 0; l < L; l++) experts[l] = c.experts(l);
+        ExpertScores acc = new ExpertScores(experts, s, c.d());
         try (ForwardRunner run = new ForwardRunner(w, longest, 1, longest, c.routedK(), false, gemm, pool)) {
             run.observer(acc);
             if (method.layerByLayer()) {
@@ -118,8 +137,8 @@ public final class SubsetSelector {
                     run.routing(null, masks);
                     pass(run, docs);
                     scores[l] = candidatesOnly(acc.scores(l, method), masks[l]);
-                    kept[l] = top(scores[l], keep - s, E, s);
-                    masks[l] = ExpertSet.of(E, kept[l]);
+                    kept[l] = top(scores[l], keepAt(c, keep, l) - s, c.experts(l), s);
+                    masks[l] = ExpertSet.of(c.experts(l), kept[l]);
                 }
             } else {
                 acc.recordOnly(-1);
@@ -127,7 +146,7 @@ public final class SubsetSelector {
                 pass(run, docs);
                 for (int l = 0; l < L; l++) {
                     scores[l] = candidatesOnly(acc.scores(l, method), masks[l]);
-                    kept[l] = top(scores[l], keep - s, E, s);
+                    kept[l] = top(scores[l], keepAt(c, keep, l) - s, c.experts(l), s);
                 }
             }
         }

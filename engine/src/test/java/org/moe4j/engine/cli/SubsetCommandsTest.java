@@ -173,11 +173,11 @@ class SubsetCommandsTest {
         assertFails("not a file of a moe4j checkpoint", out, "select", "--ckpt", c, "--calib", calib, "--keep", "4", "--out", out.toString(),
                 "--prune-out", notCkpt.toString());
         assertTrue(Files.exists(notCkpt.resolve("notes.txt")));
-        Path noShared = tmp.resolve("noshared.json"), perLayer = tmp.resolve("perlayer.json");
+        Path noShared = tmp.resolve("noshared.json"), oneLayer = tmp.resolve("onelayer.json");
         Files.writeString(noShared, "{\"layers\": [[0, 1, 2], [0, 1, 2]]}");
         assertFails("drops shared expert 7", pr, "prune", "--ckpt", c, "--subset", noShared.toString(), "--out", pr.toString());
-        Files.writeString(perLayer, "{\"layers\": [[0, 1, 7], [0, 1, 2, 7]]}");
-        assertFails("the same K in every layer", pr, "prune", "--ckpt", c, "--subset", perLayer.toString(), "--out", pr.toString());
+        Files.writeString(oneLayer, "{\"layers\": [[0, 1, 7]]}");
+        assertFails("layers", pr, "prune", "--ckpt", c, "--subset", oneLayer.toString(), "--out", pr.toString());
         Path ev = tmp.resolve("bad/ev");
         assertFails("not a setting", null, "eval", "--ckpt", c, "--data", data.toString(), "--settings", "full,half",
                 "--out", ev.toString(), "--no-progress");
@@ -188,6 +188,64 @@ class SubsetCommandsTest {
             assertTrue(s.noneMatch(p -> p.getFileName().toString().startsWith("ev")));
         }
         assertFalse(Files.exists(tmp.resolve("bad/ev.csv")));
+    }
+
+    /**
+     * A subset with a different K per layer prunes to a checkpoint with per-layer expert counts (the moe4j block's
+     * layerExperts/layerK, num_experts = the largest K) that every command takes: its logits and numerics equal the
+     * full checkpoint's with the subset as a mask; generate, eval and select run on it; a config whose per-layer list
+     * has the wrong length is refused by name.
+     */
+    @Test
+    void perLayerPrunedCheckpointIsACheckpointLikeAnyOther() throws Exception {
+        Path sub = tmp.resolve("perlayer.json"), pr = tmp.resolve("perlayer-pruned");
+        Files.writeString(sub, "{\"layers\": [[0, 7], [1, 2, 4, 5, 7]]}");
+        StringBuilder err = new StringBuilder();
+        assertEquals(0, run(err, "prune", "--ckpt", ckpt.toString(), "--subset", sub.toString(), "--out", pr.toString()), err.toString());
+        JsonNode cfg = JSON.readTree(pr.resolve("config.json").toFile());
+        assertEquals(5, cfg.get("num_experts").asInt(), "other readers see the largest layer's count");
+        assertEquals(3, cfg.get("num_experts_per_tok").asInt());
+        assertEquals("[2,5]", cfg.get("moe4j").get("layerExperts").toString());
+        assertEquals("[2,3]", cfg.get("moe4j").get("layerK").toString(), "layer 0 routes 1 + min(2, 1) experts");
+        assertFalse(JSON.readTree(ckpt.resolve("config.json").toFile()).get("moe4j").has("layerExperts"),
+                "a uniform config has no per-layer lists");
+        ExpertSet[] masks = {ExpertSet.of(8, 0, 7), ExpertSet.of(8, 1, 2, 4, 5, 7)};
+        int[] tokens = {1, 5, 9, 30, 2, 7, 100, 44, 3, 12};
+        float[] want = logits(ckpt, tokens, masks), got = logits(pr, tokens, null);
+        for (int i = 0; i < want.length; i++) assertEquals(want[i], got[i], 1e-5 * (1 + Math.abs(want[i])), "logit " + i);
+        Path toks = tmp.resolve("perlayer-tokens.json"), a = tmp.resolve("perlayer-full.json"), b = tmp.resolve("perlayer-num.json");
+        Files.writeString(toks, "{\"tokens\": [[1, 5, 9, 30, 2, 7, 100, 44, 3, 12], [3, 4, 5, 6, 7, 8]]}");
+        assertEquals(0, run(err, "numerics", "--ckpt", ckpt.toString(), "--tokens", toks.toString(), "--mode", "subset",
+                "--subset", sub.toString(), "--out", a.toString()), err.toString());
+        assertEquals(0, run(err, "numerics", "--ckpt", pr.toString(), "--tokens", toks.toString(), "--out", b.toString()),
+                err.toString());
+        JsonNode la = JSON.readTree(a.toFile()).get("loss"), lb = JSON.readTree(b.toFile()).get("loss");
+        for (String part : new String[] {"total", "ce", "lb", "z"})
+            assertEquals(la.get(part).asDouble(), lb.get(part).asDouble(), 1e-5 * (1 + Math.abs(la.get(part).asDouble())), part);
+        assertEquals(0, run(err, "generate", "--ckpt", pr.toString(), "--prompt", "the river", "--max-new-tokens", "4"), err.toString());
+        Path ev = tmp.resolve("perlayer-eval/results.json");
+        assertEquals(0, run(err, "eval", "--ckpt", pr.toString(), "--data", data.toString(), "--settings", "full,keep:1/2,k:1",
+                "--max-tokens-per-domain", "60", "--out", ev.toString(), "--no-progress"), err.toString());
+        Path again = tmp.resolve("perlayer-again/subset.json"), pr2 = tmp.resolve("perlayer-again-pruned");
+        assertEquals(0, run(err, "select", "--ckpt", pr.toString(), "--calib", "data:" + data + ":code:1", "--keep", "3",
+                "--out", again.toString(), "--prune-out", pr2.toString()), err.toString());
+        assertEquals("[2,3]", JSON.readTree(pr2.resolve("config.json").toFile()).get("moe4j").get("layerExperts").toString(),
+                "K = 3 keeps 3 experts where a layer has them, all of a smaller layer");
+        // train takes a per-layer config (its moe4j block), saves it with its training state and resumes
+        Path cfgFile = tmp.resolve("perlayer-config.json"), run = tmp.resolve("perlayer-run");
+        Files.writeString(cfgFile, cfg.get("moe4j").toString());
+        assertEquals(0, run(err, "train", "--config", cfgFile.toString(), "--steps", "2", "--batch", "1", "--seq", "16",
+                "--out", run.toString()), err.toString());
+        assertEquals(cfg.get("moe4j"), JSON.readTree(run.resolve("config.json").toFile()).get("moe4j"));
+        assertEquals(0, run(err, "train", "--resume", run.toString(), "--steps", "3", "--batch", "1", "--seq", "16",
+                "--out", run.toString()), err.toString());
+        // a hand-edited config whose per-layer list does not fit the layers
+        Path broken = tmp.resolve("perlayer-broken");
+        Files.createDirectories(broken);
+        for (String f : new String[] {"model.safetensors", "tokenizer.json"}) Files.copy(pr.resolve(f), broken.resolve(f));
+        Files.writeString(broken.resolve("config.json"), Files.readString(pr.resolve("config.json"))
+                .replace("\"layerExperts\" : [ 2, 5 ]", "\"layerExperts\" : [ 2, 5, 5 ]"));
+        assertFails("layerExperts", null, "generate", "--ckpt", broken.toString(), "--prompt", "the", "--max-new-tokens", "1");
     }
 
     @Test
@@ -247,13 +305,23 @@ class SubsetCommandsTest {
         assertEquals(0, run(err, "select", "--ckpt", ckpt.toString(), "--calib", "data:" + data + ":prose:3", "--budget",
                 (half + 1) + "B", "--out", out.toString(), "--prune-out", pr.toString()), err.toString());
         JsonNode s = JSON.readTree(out.toFile());
-        int keep = s.get("keep").asInt(), k = s.get("k_per_layer").asInt();
+        int keep = s.get("keep").asInt();
+        JsonNode kpl = s.get("k_per_layer");
+        assertEquals(2, kpl.size(), "k' per layer");
+        int k = Math.max(kpl.get(0).asInt(), kpl.get(1).asInt());
         assertTrue(keep <= 4 && keep >= 2, "K " + keep + " fits the budget of half the experts");
-        assertTrue(k >= 1 && k <= Math.min(2, keep - 1));
-        assertEquals(1 + k, JSON.readTree(pr.resolve("config.json").toFile()).get("num_experts_per_tok").asInt());
+        assertTrue(kpl.get(0).asInt() >= 1 && kpl.get(1).asInt() >= 1 && k <= Math.min(2, keep - 1), kpl.toString());
+        JsonNode pcfg = JSON.readTree(pr.resolve("config.json").toFile());
+        assertEquals(1 + k, pcfg.get("num_experts_per_tok").asInt());
+        if (kpl.get(0).asInt() != kpl.get(1).asInt())
+            assertEquals("[" + (1 + kpl.get(0).asInt()) + "," + (1 + kpl.get(1).asInt()) + "]",
+                    pcfg.get("moe4j").get("layerK").toString(), "the chosen k' per layer is the pruned checkpoint's");
         java.util.List<String> csv = Files.readAllLines(tmp.resolve("budget/sub.budget.csv"));
-        assertEquals("keep,routed_k,resident_bytes,decode_tokens_per_s,calibration_perplexity,pareto", csv.get(0));
-        assertTrue(csv.stream().anyMatch(l -> l.startsWith("8,2," + full + ",")), csv.toString());
+        assertEquals("keep,routed_k,k_per_layer,resident_bytes,decode_tokens_per_s,calibration_perplexity,pareto", csv.get(0));
+        assertTrue(csv.stream().anyMatch(l -> l.startsWith("8,2,2," + full + ",")), csv.toString());
+        // k' swept per layer too: one lower in the first layer only, then in the second only
+        assertTrue(csv.stream().anyMatch(l -> l.startsWith("8,2,1/2," + full + ",")), csv.toString());
+        assertTrue(csv.stream().anyMatch(l -> l.startsWith("8,2,2/1," + full + ",")), csv.toString());
         assertTrue(csv.stream().anyMatch(l -> l.endsWith(",true")), "a Pareto front");
         assertTrue(Files.readString(tmp.resolve("budget/sub.budget.svg")).startsWith("<svg"));
         Path none = tmp.resolve("budget2/sub.json");
@@ -321,5 +389,22 @@ class SubsetCommandsTest {
         assertEquals(0, run(err, "numerics", "--ckpt", pr.toString(), "--tokens", toks.toString(), "--out", b.toString()), err.toString());
         double ta = JSON.readTree(a.toFile()).get("loss").get("total").asDouble(), tb = JSON.readTree(b.toFile()).get("loss").get("total").asDouble();
         assertEquals(ta, tb, 1e-5 * (1 + Math.abs(ta)));
+        // training a tied model updates the one tensor, saves it once (tied), and resumes
+        Path cfg = tmp.resolve("tied-config.json"), run = tmp.resolve("tied-run");
+        Files.writeString(cfg, c.withTied(true).toJson());
+        assertEquals(0, run(err, "train", "--config", cfg.toString(), "--steps", "2", "--batch", "1", "--seq", "16",
+                "--out", run.toString()), err.toString());
+        assertTrue(JSON.readTree(run.resolve("config.json").toFile()).get("tie_word_embeddings").asBoolean());
+        assertTrue(JSON.readTree(run.resolve("config.json").toFile()).get("moe4j").get("tieEmbeddings").asBoolean());
+        try (var f = org.moe4j.io.safetensors.SafetensorsFile.open(run.resolve("model.safetensors"))) {
+            assertFalse(f.names().contains(head), "a trained tied model is saved with one embedding tensor");
+        }
+        try (MoeModel m = ModelCheckpoint.load(run)) {
+            assertTrue(m.config().tied());
+            assertEquals(m.layout().total(), org.moe4j.engine.io.TrainingState.readIfPresent(run).parameterCount(),
+                    "one set of AdamW moments for the one tensor");
+        }
+        assertEquals(0, run(err, "train", "--resume", run.toString(), "--steps", "3", "--batch", "1", "--seq", "16",
+                "--out", run.toString()), err.toString());
     }
 }

@@ -103,4 +103,38 @@ class ModelConfigTest {
         assertEquals("routing.matryoshka.kMax", ModelConfig.jsonKey("MatryoshkaConfig.kMax"));
         assertEquals("routing.pool.poolMax", ModelConfig.jsonKey("ModelConfig.routing.pool.poolMax"));
     }
+
+    /** Per-layer expert counts: accessors, JSON round trip, a uniform model's JSON without them, bad lists by name. */
+    @Test
+    void perLayerExpertCounts() {
+        ModelConfig u = with(4, 4, 8, 1, 3);
+        assertTrue(!u.toJson().contains("layerExperts") && !u.toJson().contains("layerK"), u.toJson());
+        assertTrue(u.uniform());
+        ModelConfig p = u.withLayers(java.util.List.of(3, 6), null);
+        assertEquals(6, p.experts());
+        assertEquals(3, p.experts(0));
+        assertEquals(3, p.k(0));
+        assertEquals(2, p.routedK(0));
+        assertEquals(3, p.k(1));
+        assertEquals(2, p.minRoutedExperts());
+        assertTrue(!p.uniform());
+        assertEquals(p, ModelConfig.fromJson(p.toJson()));
+        ModelConfig q = u.withLayers(null, java.util.List.of(2, 3));
+        assertEquals(1, q.routedK(0));
+        assertEquals(q, ModelConfig.fromJson(q.toJson()));
+        String[][] bad = {
+                {"\"layerExperts\" : [ 3, 6, 6 ]", "layerExperts = [3, 6, 6]: must list one value per layer: 2 values, got 3"},
+                {"\"layerExperts\" : [ 1, 6 ]", "layerExperts = [1, 6]: layer 0 has 1 experts, must be in [sharedExperts + 1, experts] = [2, 6]"},
+                {"\"layerExperts\" : [ 3, 5 ]", "experts = 6: must be the largest of layerExperts [3, 5] = 5"},
+                {"\"layerK\" : null", "layerK = [4, 3]: layer 0 routes 4 experts per token"},
+        };
+        for (String[] b : bad) {
+            String json = p.toJson().replace("\"layerExperts\" : [ 3, 6 ]", b[0]);
+            if (b[0].startsWith("\"layerK")) json = p.toJson().replace("\"layerExperts\" : [ 3, 6 ]",
+                    "\"layerExperts\" : [ 3, 6 ], \"layerK\" : [ 4, 3 ]");
+            String j = json;
+            ConfigException e = assertThrows(ConfigException.class, () -> ModelConfig.fromJson(j, "config.json"));
+            assertTrue(e.getMessage().startsWith("config.json: ") && e.getMessage().contains(b[1]), e.getMessage());
+        }
+    }
 }

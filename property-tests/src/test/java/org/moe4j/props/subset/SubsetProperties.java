@@ -92,7 +92,8 @@ class SubsetProperties {
         int n = tokens.length;
         try (MoeTransformer tr = new MoeTransformer(m, n, B, c.routedK(), GEMM, POOL)) {
             for (int l = 0; l < c.layers(); l++) {
-                var ctl = tr.control(l).noPools().fixedK(c.routedK()).capacityFactor(cf).subset(masks == null ? null : masks[l]);
+                // each layer's own k' (a pruned layer's may be smaller; the router clamps a mask's the same way)
+                var ctl = tr.control(l).noPools().fixedK(c.routedK(l)).capacityFactor(cf).subset(masks == null ? null : masks[l]);
                 if (c.routing().pool().evalPool() > 0) ctl.fixedPools(c.routing().pool().evalPool());
                 tr.pinErcNoise(l, noise[l]);
             }
@@ -126,67 +127,215 @@ class SubsetProperties {
         ModelConfig c = randomConfig(r, r.nextBoolean());
         int keep = c.sharedExperts() + 1 + r.nextInt(c.routedExperts());
         int[][] kept = randomUniformSubset(r, c, keep);
-        int B = 1 + r.nextInt(2), n = B * (3 + r.nextInt(8));
-        int[] tokens = randomTokens(r, c.vocab(), n);
-        int[] starts = new int[B + 1];
-        for (int i = 1; i <= B; i++) starts[i] = i * (n / B);
-        double cf = r.nextBoolean() ? 0 : 1.25;
-        float[][] noise = new float[c.layers()][(keep - c.sharedExperts()) * c.d()];
-        for (float[] u : noise) for (int i = 0; i < u.length; i++) u[i] = (float) (2 * r.nextDouble() - 1);
-        ExpertSet[] masks = new ExpertSet[c.layers()];
-        for (int l = 0; l < c.layers(); l++) masks[l] = ExpertSet.of(c.experts(), kept[l]);
         try (MoeModel full = new MoeModel(c).initRandom(seed);
              MoeModel pruned = Pruner.prune(full, kept, true)) {
             ModelConfig pc = pruned.config();
             assertEquals(keep, pc.experts());
             assertEquals(c.sharedExperts() + Math.min(c.routedK(), keep - c.sharedExperts()), pc.k());
-            Run a = forwardBackward(full, tokens, starts, B, masks, cf, noise);
-            Run b = forwardBackward(pruned, tokens, starts, B, null, cf, noise);
-            String at = "seed " + seed + " E " + c.experts() + " s " + c.sharedExperts() + " K " + keep;
-            closeArrays("logits " + at, a.logits(), b.logits(), 1e-5);
-            close("ce " + at, a.stats().ce(), b.stats().ce(), 1e-5);
-            close("lb " + at, a.stats().lbMean(), b.stats().lbMean(), 1e-5);
-            close("z " + at, a.stats().zMean(), b.stats().zMean(), 1e-5);
-            close("erc " + at, a.stats().ercMean(), b.stats().ercMean(), 1e-5);
-            close("total " + at, a.stats().total(), b.stats().total(), 1e-5);
-            ParamLayout fl = full.layout();
-            for (ParamLayout.Entry e : pruned.layout().entries()) {
-                String name = e.name();
-                float[] g = pruned.gradValues(name);
-                if (name.contains(".mlp.experts.")) {
-                    int l = Integer.parseInt(name.split("\\.")[2]), j = Integer.parseInt(name.split("\\.")[5]);
-                    String old = name.replace(".experts." + j + ".", ".experts." + kept[l][j] + ".");
-                    closeArrays("grad " + name + " " + at, full.gradValues(old), g, 1e-4);
-                } else if (name.endsWith(".mlp.gate.weight")) {
-                    int l = Integer.parseInt(name.split("\\.")[2]), d = c.d();
-                    float[] fg = full.gradValues(name);
-                    for (int j = 0; j < keep; j++)
-                        closeArrays("grad router row " + j + " " + at, Arrays.copyOfRange(fg, kept[l][j] * d, (kept[l][j] + 1) * d),
-                                Arrays.copyOfRange(g, j * d, (j + 1) * d), 1e-4);
-                } else {
-                    assertTrue(fl.has(name));
-                    closeArrays("grad " + name + " " + at, full.gradValues(name), g, 1e-4);
-                }
-            }
-            // a dropped expert gets no gradient
-            for (int l = 0; l < c.layers(); l++)
-                for (int e = 0; e < c.experts(); e++)
-                    if (Arrays.binarySearch(kept[l], e) < 0)
-                        for (float v : full.gradValues(ParamLayout.downProj(l, e))) assertEquals(0f, v);
+            assertEquals(null, pc.layerExperts(), "one K for every layer: a uniform config");
+            assertEquals(null, pc.layerK());
+            assertPrunedEqualsMasked(r, seed, full, pruned, kept);
         }
     }
 
-    @Property(tries = 10)
-    void perLayerKIsRefusedByName(@ForAll long seed) {
+    /**
+     * The same with a different K_l per layer: the pruned config lists E_l per layer, each layer routes
+     * s + min(k - s, K_l - s), and logits, losses and gradients still equal the masked full model's.
+     */
+    @Property(tries = 40)
+    void prunedModelWithPerLayerKEqualsMaskedModel(@ForAll long seed) {
+        SplittableRandom r = new SplittableRandom(seed);
+        ModelConfig c;
+        do c = randomConfig(r, r.nextBoolean()); while (c.layers() < 2 || c.routedExperts() < 2);
+        int[][] kept = randomPerLayerSubset(r, c);
+        int s = c.sharedExperts(), maxKeep = 0;
+        for (int[] k : kept) maxKeep = Math.max(maxKeep, k.length);
+        try (MoeModel full = new MoeModel(c).initRandom(seed);
+             MoeModel pruned = Pruner.prune(full, kept, true)) {
+            ModelConfig pc = pruned.config();
+            assertEquals(maxKeep, pc.experts());
+            assertTrue(pc.layerExperts() != null, "layers keep different K: per-layer expert counts");
+            for (int l = 0; l < c.layers(); l++) {
+                assertEquals(kept[l].length, pc.experts(l));
+                assertEquals(s + Math.min(c.routedK(), kept[l].length - s), pc.k(l), "k of layer " + l);
+                assertEquals(kept[l].length * c.d(), pruned.layout().entry(ParamLayout.router(l)).numel());
+            }
+            assertPrunedEqualsMasked(r, seed, full, pruned, kept);
+        }
+    }
+
+    /** K_l in s + 1 .. E per layer, at least two layers different; random routed experts in each. */
+    static int[][] randomPerLayerSubset(SplittableRandom r, ModelConfig c) {
+        int s = c.sharedExperts(), L = c.layers();
+        int[][] out = new int[L][];
+        int first = s + 1 + r.nextInt(c.routedExperts());
+        for (int l = 0; l < L; l++) {
+            int keep = s + 1 + r.nextInt(c.routedExperts());
+            if (l == L - 1 && keep == first) keep = keep == c.experts() ? keep - 1 : keep + 1;
+            if (l == 0) keep = first;
+            out[l] = randomUniformSubset(r, c, keep)[l];
+        }
+        return out;
+    }
+
+    /** Logits, losses and every gradient (mapped back to the full model's names) of the pruned vs the masked model. */
+    static void assertPrunedEqualsMasked(SplittableRandom r, long seed, MoeModel full, MoeModel pruned, int[][] kept) {
+        ModelConfig c = full.config();
+        int B = 1 + r.nextInt(2), n = B * (3 + r.nextInt(8));
+        int[] tokens = randomTokens(r, c.vocab(), n);
+        int[] starts = new int[B + 1];
+        for (int i = 1; i <= B; i++) starts[i] = i * (n / B);
+        double cf = r.nextBoolean() ? 0 : 1.25;
+        float[][] noise = new float[c.layers()][];
+        for (int l = 0; l < c.layers(); l++) {
+            noise[l] = new float[(kept[l].length - c.sharedExperts()) * c.d()];
+            for (int i = 0; i < noise[l].length; i++) noise[l][i] = (float) (2 * r.nextDouble() - 1);
+        }
+        ExpertSet[] masks = new ExpertSet[c.layers()];
+        for (int l = 0; l < c.layers(); l++) masks[l] = ExpertSet.of(c.experts(), kept[l]);
+        Run a = forwardBackward(full, tokens, starts, B, masks, cf, noise);
+        Run b = forwardBackward(pruned, tokens, starts, B, null, cf, noise);
+        int[] ks = Arrays.stream(kept).mapToInt(k -> k.length).toArray();
+        String at = "seed " + seed + " E " + c.experts() + " s " + c.sharedExperts() + " K " + Arrays.toString(ks);
+        closeArrays("logits " + at, a.logits(), b.logits(), 1e-5);
+        close("ce " + at, a.stats().ce(), b.stats().ce(), 1e-5);
+        close("lb " + at, a.stats().lbMean(), b.stats().lbMean(), 1e-5);
+        close("z " + at, a.stats().zMean(), b.stats().zMean(), 1e-5);
+        close("erc " + at, a.stats().ercMean(), b.stats().ercMean(), 1e-5);
+        close("total " + at, a.stats().total(), b.stats().total(), 1e-5);
+        ParamLayout fl = full.layout();
+        for (ParamLayout.Entry e : pruned.layout().entries()) {
+            String name = e.name();
+            float[] g = pruned.gradValues(name);
+            if (name.contains(".mlp.experts.")) {
+                int l = Integer.parseInt(name.split("\\.")[2]), j = Integer.parseInt(name.split("\\.")[5]);
+                String old = name.replace(".experts." + j + ".", ".experts." + kept[l][j] + ".");
+                closeArrays("grad " + name + " " + at, full.gradValues(old), g, 1e-4);
+            } else if (name.endsWith(".mlp.gate.weight")) {
+                int l = Integer.parseInt(name.split("\\.")[2]), d = c.d();
+                float[] fg = full.gradValues(name);
+                for (int j = 0; j < kept[l].length; j++)
+                    closeArrays("grad router row " + j + " " + at, Arrays.copyOfRange(fg, kept[l][j] * d, (kept[l][j] + 1) * d),
+                            Arrays.copyOfRange(g, j * d, (j + 1) * d), 1e-4);
+            } else {
+                assertTrue(fl.has(name));
+                closeArrays("grad " + name + " " + at, full.gradValues(name), g, 1e-4);
+            }
+        }
+        // a dropped expert gets no gradient
+        for (int l = 0; l < c.layers(); l++)
+            for (int e = 0; e < c.experts(); e++)
+                if (Arrays.binarySearch(kept[l], e) < 0)
+                    for (float v : full.gradValues(ParamLayout.downProj(l, e))) assertEquals(0f, v);
+    }
+
+    /**
+     * Inference takes a per-layer pruned model too: the forward-only runner (one set of buffers for every layer, a
+     * router per distinct E_l) gives the masked full model's logits on every row.
+     */
+    @Property(tries = 30)
+    void forwardRunnerOnPerLayerPrunedModelEqualsMaskedModel(@ForAll long seed) {
         SplittableRandom r = new SplittableRandom(seed);
         ModelConfig c;
         do c = randomConfig(r, false); while (c.layers() < 2 || c.routedExperts() < 2);
-        int[][] kept = randomUniformSubset(r, c, c.experts());
-        kept[1] = randomUniformSubset(r, c, c.experts() - 1)[1];
-        try (MoeModel full = new MoeModel(c).initRandom(seed)) {
-            int[][] k = kept;
-            Moe4jException e = assertThrows(Moe4jException.class, () -> Pruner.prune(full, k, false));
-            assertTrue(e.getMessage().contains("layer 1 keeps"), e.getMessage());
+        int[][] kept = randomPerLayerSubset(r, c);
+        int[] tokens = randomTokens(r, c.vocab(), 2 + r.nextInt(c.maxSeq() - 2));
+        ExpertSet[] masks = new ExpertSet[c.layers()];
+        for (int l = 0; l < c.layers(); l++) masks[l] = ExpertSet.of(c.experts(), kept[l]);
+        try (MoeModel full = new MoeModel(c, false).initRandom(seed);
+             MoeModel pruned = Pruner.prune(full, kept, false);
+             ModelWeights fw = ModelWeights.f32(full);
+             ModelWeights pw = ModelWeights.f32(pruned)) {
+            float[] a = runnerLogits(fw, tokens, masks), b = runnerLogits(pw, tokens, null);
+            closeArrays("runner logits seed " + seed, a, b, 1e-5);
+        }
+    }
+
+    static float[] runnerLogits(ModelWeights w, int[] tokens, ExpertSet[] masks) {
+        ModelConfig c = w.layout().config();
+        try (org.moe4j.engine.model.ForwardRunner run = new org.moe4j.engine.model.ForwardRunner(w, tokens.length, 1,
+                tokens.length, c.routedK(), true, GEMM, POOL)) {
+            run.routing(null, masks);
+            run.forward(tokens, new int[] {0, tokens.length}, new int[] {0}, new int[] {0}, 1);
+            return run.logits().rows(0, tokens.length).toFloatArray();
+        }
+    }
+
+    /**
+     * A per-layer list of the wrong length, an E_l out of [s + 1, E], an E that is not the largest E_l, or a k_l out
+     * of [s + 1, min(k, E_l)] is refused by the config with the field named; a valid one round-trips through JSON.
+     */
+    @Property(tries = 40)
+    void badPerLayerConfigIsRefusedByName(@ForAll long seed) {
+        SplittableRandom r = new SplittableRandom(seed);
+        ModelConfig c = randomConfig(r, r.nextBoolean());
+        int L = c.layers(), s = c.sharedExperts(), E = c.experts();
+        List<Integer> good = new ArrayList<>();
+        for (int l = 0; l < L; l++) good.add(s + 1 + r.nextInt(c.routedExperts()));
+        good.set(r.nextInt(L), E);
+        ModelConfig ok = c.withLayers(good, null);
+        assertEquals(ok, ModelConfig.fromJson(ok.toJson()));
+        for (int l = 0; l < L; l++) assertEquals(Math.min(c.k(), good.get(l)), ok.k(l));
+        List<Integer> wrongLength = new ArrayList<>(good);
+        if (r.nextBoolean() || L == 1) wrongLength.add(E);
+        else wrongLength.remove(0);
+        List<Integer> outOfRange = new ArrayList<>(good);
+        int at = r.nextInt(L);
+        outOfRange.set(at, r.nextBoolean() ? s - r.nextInt(2) : E + 1 + r.nextInt(3));
+        String[][] cases = {{"layerExperts", "one value per layer"}, {"layerExperts", "layer " + at + " has"}};
+        List<List<Integer>> lists = List.of(wrongLength, outOfRange);
+        for (int i = 0; i < 2; i++) {
+            List<Integer> bad = lists.get(i);
+            var e = assertThrows(org.moe4j.engine.config.ConfigException.class, () -> new ModelConfig(c.vocab(), c.d(),
+                    L, c.heads(), c.kvHeads(), E, s, c.k(), c.expertHidden(), c.ropeTheta(), c.qkNorm(), c.normEps(),
+                    c.maxSeq(), c.eosId(), c.routing(), c.loss(), bad, null));
+            assertEquals("ModelConfig." + cases[i][0], e.field(), e.getMessage());
+            assertTrue(e.getMessage().contains(cases[i][1]), e.getMessage());
+        }
+        { // E must be the largest E_l
+            var e = assertThrows(org.moe4j.engine.config.ConfigException.class, () -> new ModelConfig(c.vocab(), c.d(),
+                    L, c.heads(), c.kvHeads(), E + 1, s, c.k(), c.expertHidden(), c.ropeTheta(), c.qkNorm(), c.normEps(),
+                    c.maxSeq(), c.eosId(), c.routing(), c.loss(), good, null));
+            assertEquals("ModelConfig.experts", e.field(), e.getMessage());
+        }
+        List<Integer> badK = new ArrayList<>();
+        for (int l = 0; l < L; l++) badK.add(ok.k(l));
+        int kl = r.nextInt(L);
+        badK.set(kl, r.nextBoolean() ? s : Math.min(c.k(), good.get(kl)) + 1);
+        var e = assertThrows(org.moe4j.engine.config.ConfigException.class, () -> c.withLayers(good, badK));
+        assertEquals("ModelConfig.layerK", e.field(), e.getMessage());
+        assertTrue(e.getMessage().contains("layer " + kl + " routes"), e.getMessage());
+    }
+
+    /** Bad per-layer input is refused with a message naming what is wrong. */
+    @Property(tries = 10)
+    void badPerLayerPruningIsRefusedByName(@ForAll long seed) {
+        SplittableRandom r = new SplittableRandom(seed);
+        ModelConfig c;
+        do c = randomConfig(r, false); while (c.layers() < 2 || c.routedExperts() < 2);
+        int s = c.sharedExperts(), L = c.layers();
+        int[] keep = new int[L];
+        Arrays.fill(keep, c.experts());
+        keep[1] = s; // no routed expert left in layer 1
+        ModelConfig cc = c;
+        Moe4jException e = assertThrows(Moe4jException.class, () -> Pruner.prunedConfig(cc, keep, null));
+        assertTrue(e.getMessage().contains("at layer 1"), e.getMessage());
+        keep[1] = c.experts() + 1;
+        e = assertThrows(Moe4jException.class, () -> Pruner.prunedConfig(cc, keep, null));
+        assertTrue(e.getMessage().contains("at layer 1"), e.getMessage());
+        e = assertThrows(Moe4jException.class, () -> Pruner.prunedConfig(cc, new int[L + 1], null));
+        assertTrue(e.getMessage().contains(L + " layers"), e.getMessage());
+        // a pruned model's layer l knows only its own E_l ids
+        int[][] kept = randomPerLayerSubset(r, c);
+        int small = kept[0].length <= kept[1].length ? 0 : 1;
+        try (MoeModel full = new MoeModel(c, false).initRandom(seed); MoeModel pruned = Pruner.prune(full, kept, false)) {
+            int[][] again = new int[L][];
+            for (int l = 0; l < L; l++) again[l] = java.util.stream.IntStream.range(0, pruned.config().experts(l)).toArray();
+            again[small] = java.util.stream.IntStream.range(0, pruned.config().experts()).toArray();
+            if (pruned.config().experts(small) < pruned.config().experts()) {
+                e = assertThrows(Moe4jException.class, () -> Pruner.prune(pruned, again, false));
+                assertTrue(e.getMessage().contains("layer " + small), e.getMessage());
+            }
         }
     }
 
@@ -213,8 +362,11 @@ class SubsetProperties {
         SplittableRandom r = new SplittableRandom(seed);
         ModelConfig c = randomConfig(r, false);
         int s = c.sharedExperts();
-        int k0 = s + 1 + r.nextInt(c.routedExperts()), k1 = s + 1 + r.nextInt(k0 - s);
-        int[][] base = randomUniformSubset(r, c, k0);
+        // the earlier pruning keeps one K0 in every layer, or (half the time) a different K0_l per layer
+        boolean perLayer = r.nextBoolean() && c.layers() >= 2 && c.routedExperts() >= 2;
+        int[][] base = perLayer ? randomPerLayerSubset(r, c) : randomUniformSubset(r, c, s + 1 + r.nextInt(c.routedExperts()));
+        int minK0 = Arrays.stream(base).mapToInt(b -> b.length).min().orElseThrow();
+        int k1 = s + 1 + r.nextInt(minK0 - s);
         List<int[]> docs = randomDocs(r, c);
         ExpertSet[] masks = new ExpertSet[c.layers()];
         for (int l = 0; l < c.layers(); l++) masks[l] = ExpertSet.of(c.experts(), base[l]);
@@ -226,6 +378,8 @@ class SubsetProperties {
             var onPruned = SubsetSelector.select(pw, docs, k1, method, 0, null, GEMM, POOL);
             for (int l = 0; l < c.layers(); l++) {
                 double[] sm = onMasked.scores()[l], sp = onPruned.scores()[l];
+                int k0 = base[l].length;
+                assertEquals(k0 - s, sp.length, "a pruned layer scores its own routed experts");
                 for (int j = 0; j < k0 - s; j++)
                     assertTrue(Math.abs(sm[base[l][j]] - sp[j]) <= 1e-5 * (1 + Math.abs(sp[j])),
                             method + " layer " + l + " expert " + base[l][j] + ": masked " + sm[base[l][j]] + " pruned " + sp[j]);
