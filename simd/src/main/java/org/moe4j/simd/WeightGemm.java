@@ -26,12 +26,16 @@ import org.moe4j.Moe4jException;
  * weight element exactly once per call: N is split across the pool in blocks of {@value #WR} weight rows, and for
  * each block the M activation rows go through in groups of 4, 2, 1 with one vector accumulator per (activation
  * row, weight row) pair, vectorised along K. Only the first group reads the block from memory; the others find it
- * in L1/L2. BF16 weights are widened in registers (bits << 16), never written out as F32.
+ * in L1/L2. BF16 weights are widened in registers, never written out as F32: one load of L int lanes holds 2L
+ * bf16 values, and {@code lane << 16} and {@code lane & 0xFFFF0000} are the two halves as floats (one ALU op per L
+ * weights, half of sign-extending shorts to ints and shifting them); the activations are reordered once per call to
+ * match (the elements paired with the low halves first in every 2L block).
  *
  * <p>Larger M is compute-bound: F32 goes to {@code big.sgemm(false, true, ...)}, BF16 is dequantised chunk by
  * chunk of weight rows into a scratch allocated once (sized from maxK) and each chunk goes to {@code big}.
  *
- * <p>Bits: every output element is one accumulator chain over p = 0, L, 2L... (fused multiply-add), then the lanes
+ * <p>Bits: every output element is one accumulator chain over p = 0, L, 2L... (fused multiply-add; BF16: per 2L
+ * block the low-half products, then the high-half products, on the same chain), then the lanes
  * summed in the fixed order of {@link VectorMath#sum}, then the scalar tail p >= loopBound(K) with fused
  * multiply-adds, then beta. Which kernel shape (4x4, 2x4, 1x4, 1x1) or thread computes an element does not change
  * that sequence, so results do not depend on the pool size or on JIT state. beta == 0 overwrites (NaN in out does
@@ -92,6 +96,15 @@ public final class WeightGemm {
     private final int maxK;
     private final int chunkRows;
     private final MemorySegment scratch;
+    /**
+     * BF16 streaming: the activation rows with each block of 2L elements reordered as [the L elements that pair with
+     * the low halves of L int lanes of W, then the L that pair with the high halves] (see {@link Bf16Kernels}); the
+     * scalar tail after the last whole block stays in order. [SMALL_ROWS, maxK], a heap array so the copy-in is
+     * plain Java, read by the kernels through a segment view made once.
+     */
+    private final float[] pairedX;
+    private final MemorySegment pairedXSeg;
+    private final float[] rowIn;
     private final StreamTask stream;
     private final DequantTask dequant = new DequantTask();
     private final AtomicBoolean busy = new AtomicBoolean();
@@ -113,6 +126,9 @@ public final class WeightGemm {
         this.chunkRows = (int) Math.max(16, SCRATCH_FLOATS / maxK / 16 * 16);
         // Arena.ofAuto: the scratch lives as long as this object (the class has no close, like a Gemm)
         this.scratch = Arena.ofAuto().allocate((long) chunkRows * maxK * 4, 64);
+        this.pairedX = new float[SMALL_ROWS * maxK];
+        this.pairedXSeg = MemorySegment.ofArray(pairedX);
+        this.rowIn = new float[maxK];
         this.stream = new StreamTask(pool.threads());
     }
 
@@ -203,6 +219,12 @@ public final class WeightGemm {
                             MemorySegment w, long wOff, int ldw, float beta, MemorySegment out, long oOff, int ldo) {
         enter();
         try {
+            if (bf16) {
+                pairRows(M, K, x, xOff, ldx);
+                x = pairedXSeg;
+                xOff = 0;
+                ldx = K;
+            }
             StreamTask t = stream;
             t.set(bf16, M, N, K, x, xOff, ldx, w, wOff, ldw, beta, out, oOff, ldo);
             int blocks = (N + WR - 1) / WR;
@@ -211,6 +233,30 @@ public final class WeightGemm {
             t.set(false, 0, 0, 0, null, 0, 0, null, 0, 0, 0f, null, 0, 0);
         } finally {
             busy.set(false);
+        }
+    }
+
+    /** The upper 16 bits of an int lane: a bf16 that is already a float when the low half is masked off. */
+    private static final int HIGH = 0xFFFF0000;
+
+    /** Low 16 bits of an int lane hold the bf16 at the lower address on a little-endian machine. */
+    private static final int LOW_HALF = NATIVE == java.nio.ByteOrder.LITTLE_ENDIAN ? 0 : 1;
+
+    /** x rows -> pairedX [M, K]: each whole 2L block as (elements 2i + LOW_HALF, then 2i + 1 - LOW_HALF), tail in order. */
+    private void pairRows(int M, int K, MemorySegment x, long xOff, int ldx) {
+        float[] in = rowIn;
+        float[] px = pairedX;
+        int kv = K - K % (2 * L);
+        for (int r = 0; r < M; r++) {
+            MemorySegment.copy(x, Tensor.FLOAT, (xOff + (long) r * ldx) * 4, in, 0, K);
+            int row = r * K;
+            for (int b = 0; b < kv; b += 2 * L) {
+                for (int i = 0; i < L; i++) {
+                    px[row + b + i] = in[b + 2 * i + LOW_HALF];
+                    px[row + b + L + i] = in[b + 2 * i + 1 - LOW_HALF];
+                }
+            }
+            System.arraycopy(in, kv, px, row + kv, K - kv);
         }
     }
 
@@ -650,12 +696,14 @@ public final class WeightGemm {
 
         static void k1x1(int K, float[] lanes, MemorySegment x, long xe, MemorySegment w, long we, float beta,
                          MemorySegment out, long oe) {
-            int kv = F.loopBound(K);
+            int kv = K - K % (2 * L);
             long xb = xe * 4;
             long wb = we * 2;
             FloatVector a = FloatVector.zero(F);
-            for (int p = 0; p < kv; p += L) {
-                a = ((IntVector) ShortVector.fromMemorySegment(S, w, wb + 2L * p, NATIVE).convertShape(VectorOperators.S2I, I, 0)).lanewise(VectorOperators.LSHL, 16).reinterpretAsFloats().fma(FloatVector.fromMemorySegment(F, x, xb + 4L * p, NATIVE), a);
+            for (int p = 0; p < kv; p += 2 * L) {
+                IntVector q = IntVector.fromMemorySegment(I, w, wb + 2L * p, NATIVE);
+                a = q.lanewise(VectorOperators.LSHL, 16).reinterpretAsFloats().fma(FloatVector.fromMemorySegment(F, x, xb + 4L * p, NATIVE), a);
+                a = q.lanewise(VectorOperators.AND, HIGH).reinterpretAsFloats().fma(FloatVector.fromMemorySegment(F, x, xb + 4L * p + 4L * L, NATIVE), a);
             }
             a.intoArray(lanes, 0);
             put(out, oe, beta, tail(reduce(lanes, 0), x, xe, w, we, true, kv, K));
@@ -663,7 +711,7 @@ public final class WeightGemm {
 
         static void k1x4(int K, float[] lanes, MemorySegment x, long xe, MemorySegment w, long we, int ldw, float beta,
                          MemorySegment out, long oe) {
-            int kv = F.loopBound(K);
+            int kv = K - K % (2 * L);
             long x0 = xe * 4;
             long w0 = we * 2;
             long w1 = w0 + 2L * ldw;
@@ -673,18 +721,31 @@ public final class WeightGemm {
             FloatVector a01 = FloatVector.zero(F);
             FloatVector a02 = FloatVector.zero(F);
             FloatVector a03 = FloatVector.zero(F);
-            for (int p = 0; p < kv; p += L) {
+            for (int p = 0; p < kv; p += 2 * L) {
                 long o = 2L * p;
                 long ox = 4L * p;
-                FloatVector v0 = ((IntVector) ShortVector.fromMemorySegment(S, w, w0 + o, NATIVE).convertShape(VectorOperators.S2I, I, 0)).lanewise(VectorOperators.LSHL, 16).reinterpretAsFloats();
-                FloatVector v1 = ((IntVector) ShortVector.fromMemorySegment(S, w, w1 + o, NATIVE).convertShape(VectorOperators.S2I, I, 0)).lanewise(VectorOperators.LSHL, 16).reinterpretAsFloats();
-                FloatVector v2 = ((IntVector) ShortVector.fromMemorySegment(S, w, w2 + o, NATIVE).convertShape(VectorOperators.S2I, I, 0)).lanewise(VectorOperators.LSHL, 16).reinterpretAsFloats();
-                FloatVector v3 = ((IntVector) ShortVector.fromMemorySegment(S, w, w3 + o, NATIVE).convertShape(VectorOperators.S2I, I, 0)).lanewise(VectorOperators.LSHL, 16).reinterpretAsFloats();
+                IntVector q0 = IntVector.fromMemorySegment(I, w, w0 + o, NATIVE);
+                FloatVector v0 = q0.lanewise(VectorOperators.LSHL, 16).reinterpretAsFloats();
+                FloatVector h0 = q0.lanewise(VectorOperators.AND, HIGH).reinterpretAsFloats();
+                IntVector q1 = IntVector.fromMemorySegment(I, w, w1 + o, NATIVE);
+                FloatVector v1 = q1.lanewise(VectorOperators.LSHL, 16).reinterpretAsFloats();
+                FloatVector h1 = q1.lanewise(VectorOperators.AND, HIGH).reinterpretAsFloats();
+                IntVector q2 = IntVector.fromMemorySegment(I, w, w2 + o, NATIVE);
+                FloatVector v2 = q2.lanewise(VectorOperators.LSHL, 16).reinterpretAsFloats();
+                FloatVector h2 = q2.lanewise(VectorOperators.AND, HIGH).reinterpretAsFloats();
+                IntVector q3 = IntVector.fromMemorySegment(I, w, w3 + o, NATIVE);
+                FloatVector v3 = q3.lanewise(VectorOperators.LSHL, 16).reinterpretAsFloats();
+                FloatVector h3 = q3.lanewise(VectorOperators.AND, HIGH).reinterpretAsFloats();
                 FloatVector u0 = FloatVector.fromMemorySegment(F, x, x0 + ox, NATIVE);
                 a00 = v0.fma(u0, a00);
                 a01 = v1.fma(u0, a01);
                 a02 = v2.fma(u0, a02);
                 a03 = v3.fma(u0, a03);
+                FloatVector g0 = FloatVector.fromMemorySegment(F, x, x0 + ox + 4L * L, NATIVE);
+                a00 = h0.fma(g0, a00);
+                a01 = h1.fma(g0, a01);
+                a02 = h2.fma(g0, a02);
+                a03 = h3.fma(g0, a03);
             }
             a00.intoArray(lanes, 0);
             a01.intoArray(lanes, L);
@@ -696,7 +757,7 @@ public final class WeightGemm {
 
         static void k2x4(int K, float[] lanes, MemorySegment x, long xe, int ldx, MemorySegment w, long we, int ldw,
                          float beta, MemorySegment out, long oe, int ldo) {
-            int kv = F.loopBound(K);
+            int kv = K - K % (2 * L);
             long x0 = xe * 4;
             long x1 = x0 + 4L * ldx;
             long w0 = we * 2;
@@ -711,23 +772,41 @@ public final class WeightGemm {
             FloatVector a11 = FloatVector.zero(F);
             FloatVector a12 = FloatVector.zero(F);
             FloatVector a13 = FloatVector.zero(F);
-            for (int p = 0; p < kv; p += L) {
+            for (int p = 0; p < kv; p += 2 * L) {
                 long o = 2L * p;
                 long ox = 4L * p;
-                FloatVector v0 = ((IntVector) ShortVector.fromMemorySegment(S, w, w0 + o, NATIVE).convertShape(VectorOperators.S2I, I, 0)).lanewise(VectorOperators.LSHL, 16).reinterpretAsFloats();
-                FloatVector v1 = ((IntVector) ShortVector.fromMemorySegment(S, w, w1 + o, NATIVE).convertShape(VectorOperators.S2I, I, 0)).lanewise(VectorOperators.LSHL, 16).reinterpretAsFloats();
-                FloatVector v2 = ((IntVector) ShortVector.fromMemorySegment(S, w, w2 + o, NATIVE).convertShape(VectorOperators.S2I, I, 0)).lanewise(VectorOperators.LSHL, 16).reinterpretAsFloats();
-                FloatVector v3 = ((IntVector) ShortVector.fromMemorySegment(S, w, w3 + o, NATIVE).convertShape(VectorOperators.S2I, I, 0)).lanewise(VectorOperators.LSHL, 16).reinterpretAsFloats();
+                IntVector q0 = IntVector.fromMemorySegment(I, w, w0 + o, NATIVE);
+                FloatVector v0 = q0.lanewise(VectorOperators.LSHL, 16).reinterpretAsFloats();
+                FloatVector h0 = q0.lanewise(VectorOperators.AND, HIGH).reinterpretAsFloats();
+                IntVector q1 = IntVector.fromMemorySegment(I, w, w1 + o, NATIVE);
+                FloatVector v1 = q1.lanewise(VectorOperators.LSHL, 16).reinterpretAsFloats();
+                FloatVector h1 = q1.lanewise(VectorOperators.AND, HIGH).reinterpretAsFloats();
+                IntVector q2 = IntVector.fromMemorySegment(I, w, w2 + o, NATIVE);
+                FloatVector v2 = q2.lanewise(VectorOperators.LSHL, 16).reinterpretAsFloats();
+                FloatVector h2 = q2.lanewise(VectorOperators.AND, HIGH).reinterpretAsFloats();
+                IntVector q3 = IntVector.fromMemorySegment(I, w, w3 + o, NATIVE);
+                FloatVector v3 = q3.lanewise(VectorOperators.LSHL, 16).reinterpretAsFloats();
+                FloatVector h3 = q3.lanewise(VectorOperators.AND, HIGH).reinterpretAsFloats();
                 FloatVector u0 = FloatVector.fromMemorySegment(F, x, x0 + ox, NATIVE);
                 a00 = v0.fma(u0, a00);
                 a01 = v1.fma(u0, a01);
                 a02 = v2.fma(u0, a02);
                 a03 = v3.fma(u0, a03);
+                FloatVector g0 = FloatVector.fromMemorySegment(F, x, x0 + ox + 4L * L, NATIVE);
+                a00 = h0.fma(g0, a00);
+                a01 = h1.fma(g0, a01);
+                a02 = h2.fma(g0, a02);
+                a03 = h3.fma(g0, a03);
                 FloatVector u1 = FloatVector.fromMemorySegment(F, x, x1 + ox, NATIVE);
                 a10 = v0.fma(u1, a10);
                 a11 = v1.fma(u1, a11);
                 a12 = v2.fma(u1, a12);
                 a13 = v3.fma(u1, a13);
+                FloatVector g1 = FloatVector.fromMemorySegment(F, x, x1 + ox + 4L * L, NATIVE);
+                a10 = h0.fma(g1, a10);
+                a11 = h1.fma(g1, a11);
+                a12 = h2.fma(g1, a12);
+                a13 = h3.fma(g1, a13);
             }
             a00.intoArray(lanes, 0);
             a01.intoArray(lanes, L);
@@ -745,7 +824,7 @@ public final class WeightGemm {
 
         static void k4x4(int K, float[] lanes, MemorySegment x, long xe, int ldx, MemorySegment w, long we, int ldw,
                          float beta, MemorySegment out, long oe, int ldo) {
-            int kv = F.loopBound(K);
+            int kv = K - K % (2 * L);
             long x0 = xe * 4;
             long x1 = x0 + 4L * ldx;
             long x2 = x1 + 4L * ldx;
@@ -770,33 +849,61 @@ public final class WeightGemm {
             FloatVector a31 = FloatVector.zero(F);
             FloatVector a32 = FloatVector.zero(F);
             FloatVector a33 = FloatVector.zero(F);
-            for (int p = 0; p < kv; p += L) {
+            for (int p = 0; p < kv; p += 2 * L) {
                 long o = 2L * p;
                 long ox = 4L * p;
-                FloatVector v0 = ((IntVector) ShortVector.fromMemorySegment(S, w, w0 + o, NATIVE).convertShape(VectorOperators.S2I, I, 0)).lanewise(VectorOperators.LSHL, 16).reinterpretAsFloats();
-                FloatVector v1 = ((IntVector) ShortVector.fromMemorySegment(S, w, w1 + o, NATIVE).convertShape(VectorOperators.S2I, I, 0)).lanewise(VectorOperators.LSHL, 16).reinterpretAsFloats();
-                FloatVector v2 = ((IntVector) ShortVector.fromMemorySegment(S, w, w2 + o, NATIVE).convertShape(VectorOperators.S2I, I, 0)).lanewise(VectorOperators.LSHL, 16).reinterpretAsFloats();
-                FloatVector v3 = ((IntVector) ShortVector.fromMemorySegment(S, w, w3 + o, NATIVE).convertShape(VectorOperators.S2I, I, 0)).lanewise(VectorOperators.LSHL, 16).reinterpretAsFloats();
+                IntVector q0 = IntVector.fromMemorySegment(I, w, w0 + o, NATIVE);
+                FloatVector v0 = q0.lanewise(VectorOperators.LSHL, 16).reinterpretAsFloats();
+                FloatVector h0 = q0.lanewise(VectorOperators.AND, HIGH).reinterpretAsFloats();
+                IntVector q1 = IntVector.fromMemorySegment(I, w, w1 + o, NATIVE);
+                FloatVector v1 = q1.lanewise(VectorOperators.LSHL, 16).reinterpretAsFloats();
+                FloatVector h1 = q1.lanewise(VectorOperators.AND, HIGH).reinterpretAsFloats();
+                IntVector q2 = IntVector.fromMemorySegment(I, w, w2 + o, NATIVE);
+                FloatVector v2 = q2.lanewise(VectorOperators.LSHL, 16).reinterpretAsFloats();
+                FloatVector h2 = q2.lanewise(VectorOperators.AND, HIGH).reinterpretAsFloats();
+                IntVector q3 = IntVector.fromMemorySegment(I, w, w3 + o, NATIVE);
+                FloatVector v3 = q3.lanewise(VectorOperators.LSHL, 16).reinterpretAsFloats();
+                FloatVector h3 = q3.lanewise(VectorOperators.AND, HIGH).reinterpretAsFloats();
                 FloatVector u0 = FloatVector.fromMemorySegment(F, x, x0 + ox, NATIVE);
                 a00 = v0.fma(u0, a00);
                 a01 = v1.fma(u0, a01);
                 a02 = v2.fma(u0, a02);
                 a03 = v3.fma(u0, a03);
+                FloatVector g0 = FloatVector.fromMemorySegment(F, x, x0 + ox + 4L * L, NATIVE);
+                a00 = h0.fma(g0, a00);
+                a01 = h1.fma(g0, a01);
+                a02 = h2.fma(g0, a02);
+                a03 = h3.fma(g0, a03);
                 FloatVector u1 = FloatVector.fromMemorySegment(F, x, x1 + ox, NATIVE);
                 a10 = v0.fma(u1, a10);
                 a11 = v1.fma(u1, a11);
                 a12 = v2.fma(u1, a12);
                 a13 = v3.fma(u1, a13);
+                FloatVector g1 = FloatVector.fromMemorySegment(F, x, x1 + ox + 4L * L, NATIVE);
+                a10 = h0.fma(g1, a10);
+                a11 = h1.fma(g1, a11);
+                a12 = h2.fma(g1, a12);
+                a13 = h3.fma(g1, a13);
                 FloatVector u2 = FloatVector.fromMemorySegment(F, x, x2 + ox, NATIVE);
                 a20 = v0.fma(u2, a20);
                 a21 = v1.fma(u2, a21);
                 a22 = v2.fma(u2, a22);
                 a23 = v3.fma(u2, a23);
+                FloatVector g2 = FloatVector.fromMemorySegment(F, x, x2 + ox + 4L * L, NATIVE);
+                a20 = h0.fma(g2, a20);
+                a21 = h1.fma(g2, a21);
+                a22 = h2.fma(g2, a22);
+                a23 = h3.fma(g2, a23);
                 FloatVector u3 = FloatVector.fromMemorySegment(F, x, x3 + ox, NATIVE);
                 a30 = v0.fma(u3, a30);
                 a31 = v1.fma(u3, a31);
                 a32 = v2.fma(u3, a32);
                 a33 = v3.fma(u3, a33);
+                FloatVector g3 = FloatVector.fromMemorySegment(F, x, x3 + ox + 4L * L, NATIVE);
+                a30 = h0.fma(g3, a30);
+                a31 = h1.fma(g3, a31);
+                a32 = h2.fma(g3, a32);
+                a33 = h3.fma(g3, a33);
             }
             a00.intoArray(lanes, 0);
             a01.intoArray(lanes, L);
