@@ -39,15 +39,27 @@ final class AttentionBlock {
             hres = x.ws.allocate(p + "h", maxN, x.d);
         }
 
+        /**
+         * Exact-row views for n rows, made once per n and kept: a generator alternates prefill and decode row
+         * counts, and remaking five views at every switch was the only heap allocation of a decode step.
+         */
         void views(int n) {
             if (viewN == n) return;
-            qV = q.rows(0, n);
-            kV = k.rows(0, n);
-            vV = v.rows(0, n);
-            attV = att.rows(0, n);
-            lseV = lse.rows(0, n);
+            if (viewCache == null) viewCache = new Tensor[q.dim(0) + 1][];
+            Tensor[] t = viewCache[n];
+            if (t == null) {
+                t = new Tensor[] {q.rows(0, n), k.rows(0, n), v.rows(0, n), att.rows(0, n), lse.rows(0, n)};
+                viewCache[n] = t;
+            }
+            qV = t[0];
+            kV = t[1];
+            vV = t[2];
+            attV = t[3];
+            lseV = t[4];
             viewN = n;
         }
+
+        private Tensor[][] viewCache;
     }
 
     private final BlockContext x;
