@@ -88,7 +88,8 @@ public final class TrainCommand implements Callable<Integer> {
     // ------------------------------------------------------------------ --distributed (data parallel over MPI)
     @Option(names = "--distributed", paramLabel = "data|expert",
             description = "run as one rank of mpirun -np N: data parallel (each rank trains on its --batch share of a "
-                    + "global batch of N x --batch; rank 0 logs and writes --out); see docs/DISTRIBUTED.md")
+                    + "global batch of N x --batch; rank 0 logs and writes --out), or expert parallel (the same, with "
+                    + "each layer's routed experts split over the ranks); see docs/DISTRIBUTED.md")
     String distributed;
     @Option(names = "--check-every", defaultValue = "50", paramLabel = "STEPS",
             description = "with --distributed: compare the ranks' weights every STEPS steps (0: never; default: ${DEFAULT-VALUE})")
@@ -189,6 +190,7 @@ public final class TrainCommand implements Callable<Integer> {
                 if (dist != null) dist.attach(trainer, tr); // --distributed: gradients, routing counts, weight checks
                 RunRecorder rec = RunRecorder.attach(trainer, out, model, resume != null, opt.stepCount(), steps, keepCheckpoints, snapshotEvery);
                 Summary sum = train(trainer, opt, steps, () -> {
+                    if (dist != null) dist.beforeSave(opt); // expert parallel: the experts onto rank 0
                     if (out != null) save(out, model, opt, src, tr, tokenizer, extra);
                 }, saveEvery, timeLimit);
                 if (opt.stepCount() < steps)
@@ -196,6 +198,7 @@ public final class TrainCommand implements Callable<Integer> {
                             opt.stepCount(), steps, timeLimit);
                 System.out.printf(Locale.ROOT, "loss: first %d steps %.4f -> last %d steps %.4f (ce %.4f -> %.4f)%n",
                         sum.window(), sum.firstLoss(), sum.window(), sum.lastLoss(), sum.firstCe(), sum.lastCe());
+                if (dist != null) dist.beforeSave(opt);
                 if (out != null) {
                     save(out, model, opt, src, tr, tokenizer, extra);
                     System.out.println("checkpoint: " + out.toAbsolutePath() + (tokenizer != null ? " (with tokenizer.json)" : ""));

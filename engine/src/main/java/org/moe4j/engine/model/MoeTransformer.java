@@ -151,6 +151,16 @@ public final class MoeTransformer implements AutoCloseable {
         x.docMask = on;
     }
 
+    /** Runs every MoE block's experts with {@code e} (null: {@link ExpertExecutor#LOCAL}, every expert here). */
+    public void expertExecutor(ExpertExecutor e) {
+        x.experts = e == null ? ExpertExecutor.LOCAL : e;
+    }
+
+    /** What an expert executor sees of layer l's MoE block. */
+    public ExpertSlots expertSlots(int l) {
+        return moe[l].slots;
+    }
+
     /** Switches ERC off (weight 0 in the config also does). */
     public void erc(boolean on) {
         ercOn = on && c.loss().erc() > 0;

@@ -38,6 +38,9 @@ public final class DataParallel implements Trainer.Replicas, RoutingControl.Repl
     private final MemorySegment ints, doubles, hashes;
     private MemorySegment params;
     private long paramFloats;
+    /** The parameter ranges (element offset, length) every rank holds alike: all of them, or expert parallel's dense. */
+    private long[] rangeStart = {0}, rangeLen = {Long.MAX_VALUE};
+    private ExpertParallel experts;
     private long bytesReduced, collectives, commNanos;
 
     /**
@@ -63,6 +66,17 @@ public final class DataParallel implements Trainer.Replicas, RoutingControl.Repl
         for (int l = 0; l < tr.config().layers(); l++) tr.control(l).replicas(this);
         params = tr.model().params();
         paramFloats = tr.model().layout().total();
+        return this;
+    }
+
+    /**
+     * Expert parallel: gradients are summed and weights compared over the dense ranges only (each routed expert lives
+     * on its owner), and {@link ExpertParallel#afterStep} runs after every step.
+     */
+    public DataParallel experts(ExpertParallel ep) {
+        experts = ep;
+        rangeStart = ep.denseStarts();
+        rangeLen = ep.denseLengths();
         return this;
     }
 
@@ -96,11 +110,14 @@ public final class DataParallel implements Trainer.Replicas, RoutingControl.Repl
     public void reduceGradients(MemorySegment grads, long count) {
         if (ranks == 1) return;
         long t0 = System.nanoTime();
-        for (long o = 0; o < count; o += bucketFloats) {
-            long n = Math.min(bucketFloats, count - o);
-            comm.allReduceSum(grads, o * 4, n);
-            bytesReduced += n * 4;
-            collectives++;
+        for (int r = 0; r < rangeStart.length; r++) {
+            long end = Math.min(count, rangeStart[r] + Math.min(rangeLen[r], count));
+            for (long o = rangeStart[r]; o < end; o += bucketFloats) {
+                long n = Math.min(bucketFloats, end - o);
+                comm.allReduceSum(grads, o * 4, n);
+                bytesReduced += n * 4;
+                collectives++;
+            }
         }
         commNanos += System.nanoTime() - t0;
     }
@@ -146,6 +163,7 @@ public final class DataParallel implements Trainer.Replicas, RoutingControl.Repl
 
     @Override
     public void afterStep(long step) {
+        if (experts != null) experts.afterStep();
         if (checkEvery > 0 && step % checkEvery == 0) checkWeights(step);
     }
 
@@ -155,7 +173,11 @@ public final class DataParallel implements Trainer.Replicas, RoutingControl.Repl
      */
     public void checkWeights(long step) {
         if (params == null) throw new Moe4jException("DataParallel: attach(transformer) before checking weights");
-        long h = hash(params, paramFloats);
+        long h = 0;
+        for (int r = 0; r < rangeStart.length; r++) {
+            long o = Math.min(rangeStart[r], paramFloats), n = Math.min(rangeLen[r], paramFloats - o);
+            h = h * 31 + hash(params.asSlice(o * 4, n * 4), n);
+        }
         hashes.setAtIndex(JAVA_LONG, rank, h);
         comm.allGather(hashes, rank * 8L, 8, hashes, 0);
         collectives++;
