@@ -104,6 +104,9 @@ public final class DistributedRun implements AutoCloseable {
      */
     public Trainer attach(Trainer trainer, MoeTransformer tr) {
         dp = new DataParallel(comm, DataParallel.DEFAULT_BUCKET_FLOATS, checkEvery, tr.config().experts() + 1).attach(tr);
+        // data parallel: the gradient all-reduce runs beside the backward (expert parallel's backward makes its own
+        // collective calls, so there it stays after the backward)
+        if (mode == Mode.DATA) dp.overlap(true);
         if (mode == Mode.EXPERT) {
             ep = new ExpertParallel(comm, tr);
             dp.experts(ep);
