@@ -28,24 +28,25 @@ import org.moe4j.simd.WorkerPool;
  * all-reduce with the backward hides part of the share; the bytes each rank all-reduces per step are 4·params + the
  * routing counts, whatever the batch; and expert parallel all-reduces only the dense parameters and moves the slot
  * rows instead (docs/DISTRIBUTED.md, all-to-all volume). Measures the configurations side by side in one script: the
- * 1 x 2 run in this JVM, then data parallel, data parallel overlapped and expert parallel, one after the other in the
- * same two processes launched with {@code mpirun --oversubscribe -np 2} (which takes the rank branch). Prints per
+ * 1 x 2 run in this JVM, then data parallel, data parallel overlapped and expert parallel (or the --variants given, in
+ * that order), one after the other in the same two processes launched with {@code mpirun --oversubscribe -np 2} (which takes the rank branch). Prints per
  * configuration: median ms per optimizer step, tokens/s, and for the MPI runs the bytes all-reduced and the bytes
  * handed to all-to-all per step and rank, the collectives per step, and the ms per step the training thread waited for
  * the gradient all-reduce (rank 0, waiting for the other rank included); for data parallel also the best of 5
  * gradient all-reduces run alone after a barrier (the transport's cost).
  *
  * <p>Run: {@code ./moe4j bench-main DistributedBench [--config small|quickstart|tiny] [--routing standard|emo] [--batch B]
- * [--seq T] [--steps N] [--warmup N] [--gemm java|onednn]}; B is per rank (the global batch is 2·B). Needs mpirun
+ * [--seq T] [--steps N] [--warmup N] [--gemm java|onednn] [--variants data,overlapped,expert]}; B is per rank (the global batch is 2·B). Needs mpirun
  * on PATH for the 2 x 1 lines.
  */
 public final class DistributedBench {
     private DistributedBench() {
     }
 
-    record Args(String config, String routing, int batch, int seq, int steps, int warmup, String gemm) {
+    record Args(String config, String routing, int batch, int seq, int steps, int warmup, String gemm, String[] variants) {
         static Args parse(String[] a) {
             String config = "small", routing = "standard", gemm = "java";
+            String[] variants = {"data", "overlapped", "expert"};
             int batch = 4, seq = 128, steps = 6, warmup = 3;
             for (int i = 0; i < a.length; i++) {
                 switch (a[i]) {
@@ -56,10 +57,14 @@ public final class DistributedBench {
                     case "--steps" -> steps = Integer.parseInt(a[++i]);
                     case "--warmup" -> warmup = Integer.parseInt(a[++i]);
                     case "--gemm" -> gemm = a[++i];
+                    case "--variants" -> variants = a[++i].split(",");
                     default -> throw new IllegalArgumentException("unknown option " + a[i]);
                 }
             }
-            return new Args(config, routing, batch, seq, steps, warmup, gemm);
+            for (String v : variants)
+                if (!List.of("data", "overlapped", "expert").contains(v))
+                    throw new IllegalArgumentException("--variants " + v + ": expected data, overlapped or expert");
+            return new Args(config, routing, batch, seq, steps, warmup, gemm, variants);
         }
 
         ModelConfig model() {
@@ -129,7 +134,7 @@ public final class DistributedBench {
         Communicator comm = Mpi.world();
         ModelConfig c = a.model();
         try (WorkerPool pool = new WorkerPool(1)) {
-            for (String variant : new String[] {"data", "data, overlapped", "expert"}) {
+            for (String variant : a.variants()) {
                 Traffic tr = new Traffic();
                 double[] ms = steps(c, a, pool, comm, a.batch(), variant, tr);
                 double med = median(ms);
@@ -177,7 +182,8 @@ public final class DistributedBench {
 
     /**
      * ms of each timed optimizer step (after the warm-up ones); {@code out} gets the traffic of the timed steps.
-     * variant: "data", "data, overlapped" or "expert" (experts split over the ranks, the rest data parallel).
+     * variant: "data", "overlapped" (data parallel, all-reduce beside the backward) or "expert" (experts split over
+     * the ranks, the rest data parallel).
      */
     static double[] steps(ModelConfig c, Args a, WorkerPool pool, Communicator comm, int batch, String variant,
                           Traffic out) {
@@ -195,7 +201,7 @@ public final class DistributedBench {
                 t = new Trainer(tr, opt, src, o, null);
             } else {
                 dp = new DataParallel(comm, DataParallel.DEFAULT_BUCKET_FLOATS, 0, c.experts() + 1).attach(tr);
-                if (variant.equals("data, overlapped")) dp.overlap(true);
+                if (variant.equals("overlapped")) dp.overlap(true);
                 if (variant.equals("expert")) {
                     ep = new ExpertParallel(comm, tr);
                     dp.experts(ep);
