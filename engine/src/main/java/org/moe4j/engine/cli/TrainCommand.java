@@ -192,7 +192,7 @@ public final class TrainCommand implements Callable<Integer> {
                 Summary sum = train(trainer, opt, steps, () -> {
                     if (dist != null) dist.beforeSave(opt); // expert parallel: the experts onto rank 0
                     if (out != null) save(out, model, opt, src, tr, tokenizer, extra);
-                }, saveEvery, timeLimit);
+                }, saveEvery, timeLimit, dist == null ? mine -> mine : dist::anyRank);
                 if (opt.stepCount() < steps)
                     System.out.printf(Locale.ROOT, "stopped after step %d of %d: --time-limit %.0f s reached%n",
                             opt.stepCount(), steps, timeLimit);
@@ -228,11 +228,12 @@ public final class TrainCommand implements Callable<Integer> {
 
     /**
      * Runs the optimizer steps from the optimizer's step count to {@code steps}, or until {@code timeLimit} seconds
-     * (0: no limit) have passed; calls {@code checkpoint} every {@code saveEvery} steps (0: never) before the last.
+     * (0: no limit) have passed on any rank ({@code anyRank}: whether any rank's argument is true; collective when
+     * distributed); calls {@code checkpoint} every {@code saveEvery} steps (0: never) before the last.
      * The figures of the last steps are over the steps actually run.
      */
     static Summary train(Trainer trainer, AdamWOptimizer opt, int steps, Runnable checkpoint, int saveEvery,
-                         double timeLimit) {
+                         double timeLimit, java.util.function.UnaryOperator<Boolean> anyRank) {
         long start = opt.stepCount(), t0 = System.nanoTime();
         int window = (int) Math.max(1, Math.min(10, (steps - start) / 5));
         double firstAvg = 0, firstCe = 0;
@@ -248,7 +249,9 @@ public final class TrainCommand implements Callable<Integer> {
             lastCe[ran % window] = lg.ce();
             ran++;
             if (saveEvery > 0 && (s + 1) % saveEvery == 0 && s + 1 < steps) checkpoint.run();
-            if (timeLimit > 0 && (System.nanoTime() - t0) * 1e-9 >= timeLimit) break;
+            // --distributed: every rank stops after the same step (the first rank past the limit decides), or the
+            // others would wait in the next step's collectives for ever
+            if (timeLimit > 0 && anyRank.apply((System.nanoTime() - t0) * 1e-9 >= timeLimit)) break;
         }
         int n = Math.min(ran, window);
         double lastAvg = 0, lastCeAvg = 0;

@@ -34,6 +34,7 @@ public final class DistributedRun implements AutoCloseable {
     private final int checkEvery;
     private DataParallel dp;
     private ExpertParallel ep;
+    private final double[] vote = new double[1];
 
     private DistributedRun(Communicator comm, Mode mode, int checkEvery) {
         this.comm = comm;
@@ -123,6 +124,15 @@ public final class DistributedRun implements AutoCloseable {
      */
     public void beforeSave(AdamWOptimizer opt) {
         if (ep != null) ep.gatherForSave(opt);
+    }
+
+    /** Whether {@code mine} is true on any rank (collective: a stop every rank must agree on, e.g. a time limit). */
+    public Boolean anyRank(Boolean mine) {
+        if (comm.size() == 1) return mine;
+        if (dp == null) throw new Moe4jException("DistributedRun.anyRank: attach the trainer first");
+        vote[0] = mine ? 1 : 0;
+        dp.sum(vote, 1);
+        return vote[0] > 0;
     }
 
     /** Bytes this rank has handed to collectives so far, and the number of calls (for logs and benches). */

@@ -78,6 +78,19 @@ class MpiDataParallelTest {
                 .get("step").asInt());
     }
 
+    /** --time-limit stops every rank after the same step (a rank stopping alone would leave the other waiting). */
+    @org.junit.jupiter.api.Test
+    void aTimeLimitStopsEveryRankAfterTheSameStep(@TempDir Path tmp) throws Exception {
+        MpiLaunch.assumeAvailable();
+        MpiLaunch.Result r = MpiLaunch.run(MpiLaunch.mpi(2, MpiLaunch.java(Main.class.getName(),
+                trainArgs("standard", 2, tmp.resolve("ck"), 100000, "--distributed", "expert", "--time-limit", "8"))), 200);
+        assertEquals(0, r.exit(), r.output());
+        Matcher m = Pattern.compile("stopped after step (\\d+) of 100000: --time-limit 8 s reached").matcher(r.output());
+        assertTrue(m.find(), r.output());
+        assertEquals(Integer.parseInt(m.group(1)), new ObjectMapper().readTree(tmp.resolve("ck").resolve(
+                ModelCheckpoint.STATE_JSON).toFile()).get("step").asInt(), "the checkpoint is the last step's");
+    }
+
     @ParameterizedTest
     @ValueSource(strings = {"data", "expert"})
     void aKilledRankStopsTheJobAndTheLastCheckpointLoads(String mode, @TempDir Path tmp) throws Exception {
