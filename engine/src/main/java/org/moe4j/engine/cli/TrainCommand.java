@@ -94,12 +94,19 @@ public final class TrainCommand implements Callable<Integer> {
     @Option(names = "--check-every", defaultValue = "50", paramLabel = "STEPS",
             description = "with --distributed: compare the ranks' weights every STEPS steps (0: never; default: ${DEFAULT-VALUE})")
     int checkEvery;
+    @Option(names = "--expert-ranks", defaultValue = "0", paramLabel = "W",
+            description = "with --distributed expert: split the experts over groups of W consecutive ranks, the groups "
+                    + "being data-parallel replicas (W divides the ranks; 0: one group of all ranks, the default)")
+    int expertRanks;
     private org.moe4j.engine.train.distributed.DistributedRun dist;
 
     @Override
     public Integer call() {
-        if (distributed == null) return train();
-        return org.moe4j.engine.train.distributed.DistributedRun.run(distributed, checkEvery, run -> {
+        if (distributed == null) {
+            if (expertRanks != 0) throw new Moe4jException("--expert-ranks " + expertRanks + " needs --distributed expert");
+            return train();
+        }
+        return org.moe4j.engine.train.distributed.DistributedRun.run(distributed, checkEvery, expertRanks, run -> {
             dist = run;
             if (run.rank() != 0) out = null; // only rank 0 writes checkpoints
             int code = train();

@@ -239,6 +239,7 @@ public final class DataParallel implements Trainer.Replicas, RoutingControl.Repl
                 collectives++;
             }
         }
+        if (experts != null) experts.reduceExpertGradients(grads, bucketFloats); // over the replicas, if any
         commNanos += System.nanoTime() - t0;
     }
 

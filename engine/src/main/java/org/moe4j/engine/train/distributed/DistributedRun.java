@@ -31,15 +31,16 @@ public final class DistributedRun implements AutoCloseable {
 
     private final Communicator comm;
     private final Mode mode;
-    private final int checkEvery;
+    private final int checkEvery, expertRanks;
     private DataParallel dp;
     private ExpertParallel ep;
     private final double[] vote = new double[1];
 
-    private DistributedRun(Communicator comm, Mode mode, int checkEvery) {
+    private DistributedRun(Communicator comm, Mode mode, int checkEvery, int expertRanks) {
         this.comm = comm;
         this.mode = mode;
         this.checkEvery = checkEvery;
+        this.expertRanks = expertRanks;
     }
 
     public static Mode mode(String s) {
@@ -52,13 +53,24 @@ public final class DistributedRun implements AutoCloseable {
 
     /** Runs {@code body} as one rank over MPI's world; returns its exit code (a failure aborts the whole job). */
     public static int run(String mode, int checkEvery, Body body) {
+        return run(mode, checkEvery, 0, body);
+    }
+
+    /**
+     * As {@link #run(String, int, Body)}; {@code expertRanks} (expert mode; 0: all ranks): the ranks each expert group
+     * spans, the groups being data-parallel replicas.
+     */
+    public static int run(String mode, int checkEvery, int expertRanks, Body body) {
         Mode m = mode(mode);
+        if (expertRanks < 0) throw new Moe4jException("--expert-ranks " + expertRanks + ": must be >= 0 (0: all ranks)");
+        if (expertRanks > 0 && m != Mode.EXPERT)
+            throw new Moe4jException("--expert-ranks " + expertRanks + " needs --distributed expert");
         if (checkEvery < 0) throw new Moe4jException("--check-every " + checkEvery + ": must be >= 0 (0: never)");
         if (!Mpi.launched())
             System.err.println("moe4j: --distributed without mpirun/srun: running as a single rank "
                     + "(start it with: mpirun -np N ./moe4j train --distributed data ...)");
         Communicator comm = Mpi.world();
-        DistributedRun run = new DistributedRun(comm, m, checkEvery);
+        DistributedRun run = new DistributedRun(comm, m, checkEvery, expertRanks);
         // one write per line: mpirun interleaves the ranks' output, a line printed in pieces can be split
         System.err.println(String.format(Locale.ROOT, "moe4j: rank %d of %d (%s parallel), host %s, pid %d", comm.rank(),
                 comm.size(), m.name().toLowerCase(Locale.ROOT), host(), ProcessHandle.current().pid()));
@@ -109,11 +121,14 @@ public final class DistributedRun implements AutoCloseable {
         // collective calls, so there it stays after the backward)
         if (mode == Mode.DATA) dp.overlap(true);
         if (mode == Mode.EXPERT) {
-            ep = new ExpertParallel(comm, tr);
+            ep = new ExpertParallel(comm, tr, expertRanks);
             dp.experts(ep);
             trainer.optimizer().partition(ep.partition());
+            if (ep.expertRanks() < comm.size())
+                System.out.printf(Locale.ROOT, "distributed: %d ranks = %d data-parallel replicas x %d expert-parallel ranks%n",
+                        comm.size(), comm.size() / ep.expertRanks(), ep.expertRanks());
             System.out.printf(Locale.ROOT, "distributed: expert parallel, rank 0 of %d owns routed experts %d..%d of %d per layer%n",
-                    comm.size(), ep.firstExpert(), ep.firstExpert() + ep.owned() - 1, tr.config().routedExperts());
+                    ep.expertRanks(), ep.firstExpert(), ep.firstExpert() + ep.owned() - 1, tr.config().routedExperts());
         }
         return trainer.replicas(dp);
     }
@@ -138,7 +153,7 @@ public final class DistributedRun implements AutoCloseable {
     /** Bytes this rank has handed to collectives so far, and the number of calls (for logs and benches). */
     public String traffic() {
         if (dp == null) return "no traffic";
-        long bytes = dp.bytesReduced() + (ep == null ? 0 : ep.bytesSent());
+        long bytes = dp.bytesReduced() + (ep == null ? 0 : ep.bytesSent() + ep.bytesReduced());
         long calls = dp.collectives() + (ep == null ? 0 : ep.collectives());
         return String.format(Locale.ROOT, "%,d bytes in %,d collectives", bytes, calls)
                 + (ep == null ? "" : String.format(Locale.ROOT, " (all-to-all of expert rows %,d bytes)", ep.bytesSent()));

@@ -30,8 +30,10 @@ import org.moe4j.simd.Tensor;
  * are allocated once: the owner's for the worst case that every rank sends it all its slots.
  */
 public final class ExpertParallel implements ExpertExecutor, AutoCloseable {
-    private final Communicator comm;
-    private final int rank, ranks, L, routed, d, hid, owned, first;
+    /** The expert-parallel group this rank belongs to (the world when W = N), and its replicas' group (or null). */
+    private final Communicator comm, replicas;
+    private final boolean ownsComm;
+    private final int rank, ranks, replica, L, routed, d, hid, owned, first;
     private final long expertFloats;
     private final ExpertExchange[] exchange;
     private final Arena arena = Arena.ofShared();
@@ -43,22 +45,47 @@ public final class ExpertParallel implements ExpertExecutor, AutoCloseable {
     private final int[] sendCounts, sendDispls, recvCounts, recvDispls;
     private final boolean syncW1;
     private MemorySegment params;
-    private long bytesSent, collectives;
+    private long bytesSent, collectives, bytesReduced;
 
-    /** Builds the exchange for {@code tr}'s shapes and installs itself as its expert executor. */
-    public ExpertParallel(Communicator comm, MoeTransformer tr) {
+    /** Expert parallel over every rank of {@code world} (W = N); see {@link #ExpertParallel(Communicator, MoeTransformer, int)}. */
+    public ExpertParallel(Communicator world, MoeTransformer tr) {
+        this(world, tr, 0);
+    }
+
+    /**
+     * Builds the exchange for {@code tr}'s shapes and installs itself as its expert executor. {@code expertRanks} W
+     * (0: all): the N ranks form N/W data-parallel replicas of W consecutive ranks; the experts are split over the W
+     * ranks of each replica, and each expert's gradient is summed over the N/W ranks owning it (one per replica).
+     * Collective over {@code world} (it splits it when W < N).
+     */
+    public ExpertParallel(Communicator world, MoeTransformer tr, int expertRanks) {
         ModelConfig c = tr.config();
-        this.comm = comm;
+        int n = world.size(), w = expertRanks == 0 ? n : expertRanks;
+        if (w < 1 || n % w != 0)
+            throw new Moe4jException("--expert-ranks " + expertRanks + ": must divide the " + n + " ranks (each group of "
+                    + "that many consecutive ranks splits the experts; the groups are data-parallel replicas)");
+        if (w == n) {
+            comm = world;
+            replicas = null;
+            ownsComm = false;
+        } else {
+            comm = world.split(world.rank() / w, world.rank() % w);
+            replicas = world.split(world.rank() % w, world.rank() / w);
+            ownsComm = true;
+        }
+        replica = world.rank() / w;
         rank = comm.rank();
         ranks = comm.size();
         L = c.layers();
         routed = c.routedExperts();
         d = c.d();
         hid = c.expertHidden();
-        if (routed < ranks)
-            throw new Moe4jException("--distributed expert: " + ranks + " ranks but the model has " + routed
-                    + " routed experts per layer; expert parallelism needs at least one expert per rank (use fewer "
-                    + "ranks or --distributed data)");
+        if (routed < ranks) {
+            close();
+            throw new Moe4jException("--distributed expert: " + ranks + " ranks split the experts but the model has "
+                    + routed + " routed experts per layer; expert parallelism needs at least one expert per rank (use "
+                    + "fewer ranks, --expert-ranks with fewer, or --distributed data)");
+        }
         expertFloats = 3L * hid * d;
         if (routed * expertFloats * 4 > Integer.MAX_VALUE)
             throw new Moe4jException("--distributed expert: one layer's routed experts take " + routed * expertFloats * 4
@@ -122,6 +149,37 @@ public final class ExpertParallel implements ExpertExecutor, AutoCloseable {
 
     public int owned() {
         return owned;
+    }
+
+    /** Ranks the experts are split over (W), and this rank's data-parallel replica (0 .. N/W - 1). */
+    public int expertRanks() {
+        return ranks;
+    }
+
+    public int replica() {
+        return replica;
+    }
+
+    /** Bytes of expert gradients this rank has all-reduced over the replicas so far. */
+    public long bytesReduced() {
+        return bytesReduced;
+    }
+
+    /**
+     * With replicas (W < N): sums this rank's experts' gradients over the N/W ranks owning them, in place (buckets of
+     * {@code bucketFloats}). Collective over the replicas' group; nothing without replicas.
+     */
+    public void reduceExpertGradients(MemorySegment grads, int bucketFloats) {
+        if (replicas == null || replicas.size() == 1) return;
+        for (int l = 0; l < L; l++) {
+            long from = expertStart[l] + first * expertFloats, end = from + owned * expertFloats;
+            for (long o = from; o < end; o += bucketFloats) {
+                long n = Math.min(bucketFloats, end - o);
+                replicas.allReduceSum(grads, o * 4, n);
+                bytesReduced += n * 4;
+                collectives++;
+            }
+        }
     }
 
     /** The parameter ranges (element offset, length) every rank holds and updates alike: all but the routed experts. */
@@ -254,7 +312,7 @@ public final class ExpertParallel implements ExpertExecutor, AutoCloseable {
      * writes a complete checkpoint in the single-process format. Collective; call on every rank before rank 0 saves.
      */
     public void gatherForSave(AdamWOptimizer opt) {
-        if (ranks == 1) return;
+        if (ranks == 1 || replica != 0) return; // replica 0 holds every expert; world rank 0 is its rank 0
         for (MemorySegment buf : new MemorySegment[] {params, opt.firstMoment(), opt.secondMoment()}) {
             for (int l = 0; l < L; l++) {
                 MemorySegment block = buf.asSlice(expertStart[l] * 4, routed * expertFloats * 4);
@@ -276,7 +334,11 @@ public final class ExpertParallel implements ExpertExecutor, AutoCloseable {
 
     @Override
     public void close() {
-        for (ExpertExchange ex : exchange) ex.close();
+        if (exchange != null) for (ExpertExchange ex : exchange) if (ex != null) ex.close();
         arena.close();
+        if (ownsComm) { // collective: every rank closes its expert parallel at the same point
+            replicas.close();
+            comm.close();
+        }
     }
 }

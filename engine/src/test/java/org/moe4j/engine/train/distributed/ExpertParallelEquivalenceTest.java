@@ -57,6 +57,12 @@ class ExpertParallelEquivalenceTest {
      */
     static Run span(ModelConfig c, Communicator comm, int batch, int accum, int from, int to, Path resume, Path save,
                     boolean exchange) {
+        return span(c, comm, 0, batch, accum, from, to, resume, save, exchange);
+    }
+
+    /** As above, the experts split over groups of {@code expertRanks} ranks (0: all), the groups being replicas. */
+    static Run span(ModelConfig c, Communicator comm, int expertRanks, int batch, int accum, int from, int to,
+                    Path resume, Path save, boolean exchange) {
         try (WorkerPool pool = new WorkerPool(1);
              MoeModel m = resume != null ? ModelCheckpoint.load(resume) : new MoeModel(c).initRandom(11);
              MoeTransformer tr = new MoeTransformer(m, batch * T, batch, c.maxRoutedK(), new JavaGemm(pool), pool);
@@ -77,7 +83,7 @@ class ExpertParallelEquivalenceTest {
                 tn = new Trainer(tr, opt, src, opts(batch, accum), null);
             } else {
                 dp = new DataParallel(comm, 1000, 5, c.experts() + 1).attach(tr);
-                ep = new ExpertParallel(comm, tr);
+                ep = new ExpertParallel(comm, tr, expertRanks);
                 // the broken variant: every expert over the rank's own rows, no exchange (an owner's expert gradient
                 // then misses the other ranks' tokens)
                 if (!exchange) tr.expertExecutor(ExpertExecutor.LOCAL);
@@ -138,6 +144,43 @@ class ExpertParallelEquivalenceTest {
         ParamLayout.Entry w2 = lay.entry(ParamLayout.downProj(0, 0));
         int o = (int) w2.offset(), n = (int) w2.numel();
         assertFalse(Arrays.equals(two[0].params(), o, o + n, two[1].params(), o, o + n), routing + ": expert 0 on rank 1");
+    }
+
+    /**
+     * Expert parallel combined with data parallel: 4 ranks as 2 replicas x 2 expert-parallel ranks (each expert's
+     * gradient summed over its 2 owners), and 2 ranks as 2 replicas x 1 (every rank owns every expert: data parallel
+     * through the expert-parallel path) equal one process on the global batch; with ERC and EMO's pools.
+     */
+    @ParameterizedTest
+    @ValueSource(strings = {"standard", "emo"})
+    void replicasOfExpertGroupsEqualOne(String routing) throws Exception {
+        ModelConfig c = DataParallelEquivalenceTest.config(routing);
+        Run one = span(c, null, 4 * B, 1, 0, STEPS, null, null, true);
+        Run[] grid = ranks(4, comm -> span(c, comm, 2, B, 1, 0, STEPS, null, null, true));
+        assertClose(one, grid[0], routing + ", 2 replicas x 2 expert ranks, rank 0");
+        // rank 2 is rank 0's replica: it owns the same experts, and holds the same weights for them
+        ParamLayout lay = new ParamLayout(c);
+        ParamLayout.Entry w2 = lay.entry(ParamLayout.downProj(1, 0));
+        int o = (int) w2.offset(), n = (int) w2.numel();
+        assertTrue(Arrays.equals(grid[0].params(), o, o + n, grid[2].params(), o, o + n), routing + ": replicas of expert 0");
+        Run onePair = span(c, null, 2 * B, 1, 0, STEPS, null, null, true);
+        Run[] pair = ranks(2, comm -> span(c, comm, 1, B, 1, 0, STEPS, null, null, true));
+        assertClose(onePair, pair[0], routing + ", 2 replicas x 1 expert rank, rank 0");
+    }
+
+    @Test
+    void expertRanksMustDivideTheRanks() throws Exception {
+        ModelConfig c = DataParallelEquivalenceTest.config("standard");
+        String[] msg = new String[3];
+        ranks(3, comm -> {
+            try (WorkerPool pool = new WorkerPool(1);
+                 MoeModel m = new MoeModel(c).initRandom(1);
+                 MoeTransformer tr = new MoeTransformer(m, T, 1, c.maxRoutedK(), new JavaGemm(pool), pool)) {
+                msg[comm.rank()] = assertThrows(Moe4jException.class, () -> new ExpertParallel(comm, tr, 2)).getMessage();
+            }
+            return null;
+        });
+        assertTrue(msg[1].contains("--expert-ranks 2: must divide the 3 ranks"), msg[1]);
     }
 
     @Test
