@@ -21,12 +21,15 @@ import org.moe4j.simd.Tensor;
  * runs its own experts' GEMMs over the rows it received (one contiguous block per expert) and sends the outputs back;
  * the backward sends dL/dy rows to the owners and dL/dx rows back, and the experts' weight gradients stay on their
  * owner, where they are already summed over every rank's tokens. Shared experts, attention, norms, routers and the
- * embeddings are data parallel ({@link DataParallel} reduces only their gradients, {@link #denseRanges}).
+ * embeddings are data parallel ({@link DataParallel} reduces only their gradients, {@link #denseStarts}). With
+ * {@code --expert-ranks W} below the N ranks, groups of W consecutive ranks each split the experts and are
+ * data-parallel replicas of each other: rows travel inside a group, and each expert's gradient is summed over its
+ * N/W owners ({@link #reduceExpertGradients}) on communicators split from the world.
  *
  * <p>Every rank keeps the whole flat parameter buffer (the checkpoint layout), but updates only its own routed
  * experts ({@link #partition}); the others' copies are stale except for what crosses ranks on purpose: the W1 of
  * every routed expert after every step when ERC is on (ERC couples each router row with every expert's W1), and
- * every expert, with its AdamW moments, gathered onto rank 0 before a checkpoint ({@link #gatherForSave}). Buffers
+ * every expert, with its AdamW moments, gathered onto rank 0 (from group 0) before a checkpoint ({@link #gatherForSave}). Buffers
  * are allocated once: the owner's for the worst case that every rank sends it all its slots.
  */
 public final class ExpertParallel implements ExpertExecutor, AutoCloseable {
@@ -87,9 +90,11 @@ public final class ExpertParallel implements ExpertExecutor, AutoCloseable {
                     + "fewer ranks, --expert-ranks with fewer, or --distributed data)");
         }
         expertFloats = 3L * hid * d;
-        if (routed * expertFloats * 4 > Integer.MAX_VALUE)
+        if (routed * expertFloats * 4 > Integer.MAX_VALUE) {
+            close();
             throw new Moe4jException("--distributed expert: one layer's routed experts take " + routed * expertFloats * 4
                     + " bytes, more than one MPI exchange of this build carries (2^31 - 1)");
+        }
         ExpertSlots s0 = tr.expertSlots(0);
         int maxRows = Math.multiplyExact(ranks, s0.maxSlots());
         exchange = new ExpertExchange[L];

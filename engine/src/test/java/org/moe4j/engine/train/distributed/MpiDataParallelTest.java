@@ -24,7 +24,8 @@ import org.moe4j.engine.model.MoeModel;
  * {@code ./moe4j train --distributed data|expert} end to end, under {@code mpirun --oversubscribe -np 2} on loopback (skipped,
  * saying why, without Open MPI): 2 ranks with batch B give the losses of every step and the final checkpoint of one
  * process with batch 2B, within float tolerance, after 20 steps of the tiny model, data parallel in standard and EMO
- * routing, expert parallel in EMO routing (the experts split over the ranks, gathered by rank 0 for the checkpoint);
+ * routing, expert parallel in EMO routing (the experts split over the ranks, gathered by rank 0 for the checkpoint) and
+ * as 2 replicas of 1 expert rank (split communicators);
  * and, in both modes, a rank killed mid-run stops the job with a message naming it while the last checkpoint stays loadable.
  */
 class MpiDataParallelTest {
@@ -56,18 +57,23 @@ class MpiDataParallelTest {
     }
 
     @ParameterizedTest
-    @CsvSource({"data, standard", "data, emo", "expert, emo"})
-    void twoRanksEqualOneRankOnTheGlobalBatch(String mode, String routing, @TempDir Path tmp) throws Exception {
+    @CsvSource({"data, standard, 0", "data, emo, 0", "expert, emo, 0", "expert, standard, 1"})
+    void twoRanksEqualOneRankOnTheGlobalBatch(String mode, String routing, int expertRanks, @TempDir Path tmp)
+            throws Exception {
         MpiLaunch.assumeAvailable();
         int steps = 20;
         MpiLaunch.Result one = MpiLaunch.run(MpiLaunch.java(Main.class.getName(), trainArgs(routing, 4, tmp.resolve("one"), steps)), 300);
         assertEquals(0, one.exit(), one.output());
         MpiLaunch.Result two = MpiLaunch.run(MpiLaunch.mpi(2, MpiLaunch.java(Main.class.getName(),
-                trainArgs(routing, 2, tmp.resolve("two"), steps, "--distributed", mode, "--check-every", "5"))), 300);
+                trainArgs(routing, 2, tmp.resolve("two"), steps, "--distributed", mode, "--check-every", "5",
+                "--expert-ranks", Integer.toString(expertRanks)))), 300);
         assertEquals(0, two.exit(), two.output());
         assertTrue(two.output().contains("distributed: 2 ranks x batch 2 = global batch 4 x 32"), two.output());
-        if (mode.equals("expert")) // the CLI's tiny model: 8 routed experts, rank 0 owns the first half
+        if (mode.equals("expert") && expertRanks == 0) // the CLI's tiny model: 8 routed experts, rank 0 owns half
             assertTrue(two.output().contains("expert parallel, rank 0 of 2 owns routed experts 0..3 of 8"), two.output());
+        if (expertRanks == 1) // 2 replicas of one expert rank each: MPI_Comm_split, expert gradients over the replicas
+            assertTrue(two.output().contains("distributed: 2 ranks = 2 data-parallel replicas x 1 expert-parallel ranks"),
+                    two.output());
         double[] a = losses(one.output(), steps), b = losses(two.output(), steps); // rank 1 prints no step lines
         for (int s = 0; s < steps; s++) assertEquals(a[s], b[s], 2e-4 * Math.max(1, a[s]), mode + ", " + routing + ": loss of step " + s);
         float[] wa = weights(tmp.resolve("one")), wb = weights(tmp.resolve("two"));
