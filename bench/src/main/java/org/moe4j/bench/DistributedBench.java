@@ -15,6 +15,7 @@ import org.moe4j.engine.train.LrSchedule;
 import org.moe4j.engine.train.SyntheticCorpus;
 import org.moe4j.engine.train.Trainer;
 import org.moe4j.engine.train.distributed.DataParallel;
+import org.moe4j.engine.train.distributed.ExpertParallel;
 import org.moe4j.engine.train.distributed.RankShards;
 import org.moe4j.nativ.GemmBackends;
 import org.moe4j.nativ.mpi.Communicator;
@@ -22,26 +23,30 @@ import org.moe4j.nativ.mpi.Mpi;
 import org.moe4j.simd.WorkerPool;
 
 /**
- * Hypothesis: on one machine, data parallel over MPI (2 ranks x 1 thread, loopback) trains the same global batch at
- * about the speed of 1 rank x 2 threads, the gradient all-reduce costing a small share of the step; and the bytes
- * each rank all-reduces per step are 4·params + the routing counts, whatever the batch. Measures both configurations
- * side by side in one script: the 1 x 2 run in this JVM, the 2 x 1 run by launching this class under
- * {@code mpirun --oversubscribe -np 2} (which takes the rank branch). Prints per configuration: median ms per
- * optimizer step, tokens/s, and for the MPI run the bytes and collectives per step and the ms per step spent in
- * collectives (rank 0, waiting for the other rank included), and the best of 5 gradient all-reduces run alone after
- * a barrier (the transport's cost).
+ * Hypotheses: on one machine, data parallel over MPI (2 ranks x 1 thread, loopback) trains the same global batch at
+ * about the speed of 1 rank x 2 threads, the gradient all-reduce costing a small share of the step; overlapping that
+ * all-reduce with the backward hides part of the share; the bytes each rank all-reduces per step are 4·params + the
+ * routing counts, whatever the batch; and expert parallel all-reduces only the dense parameters and moves the slot
+ * rows instead (docs/DISTRIBUTED.md, all-to-all volume). Measures the configurations side by side in one script: the
+ * 1 x 2 run in this JVM, then data parallel, data parallel overlapped and expert parallel (or the --variants given, in
+ * that order), one after the other in the same two processes launched with {@code mpirun --oversubscribe -np 2} (which takes the rank branch). Prints per
+ * configuration: median ms per optimizer step, tokens/s, and for the MPI runs the bytes all-reduced and the bytes
+ * handed to all-to-all per step and rank, the collectives per step, and the ms per step the training thread waited for
+ * the gradient all-reduce (rank 0, waiting for the other rank included); for data parallel also the best of 5
+ * gradient all-reduces run alone after a barrier (the transport's cost).
  *
  * <p>Run: {@code ./moe4j bench-main DistributedBench [--config small|quickstart|tiny] [--routing standard|emo] [--batch B]
- * [--seq T] [--steps N] [--warmup N] [--gemm java|onednn]}; B is per rank (the global batch is 2·B). Needs mpirun
- * on PATH for the second line.
+ * [--seq T] [--steps N] [--warmup N] [--gemm java|onednn] [--variants data,overlapped,expert]}; B is per rank (the global batch is 2·B). Needs mpirun
+ * on PATH for the 2 x 1 lines.
  */
 public final class DistributedBench {
     private DistributedBench() {
     }
 
-    record Args(String config, String routing, int batch, int seq, int steps, int warmup, String gemm) {
+    record Args(String config, String routing, int batch, int seq, int steps, int warmup, String gemm, String[] variants) {
         static Args parse(String[] a) {
             String config = "small", routing = "standard", gemm = "java";
+            String[] variants = {"data", "overlapped", "expert"};
             int batch = 4, seq = 128, steps = 6, warmup = 3;
             for (int i = 0; i < a.length; i++) {
                 switch (a[i]) {
@@ -52,10 +57,14 @@ public final class DistributedBench {
                     case "--steps" -> steps = Integer.parseInt(a[++i]);
                     case "--warmup" -> warmup = Integer.parseInt(a[++i]);
                     case "--gemm" -> gemm = a[++i];
+                    case "--variants" -> variants = a[++i].split(",");
                     default -> throw new IllegalArgumentException("unknown option " + a[i]);
                 }
             }
-            return new Args(config, routing, batch, seq, steps, warmup, gemm);
+            for (String v : variants)
+                if (!List.of("data", "overlapped", "expert").contains(v))
+                    throw new IllegalArgumentException("--variants " + v + ": expected data, overlapped or expert");
+            return new Args(config, routing, batch, seq, steps, warmup, gemm, variants);
         }
 
         ModelConfig model() {
@@ -84,12 +93,12 @@ public final class DistributedBench {
         System.out.printf(Locale.ROOT, "DistributedBench: %s (%,d parameters), %s routing, global batch 2 x %d x %d, %d steps "
                         + "after %d warm-up, GEMM %s, JDK %s, %d cores%n", a.config(), params, a.routing(),
                 a.batch(), a.seq(), a.steps(), a.warmup(), a.gemm(), Runtime.version(), Runtime.getRuntime().availableProcessors());
-        System.out.println("| ranks x threads | ms/step (median) | tokens/s | bytes/step per rank | collectives/step | comm ms/step, waiting included |");
-        System.out.println("|---|---:|---:|---:|---:|---:|");
+        System.out.println("| ranks x threads | ms/step (median) | tokens/s | all-reduced bytes/step per rank | all-to-all bytes/step per rank | collectives/step | ms/step in all-reduce and gather calls, waiting included |");
+        System.out.println("|---|---:|---:|---:|---:|---:|---:|");
         try (WorkerPool pool = new WorkerPool(2)) {
             double[] ms = steps(c, a, pool, null, 2 * a.batch());
             double med = median(ms);
-            System.out.printf(Locale.ROOT, "| 1 x 2 | %.1f | %,.0f | - | - | - |%n", med, 2.0 * a.batch() * a.seq() / (med / 1e3));
+            System.out.printf(Locale.ROOT, "| 1 x 2 | %.1f | %,.0f | - | - | - | - |%n", med, 2.0 * a.batch() * a.seq() / (med / 1e3));
         }
         Path mpirun = null;
         for (String d : System.getenv().getOrDefault("PATH", "").split(":")) {
@@ -100,7 +109,7 @@ public final class DistributedBench {
             }
         }
         if (mpirun == null) {
-            System.out.println("| 2 x 1 | (mpirun not on PATH: install openmpi-bin) | | | | |");
+            System.out.println("| 2 x 1 | (mpirun not on PATH: install openmpi-bin) | | | | | |");
             return;
         }
         List<String> cmd = new ArrayList<>(List.of(mpirun.toString(), "--oversubscribe", "-np", "2", "--mca", "btl",
@@ -115,55 +124,71 @@ public final class DistributedBench {
         String out = new String(p.getInputStream().readAllBytes());
         int rc = p.waitFor();
         out.lines().filter(l -> l.startsWith("| 2 x 1")).forEach(System.out::println);
+        if (rc == 0) System.out.println("(bytes per rank per step; the all-to-all figure counts the rows sent to the other rank and the "
+                + "results sent back, forward and backward, and the counts)");
         if (rc != 0 || !out.contains("| 2 x 1")) System.out.println("mpirun exited " + rc + ":\n" + out);
     }
 
-    /** One rank of the 2 x 1 run: batch B of the global 2·B, one thread; rank 0 prints the row. */
+    /** One rank of the 2 x 1 runs: batch B of the global 2·B, one thread; rank 0 prints the rows. */
     static void rank(Args a) {
         Communicator comm = Mpi.world();
         ModelConfig c = a.model();
         try (WorkerPool pool = new WorkerPool(1)) {
-            DataParallel[] dp = new DataParallel[1];
-            long[] atWarm = new long[3];
-            double[] ms = steps(c, a, pool, comm, a.batch(), dp, atWarm);
-            double med = median(ms);
-            long steps = a.steps();
-            // the gradient all-reduce alone, both ranks lined up by a barrier first: the transport's cost without
-            // the wait for a slower rank that "comm ms/step" includes
-            long bytes = (dp[0].bytesReduced() - atWarm[0]) / steps, calls = (dp[0].collectives() - atWarm[1]) / steps;
-            double commMs = (dp[0].commNanos() - atWarm[2]) / 1e6 / steps;
-            long floats;
-            try (MoeModel m = new MoeModel(c)) {
-                floats = m.layout().total();
-            }
-            double isolated;
-            try (java.lang.foreign.Arena ar = java.lang.foreign.Arena.ofConfined()) {
-                java.lang.foreign.MemorySegment g = ar.allocate(floats * 4, 64);
-                double best = Double.MAX_VALUE;
-                for (int i = 0; i < 5; i++) {
-                    comm.barrier();
-                    long t0 = System.nanoTime();
-                    dp[0].reduceGradients(g, floats);
-                    best = Math.min(best, (System.nanoTime() - t0) / 1e6);
+            for (String variant : a.variants()) {
+                Traffic tr = new Traffic();
+                double[] ms = steps(c, a, pool, comm, a.batch(), variant, tr);
+                double med = median(ms);
+                long steps = a.steps();
+                double isolated = Double.NaN;
+                if (variant.equals("data")) {
+                    // the gradient all-reduce alone, both ranks lined up by a barrier first: the transport's cost
+                    // without the wait for a slower rank that "comm ms/step" includes
+                    long floats;
+                    try (MoeModel m = new MoeModel(c)) {
+                        floats = m.layout().total();
+                    }
+                    try (java.lang.foreign.Arena ar = java.lang.foreign.Arena.ofConfined();
+                         DataParallel dp = new DataParallel(comm, DataParallel.DEFAULT_BUCKET_FLOATS, 0, c.experts() + 1)) {
+                        java.lang.foreign.MemorySegment g = ar.allocate(floats * 4, 64);
+                        double best = Double.MAX_VALUE;
+                        for (int i = 0; i < 5; i++) {
+                            comm.barrier();
+                            long t0 = System.nanoTime();
+                            dp.reduceGradients(g, floats);
+                            best = Math.min(best, (System.nanoTime() - t0) / 1e6);
+                        }
+                        isolated = best;
+                    }
                 }
-                isolated = best;
+                if (comm.rank() == 0)
+                    System.out.printf(Locale.ROOT, "| %d x 1 %s | %.1f | %,.0f | %,d | %,d | %d | %.1f%s |%n", comm.size(),
+                            variant, med, (double) comm.size() * a.batch() * a.seq() / (med / 1e3), tr.reduced / steps,
+                            tr.exchanged / steps, tr.calls / steps, tr.waitNanos / 1e6 / steps,
+                            Double.isNaN(isolated) ? "" : String.format(Locale.ROOT, " (all-reduce alone: %.1f)", isolated));
+                comm.barrier();
             }
-            if (comm.rank() == 0)
-                System.out.printf(Locale.ROOT, "| %d x 1 | %.1f | %,.0f | %,d | %d | %.1f (all-reduce alone: %.1f) |%n",
-                        comm.size(), med, (double) comm.size() * a.batch() * a.seq() / (med / 1e3),
-                        bytes, calls, commMs, isolated);
-            dp[0].close();
         }
         comm.close();
     }
 
-    static double[] steps(ModelConfig c, Args a, WorkerPool pool, Communicator comm, int batch) {
-        return steps(c, a, pool, comm, batch, new DataParallel[1], new long[3]);
+    /** What one rank handed to collectives over the timed steps. */
+    static final class Traffic {
+        long reduced, exchanged, calls, waitNanos;
     }
 
-    /** ms of each timed optimizer step (after the warm-up ones); atWarm gets the traffic counters after the warm-up. */
-    static double[] steps(ModelConfig c, Args a, WorkerPool pool, Communicator comm, int batch, DataParallel[] dpOut,
-                          long[] atWarm) {
+    static double[] steps(ModelConfig c, Args a, WorkerPool pool, Communicator comm, int batch) {
+        return steps(c, a, pool, comm, batch, "data", new Traffic());
+    }
+
+    /**
+     * ms of each timed optimizer step (after the warm-up ones); {@code out} gets the traffic of the timed steps.
+     * variant: "data", "overlapped" (data parallel, all-reduce beside the backward) or "expert" (experts split over
+     * the ranks, the rest data parallel).
+     */
+    static double[] steps(ModelConfig c, Args a, WorkerPool pool, Communicator comm, int batch, String variant,
+                          Traffic out) {
+        DataParallel dp = null;
+        ExpertParallel ep = null;
         try (MoeModel m = new MoeModel(c).initRandom(1);
              MoeTransformer tr = new MoeTransformer(m, batch * a.seq(), batch, GemmBackends.select(a.gemm(), pool).gemm(), pool);
              AdamWOptimizer opt = new AdamWOptimizer(m, pool)) {
@@ -175,21 +200,37 @@ public final class DistributedBench {
             if (comm == null) {
                 t = new Trainer(tr, opt, src, o, null);
             } else {
-                dpOut[0] = new DataParallel(comm, DataParallel.DEFAULT_BUCKET_FLOATS, 0, c.experts() + 1).attach(tr);
-                t = new Trainer(tr, opt, RankShards.of(src, comm.rank(), comm.size()), o, null).replicas(dpOut[0]);
+                dp = new DataParallel(comm, DataParallel.DEFAULT_BUCKET_FLOATS, 0, c.experts() + 1).attach(tr);
+                if (variant.equals("overlapped")) dp.overlap(true);
+                if (variant.equals("expert")) {
+                    ep = new ExpertParallel(comm, tr);
+                    dp.experts(ep);
+                    opt.partition(ep.partition());
+                }
+                t = new Trainer(tr, opt, RankShards.of(src, comm.rank(), comm.size()), o, null).replicas(dp);
             }
             double[] ms = new double[a.steps()];
             for (int s = 0; s < total; s++) {
-                if (s == a.warmup() && dpOut[0] != null) {
-                    atWarm[0] = dpOut[0].bytesReduced();
-                    atWarm[1] = dpOut[0].collectives();
-                    atWarm[2] = dpOut[0].commNanos();
+                if (s == a.warmup() && dp != null) {
+                    out.reduced = -dp.bytesReduced();
+                    out.exchanged = ep == null ? 0 : -ep.bytesSent();
+                    out.calls = -dp.collectives() - (ep == null ? 0 : ep.collectives());
+                    out.waitNanos = -dp.commNanos();
                 }
                 long t0 = System.nanoTime();
                 t.step();
                 if (s >= a.warmup()) ms[s - a.warmup()] = (System.nanoTime() - t0) / 1e6;
             }
+            if (dp != null) {
+                out.reduced += dp.bytesReduced();
+                out.exchanged += ep == null ? 0 : ep.bytesSent();
+                out.calls += dp.collectives() + (ep == null ? 0 : ep.collectives());
+                out.waitNanos += dp.commNanos();
+            }
             return ms;
+        } finally {
+            if (ep != null) ep.close();
+            if (dp != null) dp.close();
         }
     }
 

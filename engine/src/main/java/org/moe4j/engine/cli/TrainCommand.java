@@ -88,17 +88,25 @@ public final class TrainCommand implements Callable<Integer> {
     // ------------------------------------------------------------------ --distributed (data parallel over MPI)
     @Option(names = "--distributed", paramLabel = "data|expert",
             description = "run as one rank of mpirun -np N: data parallel (each rank trains on its --batch share of a "
-                    + "global batch of N x --batch; rank 0 logs and writes --out); see docs/DISTRIBUTED.md")
+                    + "global batch of N x --batch; rank 0 logs and writes --out), or expert parallel (the same, with "
+                    + "each layer's routed experts split over the ranks); see docs/DISTRIBUTED.md")
     String distributed;
     @Option(names = "--check-every", defaultValue = "50", paramLabel = "STEPS",
             description = "with --distributed: compare the ranks' weights every STEPS steps (0: never; default: ${DEFAULT-VALUE})")
     int checkEvery;
+    @Option(names = "--expert-ranks", defaultValue = "0", paramLabel = "W",
+            description = "with --distributed expert: split the experts over groups of W consecutive ranks, the groups "
+                    + "being data-parallel replicas (W divides the ranks; 0: one group of all ranks, the default)")
+    int expertRanks;
     private org.moe4j.engine.train.distributed.DistributedRun dist;
 
     @Override
     public Integer call() {
-        if (distributed == null) return train();
-        return org.moe4j.engine.train.distributed.DistributedRun.run(distributed, checkEvery, run -> {
+        if (distributed == null) {
+            if (expertRanks != 0) throw new Moe4jException("--expert-ranks " + expertRanks + " needs --distributed expert");
+            return train();
+        }
+        return org.moe4j.engine.train.distributed.DistributedRun.run(distributed, checkEvery, expertRanks, run -> {
             dist = run;
             if (run.rank() != 0) out = null; // only rank 0 writes checkpoints
             int code = train();
@@ -189,13 +197,15 @@ public final class TrainCommand implements Callable<Integer> {
                 if (dist != null) dist.attach(trainer, tr); // --distributed: gradients, routing counts, weight checks
                 RunRecorder rec = RunRecorder.attach(trainer, out, model, resume != null, opt.stepCount(), steps, keepCheckpoints, snapshotEvery);
                 Summary sum = train(trainer, opt, steps, () -> {
+                    if (dist != null) dist.beforeSave(opt); // expert parallel: the experts onto rank 0
                     if (out != null) save(out, model, opt, src, tr, tokenizer, extra);
-                }, saveEvery, timeLimit);
+                }, saveEvery, timeLimit, dist == null ? mine -> mine : dist::anyRank);
                 if (opt.stepCount() < steps)
                     System.out.printf(Locale.ROOT, "stopped after step %d of %d: --time-limit %.0f s reached%n",
                             opt.stepCount(), steps, timeLimit);
                 System.out.printf(Locale.ROOT, "loss: first %d steps %.4f -> last %d steps %.4f (ce %.4f -> %.4f)%n",
                         sum.window(), sum.firstLoss(), sum.window(), sum.lastLoss(), sum.firstCe(), sum.lastCe());
+                if (dist != null) dist.beforeSave(opt);
                 if (out != null) {
                     save(out, model, opt, src, tr, tokenizer, extra);
                     System.out.println("checkpoint: " + out.toAbsolutePath() + (tokenizer != null ? " (with tokenizer.json)" : ""));
@@ -225,11 +235,12 @@ public final class TrainCommand implements Callable<Integer> {
 
     /**
      * Runs the optimizer steps from the optimizer's step count to {@code steps}, or until {@code timeLimit} seconds
-     * (0: no limit) have passed; calls {@code checkpoint} every {@code saveEvery} steps (0: never) before the last.
+     * (0: no limit) have passed on any rank ({@code anyRank}: whether any rank's argument is true; collective when
+     * distributed); calls {@code checkpoint} every {@code saveEvery} steps (0: never) before the last.
      * The figures of the last steps are over the steps actually run.
      */
     static Summary train(Trainer trainer, AdamWOptimizer opt, int steps, Runnable checkpoint, int saveEvery,
-                         double timeLimit) {
+                         double timeLimit, java.util.function.UnaryOperator<Boolean> anyRank) {
         long start = opt.stepCount(), t0 = System.nanoTime();
         int window = (int) Math.max(1, Math.min(10, (steps - start) / 5));
         double firstAvg = 0, firstCe = 0;
@@ -245,7 +256,9 @@ public final class TrainCommand implements Callable<Integer> {
             lastCe[ran % window] = lg.ce();
             ran++;
             if (saveEvery > 0 && (s + 1) % saveEvery == 0 && s + 1 < steps) checkpoint.run();
-            if (timeLimit > 0 && (System.nanoTime() - t0) * 1e-9 >= timeLimit) break;
+            // --distributed: every rank stops after the same step (the first rank past the limit decides), or the
+            // others would wait in the next step's collectives for ever
+            if (timeLimit > 0 && anyRank.apply((System.nanoTime() - t0) * 1e-9 >= timeLimit)) break;
         }
         int n = Math.min(ran, window);
         double lastAvg = 0, lastCeAvg = 0;

@@ -36,6 +36,8 @@ final class BlockContext {
     final Batch batch;
     final Workspace ws;
     boolean docMask;
+    /** Runs the MoE blocks' experts: here, or (expert parallel) on the ranks owning them. */
+    ExpertExecutor experts = ExpertExecutor.LOCAL;
     /** Names the first non-finite activation of the runner's last forward (set by the runner). */
     java.util.function.Supplier<String> nonFiniteReport = () -> "non-finite value in the forward pass";
     /** Backward scratch (training only; null for a forward-only runner). */

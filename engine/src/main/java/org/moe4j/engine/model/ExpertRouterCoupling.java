@@ -129,8 +129,12 @@ final class ExpertRouterCoupling {
         return loss * inv;
     }
 
-    /** Adds weight · dL/dR into the router gradient rows and weight · dL/dW1_j into each expert's W1 gradient. */
-    void backward(double weight, MemorySegment params, MemorySegment grads, long routerOff, long[] w1Off) {
+    /**
+     * Adds weight · dL/dR into the router gradient rows and weight · expertScale · dL/dW1_j into each expert's W1
+     * gradient (expertScale: see {@link ExpertExecutor#ercExpertScale}).
+     */
+    void backward(double weight, double expertScale, MemorySegment params, MemorySegment grads, long routerOff,
+                  long[] w1Off) {
         if (n < 2 || weight == 0) return;
         VectorOps.zero(dRt, 0, (long) n * d);
         for (int j = 0; j < n; j++) {
@@ -145,7 +149,7 @@ final class ExpertRouterCoupling {
             }
             if (!any) continue;
             long w1 = w1Off[kept[j]];
-            gemm.sgemm(true, false, h, d, n, 1f, g, 0, h, rt, 0, d, 1f, grads, w1, d);   // dW1_j += G_j^T Rt
+            gemm.sgemm(true, false, h, d, n, (float) expertScale, g, 0, h, rt, 0, d, 1f, grads, w1, d); // dW1_j += G_j^T Rt
             gemm.sgemm(false, false, n, d, h, 1f, g, 0, h, params, w1, d, 1f, dRt, 0, d); // dRt += G_j W1_j
         }
         for (int i = 0; i < n; i++) {

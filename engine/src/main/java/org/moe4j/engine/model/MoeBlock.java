@@ -71,6 +71,8 @@ final class MoeBlock {
     final long wNorm2, wr;
     final long[] w13, w2;
     final int[] keptList;
+    /** What the expert executor sees of this block. */
+    final ExpertSlots slots;
     /** Expert–router coupling (training only). */
     final ExpertRouterCoupling erc;
 
@@ -94,6 +96,7 @@ final class MoeBlock {
             w2[j] = w.matrixOffset(ParamLayout.downProj(l, j));
         }
         keptList = new int[routed];
+        slots = new ExpertSlots(this, x);
         erc = x.training() ? new ExpertRouterCoupling(x.d, x.hid, routed, x.gemm, x.ws.arena()) : null;
     }
 
@@ -105,7 +108,7 @@ final class MoeBlock {
     void forward(MemorySegment h, MemorySegment out, RoutingControl ctl) {
         BlockContext x = this.x;
         Batch b = x.batch;
-        int N = b.N, d = x.d, E = this.E, hid = x.hid;
+        int N = b.N, d = x.d, E = this.E;
         MemorySegment xn2 = a.xn2.segment();
         x.ops.rmsNorm(h, 0, x.P, wNorm2, xn2, 0, a.rstd2.segment(), 0, d, x.eps, N);
         x.linearF32(N, E, d, xn2, 0, d, wr, 0f, a.rlogits.segment(), 0, E);
@@ -121,47 +124,46 @@ final class MoeBlock {
         Arrays.fill(rowOfSlot, 0, N * kTot, -1);
         for (int i = 0; i < S; i++) rowOfSlot[r.perm[i]] = i;
         x.ops.gather(xn2, a.xe.segment(), r.perm, kTot, d, S);
-        MemorySegment xe = a.xe.segment(), a13 = a.a13.segment(), act = a.act.segment(), ye = a.ye.segment();
-        for (int e = 0; e < E; e++) {
-            int s = r.offsets[e], n = r.offsets[e + 1] - s;
+        x.experts.forward(slots); // xe -> ye; locally runExperts over every expert
+        MemorySegment.copy(h, 0, out, 0, (long) N * d * 4);
+        x.ops.combine(a.ye.segment(), out, rowOfSlot, r.gate, kTot, d, N);
+    }
+
+    /**
+     * Experts base+from .. base+to-1 over their rows offsets[i] .. offsets[i+1] (i in [from, to)) of xe [rows, d]
+     * -> ye [rows, d], keeping a13 [rows, 2h] and act [rows, h] for the backward. The block's own call is over every
+     * expert with the routing's offsets; expert parallelism calls it for the experts a rank owns over the rows it
+     * received, and for the shared experts over the local rows.
+     */
+    void runExperts(int[] offsets, int from, int to, int base, MemorySegment xe, MemorySegment a13, MemorySegment act,
+                    MemorySegment ye) {
+        int d = x.d, hid = x.hid;
+        for (int i = from; i < to; i++) {
+            int e = base + i, s = offsets[i], n = offsets[i + 1] - s;
             if (n == 0) continue;
             x.linear(n, 2 * hid, d, xe, (long) s * d, d, w13[e], 0f, a13, (long) s * 2 * hid, 2 * hid);
         }
-        x.ops.swiGlu(a13, 0, act, 0, hid, S);
-        for (int e = 0; e < E; e++) {
-            int s = r.offsets[e], n = r.offsets[e + 1] - s;
+        int s0 = offsets[from];
+        x.ops.swiGlu(a13, (long) s0 * 2 * hid, act, (long) s0 * hid, hid, offsets[to] - s0);
+        for (int i = from; i < to; i++) {
+            int e = base + i, s = offsets[i], n = offsets[i + 1] - s;
             if (n == 0) continue;
             x.linear(n, d, hid, act, (long) s * hid, hid, w2[e], 0f, ye, (long) s * d, d);
         }
-        MemorySegment.copy(h, 0, out, 0, (long) N * d * 4);
-        x.ops.combine(ye, out, rowOfSlot, r.gate, kTot, d, N);
     }
 
     /** dx holds dL/dy on entry and dL/dh on return. */
     void backward(MemorySegment h, LossWeights w, boolean ercOn) {
         BlockContext x = this.x;
-        int N = x.batch.N, d = x.d, E = this.E, hid = x.hid, L = x.L;
+        int N = x.batch.N, d = x.d, E = this.E, L = x.L;
         MemorySegment P = x.P, G = x.G;
         Routing r = a.routing;
         int kTot = r.kTot(), S = r.keptSlots();
-        MemorySegment dxs = x.dx.segment(), xe = a.xe.segment(), a13 = a.a13.segment(), act = a.act.segment();
-        MemorySegment ye = a.ye.segment(), dyes = x.dye.segment(), dacts = x.dact.segment();
+        MemorySegment dxs = x.dx.segment(), ye = a.ye.segment(), dyes = x.dye.segment();
         // MoE: y = h + Σ g·ye
         x.ops.combineBackward(ye, dxs, dyes, r.perm, r.gate, x.dGate, kTot, d, S);
-        for (int e = 0; e < E; e++) {
-            int s = r.offsets[e], n = r.offsets[e + 1] - s;
-            if (n == 0) continue;
-            x.gemm.sgemm(false, false, n, hid, d, 1f, dyes, (long) s * d, d, P, w2[e], hid, 0f, dacts, (long) s * hid, hid);
-            x.gemm.sgemm(true, false, d, hid, n, 1f, dyes, (long) s * d, d, act, (long) s * hid, hid, 1f, G, w2[e], hid);
-        }
-        x.ops.swiGluBackward(dacts, 0, a13, 0, a13, 0, hid, S); // a13 now holds d[W1 x | W3 x]
-        MemorySegment dxe = dyes; // dye is consumed; reuse it for the expert input gradient
-        for (int e = 0; e < E; e++) {
-            int s = r.offsets[e], n = r.offsets[e + 1] - s;
-            if (n == 0) continue;
-            x.gemm.sgemm(true, false, 2 * hid, d, n, 1f, a13, (long) s * 2 * hid, 2 * hid, xe, (long) s * d, d, 1f, G, w13[e], d);
-            x.gemm.sgemm(false, false, n, d, 2 * hid, 1f, a13, (long) s * 2 * hid, 2 * hid, P, w13[e], d, 0f, dxe, (long) s * d, d);
-        }
+        x.experts.backward(slots); // dye -> dxe (in dye's place), expert weight gradients; locally runExpertsBackward
+        MemorySegment dxe = dyes;
         MemorySegment dxn2 = x.tmp.segment();
         VectorOps.zero(dxn2, 0, (long) N * d);
         x.ops.scatterAdd(dxe, dxn2, a.rowOfSlot, kTot, d, N);
@@ -175,8 +177,33 @@ final class MoeBlock {
         MemorySegment xn2 = a.xn2.segment();
         x.gemm.sgemm(true, false, E, d, N, 1f, dlog, 0, E, xn2, 0, d, 1f, G, wr, d);
         x.gemm.sgemm(false, false, N, d, E, 1f, dlog, 0, E, P, wr, d, 1f, dxn2, 0, d);
-        if (ercOn) erc.backward(w.erc() / L, P, G, wr, w13);
+        if (ercOn) erc.backward(w.erc() / L, x.experts.ercExpertScale(), P, G, wr, w13);
         x.ops.rmsNormBackward(dxn2, 0, h, 0, P, wNorm2, a.rstd2.segment(), 0, dxs, 0, true, G, wNorm2, d, N);
+    }
+
+    /**
+     * The backward of {@link #runExperts} over the same rows: dye [rows, d] (dL/dye) -> dxe [rows, d] (may be dye
+     * itself), adding the experts' weight gradients; dact [rows, h] is scratch, a13 is overwritten with d[W1 x | W3 x].
+     */
+    void runExpertsBackward(int[] offsets, int from, int to, int base, MemorySegment xe, MemorySegment a13,
+                            MemorySegment act, MemorySegment dye, MemorySegment dact, MemorySegment dxe) {
+        int d = x.d, hid = x.hid;
+        MemorySegment P = x.P, G = x.G;
+        for (int i = from; i < to; i++) {
+            int e = base + i, s = offsets[i], n = offsets[i + 1] - s;
+            if (n == 0) continue;
+            x.gemm.sgemm(false, false, n, hid, d, 1f, dye, (long) s * d, d, P, w2[e], hid, 0f, dact, (long) s * hid, hid);
+            x.gemm.sgemm(true, false, d, hid, n, 1f, dye, (long) s * d, d, act, (long) s * hid, hid, 1f, G, w2[e], hid);
+        }
+        int s0 = offsets[from];
+        x.ops.swiGluBackward(dact, (long) s0 * hid, a13, (long) s0 * 2 * hid, a13, (long) s0 * 2 * hid, hid,
+                offsets[to] - s0); // a13 now holds d[W1 x | W3 x]
+        for (int i = from; i < to; i++) {
+            int e = base + i, s = offsets[i], n = offsets[i + 1] - s;
+            if (n == 0) continue;
+            x.gemm.sgemm(true, false, 2 * hid, d, n, 1f, a13, (long) s * 2 * hid, 2 * hid, xe, (long) s * d, d, 1f, G, w13[e], d);
+            x.gemm.sgemm(false, false, n, d, 2 * hid, 1f, a13, (long) s * 2 * hid, 2 * hid, P, w13[e], d, 0f, dxe, (long) s * d, d);
+        }
     }
 
     String firstNonFinite() {

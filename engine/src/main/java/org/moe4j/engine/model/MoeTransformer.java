@@ -55,6 +55,9 @@ public final class MoeTransformer implements AutoCloseable {
     /** xs[l]: the input of layer l on the residual stream [maxN, d]; xs[L] the final residual stream. */
     private final Tensor[] xs;
     private boolean ercOn;
+    private GradientListener gradientListener;
+    /** layerStart[l]: the first parameter of layer l; layerStart[L] the final norm's. */
+    private final long[] layerStart;
     private final Tensor xf, rstdf, logits, lseV;
     private final long embOff, finalNormOff, lmOff;
 
@@ -101,6 +104,9 @@ public final class MoeTransformer implements AutoCloseable {
         embOff = lay.offset(ParamLayout.embedTokens());
         finalNormOff = lay.offset(ParamLayout.finalNorm());
         lmOff = lay.offset(ParamLayout.lmHead());
+        layerStart = new long[L + 1];
+        for (int l = 0; l < L; l++) layerStart[l] = lay.offset(ParamLayout.preAttentionNorm(l));
+        layerStart[L] = finalNormOff;
         attn = new AttentionBlock[L];
         moe = new MoeBlock[L];
         xs = new Tensor[L + 1];
@@ -149,6 +155,32 @@ public final class MoeTransformer implements AutoCloseable {
     /** Restricts attention to the query's own document (EOS-delimited). */
     public void docMask(boolean on) {
         x.docMask = on;
+    }
+
+    /** Runs every MoE block's experts with {@code e} (null: {@link ExpertExecutor#LOCAL}, every expert here). */
+    public void expertExecutor(ExpertExecutor e) {
+        x.experts = e == null ? ExpertExecutor.LOCAL : e;
+    }
+
+    /** What an expert executor sees of layer l's MoE block. */
+    public ExpertSlots expertSlots(int l) {
+        return moe[l].slots;
+    }
+
+    /**
+     * Told, during {@link #backward}, when a range of the gradient buffer holds its final value for this backward
+     * (data parallel hands it to the all-reduce while the earlier layers still run). The ranges come in backward
+     * order: final norm and LM head, then layer L-1 .. 0, then the embedding; together they cover the buffer once.
+     */
+    @FunctionalInterface
+    public interface GradientListener {
+        /** Gradients [offset, offset + count) (elements) are final; called on the training thread. */
+        void ready(long offset, long count);
+    }
+
+    /** Installs (null: removes) the listener of the following backward passes. */
+    public void gradientListener(GradientListener l) {
+        gradientListener = l;
     }
 
     /** Switches ERC off (weight 0 in the config also does). */
@@ -275,13 +307,18 @@ public final class MoeTransformer implements AutoCloseable {
         x.gemm.sgemm(false, false, N, d, V, 1f, lg, 0, V, P, lmOff, d, 0f, x.tmp.segment(), 0, d);
         x.ops.rmsNormBackward(x.tmp.segment(), 0, xs[L].segment(), 0, P, finalNormOff, rstdf.segment(), 0,
                 x.dx.segment(), 0, false, G, finalNormOff, d, N);
+        GradientListener gl = gradientListener;
+        long total = model.layout().total();
+        if (gl != null) gl.ready(finalNormOff, total - finalNormOff);
         for (int l = L - 1; l >= 0; l--) {
             moe[l].backward(attn[l].a.hres.segment(), w, ercOn);
             attn[l].backward(xs[l].segment());
+            if (gl != null) gl.ready(layerStart[l], layerStart[l + 1] - layerStart[l]);
         }
         // embedding: scatter-add over columns split across workers (repeated ids never race)
         embTask.dx = x.dx.segment();
         x.pool.parallelFor(d, embTask);
+        if (gl != null) gl.ready(0, layerStart[0]);
     }
 
     private final class EmbeddingGrad implements WorkerPool.RangeTask {

@@ -49,6 +49,15 @@ public final class Trainer {
 
         /** Called after optimizer step {@code step} (1-based count); checks that the ranks' weights agree. */
         void afterStep(long step);
+
+        /**
+         * The listener that starts reducing gradient ranges while the backward of a step's last micro-batch is still
+         * running (then {@link #reduceGradients} reduces what is left and waits); null: everything in
+         * {@link #reduceGradients}.
+         */
+        default MoeTransformer.GradientListener overlap() {
+            return null;
+        }
     }
 
     private final MoeTransformer model;
@@ -109,7 +118,14 @@ public final class Trainer {
             source.next(tokens, options.batch(), options.seqLen());
             model.setBatch(tokens, options.batch(), options.seqLen());
             loss += model.forward();
-            model.backward();
+            // the last micro-batch's backward completes the gradients layer by layer: replicas may start reducing them
+            MoeTransformer.GradientListener overlap = replicas != null && i == acc - 1 ? replicas.overlap() : null;
+            model.gradientListener(overlap);
+            try {
+                model.backward();
+            } finally {
+                if (overlap != null) model.gradientListener(null);
+            }
             StepStats st = model.stats();
             ce += st.ce;
             lb += st.lbMean;

@@ -42,6 +42,13 @@ public interface Communicator extends AutoCloseable {
     /** {@code bytes} bytes at {@code buf[offset ..]} of rank {@code root} are copied into the same place on every rank. */
     void broadcast(MemorySegment buf, long offset, long bytes, int root);
 
+    /**
+     * Splits the group (MPI_Comm_split): the ranks that pass the same {@code color} (>= 0) form a new group, ranked by
+     * {@code key}, then by their rank here. Collective; close the result (collectively) before this one. An abort on
+     * any communicator of the process ends the whole job.
+     */
+    Communicator split(int color, int key);
+
     /** Returns when every rank has called it. */
     void barrier();
 

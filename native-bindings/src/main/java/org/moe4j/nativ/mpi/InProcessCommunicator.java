@@ -125,6 +125,43 @@ public final class InProcessCommunicator implements Communicator {
     }
 
     @Override
+    public Communicator split(int color, int key) {
+        if (color < 0) throw new CommunicationException("split on rank " + rank + ": color " + color + " must be >= 0");
+        long call;
+        // every rank publishes (color, key); all read the same table and build the same membership; the group object
+        // of a color is made once, by whichever member comes first, and found by the others under the split's number
+        int[] mine = {color, key};
+        publish(MemorySegment.NULL, 0, 0, mine, null);
+        meet("split");
+        int n = 0, myIndex = 0;
+        int[] members = new int[g.size];
+        for (int r = 0; r < g.size; r++) if (g.counts[r][0] == color) members[n++] = r;
+        Integer[] order = new Integer[n];
+        for (int i = 0; i < n; i++) order[i] = members[i];
+        java.util.Arrays.sort(order, (x, y) -> g.counts[x][1] != g.counts[y][1]
+                ? Integer.compare(g.counts[x][1], g.counts[y][1]) : Integer.compare(x, y));
+        for (int i = 0; i < n; i++) if (order[i] == rank) myIndex = i;
+        Group sub;
+        g.lock.lock();
+        try {
+            call = g.splits;
+            sub = g.root.children.computeIfAbsent(call + ":" + g.id + ":" + color,
+                    k -> new Group(order.length, g.root));
+        } finally {
+            g.lock.unlock();
+        }
+        meet("split");
+        g.lock.lock();
+        try {
+            if (rank == 0) g.splits++;
+        } finally {
+            g.lock.unlock();
+        }
+        meet("split"); // every rank has read this split's number before the next split may change it
+        return new InProcessCommunicator(sub, myIndex);
+    }
+
+    @Override
     public void barrier() {
         meet("barrier");
     }
@@ -134,14 +171,24 @@ public final class InProcessCommunicator implements Communicator {
         fail("rank " + rank + " of " + g.size + " stopped the job: " + message);
     }
 
-    /** Marks the group failed (every waiting and later call throws with {@code why}), then throws it here. */
+    /**
+     * Marks the group and every group split from the same one failed (every waiting and later call throws with
+     * {@code why}, as MPI_Abort ends the whole job), then throws it here.
+     */
     private void fail(String why) {
-        g.lock.lock();
-        try {
-            if (g.aborted == null) g.aborted = why;
-            g.met.signalAll();
-        } finally {
-            g.lock.unlock();
+        java.util.List<Group> family = new java.util.ArrayList<>();
+        family.add(g.root);
+        synchronized (g.root.children) {
+            family.addAll(g.root.children.values());
+        }
+        for (Group f : family) {
+            f.lock.lock();
+            try {
+                if (f.aborted == null) f.aborted = why;
+                f.met.signalAll();
+            } finally {
+                f.lock.unlock();
+            }
         }
         throw new CommunicationException(why);
     }
@@ -205,8 +252,20 @@ public final class InProcessCommunicator implements Communicator {
         int arrived;
         long generation;
         String aborted;
+        /** The group every split descends from (itself for one made by group()), and (in it) every split's group. */
+        final Group root;
+        final java.util.Map<String, Group> children;
+        long splits;
+        final long id = IDS.incrementAndGet();
+        private static final java.util.concurrent.atomic.AtomicLong IDS = new java.util.concurrent.atomic.AtomicLong();
 
         Group(int size) {
+            this(size, null);
+        }
+
+        Group(int size, Group root) {
+            this.root = root == null ? this : root;
+            this.children = root == null ? java.util.Collections.synchronizedMap(new java.util.HashMap<>()) : null;
             this.size = size;
             seg = new MemorySegment[size];
             off = new long[size];

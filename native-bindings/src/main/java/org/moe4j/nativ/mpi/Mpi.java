@@ -100,7 +100,7 @@ public final class Mpi {
     static final class Bindings {
         final long commWorld, typeFloat, typeDouble, typeByte, opSum, errorsReturn;
         final MethodHandle initThread, initialized, finalize, commRank, commSize, setErrhandler, allreduce, allgather,
-                alltoallv, bcast, barrier, abort, errorString;
+                alltoallv, bcast, barrier, abort, errorString, commSplit, commFree;
 
         @SuppressWarnings("restricted")
         Bindings(String path) {
@@ -169,6 +169,10 @@ public final class Mpi {
                     FunctionDescriptor.of(JAVA_INT, JAVA_LONG, JAVA_INT, JAVA_LONG, JAVA_INT, JAVA_LONG));
             barrier = linker.downcallHandle(s.find("MPI_Barrier"), intOfLong);
             abort = linker.downcallHandle(s.find("MPI_Abort"), FunctionDescriptor.of(JAVA_INT, JAVA_LONG, JAVA_INT));
+            // MPI_Comm_split(comm, color, key, newcomm*); MPI_Comm_free(comm*)
+            commSplit = linker.downcallHandle(s.find("MPI_Comm_split"),
+                    FunctionDescriptor.of(JAVA_INT, JAVA_LONG, JAVA_INT, JAVA_INT, ADDRESS));
+            commFree = linker.downcallHandle(s.find("MPI_Comm_free"), FunctionDescriptor.of(JAVA_INT, ADDRESS));
             errorString = linker.downcallHandle(s.find("MPI_Error_string"),
                     FunctionDescriptor.of(JAVA_INT, JAVA_INT, ADDRESS, ADDRESS));
         }

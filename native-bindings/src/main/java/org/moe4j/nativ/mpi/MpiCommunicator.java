@@ -1,6 +1,7 @@
 package org.moe4j.nativ.mpi;
 
 import static java.lang.foreign.ValueLayout.JAVA_INT;
+import static java.lang.foreign.ValueLayout.JAVA_LONG;
 
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
@@ -19,10 +20,15 @@ final class MpiCommunicator implements Communicator {
     private final Arena arena = Arena.ofShared();
     private final MemorySegment intOut, sc, sd, rc, rd, errBuf, errLen;
     private final int rank, size;
+    /** The MPI_Comm handle: MPI_COMM_WORLD, or one made by {@link #split} (world: false; freed on close). */
+    private final long comm;
+    private final boolean world;
     private boolean closed;
 
     MpiCommunicator(Mpi.Bindings b) {
         this.b = b;
+        this.comm = b.commWorld;
+        this.world = true;
         intOut = arena.allocate(JAVA_INT);
         errBuf = arena.allocate(Mpi.MPI_MAX_ERROR_STRING + 1);
         errLen = arena.allocate(JAVA_INT);
@@ -55,6 +61,49 @@ final class MpiCommunicator implements Communicator {
         rd = arena.allocate(JAVA_INT, size);
     }
 
+    /** A communicator of {@code handle}, a new one from MPI_Comm_split. */
+    private MpiCommunicator(Mpi.Bindings b, long handle) {
+        this.b = b;
+        this.comm = handle;
+        this.world = false;
+        intOut = arena.allocate(JAVA_INT);
+        errBuf = arena.allocate(Mpi.MPI_MAX_ERROR_STRING + 1);
+        errLen = arena.allocate(JAVA_INT);
+        try {
+            check("MPI_Comm_set_errhandler", (int) b.setErrhandler.invokeExact(comm, b.errorsReturn), -1, 0);
+            check("MPI_Comm_rank", (int) b.commRank.invokeExact(comm, intOut), -1, 0);
+            rank = intOut.get(JAVA_INT, 0);
+            check("MPI_Comm_size", (int) b.commSize.invokeExact(comm, intOut), rank, 0);
+            size = intOut.get(JAVA_INT, 0);
+        } catch (CommunicationException e) {
+            arena.close();
+            throw e;
+        } catch (Throwable t) {
+            arena.close();
+            throw new CommunicationException("MPI sub-communicator set-up failed: " + t, t);
+        }
+        sc = arena.allocate(JAVA_INT, size);
+        sd = arena.allocate(JAVA_INT, size);
+        rc = arena.allocate(JAVA_INT, size);
+        rd = arena.allocate(JAVA_INT, size);
+    }
+
+    @Override
+    public Communicator split(int color, int key) {
+        String call = "MPI_Comm_split";
+        open(call);
+        if (color < 0) throw new CommunicationException(call + " on rank " + rank + ": color " + color + " must be >= 0");
+        MemorySegment out = arena.allocate(JAVA_LONG);
+        int rc0;
+        try {
+            rc0 = (int) b.commSplit.invokeExact(comm, color, key, out);
+        } catch (Throwable t) {
+            throw failed(call, t);
+        }
+        check(call, rc0, rank, size);
+        return new MpiCommunicator(b, out.get(JAVA_LONG, 0));
+    }
+
     @Override
     public int rank() {
         return rank;
@@ -82,7 +131,7 @@ final class MpiCommunicator implements Communicator {
             int n = (int) Math.min(CHUNK, count - done);
             int r;
             try {
-                r = (int) b.allreduce.invokeExact(Mpi.MPI_IN_PLACE, base + done * width, n, type, b.opSum, b.commWorld);
+                r = (int) b.allreduce.invokeExact(Mpi.MPI_IN_PLACE, base + done * width, n, type, b.opSum, comm);
             } catch (Throwable t) {
                 throw failed(call, t);
             }
@@ -98,7 +147,7 @@ final class MpiCommunicator implements Communicator {
         long s = address(call, send, sendOffset, bytes), r = address(call, recv, recvOffset, bytes * size);
         int rc0;
         try {
-            rc0 = (int) b.allgather.invokeExact(s, n, b.typeByte, r, n, b.typeByte, b.commWorld);
+            rc0 = (int) b.allgather.invokeExact(s, n, b.typeByte, r, n, b.typeByte, comm);
         } catch (Throwable t) {
             throw failed(call, t);
         }
@@ -121,7 +170,7 @@ final class MpiCommunicator implements Communicator {
         int rc0;
         try {
             rc0 = (int) b.alltoallv.invokeExact(s, sc.address(), sd.address(), b.typeByte, r, rc.address(), rd.address(),
-                    b.typeByte, b.commWorld);
+                    b.typeByte, comm);
         } catch (Throwable t) {
             throw failed(call, t);
         }
@@ -138,7 +187,7 @@ final class MpiCommunicator implements Communicator {
         long a = address(call, buf, offset, bytes);
         int rc0;
         try {
-            rc0 = (int) b.bcast.invokeExact(a, n, b.typeByte, root, b.commWorld);
+            rc0 = (int) b.bcast.invokeExact(a, n, b.typeByte, root, comm);
         } catch (Throwable t) {
             throw failed(call, t);
         }
@@ -150,7 +199,7 @@ final class MpiCommunicator implements Communicator {
         open("MPI_Barrier");
         int rc0;
         try {
-            rc0 = (int) b.barrier.invokeExact(b.commWorld);
+            rc0 = (int) b.barrier.invokeExact(comm);
         } catch (Throwable t) {
             throw failed("MPI_Barrier", t);
         }
@@ -176,6 +225,23 @@ final class MpiCommunicator implements Communicator {
     public synchronized void close() {
         if (closed) return;
         closed = true;
+        if (!world) { // MPI_Comm_free: collective over this communicator's ranks
+            int rc0;
+            try {
+                MemorySegment h = arena.allocate(JAVA_LONG);
+                h.set(JAVA_LONG, 0, comm);
+                rc0 = (int) b.commFree.invokeExact(h);
+            } catch (Throwable t) {
+                arena.close();
+                throw failed("MPI_Comm_free", t);
+            }
+            try {
+                check("MPI_Comm_free", rc0, rank, size);
+            } finally {
+                arena.close();
+            }
+            return;
+        }
         int rc0;
         try {
             rc0 = (int) b.finalize.invokeExact();

@@ -68,6 +68,47 @@ final class CollectiveChecks {
         }
     }
 
+    /**
+     * Splits by parity of the rank, ranked in reverse (key -rank): each half has ceil/floor(w/2) ranks, this rank's
+     * place counts the same-parity ranks above it, and an all-reduce and an all-to-all-v inside a half see only it;
+     * then the world still works. Closes the halves.
+     */
+    static void split(Communicator c) {
+        int r = c.rank(), w = c.size();
+        Communicator half = c.split(r % 2, -r);
+        try (Arena a = Arena.ofShared()) {
+            int size = (w + 1 - r % 2) / 2, place = 0;
+            for (int q = r + 2; q < w; q += 2) place++;
+            expect("split size", r, 0, size, half.size());
+            expect("split rank", r, 0, place, half.rank());
+            MemorySegment f = a.allocate(JAVA_FLOAT, 2);
+            f.setAtIndex(JAVA_FLOAT, 0, r);
+            f.setAtIndex(JAVA_FLOAT, 1, 1);
+            half.allReduceSum(f, 0, 2);
+            double sum = 0;
+            for (int q = r % 2; q < w; q += 2) sum += q;
+            expect("split allReduceSum", r, 0, sum, f.getAtIndex(JAVA_FLOAT, 0));
+            expect("split allReduceSum", r, 1, size, f.getAtIndex(JAVA_FLOAT, 1));
+            // all-to-all-v inside the half: one int to each member, valued 100*world rank + its place
+            int[] sc = new int[size], sd = new int[size], rc = new int[size], rd = new int[size];
+            MemorySegment send = a.allocate(JAVA_INT, size), recv = a.allocate(JAVA_INT, size);
+            for (int p = 0; p < size; p++) {
+                sc[p] = rc[p] = 4;
+                sd[p] = rd[p] = 4 * p;
+                send.setAtIndex(JAVA_INT, p, 100 * r + p);
+            }
+            half.allToAllV(send, sc, sd, recv, rc, rd);
+            for (int p = 0; p < size; p++) {
+                int from = w - 1 - ((w - 1 - r % 2) % 2) - 2 * p; // the half's place p: its p-th highest rank
+                expect("split allToAllV from place " + p, r, p, 100 * from + place, recv.getAtIndex(JAVA_INT, p));
+            }
+            half.barrier();
+        } finally {
+            half.close();
+        }
+        c.barrier();
+    }
+
     private static void expect(String what, int rank, int i, double want, double got) {
         if (want != got) throw new AssertionError(what + ": rank " + rank + ", element " + i + ": expected " + want + ", got " + got);
     }

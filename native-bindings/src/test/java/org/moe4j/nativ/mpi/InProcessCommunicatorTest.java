@@ -37,9 +37,31 @@ class InProcessCommunicatorTest {
             onThreads(cs, c -> {
                 CollectiveChecks.run(c, 257);
                 CollectiveChecks.run(c, 1);
+                CollectiveChecks.split(c);
+                CollectiveChecks.split(c); // a second split gets new groups
                 c.close();
             });
         }
+    }
+
+    /** An abort on the whole group releases a rank waiting in a group split from it (MPI_Abort ends the job). */
+    @Test
+    void abortReachesTheSplitGroups() throws Exception {
+        InProcessCommunicator[] cs = InProcessCommunicator.group(3);
+        List<String> seen = java.util.Collections.synchronizedList(new ArrayList<>());
+        onThreads(cs, c -> {
+            Communicator sub = c.split(c.rank() < 2 ? 0 : 1, 0);
+            try {
+                if (c.rank() == 1) c.abort("rank one failed", 2);
+                sub.barrier(); // rank 0 waits here for rank 1, which aborted instead
+                seen.add("rank " + c.rank() + " passed");
+            } catch (CommunicationException e) {
+                seen.add(e.getMessage());
+            }
+        });
+        assertEquals(3, seen.size(), seen.toString());
+        assertTrue(seen.stream().anyMatch(x -> x.contains("stopped the job: rank one failed")), seen.toString());
+        assertTrue(seen.stream().noneMatch(x -> x.startsWith("rank 0 passed")), seen.toString());
     }
 
     @Test

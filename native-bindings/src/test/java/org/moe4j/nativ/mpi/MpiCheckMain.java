@@ -14,6 +14,7 @@ public final class MpiCheckMain {
         try {
             CollectiveChecks.run(c, 1000);
             CollectiveChecks.run(c, 3);
+            CollectiveChecks.split(c);
             System.out.println("rank " + c.rank() + " of " + c.size() + ": collectives ok");
             if (args.length > 0 && args[0].equals("error")) {
                 try {

@@ -38,7 +38,25 @@ public final class DataParallel implements Trainer.Replicas, RoutingControl.Repl
     private final MemorySegment ints, doubles, hashes;
     private MemorySegment params;
     private long paramFloats;
+    /** The parameter ranges (element offset, length) every rank holds alike: all of them, or expert parallel's dense. */
+    private long[] rangeStart = {0}, rangeLen = {Long.MAX_VALUE};
+    private ExpertParallel experts;
     private long bytesReduced, collectives, commNanos;
+    /** Overlap: the all-reduce thread and its queue of (offset, count) buckets; see {@link #overlap(boolean)}. */
+    private Thread reducer;
+    private final Object lock = new Object();
+    private long[] qStart, qCount;
+    private int qHead, qTail, busy;
+    private boolean stopping;
+    private Throwable reducerFailure;
+    private MemorySegment grads;
+    /**
+     * This step's overlap: [queuedLow, gradFloats) is queued, [readyLow, gradFloats) is final; gradFloats: the
+     * buffer's length.
+     */
+    private long queuedLow, readyLow, gradFloats;
+    private long overlapped, reducerNanos;
+    private final OverlapListener listener = new OverlapListener();
 
     /**
      * @param checkEvery compare the weights' hash across ranks after every this many steps (0: never)
@@ -63,6 +81,118 @@ public final class DataParallel implements Trainer.Replicas, RoutingControl.Repl
         for (int l = 0; l < tr.config().layers(); l++) tr.control(l).replicas(this);
         params = tr.model().params();
         paramFloats = tr.model().layout().total();
+        grads = tr.model().grads();
+        gradFloats = paramFloats;
+        queuedLow = readyLow = gradFloats;
+        return this;
+    }
+
+    /**
+     * Overlaps the gradient all-reduce with the backward pass (call after {@link #attach}; data parallel only, since
+     * expert parallel's backward makes its own collective calls on the training thread): a dedicated thread reduces
+     * each bucket of {@code bucketFloats} as soon as the layers owning it have finished the step's last backward
+     * (the {@link MoeTransformer.GradientListener} the trainer installs), and {@link #reduceGradients} only reduces
+     * the rest and waits. The buckets are cut from the top of the buffer down, the same on every rank whatever the
+     * timing, and MPI is called by one thread at a time (the training thread makes no MPI call while it waits, and
+     * none in a backward), which MPI_THREAD_SERIALIZED allows.
+     */
+    public DataParallel overlap(boolean on) {
+        if (!on || ranks == 1 || reducer != null) return this;
+        if (grads == null) throw new Moe4jException("DataParallel: attach(transformer) before overlap");
+        if (experts != null) throw new Moe4jException("DataParallel: the all-reduce overlap is for data parallel only");
+        int cap = (int) Math.min(Integer.MAX_VALUE - 8, gradFloats / bucketFloats + 2L * 1024 + 8);
+        qStart = new long[cap];
+        qCount = new long[cap];
+        reducer = new Thread(this::reduceLoop, "moe4j-allreduce-rank" + rank);
+        reducer.setDaemon(true);
+        reducer.start();
+        return this;
+    }
+
+    @Override
+    public MoeTransformer.GradientListener overlap() {
+        return reducer == null ? null : listener;
+    }
+
+    /** Buckets handed to the all-reduce thread before {@link #reduceGradients} was called (the overlapped ones). */
+    public long overlappedBuckets() {
+        return overlapped;
+    }
+
+    /** Wall time the all-reduce thread spent in collectives, in nanoseconds (overlap only). */
+    public long reducerNanos() {
+        return reducerNanos;
+    }
+
+    private final class OverlapListener implements MoeTransformer.GradientListener {
+        @Override
+        public void ready(long offset, long count) {
+            // ranges arrive from the top of the buffer down: [readyLow, end) is final; queue its full buckets. A
+            // range that does not continue it is left for reduceGradients (as is everything below it).
+            if (offset + count != readyLow) return;
+            readyLow = offset;
+            while (queuedLow - readyLow >= bucketFloats) {
+                enqueue(queuedLow - bucketFloats, bucketFloats);
+                queuedLow -= bucketFloats;
+                overlapped++;
+            }
+        }
+    }
+
+    private void enqueue(long start, long count) {
+        synchronized (lock) {
+            if (qTail - qHead == qStart.length) throw new Moe4jException("DataParallel: all-reduce queue full");
+            qStart[qTail % qStart.length] = start;
+            qCount[qTail % qStart.length] = count;
+            qTail++;
+            lock.notifyAll();
+        }
+    }
+
+    private void reduceLoop() {
+        while (true) {
+            long start, count;
+            synchronized (lock) {
+                while (qHead == qTail && !stopping) {
+                    try {
+                        lock.wait();
+                    } catch (InterruptedException e) {
+                        Thread.currentThread().interrupt();
+                        return;
+                    }
+                }
+                if (qHead == qTail) return; // stopping, nothing left
+                start = qStart[qHead % qStart.length];
+                count = qCount[qHead % qStart.length];
+                busy = 1;
+            }
+            long t0 = System.nanoTime();
+            Throwable failed = null;
+            try {
+                if (reducerFailure == null) comm.allReduceSum(grads, start * 4, count);
+            } catch (Throwable t) {
+                failed = t;
+            }
+            synchronized (lock) {
+                reducerNanos += System.nanoTime() - t0;
+                if (failed != null && reducerFailure == null) reducerFailure = failed;
+                bytesReduced += count * 4;
+                collectives++;
+                qHead++;
+                busy = 0;
+                lock.notifyAll();
+            }
+        }
+    }
+
+    /**
+     * Expert parallel: gradients are summed and weights compared over the dense ranges only (each routed expert lives
+     * on its owner), and {@link ExpertParallel#afterStep} runs after every step.
+     */
+    public DataParallel experts(ExpertParallel ep) {
+        experts = ep;
+        rangeStart = ep.denseStarts();
+        rangeLen = ep.denseLengths();
         return this;
     }
 
@@ -95,14 +225,51 @@ public final class DataParallel implements Trainer.Replicas, RoutingControl.Repl
     @Override
     public void reduceGradients(MemorySegment grads, long count) {
         if (ranks == 1) return;
-        long t0 = System.nanoTime();
-        for (long o = 0; o < count; o += bucketFloats) {
-            long n = Math.min(bucketFloats, count - o);
-            comm.allReduceSum(grads, o * 4, n);
-            bytesReduced += n * 4;
-            collectives++;
+        if (reducer != null) {
+            reduceRest(grads, count);
+            return;
         }
+        long t0 = System.nanoTime();
+        for (int r = 0; r < rangeStart.length; r++) {
+            long end = Math.min(count, rangeStart[r] + Math.min(rangeLen[r], count));
+            for (long o = rangeStart[r]; o < end; o += bucketFloats) {
+                long n = Math.min(bucketFloats, end - o);
+                comm.allReduceSum(grads, o * 4, n);
+                bytesReduced += n * 4;
+                collectives++;
+            }
+        }
+        if (experts != null) experts.reduceExpertGradients(grads, bucketFloats); // over the replicas, if any
         commNanos += System.nanoTime() - t0;
+    }
+
+    /** Overlap: queues what the listener has not (all of it without a listener this step), then waits for the thread. */
+    private void reduceRest(MemorySegment g, long count) {
+        if (g != grads || count != gradFloats)
+            throw new Moe4jException("DataParallel: overlap reduces the attached model's " + gradFloats + " gradients, got " + count);
+        long t0 = System.nanoTime();
+        while (queuedLow > 0) {
+            long n = Math.min(bucketFloats, queuedLow);
+            enqueue(queuedLow - n, n);
+            queuedLow -= n;
+        }
+        Throwable failed;
+        synchronized (lock) {
+            while (qHead != qTail || busy != 0) {
+                try {
+                    lock.wait();
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                    throw new Moe4jException("DataParallel: interrupted while waiting for the gradient all-reduce");
+                }
+            }
+            failed = reducerFailure;
+        }
+        queuedLow = readyLow = gradFloats;
+        commNanos += System.nanoTime() - t0; // the wait the step sees, not the thread's time
+        if (failed instanceof RuntimeException e) throw e;
+        if (failed instanceof Error e) throw e;
+        if (failed != null) throw new Moe4jException("gradient all-reduce failed: " + failed);
     }
 
     @Override
@@ -146,6 +313,7 @@ public final class DataParallel implements Trainer.Replicas, RoutingControl.Repl
 
     @Override
     public void afterStep(long step) {
+        if (experts != null) experts.afterStep();
         if (checkEvery > 0 && step % checkEvery == 0) checkWeights(step);
     }
 
@@ -155,7 +323,11 @@ public final class DataParallel implements Trainer.Replicas, RoutingControl.Repl
      */
     public void checkWeights(long step) {
         if (params == null) throw new Moe4jException("DataParallel: attach(transformer) before checking weights");
-        long h = hash(params, paramFloats);
+        long h = 0;
+        for (int r = 0; r < rangeStart.length; r++) {
+            long o = Math.min(rangeStart[r], paramFloats), n = Math.min(rangeLen[r], paramFloats - o);
+            h = h * 31 + hash(params.asSlice(o * 4, n * 4), n);
+        }
         hashes.setAtIndex(JAVA_LONG, rank, h);
         comm.allGather(hashes, rank * 8L, 8, hashes, 0);
         collectives++;
@@ -193,6 +365,18 @@ public final class DataParallel implements Trainer.Replicas, RoutingControl.Repl
 
     @Override
     public void close() {
+        if (reducer != null) {
+            synchronized (lock) {
+                stopping = true;
+                lock.notifyAll();
+            }
+            try {
+                reducer.join();
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+            }
+            reducer = null;
+        }
         arena.close();
     }
 }

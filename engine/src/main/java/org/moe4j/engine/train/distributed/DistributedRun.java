@@ -6,15 +6,16 @@ import java.net.InetAddress;
 import java.util.Locale;
 import org.moe4j.Moe4jException;
 import org.moe4j.engine.model.MoeTransformer;
+import org.moe4j.engine.train.AdamWOptimizer;
 import org.moe4j.engine.train.BatchSource;
 import org.moe4j.engine.train.Trainer;
 import org.moe4j.nativ.mpi.Communicator;
 import org.moe4j.nativ.mpi.Mpi;
 
 /**
- * One rank of {@code mpirun -np N ./moe4j train --distributed data ...}: joins MPI's world, announces itself (rank,
+ * One rank of {@code mpirun -np N ./moe4j train --distributed data|expert ...}: joins MPI's world, announces itself (rank,
  * host, pid) on stderr, silences stdout on ranks other than 0 (rank 0 logs and writes the checkpoint), wires data
- * parallel into the trainer, and turns any failure into an MPI abort whose message names the rank and the cause,
+ * parallel (and, for expert, expert parallel) into the trainer, and turns any failure into an MPI abort whose message names the rank and the cause,
  * so the other ranks never hang in a collective. The launcher ends the job when a rank dies; checkpoints are written
  * atomically by rank 0, so the last one stays intact.
  */
@@ -30,13 +31,16 @@ public final class DistributedRun implements AutoCloseable {
 
     private final Communicator comm;
     private final Mode mode;
-    private final int checkEvery;
+    private final int checkEvery, expertRanks;
     private DataParallel dp;
+    private ExpertParallel ep;
+    private final double[] vote = new double[1];
 
-    private DistributedRun(Communicator comm, Mode mode, int checkEvery) {
+    private DistributedRun(Communicator comm, Mode mode, int checkEvery, int expertRanks) {
         this.comm = comm;
         this.mode = mode;
         this.checkEvery = checkEvery;
+        this.expertRanks = expertRanks;
     }
 
     public static Mode mode(String s) {
@@ -49,16 +53,24 @@ public final class DistributedRun implements AutoCloseable {
 
     /** Runs {@code body} as one rank over MPI's world; returns its exit code (a failure aborts the whole job). */
     public static int run(String mode, int checkEvery, Body body) {
+        return run(mode, checkEvery, 0, body);
+    }
+
+    /**
+     * As {@link #run(String, int, Body)}; {@code expertRanks} (expert mode; 0: all ranks): the ranks each expert group
+     * spans, the groups being data-parallel replicas.
+     */
+    public static int run(String mode, int checkEvery, int expertRanks, Body body) {
         Mode m = mode(mode);
-        if (m == Mode.EXPERT)
-            throw new Moe4jException("--distributed expert: expert parallelism is not in this build yet (see "
-                    + "docs/DISTRIBUTED.md); use --distributed data");
+        if (expertRanks < 0) throw new Moe4jException("--expert-ranks " + expertRanks + ": must be >= 0 (0: all ranks)");
+        if (expertRanks > 0 && m != Mode.EXPERT)
+            throw new Moe4jException("--expert-ranks " + expertRanks + " needs --distributed expert");
         if (checkEvery < 0) throw new Moe4jException("--check-every " + checkEvery + ": must be >= 0 (0: never)");
         if (!Mpi.launched())
             System.err.println("moe4j: --distributed without mpirun/srun: running as a single rank "
                     + "(start it with: mpirun -np N ./moe4j train --distributed data ...)");
         Communicator comm = Mpi.world();
-        DistributedRun run = new DistributedRun(comm, m, checkEvery);
+        DistributedRun run = new DistributedRun(comm, m, checkEvery, expertRanks);
         // one write per line: mpirun interleaves the ranks' output, a line printed in pieces can be split
         System.err.println(String.format(Locale.ROOT, "moe4j: rank %d of %d (%s parallel), host %s, pid %d", comm.rank(),
                 comm.size(), m.name().toLowerCase(Locale.ROOT), host(), ProcessHandle.current().pid()));
@@ -99,15 +111,52 @@ public final class DistributedRun implements AutoCloseable {
         return RankShards.of(src, comm.rank(), comm.size());
     }
 
-    /** Makes {@code trainer} (over {@code tr}) this rank's part of a data-parallel run; call after useDefaults. */
+    /**
+     * Makes {@code trainer} (over {@code tr}) this rank's part of a data-parallel run, or of an expert-parallel one
+     * (routed experts split over the ranks, everything else data parallel); call after useDefaults.
+     */
     public Trainer attach(Trainer trainer, MoeTransformer tr) {
         dp = new DataParallel(comm, DataParallel.DEFAULT_BUCKET_FLOATS, checkEvery, tr.config().experts() + 1).attach(tr);
+        // data parallel: the gradient all-reduce runs beside the backward (expert parallel's backward makes its own
+        // collective calls, so there it stays after the backward)
+        if (mode == Mode.DATA) dp.overlap(true);
+        if (mode == Mode.EXPERT) {
+            ep = new ExpertParallel(comm, tr, expertRanks);
+            dp.experts(ep);
+            trainer.optimizer().partition(ep.partition());
+            if (ep.expertRanks() < comm.size())
+                System.out.printf(Locale.ROOT, "distributed: %d ranks = %d data-parallel replicas x %d expert-parallel ranks%n",
+                        comm.size(), comm.size() / ep.expertRanks(), ep.expertRanks());
+            System.out.printf(Locale.ROOT, "distributed: expert parallel, rank 0 of %d owns routed experts %d..%d of %d per layer%n",
+                    ep.expertRanks(), ep.firstExpert(), ep.firstExpert() + ep.owned() - 1, tr.config().routedExperts());
+        }
         return trainer.replicas(dp);
     }
 
-    /** Bytes this rank has all-reduced or gathered so far, and the number of collectives (for logs and benches). */
+    /**
+     * Call on every rank before rank 0 writes a checkpoint: expert parallel gathers every rank's experts (and their
+     * AdamW moments) into rank 0's buffers, so the checkpoint has the single-process format. Collective.
+     */
+    public void beforeSave(AdamWOptimizer opt) {
+        if (ep != null) ep.gatherForSave(opt);
+    }
+
+    /** Whether {@code mine} is true on any rank (collective: a stop every rank must agree on, e.g. a time limit). */
+    public Boolean anyRank(Boolean mine) {
+        if (comm.size() == 1) return mine;
+        if (dp == null) throw new Moe4jException("DistributedRun.anyRank: attach the trainer first");
+        vote[0] = mine ? 1 : 0;
+        dp.sum(vote, 1);
+        return vote[0] > 0;
+    }
+
+    /** Bytes this rank has handed to collectives so far, and the number of calls (for logs and benches). */
     public String traffic() {
-        return dp == null ? "no traffic" : String.format(Locale.ROOT, "%,d bytes in %,d collectives", dp.bytesReduced(), dp.collectives());
+        if (dp == null) return "no traffic";
+        long bytes = dp.bytesReduced() + (ep == null ? 0 : ep.bytesSent() + ep.bytesReduced());
+        long calls = dp.collectives() + (ep == null ? 0 : ep.collectives());
+        return String.format(Locale.ROOT, "%,d bytes in %,d collectives", bytes, calls)
+                + (ep == null ? "" : String.format(Locale.ROOT, " (all-to-all of expert rows %,d bytes)", ep.bytesSent()));
     }
 
     private static String host() {
@@ -121,6 +170,8 @@ public final class DistributedRun implements AutoCloseable {
     @Override
     public void close() {
         if (dp != null) dp.close();
+        if (ep != null) ep.close();
         dp = null;
+        ep = null;
     }
 }

@@ -17,8 +17,8 @@ import org.moe4j.nativ.mpi.Communicator;
  * {@link #combine} sends result rows back the same way, into the original slot order. The backward pass uses the
  * same plan: dispatch dL/dy rows, combine dL/dx rows.
  *
- * <p>Not yet wired into the MoE block (that waits for the block's expert hook); shown equal to local computation
- * by {@code ExpertExchangeTest}. Buffers are allocated for the largest sizes given at construction; a plan and an
+ * <p>Used by {@link ExpertParallel}, one per layer (the plan of a layer's forward serves its backward); shown equal
+ * to local computation by {@code ExpertExchangeTest}. Buffers are allocated for the largest sizes given at construction; a plan and an
  * exchange allocate nothing.
  */
 public final class ExpertExchange implements AutoCloseable {

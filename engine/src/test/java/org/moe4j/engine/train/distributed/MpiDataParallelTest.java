@@ -12,19 +12,21 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
-import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.CsvSource;
 import org.junit.jupiter.params.provider.ValueSource;
 import org.moe4j.engine.cli.Main;
 import org.moe4j.engine.io.ModelCheckpoint;
 import org.moe4j.engine.model.MoeModel;
 
 /**
- * {@code ./moe4j train --distributed data} end to end, under {@code mpirun --oversubscribe -np 2} on loopback (skipped,
+ * {@code ./moe4j train --distributed data|expert} end to end, under {@code mpirun --oversubscribe -np 2} on loopback (skipped,
  * saying why, without Open MPI): 2 ranks with batch B give the losses of every step and the final checkpoint of one
- * process with batch 2B, within float tolerance, after 20 steps of the tiny model, in standard and EMO routing; and
- * a rank killed mid-run stops the job with a message naming it while the last checkpoint stays loadable.
+ * process with batch 2B, within float tolerance, after 20 steps of the tiny model, data parallel in standard and EMO
+ * routing, expert parallel in EMO routing (the experts split over the ranks, gathered by rank 0 for the checkpoint) and
+ * as 2 replicas of 1 expert rank (split communicators);
+ * and, in both modes, a rank killed mid-run stops the job with a message naming it while the last checkpoint stays loadable.
  */
 class MpiDataParallelTest {
     static final Pattern STEP = Pattern.compile("^step\\s+(\\d+)\\s+loss ([0-9.]+)", Pattern.MULTILINE);
@@ -55,34 +57,55 @@ class MpiDataParallelTest {
     }
 
     @ParameterizedTest
-    @ValueSource(strings = {"standard", "emo"})
-    void twoRanksEqualOneRankOnTheGlobalBatch(String routing, @TempDir Path tmp) throws Exception {
+    @CsvSource({"data, standard, 0", "data, emo, 0", "expert, emo, 0", "expert, standard, 1"})
+    void twoRanksEqualOneRankOnTheGlobalBatch(String mode, String routing, int expertRanks, @TempDir Path tmp)
+            throws Exception {
         MpiLaunch.assumeAvailable();
         int steps = 20;
         MpiLaunch.Result one = MpiLaunch.run(MpiLaunch.java(Main.class.getName(), trainArgs(routing, 4, tmp.resolve("one"), steps)), 300);
         assertEquals(0, one.exit(), one.output());
         MpiLaunch.Result two = MpiLaunch.run(MpiLaunch.mpi(2, MpiLaunch.java(Main.class.getName(),
-                trainArgs(routing, 2, tmp.resolve("two"), steps, "--distributed", "data", "--check-every", "5"))), 300);
+                trainArgs(routing, 2, tmp.resolve("two"), steps, "--distributed", mode, "--check-every", "5",
+                "--expert-ranks", Integer.toString(expertRanks)))), 300);
         assertEquals(0, two.exit(), two.output());
         assertTrue(two.output().contains("distributed: 2 ranks x batch 2 = global batch 4 x 32"), two.output());
+        if (mode.equals("expert") && expertRanks == 0) // the CLI's tiny model: 8 routed experts, rank 0 owns half
+            assertTrue(two.output().contains("expert parallel, rank 0 of 2 owns routed experts 0..3 of 8"), two.output());
+        if (expertRanks == 1) // 2 replicas of one expert rank each: MPI_Comm_split, expert gradients over the replicas
+            assertTrue(two.output().contains("distributed: 2 ranks = 2 data-parallel replicas x 1 expert-parallel ranks"),
+                    two.output());
         double[] a = losses(one.output(), steps), b = losses(two.output(), steps); // rank 1 prints no step lines
-        for (int s = 0; s < steps; s++) assertEquals(a[s], b[s], 2e-4 * Math.max(1, a[s]), routing + ": loss of step " + s);
+        for (int s = 0; s < steps; s++) assertEquals(a[s], b[s], 2e-4 * Math.max(1, a[s]), mode + ", " + routing + ": loss of step " + s);
         float[] wa = weights(tmp.resolve("one")), wb = weights(tmp.resolve("two"));
         double max = 0;
         for (int i = 0; i < wa.length; i++) max = Math.max(max, Math.abs(wa[i] - wb[i]));
-        assertTrue(max < 2e-4, routing + ": max weight difference " + max);
+        assertTrue(max < 2e-4, mode + ", " + routing + ": max weight difference " + max);
         assertEquals(steps, new ObjectMapper().readTree(tmp.resolve("two").resolve(ModelCheckpoint.STATE_JSON).toFile())
                 .get("step").asInt());
     }
 
-    @Test
-    void aKilledRankStopsTheJobAndTheLastCheckpointLoads(@TempDir Path tmp) throws Exception {
+    /** --time-limit stops every rank after the same step (a rank stopping alone would leave the other waiting). */
+    @org.junit.jupiter.api.Test
+    void aTimeLimitStopsEveryRankAfterTheSameStep(@TempDir Path tmp) throws Exception {
+        MpiLaunch.assumeAvailable();
+        MpiLaunch.Result r = MpiLaunch.run(MpiLaunch.mpi(2, MpiLaunch.java(Main.class.getName(),
+                trainArgs("standard", 2, tmp.resolve("ck"), 100000, "--distributed", "expert", "--time-limit", "8"))), 200);
+        assertEquals(0, r.exit(), r.output());
+        Matcher m = Pattern.compile("stopped after step (\\d+) of 100000: --time-limit 8 s reached").matcher(r.output());
+        assertTrue(m.find(), r.output());
+        assertEquals(Integer.parseInt(m.group(1)), new ObjectMapper().readTree(tmp.resolve("ck").resolve(
+                ModelCheckpoint.STATE_JSON).toFile()).get("step").asInt(), "the checkpoint is the last step's");
+    }
+
+    @ParameterizedTest
+    @ValueSource(strings = {"data", "expert"})
+    void aKilledRankStopsTheJobAndTheLastCheckpointLoads(String mode, @TempDir Path tmp) throws Exception {
         MpiLaunch.assumeAvailable();
         Path out = tmp.resolve("ck");
         Pattern pid = Pattern.compile("moe4j: rank 1 of 2 .* pid (\\d+)");
         // a long run, saving every 5 steps; rank 1 is killed (SIGKILL) once rank 0 has logged step 12
         MpiLaunch.Result r = MpiLaunch.run(MpiLaunch.mpi(2, MpiLaunch.java(Main.class.getName(),
-                trainArgs("standard", 2, out, 100000, "--distributed", "data", "--save-every", "5"))), 300,
+                trainArgs("standard", 2, out, 100000, "--distributed", mode, "--save-every", "5"))), 300,
                 line -> line.startsWith("step    12"), sofar -> {
                     Matcher m = pid.matcher(sofar);
                     if (m.find()) ProcessHandle.of(Long.parseLong(m.group(1))).ifPresent(ProcessHandle::destroyForcibly);
