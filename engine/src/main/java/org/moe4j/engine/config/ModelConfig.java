@@ -128,7 +128,12 @@ public record ModelConfig(int vocab, int d, int layers, int heads, int kvHeads, 
     /** Parses config JSON; a rule broken by a value surfaces as the {@link ConfigException} that names it. */
     public static ModelConfig fromJson(String json) {
         try {
-            return JSON.readValue(json, ModelConfig.class);
+            com.fasterxml.jackson.databind.JsonNode tree = JSON.readTree(json);
+            // configs written before ERC's alpha was a setting have no loss.ercAlpha: 0 is the rule they ran with
+            if (tree != null && tree.get("loss") instanceof com.fasterxml.jackson.databind.node.ObjectNode loss
+                    && !loss.has("ercAlpha"))
+                loss.put("ercAlpha", 0.0);
+            return JSON.treeToValue(tree, ModelConfig.class);
         } catch (JsonProcessingException e) {
             Throwable c = e;
             while (c != null) {
