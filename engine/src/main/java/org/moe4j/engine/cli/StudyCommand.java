@@ -331,6 +331,17 @@ public final class StudyCommand implements Callable<Integer> {
                 + (into != null ? "; tables written into " + into : ""));
     }
 
+    /** The processor's name from /proc/cpuinfo, or os.arch where there is none (what the wall times were taken on). */
+    static String cpuModel() {
+        try {
+            for (String line : Files.readAllLines(Path.of("/proc/cpuinfo")))
+                if (line.startsWith("model name")) return line.substring(line.indexOf(':') + 1).strip();
+        } catch (IOException | RuntimeException e) {
+            // not Linux, or not readable: the architecture is what is left to say
+        }
+        return System.getProperty("os.arch");
+    }
+
     /** Appends one line to FOLDER/timing.jsonl: the stage, when it ended, its wall seconds, the steps it covered. */
     static void timing(Path folder, String stage, StudyPlan.Arm arm, long t0, long fromStep, long toStep) {
         ObjectNode o = JSON.createObjectNode();
@@ -344,6 +355,8 @@ public final class StudyCommand implements Callable<Integer> {
         }
         o.put("threads", org.moe4j.simd.WorkerPool.common().threads());
         o.put("cores", Runtime.getRuntime().availableProcessors());
+        o.put("cpu", cpuModel());
+        o.put("jdk", Runtime.version().toString());
         try {
             Files.createDirectories(folder);
             Files.writeString(folder.resolve("timing.jsonl"), o.toString() + "\n", StandardCharsets.UTF_8,

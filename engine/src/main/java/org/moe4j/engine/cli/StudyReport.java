@@ -98,15 +98,16 @@ final class StudyReport {
                 .append(String.format(Locale.ROOT, "%,d", plan.evalTokens())).append(" validation tokens per domain.\n\n");
 
         // runs
-        md.append("#### Runs\n\n| arm | recipe | seed | steps | tokens | train wall time | eval + analyze wall time |\n|---|---|---|---|---|---|---|\n");
+        md.append("#### Runs\n\n| arm | recipe | seed | steps | tokens | train wall time | eval + analyze wall time | machine |\n|---|---|---|---|---|---|---|---|\n");
         for (StudyPlan.Arm a : plan.arms()) {
             double[] t = timings(a);
+            String machine = machine(a);
             long step = trainedStep(a);
             md.append("| ").append(a.label()).append(" | `").append(String.join(" ", a.recipe())).append("` | ").append(a.seed())
                     .append(" | ").append(step < 0 ? NOT_RUN : step + " of " + plan.steps()).append(" | ")
                     .append(step < 0 ? NOT_RUN : String.format(Locale.ROOT, "%,d", step * plan.tokensPerStep())).append(" | ")
                     .append(t[0] > 0 ? minutes(t[0]) : NOT_RUN).append(" | ").append(t[1] > 0 ? minutes(t[1]) : NOT_RUN)
-                    .append(" |\n");
+                    .append(" | ").append(machine == null ? NOT_RUN : machine).append(" |\n");
         }
         md.append('\n');
 
@@ -240,6 +241,21 @@ final class StudyReport {
             throw new Moe4jException("study report: " + f + ": " + ex.getMessage(), ex);
         }
         return t;
+    }
+
+    /** "2 threads of 2 cores, CPU, JDK v" of the arm's last recorded stage; null when none was recorded. */
+    String machine(StudyPlan.Arm a) {
+        Path f = study.armDir(a).resolve("timing.jsonl");
+        if (!Files.isRegularFile(f)) return null;
+        try {
+            List<String> lines = Files.readAllLines(f).stream().filter(l -> !l.isBlank()).toList();
+            if (lines.isEmpty()) return null;
+            JsonNode o = JSON.readTree(lines.get(lines.size() - 1));
+            return o.path("threads").asInt() + " threads of " + o.path("cores").asInt() + " cores, "
+                    + o.path("cpu").asText("?").replace('|', '/') + ", JDK " + o.path("jdk").asText("?");
+        } catch (IOException ex) {
+            throw new Moe4jException("study report: " + f + ": " + ex.getMessage(), ex);
+        }
     }
 
     long trainedStep(StudyPlan.Arm a) {

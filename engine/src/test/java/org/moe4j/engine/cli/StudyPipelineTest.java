@@ -127,7 +127,7 @@ class StudyPipelineTest {
         assertTrue(md.contains(StudyReport.cell(quarter, full)), md);
         assertTrue(Pattern.compile("\\| " + Pattern.quote(std.label()) + " \\| `--routing standard --lb-scope local` \\| 1 \\| "
                 + plan.steps() + " of " + plan.steps() + " \\| " + String.format(Locale.ROOT, "%,d", plan.steps() * plan.tokensPerStep())
-                + " \\| [0-9.]+ min \\|").matcher(md).find(), md);
+                + " \\| [0-9.]+ min \\| [0-9.]+ min \\| [0-9]+ threads of [0-9]+ cores, .+, JDK .+ \\|").matcher(md).find(), md);
         // arms that did not run say so, and claim no number
         StudyPlan.Arm erc = plan.arm("emo-erc-s1");
         assertTrue(md.contains("| " + erc.label() + " | " + StudyReport.NOT_RUN + " | " + StudyReport.NOT_RUN), md);
