@@ -12,7 +12,7 @@ import picocli.CommandLine.Command;
         description = "A JVM-native engine that trains and serves mixture-of-experts language models.",
         subcommands = {QuickstartCommand.class, TrainCommand.class, PrepareDataCommand.class, SelfCheckCommand.class,
                 NumericsCommand.class, ConvertCommand.class, GenerateCommand.class, ServeCommand.class,
-                SelectCommand.class, PruneCommand.class, EvalCommand.class, AnalyzeCommand.class})
+                SelectCommand.class, PruneCommand.class, EvalCommand.class, AnalyzeCommand.class, StudyCommand.class})
 public final class Main implements Runnable {
     /** The JDK's log format property; {@code %4$s} is the level, {@code %5$s} the message, {@code %6$s} a throwable. */
     static final String LOG_FORMAT_PROPERTY = "java.util.logging.SimpleFormatter.format";

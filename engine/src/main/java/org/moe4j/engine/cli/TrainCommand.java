@@ -6,14 +6,13 @@ import com.fasterxml.jackson.databind.node.ObjectNode;
 import java.io.PrintStream;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
 import java.util.Locale;
 import java.util.concurrent.Callable;
 import org.moe4j.Moe4jException;
-import org.moe4j.engine.config.LbScope;
-import org.moe4j.engine.config.MatryoshkaConfig;
 import org.moe4j.engine.config.MemoryEstimate;
 import org.moe4j.engine.config.ModelConfig;
-import org.moe4j.engine.config.PoolConfig;
 import org.moe4j.engine.config.PoolMode;
 import org.moe4j.engine.config.RoutingConfig;
 import org.moe4j.engine.io.ModelCheckpoint;
@@ -35,43 +34,47 @@ import org.moe4j.io.corpus.Split;
 import org.moe4j.nativ.GemmBackends;
 import org.moe4j.simd.WorkerPool;
 import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
+import picocli.CommandLine.Model.CommandSpec;
 import picocli.CommandLine.Option;
+import picocli.CommandLine.Spec;
 
 /** {@code ./moe4j train}: trains an MoE LM with any routing method on the built-in synthetic source or shards. */
-@Command(name = "train", mixinStandardHelpOptions = true,
-        description = "Train an MoE language model (routing: standard, emo, matryoshka, capacity, shared).")
+@Command(name = "train", mixinStandardHelpOptions = true, sortOptions = false,
+        description = {"Train an MoE language model. The recipe composes: a base config (--config), --routing "
+                + "shorthands (emo+matryoshka+capacity+shared), then model size, routing and loss-weight options, each "
+                + "overriding what came before. --resume restores the recipe and the training options saved in the "
+                + "checkpoint; recipe options given with it must agree with the checkpoint.",
+                "Every option and its default:"})
 public final class TrainCommand implements Callable<Integer> {
-    @Option(names = "--config", defaultValue = "tiny",
-            description = "tiny | quickstart | small | bench | a ModelConfig JSON file (default: ${DEFAULT-VALUE})")
-    String config;
+    @Mixin
+    TrainRecipe recipe = new TrainRecipe();
 
-    @Option(names = "--routing", defaultValue = "standard",
-            description = "standard | emo | matryoshka | capacity | shared (default: ${DEFAULT-VALUE})")
-    String routing;
+    @Spec
+    CommandSpec spec;
 
-    @Option(names = "--lb-scope", description = "global | local (default: the config's)")
-    String lbScope;
-
-    @Option(names = "--steps", defaultValue = "200") int steps;
-    @Option(names = "--batch", defaultValue = "8") int batch;
-    @Option(names = "--seq", defaultValue = "64", description = "tokens per sequence (default: ${DEFAULT-VALUE})") int seq;
-    @Option(names = "--accum", defaultValue = "1", description = "micro-batches per optimizer step") int accum;
-    @Option(names = "--lr", defaultValue = "3e-3") double lr;
-    @Option(names = "--warmup", defaultValue = "20") int warmup;
-    @Option(names = "--clip", defaultValue = "1.0") double clip;
-    @Option(names = "--seed", defaultValue = "1") long seed;
-    @Option(names = "--log-every", defaultValue = "10") int logEvery;
-    @Option(names = "--doc-mask", description = "attend only within the document") boolean docMask;
+    @Option(names = "--steps", defaultValue = "200", description = "optimizer steps in all, counted from the start of "
+            + "training (default: ${DEFAULT-VALUE}; on --resume: the checkpoint's planned --steps)") int steps;
+    @Option(names = "--batch", defaultValue = "8", description = "sequences per micro-batch (default: ${DEFAULT-VALUE}; on --resume: the checkpoint's)") int batch;
+    @Option(names = "--seq", defaultValue = "64", description = "tokens per sequence (default: ${DEFAULT-VALUE}; on --resume: the checkpoint's)") int seq;
+    @Option(names = "--accum", defaultValue = "1", description = "micro-batches per optimizer step (default: ${DEFAULT-VALUE}; on --resume: the checkpoint's)") int accum;
+    @Option(names = "--lr", defaultValue = "3e-3", description = "peak learning rate (default: ${DEFAULT-VALUE}; on --resume: the checkpoint's)") double lr;
+    @Option(names = "--warmup", defaultValue = "20", description = "linear warm-up steps, then cosine decay to 0.1 x lr at --steps (default: ${DEFAULT-VALUE}; on --resume: the checkpoint's)") int warmup;
+    @Option(names = "--clip", defaultValue = "1.0", description = "global gradient-norm clip, 0 = none (default: ${DEFAULT-VALUE}; on --resume: the checkpoint's)") double clip;
+    @Option(names = "--seed", defaultValue = "1", description = "initialisation, data order and routing draws (default: ${DEFAULT-VALUE}; on --resume: the checkpoint's)") long seed;
+    @Option(names = "--log-every", defaultValue = "10", description = "log a step line every N steps (default: ${DEFAULT-VALUE})") int logEvery;
+    @Option(names = "--doc-mask", description = "attend only within the document (default: off; on --resume: the checkpoint's)") boolean docMask;
     @Option(names = "--gemm", paramLabel = "auto|java|onednn|cuda",
             description = "GEMM backend (default: -Dmoe4j.gemm, else $MOE4J_GEMM, else auto = oneDNN when it loads, else Java)")
     String gemm;
-    @Option(names = "--domains", defaultValue = "4", description = "synthetic source: domains") int domains;
+    @Option(names = "--domains", defaultValue = "4", description = "synthetic source: domains (default: ${DEFAULT-VALUE})") int domains;
     @Option(names = "--out", description = "write the checkpoint (with training state) here at the end: absent, an "
-            + "empty folder, or a moe4j checkpoint, which is replaced atomically") Path out;
-    @Option(names = "--save-every", defaultValue = "0", description = "also save to --out every N steps") int saveEvery;
-    @Option(names = "--keep-checkpoints", defaultValue = "0", paramLabel = "N", description = "with --out: keep N routing snapshots (routers only) over the run, for analyze") int keepCheckpoints;
-    @Option(names = "--snapshot-every", defaultValue = "0", paramLabel = "M", description = "with --out: a routing snapshot every M steps (instead of --keep-checkpoints)") int snapshotEvery;
-    @Option(names = "--resume", description = "resume exactly from this checkpoint folder") Path resume;
+            + "empty folder, or a moe4j checkpoint, which is replaced atomically (default: none, nothing is saved)") Path out;
+    @Option(names = "--save-every", defaultValue = "0", description = "also save to --out every N steps, 0 = only at the end (default: ${DEFAULT-VALUE})") int saveEvery;
+    @Option(names = "--keep-checkpoints", defaultValue = "0", paramLabel = "N", description = "with --out: keep N routing snapshots (routers only) over the run, for analyze (default: ${DEFAULT-VALUE})") int keepCheckpoints;
+    @Option(names = "--snapshot-every", defaultValue = "0", paramLabel = "M", description = "with --out: a routing snapshot every M steps (instead of --keep-checkpoints; default: ${DEFAULT-VALUE} = none)") int snapshotEvery;
+    @Option(names = "--resume", paramLabel = "DIR", description = "resume exactly from this checkpoint folder: its recipe, "
+            + "data folder and training options (default: none)") Path resume;
     @Option(names = "--data", paramLabel = "DIR",
             description = "a prepare-data folder: train on its train split (vocabulary and EOS from its manifest), "
                     + "report the validation loss on its val split (default: the synthetic source)") Path data;
@@ -80,16 +83,16 @@ public final class TrainCommand implements Callable<Integer> {
     int valBatches;
     @Option(names = "--time-limit", defaultValue = "0", paramLabel = "SECONDS",
             description = "stop after the step that passes this many seconds of training (0: none); the schedule still "
-                    + "assumes --steps")
+                    + "assumes --steps (default: ${DEFAULT-VALUE})")
     double timeLimit;
-    @Option(names = "--val-per-domain", description = "with --data: also print the validation loss per domain")
+    @Option(names = "--val-per-domain", description = "with --data: also print the validation loss per domain (default: off)")
     boolean valPerDomain;
 
     // ------------------------------------------------------------------ --distributed (data parallel over MPI)
     @Option(names = "--distributed", paramLabel = "data|expert",
             description = "run as one rank of mpirun -np N: data parallel (each rank trains on its --batch share of a "
                     + "global batch of N x --batch; rank 0 logs and writes --out), or expert parallel (the same, with "
-                    + "each layer's routed experts split over the ranks); see docs/DISTRIBUTED.md")
+                    + "each layer's routed experts split over the ranks); see docs/DISTRIBUTED.md (default: none, one process)")
     String distributed;
     @Option(names = "--check-every", defaultValue = "50", paramLabel = "STEPS",
             description = "with --distributed: compare the ranks' weights every STEPS steps (0: never; default: ${DEFAULT-VALUE})")
@@ -117,10 +120,11 @@ public final class TrainCommand implements Callable<Integer> {
     // ------------------------------------------------------------------ end --distributed
 
     private Integer train() {
+        TrainingState resumeState = resume != null ? readState(resume) : null;
+        if (resumeState != null) restoreTrainingOptions(resumeState);
         checkOptions();
         // refused before training, not after an hour of it
         if (out != null) CheckpointFolder.requireReplaceable(out, "--out " + out);
-        TrainingState resumeState = resume != null ? readState(resume) : null;
         if (resumeState != null && steps <= resumeState.step())
             throw new Moe4jException("--steps " + steps + " is at or below the step the checkpoint " + resume
                     + " was saved at (" + resumeState.step() + "); --steps counts from the start of training, so pass "
@@ -135,8 +139,7 @@ public final class TrainCommand implements Callable<Integer> {
             System.out.println("note: the checkpoint was trained with --seq " + resumeState.sequenceLength()
                     + "; windows of " + seq + " tokens do not continue its data order exactly");
         ShardManifest manifest = dataDir != null ? ShardManifest.read(dataDir) : null;
-        ModelConfig c = resume != null ? null : withRouting(baseConfig(config), routing);
-        if (c != null && lbScope != null) c = c.withRouting(withScope(c.routing(), lbScope));
+        ModelConfig c = resume != null ? null : recipe.build();
         if (c != null && manifest != null) c = withVocab(c, manifest.tokenizer().vocabSize(), manifest.tokenizer().eosId());
         WorkerPool pool = WorkerPool.common();
         if (c != null) requireMemory(c);
@@ -144,6 +147,7 @@ public final class TrainCommand implements Callable<Integer> {
         c = model.config();
         if (resume != null) {
             try {
+                requireSameRecipe(c);
                 requireMemory(c);
             } catch (Moe4jException e) {
                 model.close();
@@ -177,7 +181,7 @@ public final class TrainCommand implements Callable<Integer> {
             }
             System.out.println("data: " + src.describe());
             Path tokenizer = dataDir != null ? tokenizerOf(dataDir, manifest) : null;
-            JsonNode extra = dataDir != null ? dataExtra(dataDir, seq) : null;
+            JsonNode extra = trainingExtra(dataDir);
             GemmBackends.Choice backend = gemm == null ? GemmBackends.fromEnvironment(pool) : GemmBackends.select(gemm, pool);
             try (MoeTransformer tr = new MoeTransformer(model, batch * seq, batch, backend.gemm(), pool);
                  AdamWOptimizer opt = new AdamWOptimizer(model, pool)) {
@@ -400,7 +404,16 @@ public final class TrainCommand implements Callable<Integer> {
         if (r.capacityFactor() > 0) b.append(" + capacity ").append(r.capacityFactor());
         if (c.sharedExperts() > 0) b.append(" + ").append(c.sharedExperts()).append(" shared");
         b.append(", LB ").append(r.lbScope().name().toLowerCase(Locale.ROOT));
-        return b.toString();
+        org.moe4j.engine.config.LossWeights w = c.loss();
+        b.append(String.format(Locale.ROOT, " (lb %s, z %s", num(w.lb()), num(w.routerZ())));
+        if (w.erc() > 0) b.append(", ERC ").append(num(w.erc())).append(" alpha ").append(num(w.ercAlpha(c.routedExperts())));
+        else b.append(", no ERC");
+        if (w.outputZ() > 0) b.append(", out-z ").append(num(w.outputZ()));
+        return b.append(')').toString();
+    }
+
+    private static String num(double v) {
+        return v == Math.rint(v) && Math.abs(v) < 1e9 ? Long.toString((long) v) : Double.toString(v);
     }
 
     static ModelConfig baseConfig(String name) {
@@ -437,28 +450,129 @@ public final class TrainCommand implements Callable<Integer> {
                 RoutingConfig.standard(), t.loss());
     }
 
+    /** {@code c} with one {@code --routing} shorthand (or several joined by +) applied, as train applies it. */
     static ModelConfig withRouting(ModelConfig c, String routing) {
-        int routed = c.routedExperts(), kp = c.routedK();
-        return switch (routing) {
-            case "standard" -> c.withRouting(RoutingConfig.standard());
-            case "emo" -> c.withRouting(RoutingConfig.emo(routed));
-            case "matryoshka" -> c.withRouting(RoutingConfig.matryoshka(1, Math.min(routed, 2 * kp)));
-            case "capacity" -> c.withRouting(new RoutingConfig(false, false, PoolConfig.none(), MatryoshkaConfig.off(),
-                    1.25, 2.0, LbScope.GLOBAL));
-            case "shared" -> new ModelConfig(c.vocab(), c.d(), c.layers(), c.heads(), c.kvHeads(), c.experts(), 1,
-                    Math.min(c.experts(), c.k() + 1), c.expertHidden(), c.ropeTheta(), c.qkNorm(), c.normEps(), c.maxSeq(),
-                    c.eosId(), RoutingConfig.standard(), c.loss());
-            default -> throw new Moe4jException("--routing " + routing + ": expected standard, emo, matryoshka, capacity or shared");
-        };
+        TrainRecipe r = new TrainRecipe();
+        r.routing = routing;
+        return r.apply(c);
     }
 
-    static RoutingConfig withScope(RoutingConfig r, String scope) {
-        LbScope s = switch (scope) {
-            case "global" -> LbScope.GLOBAL;
-            case "local" -> LbScope.LOCAL;
-            default -> throw new Moe4jException("--lb-scope " + scope + ": expected global or local");
-        };
-        return new RoutingConfig(r.normalizeTopK(), r.softmaxOverAll(), r.pool(), r.matryoshka(), r.capacityFactor(),
-                r.evalCapacityFactor(), s);
+    /** Key of the training options in the training state's extra object. */
+    static final String EXTRA_TRAIN = "train";
+
+    /** What a resume needs to repeat the run: the data folder and sequence length, and the training options. */
+    private JsonNode trainingExtra(Path dataDir) {
+        ObjectNode o = dataDir != null ? (ObjectNode) dataExtra(dataDir, seq) : JsonNodeFactory.instance.objectNode();
+        ObjectNode t = o.putObject(EXTRA_TRAIN);
+        t.put("steps", steps);
+        t.put("batch", batch);
+        t.put("seq", seq);
+        t.put("accum", accum);
+        t.put("lr", lr);
+        t.put("warmup", warmup);
+        t.put("clip", clip);
+        t.put("seed", seed);
+        t.put("doc_mask", docMask);
+        if (dataDir == null) t.put("domains", domains);
+        return o;
+    }
+
+    /**
+     * On --resume, every training option the command line leaves out takes the value the checkpoint was trained with
+     * (its training state's {@code extra.train}), so re-running a run's command with --resume continues the same run;
+     * a given value that differs is used, with a note (the run then no longer repeats the uninterrupted one).
+     */
+    private void restoreTrainingOptions(TrainingState st) {
+        JsonNode t = st.extra() == null ? null : st.extra().get(EXTRA_TRAIN);
+        if (t == null || !t.isObject()) {
+            if (!given("--seq") && st.sequenceLength() > 0) seq = st.sequenceLength();
+            return;
+        }
+        String[][] keys = {{"--steps", "steps"}, {"--batch", "batch"}, {"--seq", "seq"}, {"--accum", "accum"},
+                {"--lr", "lr"}, {"--warmup", "warmup"}, {"--clip", "clip"}, {"--seed", "seed"},
+                {"--doc-mask", "doc_mask"}, {"--domains", "domains"}};
+        List<String> changed = new ArrayList<>();
+        for (String[] k : keys) {
+            JsonNode v = t.get(k[1]);
+            if (v == null || v.isNull()) continue;
+            String saved = v.asText(), now = switch (k[1]) {
+                case "steps" -> Integer.toString(steps);
+                case "batch" -> Integer.toString(batch);
+                case "seq" -> Integer.toString(seq);
+                case "accum" -> Integer.toString(accum);
+                case "lr" -> Double.toString(lr);
+                case "warmup" -> Integer.toString(warmup);
+                case "clip" -> Double.toString(clip);
+                case "seed" -> Long.toString(seed);
+                case "doc_mask" -> Boolean.toString(docMask);
+                default -> Integer.toString(domains);
+            };
+            if (given(k[0])) {
+                // --steps may grow a run; every other difference changes what the rest of the run computes
+                if (!k[1].equals("steps") && !sameValue(v, now)) changed.add(k[0] + " " + now + " (checkpoint: " + saved + ")");
+                continue;
+            }
+            switch (k[1]) {
+                case "steps" -> steps = v.intValue();
+                case "batch" -> batch = v.intValue();
+                case "seq" -> seq = v.intValue();
+                case "accum" -> accum = v.intValue();
+                case "lr" -> lr = v.doubleValue();
+                case "warmup" -> warmup = v.intValue();
+                case "clip" -> clip = v.doubleValue();
+                case "seed" -> seed = v.longValue();
+                case "doc_mask" -> docMask = v.booleanValue();
+                default -> domains = v.intValue();
+            }
+        }
+        if (!changed.isEmpty())
+            System.out.println("note: --resume " + resume + " with other training options than the checkpoint's: "
+                    + String.join(", ", changed) + "; the run does not repeat the uninterrupted one");
+    }
+
+    private static boolean sameValue(JsonNode saved, String now) {
+        if (saved.isNumber()) {
+            try {
+                return saved.doubleValue() == Double.parseDouble(now);
+            } catch (NumberFormatException e) {
+                return false;
+            }
+        }
+        return saved.asText().equals(now);
+    }
+
+    /** Whether the command line named {@code option} (false when the command was not parsed by picocli). */
+    private boolean given(String option) {
+        return spec != null && spec.commandLine() != null && spec.commandLine().getParseResult() != null
+                && spec.commandLine().getParseResult().hasMatchedOption(option);
+    }
+
+    /**
+     * A resumed run keeps the checkpoint's model, routing and loss weights: recipe options given with --resume must
+     * describe the same recipe (so a study's command can be re-run as it is), or the resume is refused, naming each
+     * difference.
+     */
+    private void requireSameRecipe(ModelConfig saved) {
+        if (recipe.given().isEmpty()) return;
+        ModelConfig want = recipe.apply(saved);
+        if (want.equals(saved)) return;
+        List<String> diffs = new ArrayList<>();
+        diff("", JSON.valueToTree(saved), JSON.valueToTree(want), diffs);
+        throw new Moe4jException("--resume " + resume + ": the options " + String.join(" ", recipe.given())
+                + " describe another recipe than the checkpoint's (" + String.join("; ", diffs) + "); a resume keeps the "
+                + "checkpoint's model, routing and loss weights: leave those options out, or train a new run with --out");
+    }
+
+    private static final com.fasterxml.jackson.databind.ObjectMapper JSON = new com.fasterxml.jackson.databind.ObjectMapper();
+
+    private static void diff(String path, JsonNode a, JsonNode b, List<String> out) {
+        if (a.isObject() && b.isObject()) {
+            for (var it = a.fieldNames(); it.hasNext(); ) {
+                String k = it.next();
+                diff(path.isEmpty() ? k : path + "." + k, a.get(k), b.path(k), out);
+            }
+        } else if (!a.equals(b)) {
+            out.add(path + " " + a + " in the checkpoint, " + b + " from the options");
+        }
     }
 }

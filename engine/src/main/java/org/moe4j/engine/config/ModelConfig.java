@@ -255,6 +255,9 @@ public record ModelConfig(int vocab, int d, int layers, int heads, int kvHeads, 
             var tree = JSON.readTree(json);
             if (tree instanceof ObjectNode o)
                 for (String f : new String[] {"layerExperts", "layerK", "tieEmbeddings"}) if (!o.has(f)) o.set(f, NullNode.getInstance());
+            // configs written before ERC's alpha was a setting have no loss.ercAlpha: 0 is the rule they ran with
+            if (tree != null && tree.get("loss") instanceof ObjectNode loss && !loss.has("ercAlpha"))
+                loss.put("ercAlpha", 0.0);
             return JSON.treeToValue(tree, ModelConfig.class);
         } catch (JsonProcessingException e) {
             Throwable c = e;

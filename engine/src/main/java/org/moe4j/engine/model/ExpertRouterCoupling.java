@@ -13,7 +13,8 @@ import org.moe4j.simd.VectorOps;
  *   eps_i  = min_{j != i} |R_i - R_j| / (2 |R_i|)              (a constant: no gradient)
  *   Rt_i   = R_i * delta_i,  delta_i = 1 + eps_i * u_i,  u uniform in (-1, 1), fresh every step (or pinned)
  *   M[i,j] = |W1_j Rt_i|_2                                       (P_j = Rt W1_j^T, [E', h], one GEMM per expert)
- *   L      = (1/E'^2) sum_i sum_{j != i} relu(M[i,j] - a M[i,i]) + relu(M[j,i] - a M[i,i]),  a = 1 (E' <= 64) else 0.5
+ *   L      = (1/E'^2) sum_i sum_{j != i} relu(M[i,j] - a M[i,i]) + relu(M[j,i] - a M[i,i]),
+ *            a = the config's alpha, or 1 (E' <= 64) else 0.5 when it is 0 (LossWeights.ercAlpha(int))
  * </pre>
  * Gradients reach the router rows R (through Rt) and the experts' W1. Scratch is allocated once; calls allocate
  * nothing.
@@ -28,6 +29,8 @@ final class ExpertRouterCoupling {
     private int n;
     private boolean pinned;
     private double epsMean;
+    /** The config's alpha; 0 = the paper's rule over the kept experts of each call. */
+    private double alphaSetting;
 
     ExpertRouterCoupling(int d, int h, int maxRouted, Gemm gemm, Arena arena) {
         this.d = d;
@@ -53,6 +56,11 @@ final class ExpertRouterCoupling {
         }
         System.arraycopy(u, 0, noise, 0, u.length);
         pinned = true;
+    }
+
+    /** ERC's margin alpha from the config ({@code LossWeights.ercAlpha}); 0 = 1 up to 64 kept experts, else 0.5. */
+    void alpha(double alpha) {
+        this.alphaSetting = alpha;
     }
 
     double epsMean() {
@@ -105,7 +113,7 @@ final class ExpertRouterCoupling {
             gemm.sgemm(false, true, n, h, d, 1f, rt, 0, d, params, w1Off[kept[j]], d, 0f, p, pj, h);
             for (int i = 0; i < n; i++) m[i * n + j] = Math.sqrt(VectorOps.sumSquares(p, pj + (long) i * h, h));
         }
-        double alpha = n <= 64 ? 1.0 : 0.5, loss = 0;
+        double alpha = alphaSetting > 0 ? alphaSetting : n <= 64 ? 1.0 : 0.5, loss = 0;
         java.util.Arrays.fill(coef, 0, n * n, 0.0);
         for (int i = 0; i < n; i++) {
             double mii = alpha * m[i * n + i];

@@ -115,6 +115,7 @@ public final class MoeTransformer implements AutoCloseable {
             xs[l] = ws.allocate(p + "x", maxN, d);
             attn[l] = new AttentionBlock(x, l, new AttentionBlock.Activations(x, p));
             moe[l] = new MoeBlock(x, l, new MoeBlock.Activations(x, p, l));
+            if (moe[l].erc != null) moe[l].erc.alpha(c.loss().ercAlpha());
         }
         xs[L] = ws.allocate("layer" + L + ".x", maxN, d);
         xf = ws.allocate("final.xn", maxN, d);

@@ -301,7 +301,7 @@ public final class NumericsInputs {
                 default -> throw new Moe4jException("--weights " + spec + ": unknown key '" + key + "' (keys lb, z, erc, out_z)");
             }
         }
-        return new LossWeights(lb, z, erc, outZ);
+        return new LossWeights(lb, z, erc, outZ, base.ercAlpha());
     }
 
     /** The ERC noise file as [layer][(E - s) * d] (row e = routed expert e), every u finite and in [-1, 1]. */

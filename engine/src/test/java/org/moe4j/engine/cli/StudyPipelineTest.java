@@ -1,0 +1,158 @@
+package org.moe4j.engine.cli;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Locale;
+import java.util.regex.Pattern;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+import org.moe4j.Moe4jException;
+import org.moe4j.engine.io.TrainingState;
+import org.moe4j.io.corpus.ShardManifest;
+import picocli.CommandLine;
+
+/**
+ * The study's whole pipeline at its tiny size, so that it cannot rot: prepare (stratified split) → train two arms
+ * (one interrupted and resumed) → select → eval → analyze → report into a Markdown file; then a re-run skips every
+ * finished stage and a different plan in the same folder is refused.
+ */
+class StudyPipelineTest {
+    private static final ObjectMapper JSON = new ObjectMapper();
+    static final String[][] DOMAINS = {
+            {"prose", "12", "the river flows under old stone bridges at dawn and the town wakes slowly"},
+            {"mail", "12", "From: Subject: Re: meeting thanks regards unsubscribe free offer click list"},
+            {"code", "12", "public static void main int return if for class new final private"},
+            {"small", "3", "verse rhyme meter stanza sonnet ode ballad refrain"}};
+
+    static Path corpus(Path dir) throws IOException {
+        Path root = dir.resolve("corpus");
+        java.util.Random r = new java.util.Random(5);
+        for (String[] d : DOMAINS) {
+            String[] w = d[2].split(" ");
+            for (int i = 0; i < Integer.parseInt(d[1]); i++) {
+                StringBuilder b = new StringBuilder();
+                for (int j = 0; j < 200; j++) b.append(w[r.nextInt(w.length)]).append(j % 12 == 11 ? ".\n" : " ");
+                Path f = root.resolve(d[0]).resolve("doc" + i + ".txt");
+                Files.createDirectories(f.getParent());
+                Files.writeString(f, b);
+            }
+        }
+        return root;
+    }
+
+    static StudyCommand study(Path dir, Path corpus, String... args) {
+        StudyCommand s = new StudyCommand();
+        List<String> all = new ArrayList<>(List.of(args));
+        all.addAll(List.of("--dir", dir.toString(), "--size", "tiny", "--source", "folder:" + corpus));
+        new CommandLine(s).parseArgs(all.toArray(String[]::new));
+        return s;
+    }
+
+    @Test
+    void theTinyStudyRunsEndToEnd(@TempDir Path tmp) throws IOException {
+        Path corpus = corpus(tmp), dir = tmp.resolve("study");
+        assertEquals(0, study(dir, corpus, "prepare").call());
+        ShardManifest m = ShardManifest.read(dir.resolve("data"));
+        for (String[] d : DOMAINS) {
+            long val = m.splits().get("val").domains().get(d[0]).documents();
+            int n = Integer.parseInt(d[1]);
+            assertTrue(val >= Math.min(2, Math.max(1, n / 4)), d[0] + ": " + val + " validation documents of " + n);
+            assertEquals(n, val + m.splits().get("train").domains().get(d[0]).documents(), d[0]);
+        }
+
+        // arm 1 interrupted after its first step, then continued by the study's own command
+        StudyCommand s = study(dir, corpus, "run", "std-local-s1", "emo-s1");
+        StudyPlan plan = s.plan();
+        StudyPlan.Arm std = plan.arm("std-local-s1"), emo = plan.arm("emo-s1");
+        TrainCommand cut = new TrainCommand();
+        List<String> args = s.trainArgs(plan, std, false);
+        args.addAll(List.of("--time-limit", "1e-9"));
+        new CommandLine(cut).parseArgs(args.toArray(String[]::new));
+        cut.call();
+        assertEquals(1, TrainingState.readIfPresent(StudyCommand.checkpoint(s.armDir(std))).step());
+        assertEquals(0, s.call());
+        for (StudyPlan.Arm a : List.of(std, emo))
+            assertEquals(plan.steps(), TrainingState.readIfPresent(StudyCommand.checkpoint(s.armDir(a))).step(), a.name());
+        List<String> timing = Files.readAllLines(s.armDir(std).resolve("timing.jsonl"));
+        assertTrue(timing.get(0).contains("\"stage\":\"train\"") && timing.get(0).contains("\"from_step\":1"), timing.get(0));
+        assertEquals(1 + plan.evals().size() + 1, timing.size(), "train, each eval, analyze");
+
+        // select on a trained arm, as a user would after the study
+        Path subset = tmp.resolve("subset.json");
+        SelectCommand sel = new SelectCommand();
+        new CommandLine(sel).parseArgs("--ckpt", StudyCommand.checkpoint(s.armDir(emo)).toString(), "--calib",
+                "data:" + dir.resolve("data") + ":prose:1", "--keep", "1/4", "--out", subset.toString());
+        assertEquals(0, sel.call());
+        for (JsonNode layer : JSON.readTree(subset.toFile()).path("layers")) assertEquals(2, layer.size(), "8 x 1/4 experts");
+
+        // every eval file scores every domain under every setting
+        for (StudyPlan.Arm a : List.of(std, emo)) {
+            for (StudyPlan.Eval e : plan.evals()) {
+                List<String> settings = s.evalArgs(plan, a, e);
+                String[] want = settings.get(settings.indexOf("--settings") + 1).split(",");
+                JsonNode res = JSON.readTree(s.evalFile(a, e).toFile()).path("results");
+                assertEquals(want.length * DOMAINS.length, res.size(), a.name() + " " + e.name());
+                for (JsonNode r : res) assertTrue(r.path("perplexity").asDouble() > 1, r.toString());
+            }
+            assertTrue(Files.isRegularFile(s.armDir(a).resolve("analyze").resolve("index.html")));
+            assertEquals(1 + DOMAINS.length, Files.readAllLines(s.armDir(a).resolve("analyze").resolve("cluster_purity.csv")).size());
+        }
+        String sweep = String.join(",", s.evalArgs(plan, emo, plan.evals().get(plan.evals().size() - 1)));
+        assertTrue(sweep.contains("k:1,k:2,k:3,k:4,pool:1"), sweep);
+
+        // the report, written into a Markdown file between its markers
+        Path doc = tmp.resolve("docs").resolve("RESULTS.md");
+        Files.createDirectories(doc.getParent());
+        Files.writeString(doc, "# Results\nbefore\n" + StudyReport.BEGIN + "\nold tables\n" + StudyReport.END + "\nafter\n");
+        assertEquals(0, study(dir, corpus, "report", "--into", doc.toString()).call());
+        String md = Files.readString(doc);
+        assertTrue(md.startsWith("# Results\nbefore\n" + StudyReport.BEGIN) && md.endsWith(StudyReport.END + "\nafter\n"), md);
+        assertTrue(!md.contains("old tables"), md);
+        assertEquals(md.substring(md.indexOf(StudyReport.BEGIN) + StudyReport.BEGIN.length() + 1, md.indexOf(StudyReport.END)),
+                Files.readString(dir.resolve("report").resolve("results.md")));
+        // the gathered numbers are those of the eval files: arm 1's full and 1/4 perplexity over domains
+        JsonNode first = JSON.readTree(s.evalFile(std, plan.evals().get(0)).toFile()).path("results");
+        double full = macro(first, "full"), quarter = macro(first, "keep:1/4");
+        String row = "| " + std.label() + " | " + StudyReport.cell(full, Double.NaN) + " | ";
+        assertTrue(md.contains(row), "expected '" + row + "' in:\n" + md);
+        assertTrue(md.contains(StudyReport.cell(quarter, full)), md);
+        assertTrue(Pattern.compile("\\| " + Pattern.quote(std.label()) + " \\| `--routing standard --lb-scope local` \\| 1 \\| "
+                + plan.steps() + " of " + plan.steps() + " \\| " + String.format(Locale.ROOT, "%,d", plan.steps() * plan.tokensPerStep())
+                + " \\| [0-9.]+ min \\| [0-9.]+ min \\| [0-9]+ threads of [0-9]+ cores, .+, JDK .+ \\|").matcher(md).find(), md);
+        // arms that did not run say so, and claim no number
+        StudyPlan.Arm erc = plan.arm("emo-erc-s1");
+        assertTrue(md.contains("| " + erc.label() + " | " + StudyReport.NOT_RUN + " | " + StudyReport.NOT_RUN), md);
+        for (String plot : List.of("study-layerwise-1doc.svg", "study-reap-2doc.svg", "study-k-sweep.svg")) {
+            String svg = Files.readString(doc.getParent().resolve("images").resolve("study").resolve(plot));
+            assertTrue(svg.startsWith("<svg") && svg.contains("<polyline") && svg.contains(std.label()), plot);
+        }
+
+        // a re-run does nothing more; another plan in the same folder is refused
+        assertEquals(0, study(dir, corpus, "run", "std-local-s1").call());
+        assertEquals(timing, Files.readAllLines(s.armDir(std).resolve("timing.jsonl")));
+        Moe4jException e = assertThrows(Moe4jException.class, () -> study(dir, corpus, "train", "--steps", "13").call());
+        assertTrue(e.getMessage().contains("holds another plan"), e.getMessage());
+        e = assertThrows(Moe4jException.class, () -> study(dir, corpus, "eval", "emo-s2").call());
+        assertTrue(e.getMessage().contains("is not trained to step 12 (no checkpoint)"), e.getMessage());
+    }
+
+    private static double macro(JsonNode rows, String setting) {
+        double sum = 0;
+        int n = 0;
+        for (JsonNode r : rows)
+            if (r.path("setting").asText().equals(setting)) {
+                sum += r.path("ce").asDouble();
+                n++;
+            }
+        return Math.exp(sum / n);
+    }
+}
