@@ -33,7 +33,7 @@ final class MoeBlock {
             a13 = x.ws.allocate(p + "expertGateUp", slots, 2 * x.hid);
             act = x.ws.allocate(p + "expertAct", slots, x.hid);
             ye = x.ws.allocate(p + "expertOut", slots, x.d);
-            router = new Router(x.c, maxN, x.maxSeqs);
+            router = new Router(x.c, maxN, x.maxSeqs, x.pool);
             routing = router.newRouting();
             rowOfSlot = new int[slots];
         }
