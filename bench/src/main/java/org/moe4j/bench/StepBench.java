@@ -5,6 +5,7 @@ import java.util.Locale;
 import org.moe4j.engine.config.ModelConfig;
 import org.moe4j.engine.model.MoeModel;
 import org.moe4j.engine.model.MoeTransformer;
+import org.moe4j.engine.model.PhaseTimer;
 import org.moe4j.engine.train.AdamWOptimizer;
 import org.moe4j.engine.train.SyntheticCorpus;
 import org.moe4j.simd.Gemm;
@@ -21,6 +22,18 @@ import org.moe4j.simd.WorkerPool;
  * -cp bench/target/benchmarks.jar org.moe4j.bench.StepBench [small|bench ...] [--steps N] [--warmup N]
  * [--backends java,onednn]} (or {@code ./moe4j bench-main StepBench ...}). Compare with
  * {@code bench/torch_moe_step.py} through {@code bench/compare-torch.sh}, which runs both in one script.
+ *
+ * <p>Profiling and scaling options (issue 14):
+ * <ul>
+ *   <li>{@code --phases}: also prints where a training step's wall time goes, per phase ({@link PhaseTimer}; the
+ *       JVM property {@code moe4j.phaseTimes} is set before any engine class loads), with the matmul FLOPs of each
+ *       GEMM phase counted as in the main table. The timer adds one {@code nanoTime} per phase change.</li>
+ *   <li>{@code --experts 16,32,64,128,256}: the bench config with E routed experts, k 4 and expert width 512 fixed
+ *       (same active FLOPs per token), one training-step row per E.</li>
+ *   <li>{@code --tokens 256,512,1024,2048}: tokens per step (sequences of 256 tokens, B = tokens / 256).</li>
+ *   <li>{@code --erc}: keeps the ERC loss on (the default table runs with ERC and the output z-loss off).</li>
+ *   <li>{@code --no-forward}: only the training-step row.</li>
+ * </ul>
  */
 public final class StepBench {
     private StepBench() {
@@ -32,13 +45,22 @@ public final class StepBench {
         int steps = 5;
         String[] backends = {"java"};
         java.util.List<String> configs = new java.util.ArrayList<>();
+        int[] expertSweep = null;
+        int[] tokenSweep = {8 * 256};
         for (int i = 0; i < args.length; i++) {
             if (args[i].equals("--steps")) steps = Integer.parseInt(args[++i]);
+            else if (args[i].equals("--phases")) PHASES = true;
+            else if (args[i].equals("--erc")) ERC = true;
+            else if (args[i].equals("--no-forward")) FORWARD = false;
+            else if (args[i].equals("--experts")) expertSweep = ints(args[++i]);
+            else if (args[i].equals("--tokens")) tokenSweep = ints(args[++i]);
             else if (args[i].equals("--backends")) backends = args[++i].split(",");
             else if (args[i].equals("--warmup")) WARMUP = Integer.parseInt(args[++i]);
             else configs.add(args[i]);
         }
         if (configs.isEmpty()) configs = java.util.List.of("small", "bench");
+        // before any engine class loads: PhaseTimer.ON is a static final read once
+        if (PHASES) System.setProperty("moe4j.phaseTimes", "true");
         WorkerPool pool = WorkerPool.common();
         double peak = fmaPeak(pool);
         System.out.printf(Locale.ROOT, "FP32 FMA peak, %d threads: %.1f GFLOP/s (JDK %s)%n", pool.threads(), peak,
@@ -52,9 +74,80 @@ public final class StepBench {
         System.out.println("| config | GEMM | phase | tokens/s | ms/step | model GFLOP/s | % of peak | heap B/step |");
         System.out.println("|---|---|---|---:|---:|---:|---:|---:|");
         for (String name : configs) {
-            ModelConfig c = name.equals("bench") ? ModelConfig.bench() : ModelConfig.small();
-            for (Gemm g : gemms) run(name, c, 8, 256, steps, pool, g, peak);
+            ModelConfig base = name.equals("bench") ? ModelConfig.bench() : ModelConfig.small();
+            int[] es = expertSweep == null ? new int[] {base.experts()} : expertSweep;
+            for (int E : es) {
+                ModelConfig c = E == base.experts() ? base : withExperts(base, E);
+                String label = expertSweep == null ? name : name + " E" + E;
+                for (int tokens : tokenSweep) {
+                    int T = Math.min(256, tokens), B = tokens / T;
+                    if (B * T != tokens) throw new IllegalArgumentException("--tokens " + tokens + ": need a multiple of 256");
+                    String l = tokenSweep.length == 1 && tokens == 2048 ? label : label + " N" + tokens;
+                    for (Gemm g : gemms) run(l, c, B, T, steps, pool, g, peak);
+                }
+            }
         }
+        if (PHASES) printPhases();
+    }
+
+    static boolean PHASES, ERC, FORWARD = true;
+
+    static int[] ints(String list) {
+        return java.util.Arrays.stream(list.split(",")).mapToInt(Integer::parseInt).toArray();
+    }
+
+    /** The config with E experts (none shared), k and expert width unchanged: the same active FLOPs per token. */
+    static ModelConfig withExperts(ModelConfig c, int E) {
+        return new ModelConfig(c.vocab(), c.d(), c.layers(), c.heads(), c.kvHeads(), E, 0, c.k(), c.expertHidden(),
+                c.ropeTheta(), c.qkNorm(), c.normEps(), c.maxSeq(), c.eosId(), c.routing(), c.loss());
+    }
+
+    private static final java.util.List<String> PHASE_TABLES = new java.util.ArrayList<>();
+
+    /**
+     * Records the phase times of the timed training steps of one run: % of the step, ms per step, and GFLOP/s for
+     * the phases that are matmuls (forward FLOPs as in {@link #forwardFlopsPerToken}, backward twice that).
+     */
+    static void recordPhases(String name, ModelConfig c, int B, int T, int steps, double peak) {
+        int N = B * T, d = c.d(), qw = c.heads() * c.headSize(), kw = c.kvHeads() * c.headSize();
+        double attn = c.layers() * N * (2.0 * d * (qw + 2 * kw) + 2.0 * qw * d + 2.0 * 2 * qw * (T + 1) / 2.0);
+        double router = c.layers() * N * 2.0 * d * c.experts();
+        double experts = c.layers() * N * (double) c.k() * 6.0 * d * c.expertHidden();
+        double head = N * 2.0 * d * c.vocab();
+        long total = 0;
+        for (PhaseTimer.Phase p : PhaseTimer.Phase.values()) total += PhaseTimer.nanos(p);
+        StringBuilder sb = new StringBuilder();
+        sb.append(String.format(Locale.ROOT, "%n### %s, B %d x T %d: %.1f ms per training step, FMA peak %.1f GFLOP/s%n%n",
+                name, B, T, total * 1e-6 / steps, peak));
+        sb.append("| phase | % of step | ms/step | GFLOP/s | % of peak |").append(System.lineSeparator());
+        sb.append("|---|---:|---:|---:|---:|").append(System.lineSeparator());
+        for (PhaseTimer.Phase p : PhaseTimer.Phase.values()) {
+            long ns = PhaseTimer.nanos(p);
+            if (ns == 0) continue;
+            double flop = switch (p) {
+                case ATTENTION -> attn;
+                case ATTENTION_BWD -> 2 * attn;
+                case ROUTER_GEMM -> router;
+                case EXPERTS -> experts;
+                case EXPERTS_BWD -> 2 * experts;
+                case HEAD -> head;
+                case HEAD_BWD -> 2 * head;
+                default -> 0;
+            };
+            double sec = ns * 1e-9 / steps;
+            String gf = flop == 0 ? "" : String.format(Locale.ROOT, "%.1f | %.0f%%", flop / sec / 1e9,
+                    100 * flop / sec / 1e9 / peak);
+            sb.append(String.format(Locale.ROOT, "| %s | %.1f%% | %.1f | %s |%n", p.label, 100.0 * ns / total,
+                    sec * 1e3, flop == 0 ? " | " : gf));
+        }
+        PHASE_TABLES.add(sb.toString());
+    }
+
+    static void printPhases() {
+        System.out.println();
+        System.out.println("Per-phase wall time of the timed training steps (the router GEMM row includes the MoE "
+                + "RMSNorm; the backward router row includes both router GEMMs and the RMSNorm backward):");
+        for (String t : PHASE_TABLES) System.out.print(t);
     }
 
     /** Forward matmul FLOPs per token of a sequence of T tokens (attention over T/2 keys on average). */
@@ -69,7 +162,7 @@ public final class StepBench {
     }
 
     static void run(String name, ModelConfig c, int B, int T, int steps, WorkerPool pool, Gemm gemm, double peak) {
-        c = c.withLoss(new org.moe4j.engine.config.LossWeights(c.loss().lb(), c.loss().routerZ(), 0.0, 0.0));
+        if (!ERC) c = c.withLoss(new org.moe4j.engine.config.LossWeights(c.loss().lb(), c.loss().routerZ(), 0.0, 0.0));
         int[] tokens = new int[B * T];
         SyntheticCorpus src = new SyntheticCorpus(c.vocab(), c.eosId(), 4, 4, 1);
         try (MoeModel m = new MoeModel(c).initRandom(1);
@@ -78,15 +171,19 @@ public final class StepBench {
             src.next(tokens, B, T);
             tr.setBatch(tokens, B, T);
             Runnable train = () -> {
+                PhaseTimer.enter(PhaseTimer.Phase.OPTIMIZER);
                 m.zeroGrads();
                 tr.forward();
                 tr.backward();
+                PhaseTimer.enter(PhaseTimer.Phase.OPTIMIZER);
                 opt.step(1e-4, 1.0, 1);
+                PhaseTimer.stop();
             };
             Runnable fwd = tr::forward;
             double flopTok = forwardFlopsPerToken(c, T);
             report(name + " | " + gemm.name(), "train step", train, steps, B * T, 3 * flopTok, peak);
-            report(name + " | " + gemm.name(), "forward", fwd, steps, B * T, flopTok, peak);
+            if (PHASES) recordPhases(name + " | " + gemm.name(), c, B, T, steps, peak);
+            if (FORWARD) report(name + " | " + gemm.name(), "forward", fwd, steps, B * T, flopTok, peak);
         }
     }
 
@@ -95,6 +192,7 @@ public final class StepBench {
         long probe0 = allocatedBytes();
         long bytes0 = allocatedBytes();
         long probe = bytes0 - probe0; // what one reading of the counters allocates itself
+        PhaseTimer.reset();
         long t0 = System.nanoTime();
         for (int i = 0; i < steps; i++) step.run();
         long ns = System.nanoTime() - t0;

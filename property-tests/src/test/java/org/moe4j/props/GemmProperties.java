@@ -13,6 +13,7 @@ import net.jqwik.api.constraints.IntRange;
 import net.jqwik.api.lifecycle.AfterContainer;
 import org.junit.jupiter.api.Test;
 import org.moe4j.reference.RefGemm;
+import org.moe4j.simd.GemmGroups;
 import org.moe4j.simd.JavaGemm;
 import org.moe4j.simd.Tensor;
 import org.moe4j.simd.WorkerPool;
@@ -172,5 +173,98 @@ class GemmProperties {
                 assertEquals(exp[i], out[i], 0.0, "C element " + i);
             }
         }
+    }
+
+    /**
+     * Grouped GEMM (one product per expert, each on one thread, big groups split over all threads): random batches
+     * of 1..12 groups with their own m, n, k (0 included, one group sometimes far larger than the rest, as a
+     * popular expert is), every transpose, one shared alpha and beta, groups at gaps in shared segments. C must be
+     * bit-identical to one {@code sgemm} call per group (on 1 thread and on 2 and 3), each group must match the
+     * float64 twin, and the floats between groups must stay untouched.
+     */
+    @Property(tries = 60)
+    void groupedMatchesOneCallPerGroup(@ForAll @IntRange(min = 1, max = 12) int groups, @ForAll boolean transA,
+                                       @ForAll boolean transB, @ForAll boolean oneBig, @ForAll long seed) {
+        Random rnd = new Random(seed);
+        int[] m = new int[groups], n = new int[groups], k = new int[groups];
+        for (int g = 0; g < groups; g++) {
+            m[g] = rnd.nextInt(8) == 0 ? 0 : 1 + rnd.nextInt(70);
+            n[g] = 1 + rnd.nextInt(70);
+            k[g] = rnd.nextInt(10) == 0 ? 0 : 1 + rnd.nextInt(90);
+        }
+        if (oneBig) {
+            int g = rnd.nextInt(groups);
+            m[g] = 150 + rnd.nextInt(150);
+            n[g] = 60 + rnd.nextInt(60);
+            k[g] = 200 + rnd.nextInt(100);
+        }
+        int lda = 0, ldb = 0, ldc = 0;
+        for (int g = 0; g < groups; g++) {
+            lda = Math.max(lda, transA ? m[g] : k[g]);
+            ldb = Math.max(ldb, transB ? k[g] : n[g]);
+            ldc = Math.max(ldc, n[g]);
+        }
+        lda += 1 + rnd.nextInt(3);
+        ldb += 1 + rnd.nextInt(3);
+        ldc += 1 + rnd.nextInt(3);
+        long[] aOff = new long[groups], bOff = new long[groups], cOff = new long[groups];
+        long aLen = 0, bLen = 0, cLen = 0;
+        for (int g = 0; g < groups; g++) {
+            aOff[g] = aLen + rnd.nextInt(5);
+            aLen = aOff[g] + (long) Math.max(1, transA ? k[g] : m[g]) * lda;
+            bOff[g] = bLen + rnd.nextInt(5);
+            bLen = bOff[g] + (long) Math.max(1, transB ? n[g] : k[g]) * ldb;
+            cOff[g] = cLen + rnd.nextInt(5);
+            cLen = cOff[g] + (long) Math.max(1, m[g]) * ldc;
+        }
+        float alpha = rnd.nextBoolean() ? 1f : (float) (rnd.nextGaussian());
+        float beta = rnd.nextInt(3) == 0 ? 0f : rnd.nextBoolean() ? 1f : (float) rnd.nextGaussian();
+        float[] a = randoms(rnd, (int) aLen), b = randoms(rnd, (int) bLen), c0 = randoms(rnd, (int) cLen);
+        try (Arena arena = Arena.ofShared()) {
+            MemorySegment sa = arena.allocate(aLen * 4, 64), sb = arena.allocate(bLen * 4, 64);
+            MemorySegment sc = arena.allocate(cLen * 4, 64);
+            MemorySegment.copy(a, 0, sa, Tensor.FLOAT, 0, a.length);
+            MemorySegment.copy(b, 0, sb, Tensor.FLOAT, 0, b.length);
+            // one call per group on one thread: the reference bits
+            MemorySegment.copy(c0, 0, sc, Tensor.FLOAT, 0, c0.length);
+            JavaGemm one = new JavaGemm(POOL1);
+            for (int g = 0; g < groups; g++) {
+                one.sgemm(transA, transB, m[g], n[g], k[g], alpha, sa, aOff[g], lda, sb, bOff[g], ldb, beta, sc,
+                        cOff[g], ldc);
+            }
+            float[] expected = KernelsSupport.read(sc, 0, (int) cLen);
+            for (int g = 0; g < groups; g++) {
+                double[] twin = RefGemm.gemm(transA, transB, m[g], n[g], k[g], alpha, a, (int) aOff[g], lda, b,
+                        (int) bOff[g], ldb, beta, c0, (int) cOff[g], ldc);
+                double maxA = 0, maxB = 0;
+                for (float v : a) maxA = Math.max(maxA, Math.abs(v));
+                for (float v : b) maxB = Math.max(maxB, Math.abs(v));
+                for (int i = 0; i < m[g]; i++) {
+                    for (int j = 0; j < n[g]; j++) {
+                        int idx = (int) cOff[g] + i * ldc + j;
+                        double tol = 1e-5 * (Math.sqrt(k[g]) + 1) * maxA * maxB * Math.abs(alpha)
+                                + 1e-6 * Math.abs(beta * c0[idx]) + 1e-30;
+                        if (!(Math.abs(expected[idx] - twin[i * n[g] + j]) <= tol)) {
+                            fail("group " + g + " C[" + i + ", " + j + "] = " + expected[idx] + ", twin "
+                                    + twin[i * n[g] + j]);
+                        }
+                    }
+                }
+            }
+            for (WorkerPool pool : new WorkerPool[] {POOL1, POOL2, POOL3}) {
+                MemorySegment.copy(c0, 0, sc, Tensor.FLOAT, 0, c0.length);
+                GemmGroups gr = new GemmGroups(groups).clear(transA, transB, alpha, sa, lda, sb, ldb, beta, sc, ldc);
+                for (int g = 0; g < groups; g++) gr.add(m[g], n[g], k[g], aOff[g], bOff[g], cOff[g]);
+                new JavaGemm(pool).sgemmGrouped(gr);
+                assertArrayEquals(expected, KernelsSupport.read(sc, 0, (int) cLen),
+                        "grouped on " + pool.threads() + " threads vs one sgemm per group");
+            }
+        }
+    }
+
+    private static float[] randoms(Random rnd, int n) {
+        float[] x = new float[n];
+        for (int i = 0; i < n; i++) x[i] = (float) rnd.nextGaussian();
+        return x;
     }
 }

@@ -22,6 +22,15 @@ public interface Gemm {
                MemorySegment b, long bOffset, int ldb,
                float beta, MemorySegment c, long cOffset, int ldc);
 
+    /**
+     * Runs every group of {@code groups} (independent products, see {@link GemmGroups}); C holds each group's
+     * {@link #sgemm} result, to the bit. This default runs them one after another; the Java backend spreads small
+     * groups over its threads, one whole group per thread, instead of splitting each small product.
+     */
+    default void sgemmGrouped(GemmGroups groups) {
+        for (int g = 0; g < groups.count(); g++) groups.runOne(this, g);
+    }
+
     /** Tensor form for whole 2-D tensors: C[m,n] = alpha * op(A) * op(B) + beta * C. */
     default void sgemm(boolean transA, boolean transB, float alpha, Tensor a, Tensor b, float beta, Tensor c) {
         int m = transA ? a.dim(1) : a.dim(0);

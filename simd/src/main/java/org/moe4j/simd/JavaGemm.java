@@ -36,7 +36,18 @@ public final class JavaGemm implements Gemm {
             throw new Moe4jException("JavaGemm: pool must not be null");
         }
         this.pool = pool;
+        partTasks = new GemmKernel.Task[pool.threads()];
+        for (int i = 0; i < partTasks.length; i++) {
+            partTasks[i] = new GemmKernel.Task();
+        }
+        partStart = new int[pool.threads() + 1];
     }
+
+    /** Grouped calls: one task per part (a contiguous run of small groups), the part boundaries, the busy flag. */
+    private final GemmKernel.Task[] partTasks;
+    private final int[] partStart;
+    private final GroupTask groupTask = new GroupTask();
+    private final AtomicBoolean groupedBusy = new AtomicBoolean();
 
     @Override
     public String name() {
@@ -67,6 +78,104 @@ public final class JavaGemm implements Gemm {
             task.clear();
             if (own) {
                 sharedBusy.set(false);
+            }
+        }
+    }
+
+    /**
+     * Small groups run whole, one part of consecutive groups per thread (each group on one thread, packing its A
+     * once and with no hand-off per group); a group bigger than {@code 1 / (8 * threads)} of the batch's m n k runs
+     * as one ordinary call split over every thread, before the others, so one large expert cannot leave a thread
+     * idle. Either way a group runs the same kernels over the same K blocks as {@link #sgemm}, whose result does not
+     * depend on how it is split (see {@link GemmKernel}): C is bit-identical to one sgemm call per group.
+     */
+    @Override
+    public void sgemmGrouped(GemmGroups gr) {
+        int count = gr.count();
+        for (int g = 0; g < count; g++) {
+            GemmKernel.checkArgs(gr.transA, gr.transB, gr.m[g], gr.n[g], gr.k[g], gr.a, gr.aOff[g], gr.lda, gr.b,
+                    gr.bOff[g], gr.ldb, gr.c, gr.cOff[g], gr.ldc);
+        }
+        int threads = pool.threads();
+        if (threads == 1 || count < 2 || !groupedBusy.compareAndSet(false, true)) {
+            Gemm.super.sgemmGrouped(gr);
+            return;
+        }
+        try {
+            long total = 0;
+            for (int g = 0; g < count; g++) {
+                total += gr.volume(g);
+            }
+            long big = total / (8L * threads);
+            long small = 0;
+            for (int g = 0; g < count; g++) {
+                if (gr.volume(g) > big) {
+                    gr.runOne(this, g);
+                } else {
+                    small += gr.volume(g);
+                }
+            }
+            if (small == 0) { // only k == 0 or empty groups left: C = beta C, nothing to spread
+                for (int g = 0; g < count; g++) {
+                    if (gr.volume(g) <= big) {
+                        gr.runOne(this, g);
+                    }
+                }
+                return;
+            }
+            // part w: the small groups from the first whose running volume reaches small * w / threads
+            partStart[0] = 0;
+            int w = 1;
+            long run = 0;
+            for (int g = 0; g < count && w < threads; g++) {
+                if (gr.volume(g) > big) {
+                    continue;
+                }
+                while (w < threads && run >= small * w / threads) {
+                    partStart[w++] = g;
+                }
+                run += gr.volume(g);
+            }
+            while (w <= threads) {
+                partStart[w++] = count;
+            }
+            groupTask.groups = gr;
+            groupTask.big = big;
+            pool.parallelFor(threads, groupTask);
+        } finally {
+            groupTask.groups = null;
+            groupedBusy.set(false);
+        }
+    }
+
+    private final class GroupTask implements WorkerPool.RangeTask {
+        GemmGroups groups;
+        long big;
+
+        @Override
+        public void run(int p0, int p1, int worker) {
+            GemmGroups gr = groups;
+            for (int part = p0; part < p1; part++) {
+                GemmKernel.Task task = partTasks[part];
+                try {
+                    for (int g = partStart[part]; g < partStart[part + 1]; g++) {
+                        int m = gr.m[g];
+                        int n = gr.n[g];
+                        int k = gr.k[g];
+                        if (gr.volume(g) > big || m == 0 || n == 0) {
+                            continue;
+                        }
+                        if (k == 0) {
+                            GemmKernel.scale(m, n, gr.beta, gr.c, gr.cOff[g], gr.ldc);
+                            continue;
+                        }
+                        task.set(gr.transA, gr.transB, m, n, k, gr.alpha, gr.a, gr.aOff[g], gr.lda, gr.b, gr.bOff[g],
+                                gr.ldb, gr.beta, gr.c, gr.cOff[g], gr.ldc, 1);
+                        task.run(0, 1, worker);
+                    }
+                } finally {
+                    task.clear();
+                }
             }
         }
     }

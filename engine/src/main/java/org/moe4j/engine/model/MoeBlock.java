@@ -34,7 +34,7 @@ final class MoeBlock {
             a13 = x.ws.allocate(p + "expertGateUp", slots, 2 * x.hid);
             act = x.ws.allocate(p + "expertAct", slots, x.hid);
             ye = x.ws.allocate(p + "expertOut", slots, x.d);
-            router = new Router(x.c, l, maxN, x.maxSeqs);
+            router = new Router(x.c, l, maxN, x.maxSeqs, x.pool);
             routing = router.newRouting();
             rowOfSlot = new int[slots];
         }
@@ -53,7 +53,7 @@ final class MoeBlock {
             act = share.act;
             ye = share.ye;
             rowOfSlot = share.rowOfSlot;
-            router = new Router(x.c, l, x.maxN, x.maxSeqs);
+            router = new Router(x.c, l, x.maxN, x.maxSeqs, x.pool);
             routing = router.newRouting();
         }
 
@@ -110,21 +110,26 @@ final class MoeBlock {
         Batch b = x.batch;
         int N = b.N, d = x.d, E = this.E;
         MemorySegment xn2 = a.xn2.segment();
+        PhaseTimer.enter(PhaseTimer.Phase.ROUTER_GEMM);
         x.ops.rmsNorm(h, 0, x.P, wNorm2, xn2, 0, a.rstd2.segment(), 0, d, x.eps, N);
         x.linearF32(N, E, d, xn2, 0, d, wr, 0f, a.rlogits.segment(), 0, E);
         Routing r = a.routing;
         if (VectorOps.firstNonFinite(a.rlogits.segment(), 0, (long) N * E) >= 0)
             throw new NonFiniteException(x.nonFiniteReport.get());
+        PhaseTimer.enter(PhaseTimer.Phase.ROUTER);
         a.router.forward(a.rlogits, N, b.seqStart, b.B, b.tokens, ctl, r);
         int kTot = r.kTot(), S = r.keptSlots();
         if (kTot > x.kTotMax)
             throw new Moe4jException("layer " + l + ": routing picked k' = " + r.kRouted() + " experts per token, this "
                     + "runner was built for at most " + (x.kTotMax - x.shared) + " (pass maxRoutedK)");
+        PhaseTimer.enter(PhaseTimer.Phase.DISPATCH);
         int[] rowOfSlot = a.rowOfSlot;
         Arrays.fill(rowOfSlot, 0, N * kTot, -1);
         for (int i = 0; i < S; i++) rowOfSlot[r.perm[i]] = i;
         x.ops.gather(xn2, a.xe.segment(), r.perm, kTot, d, S);
+        PhaseTimer.enter(PhaseTimer.Phase.EXPERTS);
         x.experts.forward(slots); // xe -> ye; locally runExperts over every expert
+        PhaseTimer.enter(PhaseTimer.Phase.DISPATCH);
         MemorySegment.copy(h, 0, out, 0, (long) N * d * 4);
         x.ops.combine(a.ye.segment(), out, rowOfSlot, r.gate, kTot, d, N);
     }
@@ -161,13 +166,17 @@ final class MoeBlock {
         int kTot = r.kTot(), S = r.keptSlots();
         MemorySegment dxs = x.dx.segment(), ye = a.ye.segment(), dyes = x.dye.segment();
         // MoE: y = h + Σ g·ye
+        PhaseTimer.enter(PhaseTimer.Phase.DISPATCH_BWD);
         x.ops.combineBackward(ye, dxs, dyes, r.perm, r.gate, x.dGate, kTot, d, S);
+        PhaseTimer.enter(PhaseTimer.Phase.EXPERTS_BWD);
         x.experts.backward(slots); // dye -> dxe (in dye's place), expert weight gradients; locally runExpertsBackward
         MemorySegment dxe = dyes;
+        PhaseTimer.enter(PhaseTimer.Phase.DISPATCH_BWD);
         MemorySegment dxn2 = x.tmp.segment();
         VectorOps.zero(dxn2, 0, (long) N * d);
         x.ops.scatterAdd(dxe, dxn2, a.rowOfSlot, kTot, d, N);
         // router: gates, load balance, z-loss
+        PhaseTimer.enter(PhaseTimer.Phase.ROUTER_BWD);
         float[] dLogits = x.dLogits;
         a.router.backward(r, x.dGate, dLogits);
         a.router.loadBalanceBackward(r, x.c.routing().lbScope(), w.lb() / L, dLogits);
@@ -177,7 +186,11 @@ final class MoeBlock {
         MemorySegment xn2 = a.xn2.segment();
         x.gemm.sgemm(true, false, E, d, N, 1f, dlog, 0, E, xn2, 0, d, 1f, G, wr, d);
         x.gemm.sgemm(false, false, N, d, E, 1f, dlog, 0, E, P, wr, d, 1f, dxn2, 0, d);
-        if (ercOn) erc.backward(w.erc() / L, x.experts.ercExpertScale(), P, G, wr, w13);
+        if (ercOn) {
+            PhaseTimer.enter(PhaseTimer.Phase.ERC_BWD);
+            erc.backward(w.erc() / L, x.experts.ercExpertScale(), P, G, wr, w13);
+            PhaseTimer.enter(PhaseTimer.Phase.ROUTER_BWD);
+        }
         x.ops.rmsNormBackward(dxn2, 0, h, 0, P, wNorm2, a.rstd2.segment(), 0, dxs, 0, true, G, wNorm2, d, N);
     }
 

@@ -237,13 +237,16 @@ public final class MoeTransformer implements AutoCloseable {
         Batch b = x.batch;
         int N = b.N, B = b.B;
         if (N == 0) throw new Moe4jException("forward: no batch set");
+        PhaseTimer.enter(PhaseTimer.Phase.EMBED);
         Embedding.forward(P, embOff, V, b.tokens, xs[0].segment(), 0, d, 0, N);
         double lbSum = 0, zSum = 0, ercSum = 0, epsSum = 0;
         LossWeights w = c.loss();
         for (int l = 0; l < L; l++) {
+            PhaseTimer.enter(PhaseTimer.Phase.ATTENTION);
             attn[l].forward(xs[l].segment(), null);
             MoeBlock moe = this.moe[l];
             moe.forward(attn[l].a.hres.segment(), xs[l + 1].segment(), controls[l]);
+            PhaseTimer.enter(PhaseTimer.Phase.ROUTER);
             Routing r = moe.routing();
             LbScope scope = c.routing().lbScope();
             stats.lb[l] = moe.a.router.loadBalanceLoss(r, scope);
@@ -259,6 +262,7 @@ public final class MoeTransformer implements AutoCloseable {
             stats.loadMin[l] = sum == 0 ? 0 : (double) min / sum;
             stats.loadMax[l] = sum == 0 ? 0 : (double) max / sum;
             if (ercOn) {
+                PhaseTimer.enter(PhaseTimer.Phase.ERC);
                 int n = 0;
                 for (int e = r.keptRouted.nextMember(0); e >= 0; e = r.keptRouted.nextMember(e + 1)) moe.keptList[n++] = e;
                 stats.erc[l] = moe.erc.forward(P, moe.wr, moe.w13, moe.keptList, n, ercRng);
@@ -275,9 +279,11 @@ public final class MoeTransformer implements AutoCloseable {
             }
         }
         Tensor xL = xs[L];
+        PhaseTimer.enter(PhaseTimer.Phase.HEAD);
         x.ops.rmsNorm(xL.segment(), 0, P, finalNormOff, xf.segment(), 0, rstdf.segment(), 0, d, x.eps, N);
         x.linear(N, V, d, xf.segment(), 0, d, lmOff, 0f, logits.segment(), 0, V);
         int labels = N - B;
+        PhaseTimer.enter(PhaseTimer.Phase.CE);
         double ceSum = x.ops.crossEntropy(logits.segment(), b.targetSeg, lseV.segment(), V, N);
         double zOut = org.moe4j.simd.CrossEntropy.zLossSum(lseV.segment(), 0, b.targetSeg, 0, -1, 0, N);
         stats.tokens = N;
@@ -290,6 +296,7 @@ public final class MoeTransformer implements AutoCloseable {
         stats.ercMean = ercOn ? ercSum / L : Double.NaN;
         stats.total = stats.ce + w.outputZ() * stats.outZ + w.lb() * stats.lbMean + w.routerZ() * stats.zMean
                 + (ercOn ? w.erc() * stats.ercMean : 0);
+        PhaseTimer.stop();
         if (!Double.isFinite(stats.total)) throw new NonFiniteException(firstNonFinite());
         return stats.total;
     }
@@ -303,7 +310,9 @@ public final class MoeTransformer implements AutoCloseable {
         int N = b.N, labels = N - b.B;
         float scale = labels == 0 ? 0f : 1f / labels;
         MemorySegment lg = logits.segment();
+        PhaseTimer.enter(PhaseTimer.Phase.CE_BWD);
         x.ops.crossEntropyBackward(lg, b.targetSeg, lseV.segment(), scale, (float) w.outputZ(), V, N);
+        PhaseTimer.enter(PhaseTimer.Phase.HEAD_BWD);
         x.gemm.sgemm(true, false, V, d, N, 1f, lg, 0, V, xf.segment(), 0, d, 1f, G, lmOff, d);
         x.gemm.sgemm(false, false, N, d, V, 1f, lg, 0, V, P, lmOff, d, 0f, x.tmp.segment(), 0, d);
         x.ops.rmsNormBackward(x.tmp.segment(), 0, xs[L].segment(), 0, P, finalNormOff, rstdf.segment(), 0,
@@ -313,13 +322,16 @@ public final class MoeTransformer implements AutoCloseable {
         if (gl != null) gl.ready(finalNormOff, total - finalNormOff);
         for (int l = L - 1; l >= 0; l--) {
             moe[l].backward(attn[l].a.hres.segment(), w, ercOn);
+            PhaseTimer.enter(PhaseTimer.Phase.ATTENTION_BWD);
             attn[l].backward(xs[l].segment());
             if (gl != null) gl.ready(layerStart[l], layerStart[l + 1] - layerStart[l]);
         }
         // embedding: scatter-add over columns split across workers (repeated ids never race)
         embTask.dx = x.dx.segment();
+        PhaseTimer.enter(PhaseTimer.Phase.EMBED_BWD);
         x.pool.parallelFor(d, embTask);
         if (gl != null) gl.ready(0, layerStart[0]);
+        PhaseTimer.stop();
     }
 
     private final class EmbeddingGrad implements WorkerPool.RangeTask {

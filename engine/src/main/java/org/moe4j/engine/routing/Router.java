@@ -6,6 +6,7 @@ import org.moe4j.engine.config.LbScope;
 import org.moe4j.engine.config.ModelConfig;
 import org.moe4j.simd.DType;
 import org.moe4j.simd.Tensor;
+import org.moe4j.simd.WorkerPool;
 
 /**
  * The routing pipeline of one MoE layer over T tokens (DESIGN.md "Routing is one pipeline", ALGORITHMS.md
@@ -20,6 +21,10 @@ import org.moe4j.simd.Tensor;
  *
  * <p>Transcendentals are {@code StrictMath}: {@code Math.exp} may give other bits once compiled, and a routing decision
  * must not depend on JIT state. One Router holds scratch for one thread; every call after construction allocates nothing on the heap.
+ * Given a {@link WorkerPool}, the per-token parts (softmax, top-k and gates in the forward; the gate, load-balance and
+ * z-loss backward) run over the pool's threads in token blocks, each thread with its own scratch: every token's
+ * result is computed by the same code in the same order whatever the block or thread, so the bits do not depend on
+ * the thread count.
  * Loss and backward methods read what {@link #forward} stored in the {@link Routing}.
  * ERC (expert–router coupling) needs the expert weights and lives with the MoE layer, not here.
  */
@@ -31,12 +36,26 @@ public final class Router {
     private final int[] count;
     private final int[] mark;
     private final int[] docsAround = new int[2];
-    private int stamp;
     // [maxTokens, E], the logits copied off-heap -> heap by forward(Tensor, ...)
     private final float[] logitBuf;
+    /** Null: every token on the caller. Else per-worker scratch for the token-parallel parts. */
+    private final WorkerPool pool;
+    private final double[][] accW;
+    private final int[][] markW;
+    private final int[] stampW;
+    private final SelectTask selectTask;
+    private final BackwardTask backwardTask;
+    /** Below this many T·E logits a call stays on the caller thread (waking the workers costs more). */
+    static final int PARALLEL_MIN_LOGITS = 16_384;
 
     public Router(int experts, int shared, boolean normalizeTopK, boolean softmaxOverAll, int eosId,
                   int maxTokens, int maxSequences) {
+        this(experts, shared, normalizeTopK, softmaxOverAll, eosId, maxTokens, maxSequences, null);
+    }
+
+    /** As the constructor without a pool; with one, the per-token parts run over its threads (same bits). */
+    public Router(int experts, int shared, boolean normalizeTopK, boolean softmaxOverAll, int eosId,
+                  int maxTokens, int maxSequences, WorkerPool pool) {
         if (experts < 1 || shared < 0 || shared >= experts)
             throw new Moe4jException("Router: experts = " + experts + ", shared = " + shared
                     + ": need experts >= 1 and 0 <= shared < experts");
@@ -55,18 +74,101 @@ public final class Router {
         count = new int[experts];
         mark = new int[experts];
         logitBuf = new float[maxTokens * experts];
+        this.pool = pool;
+        int w = pool == null ? 1 : pool.threads();
+        accW = new double[w][];
+        markW = new int[w][];
+        stampW = new int[w];
+        accW[0] = acc;
+        markW[0] = mark;
+        for (int i = 1; i < w; i++) {
+            accW[i] = new double[experts];
+            markW[i] = new int[experts];
+        }
+        selectTask = new SelectTask();
+        backwardTask = new BackwardTask();
     }
 
     /** A router for one layer of this model, for up to maxTokens tokens in up to maxSequences routing groups. */
     public Router(ModelConfig c, int maxTokens, int maxSequences) {
+        this(c, maxTokens, maxSequences, null);
+    }
+
+    /** As {@link #Router(ModelConfig, int, int)}, the per-token parts over {@code pool}'s threads (null: none). */
+    public Router(ModelConfig c, int maxTokens, int maxSequences, WorkerPool pool) {
         this(c.experts(), c.sharedExperts(), c.routing().normalizeTopK(), c.routing().softmaxOverAll(), c.eosId(),
-                maxTokens, maxSequences);
+                maxTokens, maxSequences, pool);
+    }
+
+    /** Runs task over [0, T) token indices: on the pool when there is one and the job is big enough. */
+    private void forTokens(int T, WorkerPool.RangeTask task) {
+        if (pool == null || (long) T * experts < PARALLEL_MIN_LOGITS) task.run(0, T, 0);
+        else pool.parallelFor(T, task);
+    }
+
+    /** selectToken over a block of tokens, with the executing worker's scratch. */
+    private final class SelectTask implements WorkerPool.RangeTask {
+        float[] logits;
+        int kp, kTot;
+        ExpertSet kept;
+        Routing out;
+
+        @Override
+        public void run(int t0, int t1, int worker) {
+            double[] a = accW[worker];
+            int[] mk = markW[worker];
+            for (int t = t0; t < t1; t++) {
+                stampW[worker] = selectToken(logits, t, kp, kTot, out.pool[out.docOfToken[t]], kept, out, a, mk,
+                        stampW[worker]);
+            }
+        }
+    }
+
+    /** One of the per-token backward parts over a block of tokens: gates (overwrites), load balance, z-loss (add). */
+    private final class BackwardTask implements WorkerPool.RangeTask {
+        Routing r;
+        float[] dGate, dLogits;
+        double[] lbCoef;
+        double zWeight;
+        boolean gates, lb, z;
+        /** The first token of the range (a LOCAL load-balance group). */
+        int base;
+
+        @Override
+        public void run(int t0, int t1, int worker) {
+            t0 += base;
+            t1 += base;
+            if (gates) gateBackward(r, dGate, dLogits, t0, t1, accW[worker]);
+            if (lb) for (int t = t0; t < t1; t++) softmaxBackwardAdd(r, t, lbCoef, dLogits);
+            if (z) zLossBackward(r, zWeight, dLogits, t0, t1);
+        }
+
+        void start(Routing r, float[] dLogits, boolean gates, boolean lb, boolean z) {
+            this.r = r;
+            this.dLogits = dLogits;
+            this.gates = gates;
+            this.lb = lb;
+            this.z = z;
+            base = 0;
+        }
+
+        void clear() {
+            r = null;
+            dGate = null;
+            dLogits = null;
+            lbCoef = null;
+        }
     }
 
     /** A router for layer {@code layer} of this model: its own E_l experts (a pruned layer may keep fewer). */
     public Router(ModelConfig c, int layer, int maxTokens, int maxSequences) {
+        this(c, layer, maxTokens, maxSequences, null);
+    }
+
+    /** As {@link #Router(ModelConfig, int, int, int)}, the per-token parts over {@code pool}'s threads (null: none). */
+    public Router(ModelConfig c, int layer, int maxTokens, int maxSequences, WorkerPool pool) {
         this(c.experts(layer), c.sharedExperts(), c.routing().normalizeTopK(), c.routing().softmaxOverAll(), c.eosId(),
-                maxTokens, maxSequences);
+                maxTokens, maxSequences, pool);
     }
 
     /** A result buffer sized for this router; keep one per layer (backward reads it). */
@@ -149,7 +251,19 @@ public final class Router {
 
         if (replicatedDraws) for (int i = 0; i < docsAround[1]; i++) ctl.rng.nextInt(ctl.poolMin, ctl.poolMax);
 
-        for (int t = 0; t < T; t++) selectToken(logits, t, kp, kTot, out.pool[out.docOfToken[t]], kept, out);
+        SelectTask st = selectTask;
+        st.logits = logits;
+        st.kp = kp;
+        st.kTot = kTot;
+        st.kept = kept;
+        st.out = out;
+        try {
+            forTokens(T, st);
+        } finally {
+            st.logits = null;
+            st.kept = null;
+            st.out = null;
+        }
 
         applyCapacity(out, ctl.capacityFactor);
         group(out);
@@ -204,8 +318,12 @@ public final class Router {
         }
     }
 
-    /** Softmax over the domain into prob/lse, top-k' among allowed, gates, shared slots. */
-    private void selectToken(float[] logits, int t, int kp, int kTot, ExpertSet allowed, ExpertSet kept, Routing out) {
+    /**
+     * Softmax over the domain into prob/lse, top-k' among allowed, gates, shared slots; acc and mark are the
+     * executing thread's scratch, stamp its last mark stamp. Returns the stamp it used.
+     */
+    private int selectToken(float[] logits, int t, int kp, int kTot, ExpertSet allowed, ExpertSet kept, Routing out,
+                            double[] acc, int[] mark, int stamp) {
         final int E = experts;
         int row = t * E;
         ExpertSet domain = softmaxOverAll ? kept : allowed;
@@ -225,6 +343,10 @@ public final class Router {
         // top-k' among allowed by logit; ties to the lower index (strict > in ascending scan)
         int slot0 = t * kTot;
         int st = ++stamp;
+        if (st == 0) { // wrapped after 2^32 tokens: a stale mark could equal it
+            Arrays.fill(mark, 0);
+            st = ++stamp;
+        }
         int n = Math.min(kp, allowed.size());
         for (int j = 0; j < n; j++) {
             int best = -1;
@@ -251,6 +373,7 @@ public final class Router {
             out.expert[slot0 + kp + j] = routed + j;
             out.gate[slot0 + kp + j] = 1f;
         }
+        return st;
     }
 
     /**
@@ -341,13 +464,26 @@ public final class Router {
      * through the discrete choices, none from dropped or empty slots, none into shared experts' constant gate.
      */
     public void backward(Routing r, float[] dGate, float[] dLogits) {
-        final int E = experts, T = r.tokens, kp = r.kRouted, kTot = r.kTot;
+        final int T = r.tokens, kTot = r.kTot;
         checkGrad(r, dLogits, "backward");
         if (dGate == null || dGate.length < T * kTot)
             throw new Moe4jException("Router.backward: dGate has " + (dGate == null ? 0 : dGate.length)
                     + " floats, expected [T*kTot] = " + (T * kTot));
-        Arrays.fill(dLogits, 0, T * E, 0f);
-        for (int t = 0; t < T; t++) {
+        BackwardTask bt = backwardTask;
+        bt.start(r, dLogits, true, false, false);
+        bt.dGate = dGate;
+        try {
+            forTokens(T, bt);
+        } finally {
+            bt.clear();
+        }
+    }
+
+    /** dLogits rows [t0, t1) = the gate backward of those tokens (overwritten); acc: the thread's scratch [E]. */
+    private void gateBackward(Routing r, float[] dGate, float[] dLogits, int t0, int t1, double[] acc) {
+        final int E = experts, kp = r.kRouted, kTot = r.kTot;
+        Arrays.fill(dLogits, t0 * E, t1 * E, 0f);
+        for (int t = t0; t < t1; t++) {
             int row = t * E, slot0 = t * kTot;
             if (normalizeTopK) {
                 // g = softmax over picked logits: dz_j = g_j (dg_j - Σ g dg)
@@ -416,7 +552,15 @@ public final class Router {
             // dL/dp_{t,e} = w (E'/k') c_e / N², the same for every token of the scope
             double coef = weight / groups * r.routedKept / r.kRouted / (n * n);
             for (int e = 0; e < routed; e++) u[e] = coef * lbCount(r, scope, e, b - a);
-            for (int t = a; t < b; t++) softmaxBackwardAdd(r, t, u, dLogits);
+            BackwardTask bt = backwardTask;
+            bt.start(r, dLogits, false, true, false);
+            bt.lbCoef = u;
+            bt.base = a;
+            try {
+                forTokens(b - a, bt);
+            } finally {
+                bt.clear();
+            }
         }
     }
 
@@ -431,8 +575,19 @@ public final class Router {
     /** dLogits [T, E] += weight · d(zLoss)/dz = weight · 2·lse_t/T · prob_t. */
     public void zLossBackward(Routing r, double weight, float[] dLogits) {
         checkGrad(r, dLogits, "zLossBackward");
+        BackwardTask bt = backwardTask;
+        bt.start(r, dLogits, false, false, true);
+        bt.zWeight = weight;
+        try {
+            forTokens(r.tokens, bt);
+        } finally {
+            bt.clear();
+        }
+    }
+
+    private void zLossBackward(Routing r, double weight, float[] dLogits, int t0, int t1) {
         final int E = experts;
-        for (int t = 0; t < r.tokens; t++) {
+        for (int t = t0; t < t1; t++) {
             double c = weight * 2.0 * r.lse[t] / r.tokens;
             int row = t * E;
             for (int e = 0; e < routed; e++) dLogits[row + e] += (float) (c * r.prob[row + e]);

@@ -142,24 +142,47 @@ class RouterTest {
 
     @Test
     void routingAllocatesNothingAfterWarmUp() {
+        allocatesNothing(256, null);
+    }
+
+    /** The token-parallel path (T·E above the threshold) on a pool of 2: caller and worker allocate nothing. */
+    @Test
+    void threadedRoutingAllocatesNothingAfterWarmUp() {
+        try (org.moe4j.simd.WorkerPool pool = new org.moe4j.simd.WorkerPool(2)) {
+            allocatesNothing(1024, pool);
+        }
+    }
+
+    /** Heap bytes allocated so far by the given threads (reading the counters allocates nothing). */
+    private static long threadBytes(long[] ids) {
+        com.sun.management.ThreadMXBean mx = (com.sun.management.ThreadMXBean) ManagementFactory.getThreadMXBean();
+        long s = 0;
+        for (long id : ids) s += mx.getThreadAllocatedBytes(id);
+        return s;
+    }
+
+    private static void allocatesNothing(int T, org.moe4j.simd.WorkerPool pool) {
         ModelConfig c = ModelConfig.bench().withRouting(new RoutingConfig(true, false, PoolConfig.emo(32),
                 new MatryoshkaConfig(MatryoshkaMode.POWER, 1, 6, 2.0), 1.25, 2.0, LbScope.LOCAL));
-        int T = 256, E = c.experts();
-        Router router = new Router(c, T, 4);
+        int E = c.experts();
+        Router router = new Router(c, T, 4, pool);
         Routing r = router.newRouting();
         Random rnd = new Random(1);
         float[] z = new float[T * E], dGate = new float[T * E], dz = new float[T * E];
         int[] tokens = new int[T];
         for (int i = 0; i < z.length; i++) z[i] = (float) rnd.nextGaussian();
         for (int t = 0; t < T; t++) tokens[t] = rnd.nextInt(20) == 0 ? c.eosId() : 5;
-        int[] seq = {0, 64, 128, 192, 256};
+        int[] seq = {0, T / 4, T / 2, 3 * T / 4, T};
         RoutingControl ctl = RoutingControl.training(c, new RoutingRng(3));
         try (java.lang.foreign.Arena arena = java.lang.foreign.Arena.ofConfined()) {
             org.moe4j.simd.Tensor zt = org.moe4j.simd.Tensor.allocate(arena, T, E).copyFrom(z);
             double sink = 0;
+            // the caller and the pool's workers (the only threads that run routing code)
+            long[] ids = Thread.getAllStackTraces().keySet().stream()
+                    .filter(t -> t == Thread.currentThread() || (pool != null && t.getName().startsWith("moe4j-worker")))
+                    .mapToLong(Thread::threadId).toArray();
             for (int pass = 0; pass < 2; pass++) {
-                com.sun.management.ThreadMXBean mx = (com.sun.management.ThreadMXBean) ManagementFactory.getThreadMXBean();
-                long before = mx.getCurrentThreadAllocatedBytes();
+                long before = threadBytes(ids);
                 for (int i = 0; i < 50; i++) {
                     if ((i & 1) == 0) router.forward(z, T, seq, 4, tokens, ctl, r);
                     else router.forward(zt, T, seq, 4, tokens, ctl, r);
@@ -168,7 +191,7 @@ class RouterTest {
                     router.zLossBackward(r, 0.001, dz);
                     sink += router.loadBalanceLoss(r, LbScope.GLOBAL) + router.zLoss(r);
                 }
-                long bytes = mx.getCurrentThreadAllocatedBytes() - before;
+                long bytes = threadBytes(ids) - before;
                 if (pass == 1) assertTrue(bytes < 1024, "50 routing steps allocated " + bytes + " bytes");
             }
             assertTrue(sink > 0);
