@@ -75,6 +75,9 @@ public final class TrainCommand implements Callable<Integer> {
     @Option(names = "--snapshot-every", defaultValue = "0", paramLabel = "M", description = "with --out: a routing snapshot every M steps (instead of --keep-checkpoints; default: ${DEFAULT-VALUE} = none)") int snapshotEvery;
     @Option(names = "--resume", paramLabel = "DIR", description = "resume exactly from this checkpoint folder: its recipe, "
             + "data folder and training options (default: none)") Path resume;
+    @Option(names = "--init", paramLabel = "DIR", description = "start from this checkpoint's weights with a fresh "
+            + "optimizer at step 0 (fine-tuning): a moe4j or Hugging Face MoE folder, a pruned one included; its config "
+            + "is the base the recipe options change (routing, pools, losses; not the sizes) (default: none)") Path init;
     @Option(names = "--data", paramLabel = "DIR",
             description = "a prepare-data folder: train on its train split (vocabulary and EOS from its manifest), "
                     + "report the validation loss on its val split (default: the synthetic source)") Path data;
@@ -139,11 +142,14 @@ public final class TrainCommand implements Callable<Integer> {
             System.out.println("note: the checkpoint was trained with --seq " + resumeState.sequenceLength()
                     + "; windows of " + seq + " tokens do not continue its data order exactly");
         ShardManifest manifest = dataDir != null ? ShardManifest.read(dataDir) : null;
-        ModelConfig c = resume != null ? null : recipe.build();
-        if (c != null && manifest != null) c = withVocab(c, manifest.tokenizer().vocabSize(), manifest.tokenizer().eosId());
+        MoeModel initModel = init != null ? initModel(manifest) : null;
+        ModelConfig c = resume != null ? null : initModel != null ? initModel.config() : recipe.build();
+        if (c != null && manifest != null && initModel == null)
+            c = withVocab(c, manifest.tokenizer().vocabSize(), manifest.tokenizer().eosId());
         WorkerPool pool = WorkerPool.common();
-        if (c != null) requireMemory(c);
-        MoeModel model = resume != null ? ModelCheckpoint.load(resume) : new MoeModel(c).initRandom(seed);
+        if (c != null && initModel == null) requireMemory(c);
+        MoeModel model = resume != null ? ModelCheckpoint.load(resume)
+                : initModel != null ? initModel : new MoeModel(c).initRandom(seed);
         c = model.config();
         if (resume != null) {
             try {
@@ -345,13 +351,50 @@ public final class TrainCommand implements Callable<Integer> {
         return o;
     }
 
+    /**
+     * --init: the checkpoint's weights in a model of its config with the recipe options applied (routing, pools,
+     * losses; options that would resize a tensor are refused), to train with a fresh optimizer. With --data, the
+     * checkpoint's vocabulary must be the data's tokenizer's.
+     */
+    private MoeModel initModel(ShardManifest manifest) {
+        if (resume != null)
+            throw new Moe4jException("--init " + init + " and --resume " + resume + ": pass one (--resume continues a "
+                    + "run with its optimizer state, --init starts a new one from the weights)");
+        if (!"tiny".equals(recipe.config))
+            throw new Moe4jException("--init " + init + " takes the model from the checkpoint; leave out --config "
+                    + recipe.config);
+        Object[][] sizes = {{"--vocab", recipe.vocab}, {"--d", recipe.d}, {"--layers", recipe.layers},
+                {"--heads", recipe.heads}, {"--kv-heads", recipe.kvHeads}, {"--experts", recipe.experts},
+                {"--shared", recipe.shared}, {"--expert-hidden", recipe.expertHidden}};
+        for (Object[] o : sizes)
+            if (o[1] != null)
+                throw new Moe4jException("--init " + init + ": " + o[0] + " " + o[1] + " would resize the checkpoint's "
+                        + "tensors; --init keeps its sizes (recipe options that change routing and losses apply)");
+        MoeModel m = ModelCheckpoint.load(init);
+        try {
+            if (manifest != null && manifest.tokenizer().vocabSize() != m.config().vocab())
+                throw new Moe4jException("--init " + init + ": the checkpoint's vocabulary has " + m.config().vocab()
+                        + " tokens, the data's tokenizer " + manifest.tokenizer().vocabSize() + "; fine-tune on data "
+                        + "prepared with the checkpoint's tokenizer.json");
+            if (recipe.given().isEmpty()) return m;
+            ModelConfig c = recipe.apply(m.config());
+            MoeModel own = m;
+            m = null;
+            own.close();
+            return ModelCheckpoint.load(init, c);
+        } catch (RuntimeException e) {
+            if (m != null) m.close();
+            throw e;
+        }
+    }
+
     /** The checkpoint's training state; refused when it has none (a resume needs the moments and the step). */
     static TrainingState readState(Path dir) {
         TrainingState st = TrainingState.readIfPresent(dir);
         if (st == null)
             throw new Moe4jException("--resume " + dir + ": no " + ModelCheckpoint.STATE_JSON
-                    + " (the checkpoint has no training state to resume from; train from it with a fresh optimizer "
-                    + "is not supported)");
+                    + " (the checkpoint has no training state to resume from; --init " + dir + " trains from its "
+                    + "weights with a fresh optimizer)");
         return st;
     }
 

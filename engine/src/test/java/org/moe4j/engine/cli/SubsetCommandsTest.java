@@ -239,6 +239,31 @@ class SubsetCommandsTest {
         assertEquals(cfg.get("moe4j"), JSON.readTree(run.resolve("config.json").toFile()).get("moe4j"));
         assertEquals(0, run(err, "train", "--resume", run.toString(), "--steps", "3", "--batch", "1", "--seq", "16",
                 "--out", run.toString()), err.toString());
+        // fine-tuning: --init trains the pruned checkpoint's own weights with a fresh optimizer, keeping its layers
+        Path ft = tmp.resolve("perlayer-finetune");
+        assertEquals(0, run(err, "train", "--init", pr.toString(), "--data", data.toString(), "--steps", "2", "--batch",
+                "1", "--seq", "16", "--out", ft.toString()), err.toString());
+        assertEquals(cfg.get("moe4j").get("layerExperts"),
+                JSON.readTree(ft.resolve("config.json").toFile()).get("moe4j").get("layerExperts"));
+        try (var before = org.moe4j.engine.io.ModelCheckpoint.load(pr);
+             var after = org.moe4j.engine.io.ModelCheckpoint.load(ft)) {
+            assertEquals(before.layout().total(), after.layout().total(), "same tensors");
+            // started from the checkpoint, not from a fresh init: two AdamW steps of lr 3e-3 move a weight by about
+            // 2 lr at most, a random init would be O(0.02..1) away
+            long differ = 0;
+            double maxMove = 0;
+            for (long i = 0; i < before.layout().total(); i++) {
+                float w0 = before.params().getAtIndex(org.moe4j.simd.Tensor.FLOAT, i);
+                float w1 = after.params().getAtIndex(org.moe4j.simd.Tensor.FLOAT, i);
+                if (w0 != w1) differ++;
+                maxMove = Math.max(maxMove, Math.abs(w0 - w1));
+            }
+            assertTrue(differ > 0, "two steps moved no weight");
+            assertTrue(maxMove < 0.01, "a weight moved by " + maxMove + ": not trained from the checkpoint's weights");
+        }
+        assertFails("would resize", tmp.resolve("perlayer-ft-bad"), "train", "--init", pr.toString(), "--experts", "8",
+                "--steps", "2", "--out", tmp.resolve("perlayer-ft-bad").toString());
+        assertFails("pass one", null, "train", "--init", pr.toString(), "--resume", run.toString(), "--steps", "9");
         // a hand-edited config whose per-layer list does not fit the layers
         Path broken = tmp.resolve("perlayer-broken");
         Files.createDirectories(broken);
