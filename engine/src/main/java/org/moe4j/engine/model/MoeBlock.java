@@ -122,16 +122,16 @@ final class MoeBlock {
         for (int e = 0; e < E; e++) {
             int s = r.offsets[e], n = r.offsets[e + 1] - s;
             if (n == 0) continue;
-            x.gemm.sgemm(false, false, n, hid, d, 1f, dyes, (long) s * d, d, P, w2[e], hid, 0f, dacts, (long) s * hid, hid);
-            x.gemm.sgemm(true, false, d, hid, n, 1f, dyes, (long) s * d, d, act, (long) s * hid, hid, 1f, G, w2[e], hid);
+            x.linearBackInput(n, hid, d, dyes, (long) s * d, d, w2[e], 0f, dacts, (long) s * hid, hid);
+            x.linearBackWeight(d, hid, n, dyes, (long) s * d, d, act, (long) s * hid, hid, w2[e]);
         }
         x.ops.swiGluBackward(dacts, 0, a13, 0, a13, 0, hid, S); // a13 now holds d[W1 x | W3 x]
         MemorySegment dxe = dyes; // dye is consumed; reuse it for the expert input gradient
         for (int e = 0; e < E; e++) {
             int s = r.offsets[e], n = r.offsets[e + 1] - s;
             if (n == 0) continue;
-            x.gemm.sgemm(true, false, 2 * hid, d, n, 1f, a13, (long) s * 2 * hid, 2 * hid, xe, (long) s * d, d, 1f, G, w13[e], d);
-            x.gemm.sgemm(false, false, n, d, 2 * hid, 1f, a13, (long) s * 2 * hid, 2 * hid, P, w13[e], d, 0f, dxe, (long) s * d, d);
+            x.linearBackWeight(2 * hid, d, n, a13, (long) s * 2 * hid, 2 * hid, xe, (long) s * d, d, w13[e]);
+            x.linearBackInput(n, d, 2 * hid, a13, (long) s * 2 * hid, 2 * hid, w13[e], 0f, dxe, (long) s * d, d);
         }
         MemorySegment dxn2 = x.tmp.segment();
         VectorOps.zero(dxn2, 0, (long) N * d);
