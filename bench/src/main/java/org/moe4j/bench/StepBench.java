@@ -3,11 +3,13 @@ package org.moe4j.bench;
 import java.lang.management.ManagementFactory;
 import java.util.Locale;
 import org.moe4j.engine.config.ModelConfig;
+import org.moe4j.engine.config.Precision;
 import org.moe4j.engine.model.MoeModel;
 import org.moe4j.engine.model.MoeTransformer;
 import org.moe4j.engine.model.PhaseTimer;
 import org.moe4j.engine.train.AdamWOptimizer;
 import org.moe4j.engine.train.SyntheticCorpus;
+import org.moe4j.simd.Bf16Gemm;
 import org.moe4j.simd.Gemm;
 import org.moe4j.simd.WorkerPool;
 
@@ -16,11 +18,13 @@ import org.moe4j.simd.WorkerPool;
  * configs, B 8 x T 256 on the synthetic source, side by side with the FP32 FMA peak measured in the same process:
  * tokens/s, achieved model GFLOP/s (matmul FLOPs counted analytically: forward 2·params-touched per token plus
  * causal attention, training 3x forward), % of peak, and heap bytes allocated per step after warm-up (all threads,
- * from the JVM's per-thread allocation counters).
+ * from the JVM's per-thread allocation counters). {@code --precision fp32,bf16} runs each backend in both
+ * precisions side by side (BF16: the mixed-precision step of {@code train --precision bf16}; its % of peak is still
+ * against the FP32 FMA peak, so BF16 can exceed 100% where the CPU's bf16 dot products run faster than FP32 FMA).
  *
  * <p>Run: {@code ./moe4j build && java --add-modules jdk.incubator.vector --enable-native-access=ALL-UNNAMED
  * -cp bench/target/benchmarks.jar org.moe4j.bench.StepBench [small|bench ...] [--steps N] [--warmup N]
- * [--backends java,onednn]} (or {@code ./moe4j bench-main StepBench ...}). Compare with
+ * [--backends java,onednn] [--precision fp32,bf16]} (or {@code ./moe4j bench-main StepBench ...}). Compare with
  * {@code bench/torch_moe_step.py} through {@code bench/compare-torch.sh}, which runs both in one script.
  *
  * <p>Profiling and scaling options (issue 14):
@@ -44,6 +48,7 @@ public final class StepBench {
     public static void main(String[] args) {
         int steps = 5;
         String[] backends = {"java"};
+        String[] precisions = {"fp32"};
         java.util.List<String> configs = new java.util.ArrayList<>();
         int[] expertSweep = null;
         int[] tokenSweep = {8 * 256};
@@ -56,6 +61,7 @@ public final class StepBench {
             else if (args[i].equals("--tokens")) tokenSweep = ints(args[++i]);
             else if (args[i].equals("--backends")) backends = args[++i].split(",");
             else if (args[i].equals("--warmup")) WARMUP = Integer.parseInt(args[++i]);
+            else if (args[i].equals("--precision")) precisions = args[++i].split(",");
             else configs.add(args[i]);
         }
         if (configs.isEmpty()) configs = java.util.List.of("small", "bench");
@@ -71,8 +77,17 @@ public final class StepBench {
             gemms[i] = choice.gemm();
             System.out.println("backend " + backends[i] + ": " + choice.gemm().name() + " (" + choice.reason() + ")");
         }
-        System.out.println("| config | GEMM | phase | tokens/s | ms/step | model GFLOP/s | % of peak | heap B/step |");
-        System.out.println("|---|---|---|---:|---:|---:|---:|---:|");
+        Bf16Gemm[] bf16 = new Bf16Gemm[backends.length];
+        for (String p : precisions) {
+            if (Precision.parse(p, "--precision") != Precision.BF16) continue;
+            for (int i = 0; i < backends.length; i++) {
+                var choice = org.moe4j.nativ.GemmBackends.bf16(gemms[i], pool);
+                bf16[i] = choice.gemm();
+                System.out.println("bf16 with " + backends[i] + ": " + choice.gemm().name() + " (" + choice.reason() + ")");
+            }
+        }
+        System.out.println("| config | GEMM | precision | phase | tokens/s | ms/step | model GFLOP/s | % of FP32 peak | heap B/step |");
+        System.out.println("|---|---|---|---|---:|---:|---:|---:|---:|");
         for (String name : configs) {
             ModelConfig base = name.equals("bench") ? ModelConfig.bench() : ModelConfig.small();
             int[] es = expertSweep == null ? new int[] {base.experts()} : expertSweep;
@@ -83,7 +98,11 @@ public final class StepBench {
                     int T = Math.min(256, tokens), B = tokens / T;
                     if (B * T != tokens) throw new IllegalArgumentException("--tokens " + tokens + ": need a multiple of 256");
                     String l = tokenSweep.length == 1 && tokens == 2048 ? label : label + " N" + tokens;
-                    for (Gemm g : gemms) run(l, c, B, T, steps, pool, g, peak);
+                    for (int i = 0; i < gemms.length; i++)
+                        for (String p : precisions) {
+                            boolean b16 = Precision.parse(p, "--precision") == Precision.BF16;
+                            run(l, c, B, T, steps, pool, gemms[i], b16 ? bf16[i] : null, peak);
+                        }
                 }
             }
         }
@@ -161,12 +180,13 @@ public final class StepBench {
         return c.layers() * (attnProj + attn + router + experts) + head;
     }
 
-    static void run(String name, ModelConfig c, int B, int T, int steps, WorkerPool pool, Gemm gemm, double peak) {
+    static void run(String name, ModelConfig c, int B, int T, int steps, WorkerPool pool, Gemm gemm, Bf16Gemm bf16,
+                    double peak) {
         if (!ERC) c = c.withLoss(new org.moe4j.engine.config.LossWeights(c.loss().lb(), c.loss().routerZ(), 0.0, 0.0));
         int[] tokens = new int[B * T];
         SyntheticCorpus src = new SyntheticCorpus(c.vocab(), c.eosId(), 4, 4, 1);
         try (MoeModel m = new MoeModel(c).initRandom(1);
-             MoeTransformer tr = new MoeTransformer(m, B * T, B, gemm, pool);
+             MoeTransformer tr = new MoeTransformer(m, B * T, B, c.maxRoutedK(), gemm, bf16, pool);
              AdamWOptimizer opt = new AdamWOptimizer(m, pool)) {
             src.next(tokens, B, T);
             tr.setBatch(tokens, B, T);
@@ -178,12 +198,14 @@ public final class StepBench {
                 PhaseTimer.enter(PhaseTimer.Phase.OPTIMIZER);
                 opt.step(1e-4, 1.0, 1);
                 PhaseTimer.stop();
+                tr.weightsChanged(); // BF16: the next forward re-rounds its weight copy, as in training
             };
             Runnable fwd = tr::forward;
             double flopTok = forwardFlopsPerToken(c, T);
-            report(name + " | " + gemm.name(), "train step", train, steps, B * T, 3 * flopTok, peak);
-            if (PHASES) recordPhases(name + " | " + gemm.name(), c, B, T, steps, peak);
-            if (FORWARD) report(name + " | " + gemm.name(), "forward", fwd, steps, B * T, flopTok, peak);
+            String label = name + " | " + gemm.name() + " | " + tr.precision().label();
+            report(label, "train step", train, steps, B * T, 3 * flopTok, peak);
+            if (PHASES) recordPhases(label, c, B, T, steps, peak);
+            if (FORWARD) report(label, "forward", fwd, steps, B * T, flopTok, peak);
         }
     }
 

@@ -2,7 +2,9 @@ package org.moe4j.nativ;
 
 import java.util.Locale;
 import org.moe4j.Moe4jException;
+import org.moe4j.simd.Bf16Gemm;
 import org.moe4j.simd.Gemm;
+import org.moe4j.simd.JavaBf16Gemm;
 import org.moe4j.simd.JavaGemm;
 import org.moe4j.simd.WorkerPool;
 
@@ -106,6 +108,38 @@ public final class GemmBackends {
             return new Choice(g, req, why + "; " + OneDnn.reason() + ", " + pool.threads() + " OpenMP threads");
         }
         return new Choice(new JavaGemm(pool), req, why + "; oneDNN unavailable, so the Java kernel: " + OneDnn.reason());
+    }
+
+    /** The bf16 GEMM for {@code --precision bf16} and why it was chosen. */
+    public record Bf16Choice(Bf16Gemm gemm, String reason) {
+    }
+
+    /**
+     * The {@link Bf16Gemm} to pair with {@code f32}, the float32 backend already chosen: oneDNN's bf16 matmul
+     * ({@link OneDnnBf16Gemm}) when oneDNN loads, the CPU has native bf16 (avx512_bf16 or AMX) and {@code f32} is not
+     * the Java kernel (asking for {@code --gemm java} keeps every product in Java); otherwise {@link JavaBf16Gemm}
+     * over {@code f32} (correct, not faster than float32). Logs one line, WARNING when oneDNN was expected but could
+     * not be used.
+     */
+    public static Bf16Choice bf16(Gemm f32, WorkerPool pool) {
+        if (f32 == null || pool == null)
+            throw new Moe4jException("GemmBackends.bf16: the float32 GEMM and the worker pool must not be null");
+        Bf16Choice c;
+        boolean fellBack = false;
+        if (f32 instanceof JavaGemm) {
+            c = new Bf16Choice(new JavaBf16Gemm(f32, pool), "the float32 backend is java: bf16 operands widened to "
+                    + "float32 for it");
+        } else if (OneDnn.available() && OneDnn.bf16Native()) {
+            c = new Bf16Choice(new OneDnnBf16Gemm(pool.threads()), "oneDNN bf16 matmul; " + OneDnn.reason());
+        } else {
+            fellBack = true;
+            c = new Bf16Choice(new JavaBf16Gemm(f32, pool), (OneDnn.available()
+                    ? "this CPU has no native bf16 for oneDNN" : "oneDNN unavailable: " + OneDnn.reason())
+                    + ", so bf16 operands are widened to float32 for " + f32.name());
+        }
+        LOG.log(fellBack ? System.Logger.Level.WARNING : System.Logger.Level.INFO,
+                oneLine("BF16 GEMM: " + c.gemm().name() + " (" + c.reason() + ")"));
+        return c;
     }
 
     /** A log line is one line: native error texts (dlerror, nested exceptions) may carry line breaks. */

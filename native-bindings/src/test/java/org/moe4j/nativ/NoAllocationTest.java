@@ -53,4 +53,33 @@ class NoAllocationTest {
             assertTrue(sg < 2 && mf < 2 && mb < 2, msg);
         }
     }
+
+    /**
+     * The mixed-precision path of {@code --precision bf16}: float32 A rounded into the reused buffer, bf16 B in place,
+     * on oneDNN's bf16 matmul with m = 7 and k = 12 (blocked into 4 + 2 + 1 rows and 8 + 4 columns, the second k
+     * piece accumulating: six cached primitives) and on the Java fallback (widen, then JavaGemm).
+     */
+    @Test
+    void mixedPrecisionGemmDoesNotAllocate() {
+        assertTrue(OneDnn.available(), OneDnn.reason());
+        try (Arena arena = Arena.ofConfined(); org.moe4j.simd.WorkerPool pool = new org.moe4j.simd.WorkerPool(1);
+             org.moe4j.simd.JavaBf16Gemm java = new org.moe4j.simd.JavaBf16Gemm(new org.moe4j.simd.JavaGemm(pool), pool);
+             org.moe4j.simd.MixedGemm onJava = new org.moe4j.simd.MixedGemm(java, pool)) {
+            MemorySegment a = arena.allocate(4 * 7 * 12);
+            MemorySegment b = arena.allocate(2 * 6 * 12);
+            MemorySegment c = arena.allocate(4 * 7 * 6);
+            double mj = bytesPerCall(() -> onJava.linear(7, 6, 12, a, 0, 12, b, 0, 12, 0f, c, 0, 6));
+            double md = 0;
+            if (OneDnn.bf16Native()) {
+                try (OneDnnBf16Gemm dnnl = new OneDnnBf16Gemm(1);
+                     org.moe4j.simd.MixedGemm onDnnl = new org.moe4j.simd.MixedGemm(dnnl, pool)) {
+                    md = bytesPerCall(() -> onDnnl.linear(7, 6, 12, a, 0, 12, b, 0, 12, 0f, c, 0, 6));
+                    assertTrue(dnnl.primitivesCreated() == 6, "primitives: " + dnnl.primitivesCreated());
+                }
+            }
+            String msg = "B/call: mixed on java " + mj + ", mixed on oneDNN bf16 " + md;
+            System.out.println(msg);
+            assertTrue(mj < 2 && md < 2, msg);
+        }
+    }
 }

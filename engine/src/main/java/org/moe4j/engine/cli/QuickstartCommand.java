@@ -57,6 +57,10 @@ public final class QuickstartCommand implements Callable<Integer> {
             description = "standard | emo | matryoshka | capacity | shared (default: ${DEFAULT-VALUE})")
     String routing;
 
+    @Option(names = "--precision", defaultValue = "fp32", paramLabel = "fp32|bf16",
+            description = "training precision, as train's --precision (default: ${DEFAULT-VALUE})")
+    String precision;
+
     @Option(names = "--batch", defaultValue = "8") int batch;
     @Option(names = "--seq", defaultValue = "128") int seq;
     @Option(names = "--seed", defaultValue = "1") long seed;
@@ -97,6 +101,7 @@ public final class QuickstartCommand implements Callable<Integer> {
                 "--log-every", Integer.toString(Math.max(1, steps / 16)), "--seed", Long.toString(seed),
                 "--val-batches", "16", "--val-per-domain", "--time-limit", Double.toString(timeLimit),
                 "--keep-checkpoints", "6", // router snapshots for the report's early-routing chart
+                "--precision", precision,
                 "--out", model.toString()));
         new CommandLine(train).parseArgs(args.toArray(String[]::new));
         long t1 = System.nanoTime();

@@ -14,6 +14,7 @@ import org.moe4j.Moe4jException;
 import org.moe4j.engine.config.MemoryEstimate;
 import org.moe4j.engine.config.ModelConfig;
 import org.moe4j.engine.config.PoolMode;
+import org.moe4j.engine.config.Precision;
 import org.moe4j.engine.config.RoutingConfig;
 import org.moe4j.engine.io.ModelCheckpoint;
 import org.moe4j.engine.io.TrainingState;
@@ -32,6 +33,7 @@ import org.moe4j.io.corpus.BpeTextEncoder;
 import org.moe4j.io.corpus.ShardManifest;
 import org.moe4j.io.corpus.Split;
 import org.moe4j.nativ.GemmBackends;
+import org.moe4j.simd.Bf16Gemm;
 import org.moe4j.simd.WorkerPool;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Mixin;
@@ -67,6 +69,12 @@ public final class TrainCommand implements Callable<Integer> {
     @Option(names = "--gemm", paramLabel = "auto|java|onednn|cuda",
             description = "GEMM backend (default: -Dmoe4j.gemm, else $MOE4J_GEMM, else auto = oneDNN when it loads, else Java)")
     String gemm;
+    @Option(names = "--precision", defaultValue = "fp32", paramLabel = "fp32|bf16",
+            description = "fp32, or bf16 mixed precision: float32 master weights, gradients and AdamW state; bf16 "
+                    + "copies of the weight matrices and bf16 activations into the GEMMs with float32 accumulation "
+                    + "(oneDNN's bf16 matmul where the CPU has bf16); norms, softmax, router, losses stay float32 "
+                    + "(default: ${DEFAULT-VALUE})")
+    String precision;
     @Option(names = "--domains", defaultValue = "4", description = "synthetic source: domains (default: ${DEFAULT-VALUE})") int domains;
     @Option(names = "--out", description = "write the checkpoint (with training state) here at the end: absent, an "
             + "empty folder, or a moe4j checkpoint, which is replaced atomically (default: none, nothing is saved)") Path out;
@@ -189,7 +197,11 @@ public final class TrainCommand implements Callable<Integer> {
             Path tokenizer = dataDir != null ? tokenizerOf(dataDir, manifest) : null;
             JsonNode extra = trainingExtra(dataDir);
             GemmBackends.Choice backend = gemm == null ? GemmBackends.fromEnvironment(pool) : GemmBackends.select(gemm, pool);
-            try (MoeTransformer tr = new MoeTransformer(model, batch * seq, batch, backend.gemm(), pool);
+            Bf16Gemm bf16 = prec == Precision.BF16 ? GemmBackends.bf16(backend.gemm(), pool).gemm() : null;
+            if (bf16 != null) System.out.println("precision: bf16 mixed (weight GEMMs on " + bf16.name() + ")");
+            bf16Owner = bf16 instanceof AutoCloseable ac ? ac : null;
+            try (MoeTransformer tr = new MoeTransformer(model, batch * seq, batch, c.maxRoutedK(), backend.gemm(), bf16,
+                         pool);
                  AdamWOptimizer opt = new AdamWOptimizer(model, pool)) {
                 tr.useDefaults(true, seed);
                 tr.docMask(docMask);
@@ -228,6 +240,7 @@ public final class TrainCommand implements Callable<Integer> {
                 summary = sum;
             }
         } finally {
+            closeQuietly(bf16Owner);
             if (val != null) val.close();
             if (shards != null) shards.close();
             model.close();
@@ -398,8 +411,22 @@ public final class TrainCommand implements Callable<Integer> {
         return st;
     }
 
+    /** The bf16 GEMM of a --precision bf16 run (its native primitives), closed when the run ends. */
+    private AutoCloseable bf16Owner;
+    private Precision prec = Precision.FP32;
+
+    private static void closeQuietly(AutoCloseable c) {
+        if (c == null) return;
+        try {
+            c.close();
+        } catch (Exception e) {
+            throw new Moe4jException("closing the bf16 GEMM: " + e.getMessage(), e);
+        }
+    }
+
     /** Option values every run needs; checked before anything is read or allocated. */
     private void checkOptions() {
+        prec = Precision.parse(precision, "--precision");
         positive("--steps", steps);
         positive("--batch", batch);
         positive("--accum", accum);

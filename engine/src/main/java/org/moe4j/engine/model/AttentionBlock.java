@@ -159,8 +159,8 @@ final class AttentionBlock {
         }
         MemorySegment dxs = x.dx.segment();
         MemorySegment att = a.att.segment(), datts = x.datt.segment();
-        x.gemm.sgemm(true, false, d, qw, N, 1f, dxs, 0, d, att, 0, qw, 1f, G, wo, qw);
-        x.gemm.sgemm(false, false, N, qw, d, 1f, dxs, 0, d, P, wo, qw, 0f, datts, 0, qw);
+        x.linearBackWeight(d, qw, N, dxs, 0, d, att, 0, qw, wo);
+        x.linearBackInput(N, qw, d, dxs, 0, d, wo, 0f, datts, 0, qw);
         MemorySegment doc = x.docMask ? b.docSeg : null;
         if (b.seqLen > 0) {
             x.attention.backward(a.qV, a.kV, a.vV, doc, a.attV, a.lseV, dattV, dqV, dkV, dvV, b.B, b.seqLen, x.pool);
@@ -179,13 +179,13 @@ final class AttentionBlock {
             x.ops.rmsNormBackward(dqs, 0, a.qraw.segment(), 0, P, wqn, a.qr.segment(), 0, dqs, 0, false, G, wqn, qw, N);
             x.ops.rmsNormBackward(dks, 0, a.kraw.segment(), 0, P, wkn, a.kr.segment(), 0, dks, 0, false, G, wkn, kw, N);
         }
-        x.gemm.sgemm(true, false, qw, d, N, 1f, dqs, 0, qw, xn1, 0, d, 1f, G, wq, d);
-        x.gemm.sgemm(true, false, kw, d, N, 1f, dks, 0, kw, xn1, 0, d, 1f, G, wk, d);
-        x.gemm.sgemm(true, false, kw, d, N, 1f, dvs, 0, kw, xn1, 0, d, 1f, G, wv, d);
+        x.linearBackWeight(qw, d, N, dqs, 0, qw, xn1, 0, d, wq);
+        x.linearBackWeight(kw, d, N, dks, 0, kw, xn1, 0, d, wk);
+        x.linearBackWeight(kw, d, N, dvs, 0, kw, xn1, 0, d, wv);
         MemorySegment dxn1 = x.tmp.segment();
-        x.gemm.sgemm(false, false, N, d, qw, 1f, dqs, 0, qw, P, wq, d, 0f, dxn1, 0, d);
-        x.gemm.sgemm(false, false, N, d, kw, 1f, dks, 0, kw, P, wk, d, 1f, dxn1, 0, d);
-        x.gemm.sgemm(false, false, N, d, kw, 1f, dvs, 0, kw, P, wv, d, 1f, dxn1, 0, d);
+        x.linearBackInput(N, d, qw, dqs, 0, qw, wq, 0f, dxn1, 0, d);
+        x.linearBackInput(N, d, kw, dks, 0, kw, wk, 1f, dxn1, 0, d);
+        x.linearBackInput(N, d, kw, dvs, 0, kw, wv, 1f, dxn1, 0, d);
         x.ops.rmsNormBackward(dxn1, 0, xs, 0, P, wNorm1, a.rstd1.segment(), 0, dxs, 0, true, G, wNorm1, d, N);
     }
 

@@ -4,7 +4,9 @@ import java.lang.foreign.MemorySegment;
 import org.moe4j.engine.config.ModelConfig;
 import org.moe4j.simd.Attention;
 import org.moe4j.simd.CachedAttention;
+import org.moe4j.simd.Convert;
 import org.moe4j.simd.Gemm;
+import org.moe4j.simd.MixedGemm;
 import org.moe4j.simd.Rope;
 import org.moe4j.simd.Tensor;
 import org.moe4j.simd.VectorOps;
@@ -17,7 +19,9 @@ import org.moe4j.simd.Workspace;
  * the gradient buffer), the kernels (GEMM, row ops, attention, RoPE), the current {@link Batch}, and the backward
  * scratch. One block runs at a time, so they share all of it. A training runner ({@link MoeTransformer}) computes
  * every weight product with {@code gemm}; an inference runner passes a {@link WeightGemm}, which streams weights
- * for few rows and reads BF16 matrices.
+ * for few rows and reads BF16 matrices. A BF16 training runner ({@code mixed} set) keeps a bf16 copy of the matrices
+ * ({@link #W16}, refreshed by {@link #refreshBf16()}) and runs {@link #linear}, {@link #linearBackInput} and
+ * {@link #linearBackWeight} as mixed-precision GEMMs; every other product (router, ERC) stays on {@code gemm}.
  */
 final class BlockContext {
     final ModelConfig c;
@@ -27,6 +31,10 @@ final class BlockContext {
     /** The F32 store (norms, routers; all parameters in training) and, in training, the gradients (same offsets). */
     final MemorySegment P, G;
     final Gemm gemm;
+    /** BF16 training: the mixed-precision GEMM and the bf16 copy of the matrices at ParamLayout offsets; else null. */
+    final MixedGemm mixed;
+    final MemorySegment W16;
+    private final long[] w16Chunks;
     final WeightGemm weightGemm;
     final WorkerPool pool;
     final RowOps ops;
@@ -46,6 +54,13 @@ final class BlockContext {
 
     BlockContext(ModelConfig c, ModelWeights weights, MemorySegment grads, int maxTokens, int maxSequences,
                  int maxRoutedK, Gemm gemm, WeightGemm weightGemm, WorkerPool pool, Workspace ws, boolean training) {
+        this(c, weights, grads, maxTokens, maxSequences, maxRoutedK, gemm, weightGemm, null, pool, ws, training);
+    }
+
+    /** As above; {@code mixed} non-null (training only) makes the weight products mixed precision (bf16 inputs). */
+    BlockContext(ModelConfig c, ModelWeights weights, MemorySegment grads, int maxTokens, int maxSequences,
+                 int maxRoutedK, Gemm gemm, WeightGemm weightGemm, MixedGemm mixed, WorkerPool pool, Workspace ws,
+                 boolean training) {
         this.c = c;
         this.weights = weights;
         this.P = weights.vectors();
@@ -92,6 +107,52 @@ final class BlockContext {
             dx = tmp = datt = dq = dk = dv = dye = dact = dlogR = null;
             dGate = dLogits = null;
         }
+        this.mixed = training ? mixed : null;
+        if (this.mixed != null) {
+            ParamLayout lay = weights.layout();
+            W16 = ws.arena().allocate(lay.total() * 2, Tensor.ALIGNMENT);
+            w16Chunks = bf16Chunks(lay);
+            int slotsMax = slots();
+            // the largest operands any call site rounds: A up to the LM head's [N, V] gradient, B up to [N, max width]
+            long wide = Math.max(Math.max(d, qw), Math.max(2L * hid, 1));
+            this.mixed.reserve(Math.max((long) maxN * Math.max(V, wide), (long) slotsMax * wide),
+                    Math.max((long) maxN * wide, (long) slotsMax * wide));
+        } else {
+            W16 = null;
+            w16Chunks = null;
+        }
+    }
+
+    /**
+     * Pieces of at most 2^16 elements covering the matrices the GEMMs read (not the embedding, which is gathered —
+     * unless it is tied, when it is also the LM head's matrix).
+     */
+    private static long[] bf16Chunks(ParamLayout lay) {
+        java.util.List<long[]> out = new java.util.ArrayList<>();
+        boolean tied = lay.config().tied();
+        for (ParamLayout.Entry e : lay.entries()) {
+            if (ModelWeights.keptF32(e) || (!tied && e.name().equals(ParamLayout.embedTokens()))) continue;
+            for (long o = 0; o < e.numel(); o += 1 << 16)
+                out.add(new long[] {e.offset() + o, Math.min(1 << 16, e.numel() - o)});
+        }
+        long[] flat = new long[2 * out.size()];
+        for (int i = 0; i < out.size(); i++) {
+            flat[2 * i] = out.get(i)[0];
+            flat[2 * i + 1] = out.get(i)[1];
+        }
+        return flat;
+    }
+
+    private final WorkerPool.RangeTask refreshTask = this::refreshChunks;
+
+    private void refreshChunks(int c0, int c1, int worker) {
+        for (int i = c0; i < c1; i++)
+            Convert.f32ToBf16(P, w16Chunks[2 * i], W16, w16Chunks[2 * i], w16Chunks[2 * i + 1]);
+    }
+
+    /** W16 = bf16(P) for every matrix, round to nearest even (after the master weights change). */
+    void refreshBf16() {
+        if (W16 != null) pool.parallelFor(w16Chunks.length / 2, refreshTask);
     }
 
     /** Routed-slot rows the expert buffers hold: maxTokens x (k' + s). */
@@ -110,9 +171,31 @@ final class BlockContext {
     void linear(int M, int N, int K, MemorySegment x, long xOff, int ldx, long wOff, float beta, MemorySegment out,
                 long oOff, int ldo) {
         MemorySegment w = weights.matrices();
-        if (weightGemm == null) gemm.sgemm(false, true, M, N, K, 1f, x, xOff, ldx, w, wOff, K, beta, out, oOff, ldo);
+        if (mixed != null) mixed.linear(M, N, K, x, xOff, ldx, W16, wOff, K, beta, out, oOff, ldo);
+        else if (weightGemm == null) gemm.sgemm(false, true, M, N, K, 1f, x, xOff, ldx, w, wOff, K, beta, out, oOff, ldo);
         else if (weights.bf16()) weightGemm.bf16(M, N, K, x, xOff, ldx, w, wOff, K, beta, out, oOff, ldo);
         else weightGemm.f32(M, N, K, x, xOff, ldx, w, wOff, K, beta, out, oOff, ldo);
+    }
+
+    /**
+     * Backward of {@link #linear} to its input: out[M, N] = dy[M, K] · W + beta·out for the matrix W [K, N] at
+     * {@code wOff} (training; bf16 inputs in BF16 training).
+     */
+    void linearBackInput(int M, int N, int K, MemorySegment dy, long dyOff, int lddy, long wOff, float beta,
+                         MemorySegment out, long oOff, int ldo) {
+        if (mixed != null) mixed.linearBackwardInput(M, N, K, dy, dyOff, lddy, W16, wOff, N, beta, out, oOff, ldo);
+        else gemm.sgemm(false, false, M, N, K, 1f, dy, dyOff, lddy, P, wOff, N, beta, out, oOff, ldo);
+    }
+
+    /**
+     * Backward of {@link #linear} to its weight: G[wOff] [M, N] += dy[K, M]ᵀ · in[K, N], the gradient (F32) of the
+     * matrix W [M, N] at {@code wOff} from its output gradient dy and input {@code in} over K rows (bf16 inputs in
+     * BF16 training).
+     */
+    void linearBackWeight(int M, int N, int K, MemorySegment dy, long dyOff, int lddy, MemorySegment in, long inOff,
+                          int ldin, long wOff) {
+        if (mixed != null) mixed.linearBackwardWeight(M, N, K, dy, dyOff, lddy, in, inOff, ldin, 1f, G, wOff, N);
+        else gemm.sgemm(true, false, M, N, K, 1f, dy, dyOff, lddy, in, inOff, ldin, 1f, G, wOff, N);
     }
 
     /** As {@link #linear} for a matrix of the F32 store (the router). */

@@ -201,12 +201,11 @@ final class MoeBlock {
     void runExpertsBackward(int[] offsets, int from, int to, int base, MemorySegment xe, MemorySegment a13,
                             MemorySegment act, MemorySegment dye, MemorySegment dact, MemorySegment dxe) {
         int d = x.d, hid = x.hid;
-        MemorySegment P = x.P, G = x.G;
         for (int i = from; i < to; i++) {
             int e = base + i, s = offsets[i], n = offsets[i + 1] - s;
             if (n == 0) continue;
-            x.gemm.sgemm(false, false, n, hid, d, 1f, dye, (long) s * d, d, P, w2[e], hid, 0f, dact, (long) s * hid, hid);
-            x.gemm.sgemm(true, false, d, hid, n, 1f, dye, (long) s * d, d, act, (long) s * hid, hid, 1f, G, w2[e], hid);
+            x.linearBackInput(n, hid, d, dye, (long) s * d, d, w2[e], 0f, dact, (long) s * hid, hid);
+            x.linearBackWeight(d, hid, n, dye, (long) s * d, d, act, (long) s * hid, hid, w2[e]);
         }
         int s0 = offsets[from];
         x.ops.swiGluBackward(dact, (long) s0 * hid, a13, (long) s0 * 2 * hid, a13, (long) s0 * 2 * hid, hid,
@@ -214,8 +213,8 @@ final class MoeBlock {
         for (int i = from; i < to; i++) {
             int e = base + i, s = offsets[i], n = offsets[i + 1] - s;
             if (n == 0) continue;
-            x.gemm.sgemm(true, false, 2 * hid, d, n, 1f, a13, (long) s * 2 * hid, 2 * hid, xe, (long) s * d, d, 1f, G, w13[e], d);
-            x.gemm.sgemm(false, false, n, d, 2 * hid, 1f, a13, (long) s * 2 * hid, 2 * hid, P, w13[e], d, 0f, dxe, (long) s * d, d);
+            x.linearBackWeight(2 * hid, d, n, a13, (long) s * 2 * hid, 2 * hid, xe, (long) s * d, d, w13[e]);
+            x.linearBackInput(n, d, 2 * hid, a13, (long) s * 2 * hid, 2 * hid, w13[e], 0f, dxe, (long) s * d, d);
         }
     }
 

@@ -9,8 +9,11 @@ import org.moe4j.engine.routing.ExpertSet;
 import org.moe4j.engine.routing.Routing;
 import org.moe4j.engine.routing.RoutingControl;
 import org.moe4j.engine.routing.RoutingRng;
+import org.moe4j.engine.config.Precision;
+import org.moe4j.simd.Bf16Gemm;
 import org.moe4j.simd.Embedding;
 import org.moe4j.simd.Gemm;
+import org.moe4j.simd.MixedGemm;
 import org.moe4j.simd.Tensor;
 import org.moe4j.simd.VectorOps;
 import org.moe4j.simd.WorkerPool;
@@ -36,6 +39,12 @@ import org.moe4j.simd.Workspace;
  * {@link ForwardRunner} hands every layer the same ones). They share the kernels, the batch and the backward
  * scratch through one {@link BlockContext}.
  *
+ * <p>Precision: FP32, or BF16 mixed precision when built with a {@link Bf16Gemm} (see {@link Precision}): the
+ * projections, experts and LM head multiply bf16-rounded activations by a bf16 copy of their weights with float32
+ * accumulation, forward and backward; the copy is refreshed lazily on the first forward after
+ * {@link #weightsChanged()} (the {@code Trainer} calls it after each optimizer step). The model's parameters,
+ * gradients and everything else stay float32.
+ *
  * <p>{@link #forward} then {@link #backward} ADD d(total)/d(param) into the model's gradient buffer. Every
  * buffer is allocated in the constructor; a step with an unchanged batch shape allocates nothing.
  */
@@ -60,6 +69,10 @@ public final class MoeTransformer implements AutoCloseable {
     private final long[] layerStart;
     private final Tensor xf, rstdf, logits, lseV;
     private final long embOff, finalNormOff, lmOff;
+    /** BF16: the mixed-precision GEMM (owned); null in FP32. */
+    private final MixedGemm mixed;
+    /** BF16: the bf16 weight copy no longer matches the master weights. */
+    private boolean bf16Stale = true;
 
     public MoeTransformer(MoeModel model, int maxTokens, int maxSequences, Gemm gemm, WorkerPool pool) {
         this(model, maxTokens, maxSequences, model.config().maxRoutedK(), gemm, pool);
@@ -70,6 +83,15 @@ public final class MoeTransformer implements AutoCloseable {
      * up to maxRoutedK routed experts per token (the config's k', or Matryoshka's kMax; more for layer budgets).
      */
     public MoeTransformer(MoeModel model, int maxTokens, int maxSequences, int maxRoutedK, Gemm gemm, WorkerPool pool) {
+        this(model, maxTokens, maxSequences, maxRoutedK, gemm, null, pool);
+    }
+
+    /**
+     * As above, in BF16 mixed precision when {@code bf16} is non-null (its weight products on that kernel; the
+     * router and ERC stay on {@code gemm}), FP32 when it is null. The caller keeps ownership of both GEMMs.
+     */
+    public MoeTransformer(MoeModel model, int maxTokens, int maxSequences, int maxRoutedK, Gemm gemm, Bf16Gemm bf16,
+                          WorkerPool pool) {
         if (maxRoutedK < 1 || maxRoutedK > model.config().routedExperts())
             throw new Moe4jException("MoeTransformer: maxRoutedK = " + maxRoutedK + " must be in [1, routed experts = "
                     + model.config().routedExperts() + "]");
@@ -89,8 +111,9 @@ public final class MoeTransformer implements AutoCloseable {
         P = model.params();
         G = model.grads();
         ws = new Workspace();
-        x = new BlockContext(c, ModelWeights.f32(model), G, maxTokens, maxSequences, maxRoutedK, gemm, null, pool, ws,
-                true);
+        mixed = bf16 == null ? null : new MixedGemm(bf16, pool);
+        x = new BlockContext(c, ModelWeights.f32(model), G, maxTokens, maxSequences, maxRoutedK, gemm, null, mixed,
+                pool, ws, true);
         x.nonFiniteReport = this::firstNonFinite;
         stats = new StepStats(L);
         controls = new RoutingControl[L];
@@ -126,6 +149,19 @@ public final class MoeTransformer implements AutoCloseable {
 
     public ModelConfig config() {
         return c;
+    }
+
+    /** FP32, or BF16 when built with a bf16 GEMM. */
+    public Precision precision() {
+        return mixed == null ? Precision.FP32 : Precision.BF16;
+    }
+
+    /**
+     * Says the model's parameters changed (an optimizer step, a load): in BF16 the next forward re-rounds the bf16
+     * weight copy first. A no-op in FP32.
+     */
+    public void weightsChanged() {
+        bf16Stale = true;
     }
 
     public MoeModel model() {
@@ -237,6 +273,10 @@ public final class MoeTransformer implements AutoCloseable {
         Batch b = x.batch;
         int N = b.N, B = b.B;
         if (N == 0) throw new Moe4jException("forward: no batch set");
+        if (mixed != null && bf16Stale) {
+            x.refreshBf16();
+            bf16Stale = false;
+        }
         PhaseTimer.enter(PhaseTimer.Phase.EMBED);
         Embedding.forward(P, embOff, V, b.tokens, xs[0].segment(), 0, d, 0, N);
         double lbSum = 0, zSum = 0, ercSum = 0, epsSum = 0;
@@ -313,8 +353,8 @@ public final class MoeTransformer implements AutoCloseable {
         PhaseTimer.enter(PhaseTimer.Phase.CE_BWD);
         x.ops.crossEntropyBackward(lg, b.targetSeg, lseV.segment(), scale, (float) w.outputZ(), V, N);
         PhaseTimer.enter(PhaseTimer.Phase.HEAD_BWD);
-        x.gemm.sgemm(true, false, V, d, N, 1f, lg, 0, V, xf.segment(), 0, d, 1f, G, lmOff, d);
-        x.gemm.sgemm(false, false, N, d, V, 1f, lg, 0, V, P, lmOff, d, 0f, x.tmp.segment(), 0, d);
+        x.linearBackWeight(V, d, N, lg, 0, V, xf.segment(), 0, d, lmOff);
+        x.linearBackInput(N, d, V, lg, 0, V, lmOff, 0f, x.tmp.segment(), 0, d);
         x.ops.rmsNormBackward(x.tmp.segment(), 0, xs[L].segment(), 0, P, finalNormOff, rstdf.segment(), 0,
                 x.dx.segment(), 0, false, G, finalNormOff, d, N);
         GradientListener gl = gradientListener;
@@ -366,6 +406,7 @@ public final class MoeTransformer implements AutoCloseable {
 
     @Override
     public void close() {
+        if (mixed != null) mixed.close();
         ws.close();
     }
 

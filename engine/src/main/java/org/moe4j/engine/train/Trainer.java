@@ -148,6 +148,7 @@ public final class Trainer {
             ranks = replicas.ranks();
         }
         double norm = optimizer.step(lr, options.clip(), acc * ranks);
+        model.weightsChanged(); // BF16: the next forward re-rounds its bf16 weight copy
         double secs = (System.nanoTime() - t0) * 1e-9;
         double tokens = (double) acc * options.batch() * options.seqLen();
         if (replicas != null) {
