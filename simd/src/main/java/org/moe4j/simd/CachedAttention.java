@@ -1,6 +1,5 @@
 package org.moe4j.simd;
 
-import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import org.moe4j.Moe4jException;
 
@@ -13,12 +12,14 @@ import org.moe4j.Moe4jException;
  *   out[r, h] = Σ_{j <= pos[r]} softmax_j(q[r,h]·k[slot[r], j, g] / sqrt(Dh)) · v[slot[r], j, g]
  * </pre>
  * Work is split over (row, head) units; each unit owns its output slice, so nothing races. Per-worker score rows are
- * allocated once; a call allocates nothing. The plain twin is the float64 reference in property-tests.
+ * allocated once; a call allocates nothing, and the vector helpers it calls are small ones C2 always inlines (it
+ * does not go through VectorMath.exp(FloatVector), which C2 may compile on its own and then refuse to inline). The plain twin is the float64 reference in property-tests.
  */
 public final class CachedAttention {
     private final int maxT, heads, kvHeads, headDim, group, qw, kw;
     private final float scale;
-    private final MemorySegment scores; // [threads, maxT]
+    /** Per worker: one score row [maxT] (heap, for VectorMath.expSubInPlace). */
+    private final float[][] scores;
     private final Task task = new Task();
 
     public CachedAttention(int maxT, int heads, int kvHeads, int headDim, int threads) {
@@ -34,7 +35,7 @@ public final class CachedAttention {
         this.qw = heads * headDim;
         this.kw = kvHeads * headDim;
         this.scale = (float) (1.0 / Math.sqrt(headDim));
-        this.scores = Arena.ofAuto().allocate((long) threads * maxT * Float.BYTES, Tensor.ALIGNMENT);
+        this.scores = new float[threads][maxT];
     }
 
     /** Element offset of (slot, position) in a cache [slots, positions, Hkv*Dh]. */
@@ -81,18 +82,34 @@ public final class CachedAttention {
 
         @Override
         public void run(int u0, int u1, int worker) {
-            long sOff = (long) worker * maxT;
+            float[] sc = scores[worker];
             for (int u = u0; u < u1; u++) {
                 int r = u / heads, h = u % heads, g = h / group;
                 int n = pos[r] + 1;
                 long qo = (long) r * qw + (long) h * headDim;
                 long base = cacheOffset(slot[r], 0, positions) + (long) g * headDim;
-                for (int j = 0; j < n; j++)
-                    scores.setAtIndex(Tensor.FLOAT, sOff + j, scale * VectorOps.dot(q, qo, k, base + (long) j * kw, headDim));
-                Softmax.forward(scores, sOff, n, scores, sOff, n, n, 0, 1);
+                float max = Float.NEGATIVE_INFINITY;
+                for (int j = 0; j < n; j++) {
+                    float x = scale * VectorOps.dot(q, qo, k, base + (long) j * kw, headDim);
+                    sc[j] = x;
+                    max = Math.max(max, x);
+                }
+                // softmax over the row: the exponential written out over whole vectors (expSubInPlace), the scalar
+                // twin for the tail — the operations and order of Softmax.forward, so the same bits. Not
+                // Softmax.forward itself: it calls VectorMath.exp(FloatVector), which C2 sometimes compiles on its
+                // own first and then refuses to inline, boxing a vector per (row, head) unit — measured 3,072 B and
+                // about half the speed per decoded token in those JVMs.
+                int nv = n - n % VectorMath.L;
+                float sum = VectorMath.expSubInPlace(sc, 0, nv, max);
+                for (int j = nv; j < n; j++) {
+                    float e = VectorMath.exp(sc[j] - max);
+                    sc[j] = e;
+                    sum += e;
+                }
+                float inv = 1f / sum;
                 VectorOps.zero(out, qo, headDim);
                 for (int j = 0; j < n; j++)
-                    VectorOps.axpy(scores.getAtIndex(Tensor.FLOAT, sOff + j), v, base + (long) j * kw, out, qo, headDim);
+                    VectorOps.axpy(sc[j] * inv, v, base + (long) j * kw, out, qo, headDim);
             }
         }
     }
