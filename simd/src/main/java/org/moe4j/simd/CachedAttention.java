@@ -1,6 +1,11 @@
 package org.moe4j.simd;
 
+import static org.moe4j.simd.VectorMath.F;
+import static org.moe4j.simd.VectorMath.L;
+import static org.moe4j.simd.VectorMath.NATIVE;
+
 import java.lang.foreign.MemorySegment;
+import jdk.incubator.vector.FloatVector;
 import org.moe4j.Moe4jException;
 
 /**
@@ -107,9 +112,49 @@ public final class CachedAttention {
                     sum += e;
                 }
                 float inv = 1f / sum;
-                VectorOps.zero(out, qo, headDim);
-                for (int j = 0; j < n; j++)
-                    VectorOps.axpy(sc[j] * inv, v, base + (long) j * kw, out, qo, headDim);
+                weightedValues(sc, inv, n, base, qo);
+            }
+        }
+
+        /**
+         * out[qo .. qo + Dh) = Σ_j (sc[j] · inv) · v[base + j·kw ..]: the output row kept in up to four vector
+         * registers over all positions and stored once (an axpy per position reloaded and stored it every time, a
+         * serial chain through memory). Per element the same fused multiply-adds in the same order, from 0, as
+         * zero-then-axpy; the scalar tail as axpy's ({@code y + a·x}).
+         */
+        private void weightedValues(float[] sc, float inv, int n, long base, long qo) {
+            MemorySegment v = this.v, out = this.out;
+            int hv = headDim - headDim % L;
+            for (int c = 0; c < hv; c += 4 * L) {
+                long vo = (base + c) * 4L, oo = (qo + c) * 4L, stride = (long) kw * 4;
+                if (hv - c >= 4 * L) {
+                    FloatVector a0 = FloatVector.zero(F), a1 = a0, a2 = a0, a3 = a0;
+                    for (int j = 0; j < n; j++) {
+                        FloatVector p = FloatVector.broadcast(F, sc[j] * inv);
+                        long e = vo + j * stride;
+                        a0 = FloatVector.fromMemorySegment(F, v, e, NATIVE).fma(p, a0);
+                        a1 = FloatVector.fromMemorySegment(F, v, e + 4L * L, NATIVE).fma(p, a1);
+                        a2 = FloatVector.fromMemorySegment(F, v, e + 8L * L, NATIVE).fma(p, a2);
+                        a3 = FloatVector.fromMemorySegment(F, v, e + 12L * L, NATIVE).fma(p, a3);
+                    }
+                    a0.intoMemorySegment(out, oo, NATIVE);
+                    a1.intoMemorySegment(out, oo + 4L * L, NATIVE);
+                    a2.intoMemorySegment(out, oo + 8L * L, NATIVE);
+                    a3.intoMemorySegment(out, oo + 12L * L, NATIVE);
+                } else {
+                    for (int t = 0; t < (hv - c) / L; t++) {
+                        FloatVector a = FloatVector.zero(F);
+                        for (int j = 0; j < n; j++)
+                            a = FloatVector.fromMemorySegment(F, v, vo + 4L * L * t + j * stride, NATIVE)
+                                    .fma(FloatVector.broadcast(F, sc[j] * inv), a);
+                        a.intoMemorySegment(out, oo + 4L * L * t, NATIVE);
+                    }
+                }
+            }
+            for (int i = hv; i < headDim; i++) {
+                float o = 0f;
+                for (int j = 0; j < n; j++) o = o + (sc[j] * inv) * v.getAtIndex(Tensor.FLOAT, base + (long) j * kw + i);
+                out.setAtIndex(Tensor.FLOAT, qo + i, o);
             }
         }
     }
