@@ -376,13 +376,10 @@ public final class TrainCommand implements Callable<Integer> {
         if (!"tiny".equals(recipe.config))
             throw new Moe4jException("--init " + init + " takes the model from the checkpoint; leave out --config "
                     + recipe.config);
-        Object[][] sizes = {{"--vocab", recipe.vocab}, {"--d", recipe.d}, {"--layers", recipe.layers},
-                {"--heads", recipe.heads}, {"--kv-heads", recipe.kvHeads}, {"--experts", recipe.experts},
-                {"--shared", recipe.shared}, {"--expert-hidden", recipe.expertHidden}};
-        for (Object[] o : sizes)
-            if (o[1] != null)
-                throw new Moe4jException("--init " + init + ": " + o[0] + " " + o[1] + " would resize the checkpoint's "
-                        + "tensors; --init keeps its sizes (recipe options that change routing and losses apply)");
+        List<String> sizes = recipe.givenSizes();
+        if (!sizes.isEmpty())
+            throw new Moe4jException("--init " + init + ": " + sizes.get(0) + " would resize the checkpoint's "
+                    + "tensors; --init keeps its sizes (recipe options that change routing and losses apply)");
         MoeModel m = ModelCheckpoint.load(init);
         try {
             if (manifest != null && manifest.tokenizer().vocabSize() != m.config().vocab())

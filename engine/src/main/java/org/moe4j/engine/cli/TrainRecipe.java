@@ -145,6 +145,15 @@ public final class TrainRecipe {
         return g;
     }
 
+    /** The options given that change a tensor's shape (vocabulary, widths, layers, experts), as "--name value". */
+    List<String> givenSizes() {
+        List<String> g = new ArrayList<>();
+        Object[][] sizes = {{"--vocab", vocab}, {"--d", d}, {"--layers", layers}, {"--heads", heads},
+                {"--kv-heads", kvHeads}, {"--experts", experts}, {"--shared", shared}, {"--expert-hidden", expertHidden}};
+        for (Object[] o : sizes) if (o[1] != null) g.add(o[0] + " " + o[1]);
+        return g;
+    }
+
     /** The base config of {@code --config}. */
     ModelConfig base() {
         return TrainCommand.baseConfig(config);
