@@ -111,14 +111,14 @@ public final class Router {
         float[] logits;
         int kp, kTot;
         ExpertSet kept;
-        Routing out;
+        Routing out, rec;
 
         @Override
         public void run(int t0, int t1, int worker) {
             double[] a = accW[worker];
             int[] mk = markW[worker];
             for (int t = t0; t < t1; t++) {
-                stampW[worker] = selectToken(logits, t, kp, kTot, out.pool[out.docOfToken[t]], kept, out, a, mk,
+                stampW[worker] = selectToken(logits, t, kp, kTot, out.pool[out.docOfToken[t]], kept, out, rec, a, mk,
                         stampW[worker]);
             }
         }
@@ -197,7 +197,13 @@ public final class Router {
         int ep = kept.size();
         if (ep == 0) throw new Moe4jException("Router: the subset " + ctl.subset + " keeps no routed expert (routed are 0.." + (routed - 1) + ")");
         out.routedKept = ep;
-        int kp = Math.min(ctl.drawK(), ep);
+        Routing rec = ctl.replay;
+        if (rec != null && (rec.experts != experts || rec.shared != shared || rec.tokens != T || rec.routedKept != ep
+                || !rec.keptRouted.equals(kept)))
+            throw new Moe4jException("Router: the replayed routing is over " + rec.tokens + " tokens, " + rec.experts
+                    + " experts (" + rec.shared + " shared), kept " + rec.keptRouted + "; this call has " + T
+                    + " tokens, " + experts + " experts (" + shared + " shared), kept " + kept);
+        int kp = rec != null ? rec.kRouted : Math.min(ctl.drawK(), ep);
         int kTot = kp + shared;
         out.kRouted = kp;
         out.kTot = kTot;
@@ -214,12 +220,15 @@ public final class Router {
         }
         out.docStart[nd] = T;
         out.documents = nd;
+        if (rec != null && (rec.documents != nd || rec.hasPools != pools))
+            throw new Moe4jException("Router: the replayed routing has " + rec.documents + " documents"
+                    + (rec.hasPools ? " with pools" : "") + ", this call " + nd + (pools ? " with pools" : ""));
         if (ctl.poolSizes == RoutingControl.PoolSizes.GIVEN && ctl.givenPools.length < nd)
             throw new Moe4jException("Router: " + ctl.givenPools.length + " given pool sizes for " + nd + " documents");
         if (ctl.poolSizes == RoutingControl.PoolSizes.SETS && ctl.givenSets.length < nd)
             throw new Moe4jException("Router: " + ctl.givenSets.length + " given pools for " + nd + " documents");
 
-        boolean replicatedDraws = ctl.replicas != null && ctl.poolSizes == RoutingControl.PoolSizes.SAMPLED;
+        boolean replicatedDraws = rec == null && ctl.replicas != null && ctl.poolSizes == RoutingControl.PoolSizes.SAMPLED;
         if (replicatedDraws) {
             // data parallel: draw in the global document order (the other ranks' draws are taken and dropped)
             ctl.replicas.documents(nd, docsAround);
@@ -227,6 +236,10 @@ public final class Router {
         }
         for (int d = 0; d < nd; d++) {
             ExpertSet pool = out.pool[d];
+            if (rec != null) {
+                pool.copyFrom(rec.pool[d]);
+                continue;
+            }
             if (ctl.poolSizes == RoutingControl.PoolSizes.SETS) {
                 ExpertSet given = ctl.givenSets[d];
                 pool.copyFrom(kept);
@@ -257,12 +270,14 @@ public final class Router {
         st.kTot = kTot;
         st.kept = kept;
         st.out = out;
+        st.rec = rec;
         try {
             forTokens(T, st);
         } finally {
             st.logits = null;
             st.kept = null;
             st.out = null;
+            st.rec = null;
         }
 
         applyCapacity(out, ctl.capacityFactor);
@@ -323,7 +338,7 @@ public final class Router {
      * executing thread's scratch, stamp its last mark stamp. Returns the stamp it used.
      */
     private int selectToken(float[] logits, int t, int kp, int kTot, ExpertSet allowed, ExpertSet kept, Routing out,
-                            double[] acc, int[] mark, int stamp) {
+                            Routing rec, double[] acc, int[] mark, int stamp) {
         final int E = experts;
         int row = t * E;
         ExpertSet domain = softmaxOverAll ? kept : allowed;
@@ -348,7 +363,10 @@ public final class Router {
             st = ++stamp;
         }
         int n = Math.min(kp, allowed.size());
-        for (int j = 0; j < n; j++) {
+        if (rec != null) {
+            // replay: the recorded picks in their recorded order (same pool, so the same n)
+            System.arraycopy(rec.expert, slot0, out.expert, slot0, n);
+        } else for (int j = 0; j < n; j++) {
             int best = -1;
             for (int e = allowed.nextMember(0); e >= 0; e = allowed.nextMember(e + 1)) {
                 if (mark[e] == st) continue;
@@ -359,7 +377,9 @@ public final class Router {
         }
         if (normalizeTopK && n > 0) {
             // p_j / Σ_picked p = softmax over the picked logits (exact, no underflow of Σ p)
+            // the largest picked logit (the first pick, except when replaying another call's picks)
             double zmax = logits[row + out.expert[slot0]], s = 0;
+            for (int j = 1; j < n; j++) zmax = Math.max(zmax, logits[row + out.expert[slot0 + j]]);
             for (int j = 0; j < n; j++) s += (acc[j] = StrictMath.exp(logits[row + out.expert[slot0 + j]] - zmax));
             for (int j = 0; j < n; j++) out.gate[slot0 + j] = (float) (acc[j] / s);
         } else {

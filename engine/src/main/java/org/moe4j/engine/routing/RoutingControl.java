@@ -39,6 +39,7 @@ public final class RoutingControl {
     double capacityFactor;
     RoutingRng rng;
     Replicas replicas;
+    Routing replay;
 
     /**
      * The other ranks of a data-parallel run, as the router needs them so that routing over this rank's share of a
@@ -128,6 +129,18 @@ public final class RoutingControl {
         if (pools == null) throw new Moe4jException("RoutingControl: given pool sets must not be null");
         poolSizes = PoolSizes.SETS;
         givenSets = pools;
+        return this;
+    }
+
+    /**
+     * Replays a recorded routing of the same tokens: k', each document's pool and every token's picks are taken from
+     * {@code recorded} (nothing is drawn from the rng); the probabilities, gates, z-loss, load balance and capacity
+     * drops are computed from this call's logits as usual. Compares two numerics of one model (BF16 and FP32 steps)
+     * on one routing, where a near-tie would otherwise go the other way. The recorded routing must come from a router
+     * of the same layer shape over the same tokens and kept experts (checked); null switches replay off.
+     */
+    public RoutingControl replay(Routing recorded) {
+        replay = recorded;
         return this;
     }
 

@@ -199,6 +199,51 @@ class RouterTest {
     }
 
     @Test
+    void replayTakesTheRecordedPicksAndPoolsAndGatesFromItsOwnLogits() {
+        // two documents (EOS opens the second), pools of 2 of 5 experts, k' 2, renormalised gates, capacity on
+        int E = 5, T = 6;
+        int[] tokens = {5, 6, 7, EOS, 8, 9};
+        Random rnd = new Random(7);
+        float[] z = new float[T * E], w = new float[T * E];
+        for (int i = 0; i < z.length; i++) {
+            z[i] = (float) rnd.nextGaussian();
+            w[i] = (float) rnd.nextGaussian(); // other logits: free routing would pick other experts
+        }
+        Router router = new Router(E, 0, true, false, EOS, T, 1);
+        Routing rec = router.newRouting(), free = router.newRouting(), rep = router.newRouting();
+        RoutingControl ctl = new RoutingControl().fixedK(2).fixedPools(2).capacityFactor(1.0);
+        router.forward(z, T, new int[] {0, T}, 1, tokens, ctl, rec);
+        router.forward(w, T, new int[] {0, T}, 1, tokens, ctl, free);
+        router.forward(w, T, new int[] {0, T}, 1, tokens, new RoutingControl().fixedK(2).fixedPools(2)
+                .capacityFactor(1.0).replay(rec), rep);
+        assertFalse(Arrays.equals(Arrays.copyOf(rec.expert, T * 2), Arrays.copyOf(free.expert, T * 2)),
+                "the test's two logit sets route alike: replay would not be seen");
+        assertArrayEquals(Arrays.copyOf(rec.expert, T * 2), Arrays.copyOf(rep.expert, T * 2));
+        assertArrayEquals(Arrays.copyOf(rec.dropped, T * 2), Arrays.copyOf(rep.dropped, T * 2));
+        for (int d = 0; d < 2; d++) assertEquals(rec.pool[d], rep.pool[d]);
+        for (int t = 0; t < T; t++) {
+            // the gates: softmax over the replayed picks of this call's logits
+            int a = rep.expert[t * 2], b = rep.expert[t * 2 + 1];
+            double ga = 1 / (1 + Math.exp(w[t * E + b] - w[t * E + a]));
+            assertEquals(ga, rep.gate[t * 2], 1e-6);
+            assertEquals(1 - ga, rep.gate[t * 2 + 1], 1e-6);
+            // the probabilities: the pool-masked softmax of this call's logits
+            ExpertSet pool = rep.pool[rep.docOfToken[t]];
+            double sum = 0;
+            for (int e = pool.nextMember(0); e >= 0; e = pool.nextMember(e + 1)) sum += Math.exp(w[t * E + e]);
+            assertEquals(Math.exp(w[t * E + a]) / sum, rep.prob[t * E + a], 1e-6);
+        }
+        // a recording of other tokens is refused by name
+        Router small = new Router(E, 0, true, false, EOS, T, 1);
+        Moe4jException e = assertThrows(Moe4jException.class, () -> small.forward(w, T - 1, new int[] {0, T - 1}, 1,
+                tokens, new RoutingControl().fixedK(2).fixedPools(2).replay(rec), small.newRouting()));
+        assertTrue(e.getMessage().startsWith("Router: the replayed routing is over 6 tokens"), e.getMessage());
+        e = assertThrows(Moe4jException.class, () -> router.forward(w, T, new int[] {0, T}, 1, tokens,
+                new RoutingControl().fixedK(2).replay(rec), router.newRouting()));
+        assertTrue(e.getMessage().contains("documents with pools"), e.getMessage());
+    }
+
+    @Test
     void badInputsAreNamed() {
         Router router = new Router(4, 0, false, false, EOS, 4, 1);
         Routing r = router.newRouting();

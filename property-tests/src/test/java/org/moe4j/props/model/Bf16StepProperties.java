@@ -5,7 +5,6 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 import java.util.Arrays;
 import java.util.Map;
 import net.jqwik.api.Arbitrary;
-import net.jqwik.api.Assume;
 import net.jqwik.api.ForAll;
 import net.jqwik.api.Property;
 import net.jqwik.api.Provide;
@@ -37,29 +36,27 @@ import org.moe4j.simd.WorkerPool;
  * The BF16 mixed-precision step against the FP32 step of the same model, batch and routing draws, on the random
  * small models of {@link EngineVsReferenceProperties} in every routing mode (standard, renormalised top-k, EMO pools,
  * Matryoshka k, capacity drops, shared expert, EMO over all, subsets), with load balance, z-losses and ERC on; bf16
- * GEMMs on oneDNN (where the CPU has bf16) or the Java fallback, drawn per case. A case whose routing differs between
- * the two (a near-tie that bf16 activations resolve the other way; routing itself runs on F32 logits in both) is
- * discarded for the small models.
+ * GEMMs on oneDNN (where the CPU has bf16) or the Java fallback, drawn per case. Left free, the two steps route
+ * differently wherever bf16 activations resolve a near-tie the other way (at realistic size, always a few tokens, and
+ * an EMO pool flip moves a whole document), which no rounding bound covers; so the BF16 step replays the FP32 step's
+ * routing ({@link RoutingControl#replay}): both compute the same function and the difference is GEMM rounding alone.
+ * The projections are scaled to std <= 1/sqrt(d) (see {@link #check}).
  *
  * <p>Stated bf16 tolerances (each GEMM input rounds by at most 2^-9 relative; a few chained GEMMs per layer, and the
- * backward GEMMs round both the output gradient and the saved input). Small models, same routing:
+ * backward GEMMs round both the output gradient and the saved input), small models and realistic size alike:
  * <ul>
  *   <li>total loss and CE: |bf16 - fp32| <= 1e-2 · max(1, |fp32|) (observed <= 5e-3);</li>
  *   <li>each parameter's gradient, L2 over the tensor: |bf16 - fp32| <= 1e-4 + 0.06 · |fp32| + 5e-3 · |fp32 gradient
- *   of the whole model| (observed <= 0.5 of that bound; the model term covers tensors whose gradient is a small
+ *   of the whole model| (observed <= 0.5 of that bound, <= 0.2 at realistic size; the model term covers tensors whose gradient is a small
  *   difference of large terms, e.g. q/k projections of a 4-wide model);</li>
  *   <li>the whole model's gradient: |bf16 - fp32| <= 4e-2 · |fp32| (observed <= 2e-2).</li>
  * </ul>
- * At realistic size (about 100-190 tokens, k 4 of 15 routed experts, a fresh random router) bf16 activations always
- * flip a few near-tie routing choices, so the two steps compute slightly different functions; there the property
- * states the looser 2e-2 on the losses and 0.5 on the whole-model gradient's relative difference (observed <= 7e-3
- * and <= 0.34): routing flips, not GEMM rounding, dominate that difference.
+ * Realistic size: about 80-190 tokens, d 64, k 4 of 15 or 16 routed experts, every routing mode.
  * Also: the BF16 path really is taken (the bf16 step's gradients are not bit-identical to FP32's).
  */
 class Bf16StepProperties {
     static final WorkerPool POOL = new WorkerPool(2);
-    static final double LOSS_REL = 1e-2, LOSS_REL_FLIPPED = 2e-2, GRAD_ABS = 1e-4, TENSOR_REL = 0.06,
-            TENSOR_OF_MODEL = 5e-3, MODEL_REL = 4e-2, MODEL_REL_FLIPPED = 0.5;
+    static final double LOSS_REL = 1e-2, GRAD_ABS = 1e-4, TENSOR_REL = 0.06, TENSOR_OF_MODEL = 5e-3, MODEL_REL = 4e-2;
     private static final JavaBf16Gemm JAVA = new JavaBf16Gemm(new JavaGemm(POOL), POOL);
     private static OneDnnBf16Gemm onednn;
 
@@ -76,7 +73,7 @@ class Bf16StepProperties {
         onednn = null;
     }
 
-    static double maxLossDiff, maxGradDiff, maxModelGradDiff, maxFlippedGradDiff;
+    static double maxLossDiff, maxGradDiff, maxModelGradDiff;
 
     @Provide
     Arbitrary<EngineVsReferenceProperties.Case> cases() {
@@ -85,20 +82,29 @@ class Bf16StepProperties {
 
     @Property(tries = 60)
     void bf16StepTracksFp32(@ForAll("cases") EngineVsReferenceProperties.Case cs, @ForAll boolean onOneDnn) {
-        check(cs, onOneDnn, true);
+        check(cs, onOneDnn);
     }
 
     /** The same at a realistic size (d 64, E 16, h 32, 80-96 tokens per sequence), every routing mode in turn. */
     @Property(tries = 8)
     void bf16StepTracksFp32AtRealisticSize(@ForAll @IntRange(min = 0, max = 7) int mode, @ForAll long seed,
                                            @ForAll boolean onOneDnn) {
-        check(EngineVsReferenceProperties.buildRealistic(mode, seed), onOneDnn, false);
+        check(EngineVsReferenceProperties.buildRealistic(mode, seed), onOneDnn);
     }
 
-    /** requireSameRouting: discard a case whose routing differs (small models); else compare with the looser bounds. */
-    static void check(EngineVsReferenceProperties.Case cs, boolean onOneDnn, boolean requireSameRouting) {
+    /** The BF16 step, replaying the FP32 step's routing, against the FP32 step. */
+    static void check(EngineVsReferenceProperties.Case cs, boolean onOneDnn) {
         RefSpec s = cs.spec();
         Map<String, double[]> params = RefModel.randomParams(s, cs.seed());
+        // the reference's random weights (std 0.3, embeddings 1) stress wide models: at d 64 the attention scores and
+        // vocabulary logits come out about 6x sharper than a trained or freshly initialised model's, and small input
+        // rounding swings them. Scale the projections to std <= 1/sqrt(d), as the engine's initialisation does.
+        double scale = Math.min(1, 1 / (0.3 * Math.sqrt(s.d())));
+        for (Map.Entry<String, double[]> e : params.entrySet()) {
+            if (e.getKey().equals(RefModel.EMBED) || e.getKey().endsWith("norm.weight")) continue;
+            double[] w = e.getValue();
+            for (int i = 0; i < w.length; i++) w[i] *= scale;
+        }
         ModelConfig c = new ModelConfig(s.vocab(), s.d(), s.layers(), s.heads(), s.kvHeads(), s.experts(), s.shared(),
                 s.k(), s.hidden(), s.ropeTheta(), s.qkNorm(), s.normEps(),
                 Math.max(8, Arrays.stream(cs.tokens()).mapToInt(t -> t.length).max().orElse(1)), s.eosId(),
@@ -127,14 +133,13 @@ class Bf16StepProperties {
             Map<String, float[]> g32 = new java.util.HashMap<>();
             for (String name : params.keySet()) g32.put(name, m.gradValues(name));
             m.zeroGrads();
+            for (int l = 0; l < s.layers(); l++) b16.control(l).replay(f32.routing(l));
             double l16 = b16.forward();
             double ce16 = b16.stats().ce;
-            boolean sameRouting = sameRouting(f32, b16, s.layers());
-            if (requireSameRouting) Assume.that(sameRouting);
+            assertTrue(sameRouting(f32, b16, s.layers()), cs.mode() + ": the replayed routing differs from the recorded one");
             b16.backward();
-            double lossTol = sameRouting ? LOSS_REL : LOSS_REL_FLIPPED;
-            close("total loss", l32, l16, lossTol);
-            close("ce", ce32, ce16, lossTol);
+            close("total loss", l32, l16, LOSS_REL);
+            close("ce", ce32, ce16, LOSS_REL);
             boolean anyDiffer = false;
             double num = 0, den = 0;
             Map<String, double[]> norms = new java.util.HashMap<>(); // name -> {|bf16 - fp32|, |fp32|}
@@ -152,24 +157,19 @@ class Bf16StepProperties {
                 norms.put(name, new double[] {Math.sqrt(dn), Math.sqrt(wn)});
             }
             double model = Math.sqrt(den), modelRel = Math.sqrt(num) / (GRAD_ABS + model);
-            if (sameRouting) {
-                maxModelGradDiff = Math.max(maxModelGradDiff, modelRel);
-                for (Map.Entry<String, double[]> e : norms.entrySet()) {
-                    double[] v = e.getValue();
-                    double tol = GRAD_ABS + TENSOR_REL * v[1] + TENSOR_OF_MODEL * model;
-                    maxGradDiff = Math.max(maxGradDiff, v[0] / tol);
-                    if (!(v[0] <= tol))
-                        throw new AssertionError(cs.mode() + ", " + bf16.name() + ": d total / d " + e.getKey()
-                                + ": |bf16 - fp32| = " + v[0] + " (L2 over the tensor), |fp32| = " + v[1]
-                                + ", model |fp32| = " + model + ", tolerance " + tol);
-                }
-            } else {
-                maxFlippedGradDiff = Math.max(maxFlippedGradDiff, modelRel);
+            maxModelGradDiff = Math.max(maxModelGradDiff, modelRel);
+            for (Map.Entry<String, double[]> e : norms.entrySet()) {
+                double[] v = e.getValue();
+                double tol = GRAD_ABS + TENSOR_REL * v[1] + TENSOR_OF_MODEL * model;
+                maxGradDiff = Math.max(maxGradDiff, v[0] / tol);
+                if (!(v[0] <= tol))
+                    throw new AssertionError(cs.mode() + ", " + bf16.name() + ": d total / d " + e.getKey()
+                            + ": |bf16 - fp32| = " + v[0] + " (L2 over the tensor), |fp32| = " + v[1]
+                            + ", model |fp32| = " + model + ", tolerance " + tol);
             }
-            double bound = sameRouting ? MODEL_REL : MODEL_REL_FLIPPED;
-            if (!(modelRel <= bound))
+            if (!(modelRel <= MODEL_REL))
                 throw new AssertionError(cs.mode() + ", " + bf16.name() + ": whole-model gradient |bf16 - fp32| / |fp32| = "
-                        + modelRel + ", tolerance " + bound + (sameRouting ? "" : " (routing differed)"));
+                        + modelRel + ", tolerance " + MODEL_REL);
             assertTrue(anyDiffer, "the BF16 step's gradients equal FP32's bit for bit: the bf16 path was not taken");
         }
     }
@@ -215,7 +215,7 @@ class Bf16StepProperties {
     @AfterContainer
     static void report() {
         System.out.printf(java.util.Locale.ROOT, "Bf16StepProperties: largest loss diff %.2e (relative), largest "
-                + "tensor gradient diff %.2f of its tolerance, whole-model %.2e (relative L2), whole-model with routing flips %.2e%n",
-                maxLossDiff, maxGradDiff, maxModelGradDiff, maxFlippedGradDiff);
+                + "tensor gradient diff %.2f of its tolerance, whole-model %.2e (relative L2)%n",
+                maxLossDiff, maxGradDiff, maxModelGradDiff);
     }
 }
