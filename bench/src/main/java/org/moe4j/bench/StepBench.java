@@ -138,8 +138,8 @@ public final class StepBench {
         StringBuilder sb = new StringBuilder();
         sb.append(String.format(Locale.ROOT, "%n### %s, B %d x T %d: %.1f ms per training step, FMA peak %.1f GFLOP/s%n%n",
                 name, B, T, total * 1e-6 / steps, peak));
-        sb.append("| phase | % of step | ms/step | GFLOP/s | % of peak |").append(System.lineSeparator());
-        sb.append("|---|---:|---:|---:|---:|").append(System.lineSeparator());
+        sb.append("| phase | % of step | ms/step | GFLOP/s | % of peak | heap B/step (stepping thread) |").append(System.lineSeparator());
+        sb.append("|---|---:|---:|---:|---:|---:|").append(System.lineSeparator());
         for (PhaseTimer.Phase p : PhaseTimer.Phase.values()) {
             long ns = PhaseTimer.nanos(p);
             if (ns == 0) continue;
@@ -156,8 +156,8 @@ public final class StepBench {
             double sec = ns * 1e-9 / steps;
             String gf = flop == 0 ? "" : String.format(Locale.ROOT, "%.1f | %.0f%%", flop / sec / 1e9,
                     100 * flop / sec / 1e9 / peak);
-            sb.append(String.format(Locale.ROOT, "| %s | %.1f%% | %.1f | %s |%n", p.label, 100.0 * ns / total,
-                    sec * 1e3, flop == 0 ? " | " : gf));
+            sb.append(String.format(Locale.ROOT, "| %s | %.1f%% | %.1f | %s | %,d |%n", p.label, 100.0 * ns / total,
+                    sec * 1e3, flop == 0 ? " | " : gf, PhaseTimer.bytes(p) / steps));
         }
         PHASE_TABLES.add(sb.toString());
     }

@@ -3,7 +3,9 @@ package org.moe4j.engine.model;
 /**
  * Wall time of a training step per phase, for profiling (StepBench {@code --phases}). Off unless the JVM runs with
  * {@code -Dmoe4j.phaseTimes=true}: {@link #ON} is a static final, so when it is false C2 drops every call and the
- * step is unchanged. When on, a call is one {@link System#nanoTime()} and two array writes; nothing is allocated.
+ * step is unchanged. When on, a call is one {@link System#nanoTime()}, one read of the stepping thread's allocated-bytes
+ * counter and a few array writes; nothing is allocated. Besides wall time it charges each phase the heap bytes the
+ * stepping thread allocated in it (a step's stray allocation shows up in the phase that made it).
  *
  * <p>Phases are entered from the stepping thread only (the pool's workers run inside the phase their caller is
  * in), so the state is plain static fields: the time between one {@link #enter} and the next is charged to the
@@ -44,25 +46,39 @@ public final class PhaseTimer {
     }
 
     private static final Phase[] PHASES = Phase.values();
-    private static final long[] NANOS = new long[PHASES.length];
+    private static final long[] NANOS = new long[PHASES.length], BYTES = new long[PHASES.length];
+    private static final com.sun.management.ThreadMXBean MX =
+            (com.sun.management.ThreadMXBean) java.lang.management.ManagementFactory.getThreadMXBean();
     private static int current = -1;
-    private static long since;
+    private static long since, bytesSince;
 
     /** Ends the running phase (if any) and starts {@code p}. */
     public static void enter(Phase p) {
         if (!ON) return;
-        long t = System.nanoTime();
-        if (current >= 0) NANOS[current] += t - since;
+        long t = System.nanoTime(), b = MX.getCurrentThreadAllocatedBytes();
+        if (current >= 0) {
+            NANOS[current] += t - since;
+            BYTES[current] += b - bytesSince;
+        }
         current = p.ordinal();
         since = t;
+        bytesSince = b;
     }
 
     /** Ends the running phase. */
     public static void stop() {
         if (!ON) return;
-        long t = System.nanoTime();
-        if (current >= 0) NANOS[current] += t - since;
+        long t = System.nanoTime(), b = MX.getCurrentThreadAllocatedBytes();
+        if (current >= 0) {
+            NANOS[current] += t - since;
+            BYTES[current] += b - bytesSince;
+        }
         current = -1;
+    }
+
+    /** Heap bytes the stepping thread allocated in {@code p} since the last {@link #reset}. */
+    public static long bytes(Phase p) {
+        return BYTES[p.ordinal()];
     }
 
     /** Nanoseconds charged to {@code p} since the last {@link #reset}. */
@@ -72,6 +88,7 @@ public final class PhaseTimer {
 
     public static void reset() {
         java.util.Arrays.fill(NANOS, 0L);
+        java.util.Arrays.fill(BYTES, 0L);
         current = -1;
     }
 }

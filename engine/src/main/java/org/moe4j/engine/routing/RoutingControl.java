@@ -36,6 +36,8 @@ public final class RoutingControl {
     KSource kSource = KSource.FIXED;
     int kRouted = 1, kMin = 1, kMax = 1;
     double tau = 2.0;
+    private double[] powWeights;
+    private double powTotal;
     double capacityFactor;
     RoutingRng rng;
     Replicas replicas;
@@ -168,6 +170,12 @@ public final class RoutingControl {
         kMin = min;
         kMax = max;
         this.tau = tau;
+        // the weights k^(1/tau), once here: StrictMath.pow allocates scratch arrays until C2 compiles it, and a draw
+        // per layer per step would take thousands of steps to get there
+        powWeights = new double[max - min + 1];
+        double inv = 1.0 / tau;
+        powTotal = 0;
+        for (int k = min; k <= max; k++) powTotal += (powWeights[k - min] = StrictMath.pow(k, inv));
         return this;
     }
 
@@ -223,12 +231,10 @@ public final class RoutingControl {
             case UNIFORM:
                 return requireRng("uniform Matryoshka k").nextInt(kMin, kMax);
             default: {
-                // P(k) ∝ k^(1/tau): inverse CDF by a walk over [kMin, kMax]
-                double inv = 1.0 / tau, total = 0;
-                for (int k = kMin; k <= kMax; k++) total += StrictMath.pow(k, inv);
-                double u = requireRng("power Matryoshka k").nextDouble() * total;
+                // P(k) ∝ k^(1/tau): inverse CDF by a walk over [kMin, kMax] (same sums and order as before)
+                double u = requireRng("power Matryoshka k").nextDouble() * powTotal;
                 for (int k = kMin; k < kMax; k++) {
-                    u -= StrictMath.pow(k, inv);
+                    u -= powWeights[k - kMin];
                     if (u < 0) return k;
                 }
                 return kMax;

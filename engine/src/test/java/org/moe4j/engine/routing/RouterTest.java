@@ -181,7 +181,10 @@ class RouterTest {
             long[] ids = Thread.getAllStackTraces().keySet().stream()
                     .filter(t -> t == Thread.currentThread() || (pool != null && t.getName().startsWith("moe4j-worker")))
                     .mapToLong(Thread::threadId).toArray();
-            for (int pass = 0; pass < 2; pass++) {
+            // warm-up ends when a pass of 50 calls allocates nothing (C2 done with the routing code; on a busy
+            // machine that can take several passes); a steady allocation of >= 20 B per call never gets there
+            long bytes = -1;
+            for (int pass = 0; pass < 12 && !(pass >= 2 && bytes < 1024); pass++) {
                 long before = threadBytes(ids);
                 for (int i = 0; i < 50; i++) {
                     if ((i & 1) == 0) router.forward(z, T, seq, 4, tokens, ctl, r);
@@ -191,9 +194,9 @@ class RouterTest {
                     router.zLossBackward(r, 0.001, dz);
                     sink += router.loadBalanceLoss(r, LbScope.GLOBAL) + router.zLoss(r);
                 }
-                long bytes = threadBytes(ids) - before;
-                if (pass == 1) assertTrue(bytes < 1024, "50 routing steps allocated " + bytes + " bytes");
+                bytes = threadBytes(ids) - before;
             }
+            assertTrue(bytes < 1024, "50 routing steps allocated " + bytes + " bytes after 11 passes of warm-up");
             assertTrue(sink > 0);
         }
     }
