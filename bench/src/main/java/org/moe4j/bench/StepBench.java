@@ -43,7 +43,7 @@ public final class StepBench {
     private StepBench() {
     }
 
-    static int WARMUP = 8;
+    static int WARMUP = 4;
 
     public static void main(String[] args) {
         int steps = 5;
@@ -210,7 +210,7 @@ public final class StepBench {
     }
 
     static void report(String name, String phase, Runnable step, int steps, int tokens, double flopPerToken, double peak) {
-        for (int i = 0; i < WARMUP; i++) step.run(); // warm-up (JIT compiles the kernels, first touch of buffers)
+        warmUp(step);
         long probe0 = allocatedBytes();
         long bytes0 = allocatedBytes();
         long probe = bytes0 - probe0; // what one reading of the counters allocates itself
@@ -223,6 +223,39 @@ public final class StepBench {
         double gflops = tokens * flopPerToken / sec / 1e9;
         System.out.printf(Locale.ROOT, "| %s | %s | %,.0f | %.1f | %.1f | %.1f%% | %,d |%n", name, phase, tokens / sec,
                 sec * 1e3, gflops, 100 * gflops / peak, bytes / steps);
+    }
+
+    /** Warm-up ends at the earliest after this long, and at the latest after MAX_WARMUP_NANOS. */
+    static final long QUIET_NANOS = 3_000_000_000L, MAX_WARMUP_NANOS = 180_000_000_000L;
+
+    /**
+     * At least {@code --warmup} steps (JIT compiles the kernels, first touch of buffers), then more until a step
+     * allocates under 1 KB with the JIT idle for QUIET_NANOS / 2, or the JIT has compiled nothing for QUIET_NANOS (a
+     * step that still allocates when compiled must not hold the run), at most MAX_WARMUP_NANOS (then said on stderr).
+     * A fixed count was too short for the first config of a process: its C2 was still compiling and the Vector API
+     * ran its allocating fallback (6.4 MB per step in the timed steps).
+     */
+    static void warmUp(Runnable step) {
+        var jit = ManagementFactory.getCompilationMXBean();
+        long start = System.nanoTime(), quietSince = start, compiled = jit.getTotalCompilationTime();
+        for (int i = 0; ; i++) {
+            long b0 = allocatedBytes();
+            step.run();
+            long bytes = allocatedBytes() - b0;
+            long now = System.nanoTime(), ct = jit.getTotalCompilationTime();
+            if (ct != compiled) {
+                compiled = ct;
+                quietSince = now;
+            }
+            if (i + 1 < WARMUP) continue;
+            long quiet = now - quietSince;
+            if ((bytes < 1024 && quiet >= QUIET_NANOS / 2) || quiet >= QUIET_NANOS) return;
+            if (now - start >= MAX_WARMUP_NANOS) {
+                System.err.printf(Locale.ROOT, "StepBench: warm-up stopped after %.0f s with the JIT still compiling "
+                        + "(last step allocated %,d B): the row may include unoptimised kernels%n", (now - start) * 1e-9, bytes);
+                return;
+            }
+        }
     }
 
     private static long[] engineThreads;

@@ -48,6 +48,11 @@ class WeightGemmProperties {
         new WeightGemm(POOL1, new JavaGemm(POOL1), MAX_K_CHUNKY),
         new WeightGemm(POOL3, new JavaGemm(POOL3), MAX_K_CHUNKY),
     };
+    private static final org.moe4j.simd.Bf16Gemm MIXED_GEMM = org.moe4j.nativ.OneDnn.available()
+            && org.moe4j.nativ.OneDnn.bf16Native() ? new org.moe4j.nativ.OneDnnBf16Gemm(2)
+            : new org.moe4j.simd.JavaBf16Gemm(new JavaGemm(POOL2), POOL2);
+    private static final WeightGemm MIXED = new WeightGemm(POOL2, new JavaGemm(POOL2), MAX_K)
+            .manyRowsBf16(new org.moe4j.simd.MixedGemm(MIXED_GEMM, POOL2));
     private static final int PAD = 5;
     private static final float JUNK = 12345f;
 
@@ -135,6 +140,12 @@ class WeightGemmProperties {
 
         /** Inside the [m, n] window within tolerance of the float64 twin; outside it bit-identical to the input. */
         void check(String what, float[] got, boolean bf16) {
+            check(what, got, bf16, x);
+        }
+
+        /** As {@link #check(String, float[], boolean)} with the activations xv in the twin (bf16-rounded ones). */
+        void check(String what, float[] got, boolean bf16, float[] xv) {
+            float[] x = xv;
             float[] wv = bf16 ? wBf16Values() : w;
             double[] want = RefGemm.gemm(false, true, m, n, k, 1.0, x, xOff, ldx, wv, wOff, ldw, beta, out, oOff, ldo);
             double tolDot = 1e-5 * (Math.sqrt(k) + 1) * GemmCase.maxAbs(x) * GemmCase.maxAbs(wv);
@@ -203,6 +214,27 @@ class WeightGemmProperties {
                                          @ForAll @IntRange(min = 1, max = 70) int n,
                                          @ForAll @IntRange(min = 1, max = 90) int k, @ForAll long seed) {
         checkAllPools(new Case(new Random(seed), m, n, k), true, CHUNKY);
+    }
+
+    /**
+     * BF16 weights with {@link WeightGemm#manyRowsBf16}: above smallRows() the activation rows are rounded to bf16 and
+     * multiplied on the mixed-precision GEMM (oneDNN's bf16 matmul where the CPU has native bf16, else the Java bf16
+     * GEMM, the same code path in WeightGemm), so the twin multiplies bf16(x) by the bf16 weights; at or below it the
+     * streaming kernel keeps F32 activations.
+     */
+    @Property(tries = 80)
+    void bf16ManyRowsOnTheMixedGemmMatchesTwinOfRoundedActivations(@ForAll @IntRange(min = 1, max = 70) int m,
+                                                                    @ForAll @IntRange(min = 1, max = 90) int n,
+                                                                    @ForAll @IntRange(min = 0, max = 300) int k,
+                                                                    @ForAll long seed) {
+        Case c = new Case(new Random(seed), m, n, k);
+        float[] got = c.run(MIXED, true);
+        float[] xv = c.x;
+        if (m > MIXED.smallRows()) {
+            xv = new float[c.x.length];
+            for (int i = 0; i < xv.length; i++) xv[i] = (float) RefConvert.bf16Value(RefConvert.bf16Nearest(c.x[i]) & 0xFFFF);
+        }
+        c.check("bf16 on " + MIXED_GEMM.name(), got, true, xv);
     }
 
     @Test

@@ -31,8 +31,9 @@ import org.moe4j.Moe4jException;
  * weights, half of sign-extending shorts to ints and shifting them); the activations are reordered once per call to
  * match (the elements paired with the low halves first in every 2L block).
  *
- * <p>Larger M is compute-bound: F32 goes to {@code big.sgemm(false, true, ...)}, BF16 is dequantised chunk by
- * chunk of weight rows into a scratch allocated once (sized from maxK) and each chunk goes to {@code big}.
+ * <p>Larger M is compute-bound: F32 goes to {@code big.sgemm(false, true, ...)}; BF16 goes to the mixed-precision
+ * GEMM of {@link #manyRowsBf16} when one is set (activations rounded to bf16), else is dequantised chunk by chunk of
+ * weight rows into a scratch allocated once (sized from maxK) and each chunk goes to {@code big}.
  *
  * <p>Bits: every output element is one accumulator chain over p = 0, L, 2L... (fused multiply-add; BF16: per 2L
  * block the low-half products, then the high-half products, on the same chain), then the lanes
@@ -132,6 +133,21 @@ public final class WeightGemm {
         this.stream = new StreamTask(pool.threads());
     }
 
+    /** BF16 weights, more than SMALL_ROWS rows: the mixed-precision GEMM (activations rounded to bf16), or null. */
+    private MixedGemm many16;
+
+    /**
+     * Runs BF16-weight calls of more than {@link #smallRows()} rows (a prompt chunk, a popular expert) on
+     * {@code mixed} — the activation rows rounded to bf16, W read as bf16, F32 accumulation — instead of
+     * dequantising W to F32 for {@code big}: on a CPU with native bf16 dot products (oneDNN's bf16 matmul on
+     * avx512_bf16 or AMX) that is about twice the F32 rate and reads W once. Decode-sized calls keep F32 activations.
+     * Set before the first call; null switches it off.
+     */
+    public WeightGemm manyRowsBf16(MixedGemm mixed) {
+        many16 = mixed;
+        return this;
+    }
+
     /** Rows at or below this go to the weight-streaming kernel; above it to {@code big} (F32) or dequantise-then-big (BF16). */
     public int smallRows() {
         return SMALL_ROWS;
@@ -168,6 +184,10 @@ public final class WeightGemm {
         }
         if (M <= SMALL_ROWS) {
             streamCall(true, M, N, K, x, xOff, ldx, w, wOff, ldw, beta, out, oOff, ldo);
+            return;
+        }
+        if (many16 != null) {
+            many16.linear(M, N, K, x, xOff, ldx, w, wOff, ldw, beta, out, oOff, ldo);
             return;
         }
         enter();

@@ -6,6 +6,7 @@ import org.moe4j.engine.config.ModelConfig;
 import org.moe4j.engine.routing.ExpertSet;
 import org.moe4j.engine.routing.RoutingControl;
 import org.moe4j.simd.Gemm;
+import org.moe4j.simd.MixedGemm;
 import org.moe4j.simd.Tensor;
 import org.moe4j.simd.VectorOps;
 import org.moe4j.simd.WeightGemm;
@@ -37,6 +38,9 @@ public final class ForwardRunner implements AutoCloseable {
     private final Tensor xa, xb, lastX, xf, rstdf, logits;
     private final boolean allRowLogits;
     private final int maxRoutedK;
+    /** BF16 weights on native bf16: the bf16 x bf16 GEMM for calls of many rows, and its oneDNN backend; else null. */
+    private MixedGemm many16;
+    private org.moe4j.nativ.OneDnnBf16Gemm many16Backend;
     private GenerationPools pools;
     private LayerObserver observer;
     private int logitRows;
@@ -77,9 +81,18 @@ public final class ForwardRunner implements AutoCloseable {
         int maxSeqs = Math.min(slots, maxTokens);
         ws = new Workspace();
         try {
-            x = new BlockContext(c, weights, null, maxTokens, maxSeqs, maxRoutedK, gemm,
-                    new WeightGemm(pool, gemm, Math.max(Math.max(c.d(), c.expertHidden()), c.heads() * c.headSize())),
-                    pool, ws, false);
+            int maxK = Math.max(Math.max(c.d(), c.expertHidden()), c.heads() * c.headSize());
+            WeightGemm wg = new WeightGemm(pool, gemm, maxK);
+            if (weights.bf16() && !(gemm instanceof org.moe4j.simd.JavaGemm) && org.moe4j.nativ.OneDnn.available()
+                    && org.moe4j.nativ.OneDnn.bf16Native()) {
+                // BF16 weights on a CPU with native bf16: prompt chunks and popular experts (more than
+                // smallRows() rows) as bf16 x bf16 GEMMs on oneDNN; decode rows keep the F32-activation streaming kernel
+                many16Backend = new org.moe4j.nativ.OneDnnBf16Gemm(pool.threads());
+                many16 = new MixedGemm(many16Backend, pool);
+                wg.manyRowsBf16(many16);
+            }
+            x = new BlockContext(c, weights, null, maxTokens, maxSeqs, maxRoutedK, gemm, wg, pool, ws, false);
+            if (many16 != null) many16.reserve((long) x.slots() * maxK, 0);
             x.nonFiniteReport = () -> "non-finite value in the forward pass (check the weights)";
             cache = new KvCache(c, slots, maxPositions);
             AttentionBlock.Activations aa = new AttentionBlock.Activations(x, "attn.");
@@ -104,6 +117,7 @@ public final class ForwardRunner implements AutoCloseable {
             rstdf = ws.allocate("final.rstd", outRows);
             logits = ws.allocate("logits", outRows, c.vocab());
         } catch (RuntimeException | Error e) {
+            closeMany16();
             ws.close();
             throw e;
         }
@@ -229,12 +243,26 @@ public final class ForwardRunner implements AutoCloseable {
         return logitRows;
     }
 
+    private void closeMany16() {
+        if (many16 != null) many16.close();
+        if (many16Backend != null) many16Backend.close();
+    }
+
+    /** Whether BF16-weight calls of many rows run as bf16 x bf16 GEMMs ({@link WeightGemm#manyRowsBf16}). */
+    public boolean bf16Prefill() {
+        return many16 != null;
+    }
+
     @Override
     public void close() {
         try {
             cache.close();
         } finally {
-            ws.close();
+            try {
+                closeMany16();
+            } finally {
+                ws.close();
+            }
         }
     }
 }
