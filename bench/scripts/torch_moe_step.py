@@ -6,7 +6,7 @@ PyTorch user would (loop over experts with index_select / index_add_), timed for
 Run through bench/scripts/compare-torch.sh, which sets the environment BASELINES.md asks for (OpenMP OpenBLAS,
 OPENBLAS_CORETYPE unset, 2 threads) and runs moe4j's StepBench in the same script.
 """
-import math, sys, time
+import math, os, sys, time
 import torch
 import torch.nn.functional as F
 
@@ -104,7 +104,8 @@ def main():
     names = [a for a in sys.argv[1:] if a in CONFIGS] or ["small", "bench"]
     B, T = 8, 256
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, BLAS: "
-          f"{'openblas' if 'openblas' in torch.__config__.show().lower() else 'other'}")
+          f"the system libblas (LD_LIBRARY_PATH={os.environ.get('LD_LIBRARY_PATH', '')}), "
+          f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}")
     print("| config | phase | tokens/s | ms/step |")
     print("|---|---|---:|---:|")
     for name in names:
