@@ -226,12 +226,14 @@ public final class StepBench {
     }
 
     /** Warm-up ends at the earliest after this long, and at the latest after MAX_WARMUP_NANOS. */
-    static final long QUIET_NANOS = 3_000_000_000L, MAX_WARMUP_NANOS = 180_000_000_000L;
+    static final long QUIET_NANOS = 10_000_000_000L, MAX_WARMUP_NANOS = 180_000_000_000L;
 
     /**
      * At least {@code --warmup} steps (JIT compiles the kernels, first touch of buffers), then more until a step
-     * allocates under 1 KB with the JIT idle for QUIET_NANOS / 2, or the JIT has compiled nothing for QUIET_NANOS (a
-     * step that still allocates when compiled must not hold the run), at most MAX_WARMUP_NANOS (then said on stderr).
+     * allocates nothing with the JIT idle for 1.5 s, or the JIT has compiled nothing for QUIET_NANOS (a step that
+     * still allocates when compiled must not hold the run: its bytes are then what the table shows), at most
+     * MAX_WARMUP_NANOS (then said on stderr). A step that allocated a few hundred bytes used to end the warm-up
+     * (the bound was 1 KB); some of those rows then read 70-312 B per step.
      * A fixed count was too short for the first config of a process: its C2 was still compiling and the Vector API
      * ran its allocating fallback (6.4 MB per step in the timed steps).
      */
@@ -249,7 +251,7 @@ public final class StepBench {
             }
             if (i + 1 < WARMUP) continue;
             long quiet = now - quietSince;
-            if ((bytes < 1024 && quiet >= QUIET_NANOS / 2) || quiet >= QUIET_NANOS) return;
+            if ((bytes == 0 && quiet >= 1_500_000_000L) || quiet >= QUIET_NANOS) return;
             if (now - start >= MAX_WARMUP_NANOS) {
                 System.err.printf(Locale.ROOT, "StepBench: warm-up stopped after %.0f s with the JIT still compiling "
                         + "(last step allocated %,d B): the row may include unoptimised kernels%n", (now - start) * 1e-9, bytes);
