@@ -80,7 +80,7 @@ class CachedAttentionProperties {
     /** out[r, h] = Σ_{j <= pos[r]} softmax_j(q·k_j / sqrt(Dh)) v_j over slot[r]'s cache, KV head h / group. */
     static double[] twin(float[] q, float[] k, float[] v, int[] pos, int[] slot, int rows, int heads, int kvHeads,
                          int headDim, int positions) {
-        int group = heads / kvHeads, qw = heads * headDim, kw = kvHeads * headDim;
+        int group = heads / kvHeads, qw = heads * headDim;
         double[] out = new double[rows * qw];
         for (int r = 0; r < rows; r++) {
             for (int h = 0; h < heads; h++) {
@@ -88,7 +88,7 @@ class CachedAttentionProperties {
                 double[] sc = new double[n];
                 double max = Double.NEGATIVE_INFINITY;
                 for (int j = 0; j < n; j++) {
-                    int ko = (slot[r] * positions + j) * kw + g * headDim;
+                    int ko = ((slot[r] * kvHeads + g) * positions + j) * headDim; // head-major [slots, Hkv, T, Dh]
                     double d = 0;
                     for (int c = 0; c < headDim; c++) d += (double) q[r * qw + h * headDim + c] * k[ko + c];
                     sc[j] = d / Math.sqrt(headDim);
@@ -100,7 +100,7 @@ class CachedAttentionProperties {
                     sum += sc[j];
                 }
                 for (int j = 0; j < n; j++) {
-                    int vo = (slot[r] * positions + j) * kw + g * headDim;
+                    int vo = ((slot[r] * kvHeads + g) * positions + j) * headDim;
                     for (int c = 0; c < headDim; c++) out[r * qw + h * headDim + c] += sc[j] / sum * v[vo + c];
                 }
             }

@@ -13,9 +13,13 @@ import org.moe4j.Moe4jException;
  * {@code pos[r]} of cache slot {@code slot[r]} and attends the cached keys 0..pos[r] of that slot (its own key
  * included, so the caller appends the new rows' keys and values before calling).
  * <pre>
- *   q, out [rows, H*Dh]     kCache, vCache [slots, maxT, Hkv*Dh]     query head h reads KV head h / (H/Hkv)
+ *   q, out [rows, H*Dh]     kCache, vCache [slots, Hkv, maxT, Dh]     query head h reads KV head h / (H/Hkv)
  *   out[r, h] = Σ_{j <= pos[r]} softmax_j(q[r,h]·k[slot[r], j, g] / sqrt(Dh)) · v[slot[r], j, g]
  * </pre>
+ * The caches are head-major: one (slot, KV head)'s keys are one contiguous block of positions x Dh floats, so a unit
+ * streams its keys and values front to back (with position-major rows, [slots, maxT, Hkv*Dh], a unit read Dh floats
+ * every Hkv*Dh: at 576 positions the loads of K stalled on cache misses for over a third of a BF16 decode step).
+ * {@link #cacheOffset} gives the element offset of (slot, KV head, position).
  * Work is split over (row, head) units; each unit owns its output slice, so nothing races. Per-worker score rows are
  * allocated once; a call allocates nothing, and the vector helpers it calls are small ones C2 always inlines (it
  * does not go through VectorMath.exp(FloatVector), which C2 may compile on its own and then refuse to inline). The plain twin is the float64 reference in property-tests.
@@ -43,9 +47,13 @@ public final class CachedAttention {
         this.scores = new float[threads][maxT];
     }
 
-    /** Element offset of (slot, position) in a cache [slots, positions, Hkv*Dh]. */
-    private long cacheOffset(int slot, int pos, int positions) {
-        return ((long) slot * positions + pos) * kw;
+    /** Element offset of (slot, KV head g, position) in a cache [slots, Hkv, positions, Dh]. */
+    public static long cacheOffset(int slot, int g, int pos, int positions, int kvHeads, int headDim) {
+        return (((long) slot * kvHeads + g) * positions + pos) * headDim;
+    }
+
+    private long cacheOffset(int slot, int g, int pos, int positions) {
+        return cacheOffset(slot, g, pos, positions, kvHeads, headDim);
     }
 
     public int maxT() {
@@ -64,7 +72,7 @@ public final class CachedAttention {
             if (pos[r] < 0 || pos[r] >= positions)
                 throw new Moe4jException("CachedAttention: row " + r + " is at position " + pos[r] + ", the cache holds 0.."
                         + (positions - 1));
-            long need = (cacheOffset(slot[r], pos[r], positions) + kw) * Float.BYTES;
+            long need = cacheOffset(slot[r] + 1, 0, 0, positions) * Float.BYTES;
             if (slot[r] < 0 || need > kCache.byteSize() || need > vCache.byteSize())
                 throw new Moe4jException("CachedAttention: row " + r + " reads slot " + slot[r] + " position " + pos[r]
                         + " beyond the cache (" + kCache.byteSize() + " bytes)");
@@ -92,10 +100,10 @@ public final class CachedAttention {
                 int r = u / heads, h = u % heads, g = h / group;
                 int n = pos[r] + 1;
                 long qo = (long) r * qw + (long) h * headDim;
-                long base = cacheOffset(slot[r], 0, positions) + (long) g * headDim;
+                long base = cacheOffset(slot[r], g, 0, positions);
                 float max = Float.NEGATIVE_INFINITY;
                 for (int j = 0; j < n; j++) {
-                    float x = scale * VectorOps.dot(q, qo, k, base + (long) j * kw, headDim);
+                    float x = scale * VectorOps.dot(q, qo, k, base + (long) j * headDim, headDim);
                     sc[j] = x;
                     max = Math.max(max, x);
                 }
@@ -126,7 +134,7 @@ public final class CachedAttention {
             MemorySegment v = this.v, out = this.out;
             int hv = headDim - headDim % L;
             for (int c = 0; c < hv; c += 4 * L) {
-                long vo = (base + c) * 4L, oo = (qo + c) * 4L, stride = (long) kw * 4;
+                long vo = (base + c) * 4L, oo = (qo + c) * 4L, stride = (long) headDim * 4;
                 if (hv - c >= 4 * L) {
                     FloatVector a0 = FloatVector.zero(F), a1 = a0, a2 = a0, a3 = a0;
                     for (int j = 0; j < n; j++) {
@@ -153,7 +161,7 @@ public final class CachedAttention {
             }
             for (int i = hv; i < headDim; i++) {
                 float o = 0f;
-                for (int j = 0; j < n; j++) o = o + (sc[j] * inv) * v.getAtIndex(Tensor.FLOAT, base + (long) j * kw + i);
+                for (int j = 0; j < n; j++) o = o + (sc[j] * inv) * v.getAtIndex(Tensor.FLOAT, base + (long) j * headDim + i);
                 out.setAtIndex(Tensor.FLOAT, qo + i, o);
             }
         }

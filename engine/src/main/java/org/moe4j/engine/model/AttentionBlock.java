@@ -129,13 +129,20 @@ final class AttentionBlock {
     /** Appends the rows' keys and values to their cache slots, then attends over the cache. */
     private void cachedAttention(KvCache cache) {
         Batch b = x.batch;
-        int kw = x.kw;
+        int kw = x.kw, dh = x.dh, Hkv = x.Hkv;
+        MemorySegment ks = a.k.segment(), vs = a.v.segment(), kc = cache.keys(l), vc = cache.values(l);
         boolean fresh = true;
         for (int i = 0; i < b.B; i++) {
             int s = b.seqStart[i], n = b.seqStart[i + 1] - s;
-            long dst = cache.offset(b.slot[i], b.firstPos[i]) * Float.BYTES;
-            MemorySegment.copy(a.k.segment(), (long) s * kw * 4, cache.keys(l), dst, (long) n * kw * 4);
-            MemorySegment.copy(a.v.segment(), (long) s * kw * 4, cache.values(l), dst, (long) n * kw * 4);
+            // the cache is head-major: each row's Hkv heads go to Hkv blocks of positions
+            for (int g = 0; g < Hkv; g++) {
+                long dst = cache.offset(b.slot[i], g, b.firstPos[i]);
+                for (int t = 0; t < n; t++) {
+                    long src = (long) (s + t) * kw + (long) g * dh, to = dst + (long) t * dh;
+                    MemorySegment.copy(ks, src * 4, kc, to * 4, dh * 4L);
+                    MemorySegment.copy(vs, src * 4, vc, to * 4, dh * 4L);
+                }
+            }
             fresh &= b.firstPos[i] == 0;
         }
         // a prompt that starts its sequence attends only to itself: the tiled kernel is faster for many rows

@@ -14,7 +14,7 @@ import org.moe4j.simd.Tensor;
 public final class KvCache implements AutoCloseable {
     private final Arena arena = Arena.ofShared();
     private final MemorySegment[] keys, values;
-    private final int slots, maxT, kw;
+    private final int slots, maxT, kw, kvHeads, headDim;
 
     public KvCache(ModelConfig c, int slots, int maxT) {
         if (slots < 1 || maxT < 1 || maxT > c.maxSeq())
@@ -23,6 +23,8 @@ public final class KvCache implements AutoCloseable {
         this.slots = slots;
         this.maxT = maxT;
         this.kw = c.kvHeads() * c.headSize();
+        this.kvHeads = c.kvHeads();
+        this.headDim = c.headSize();
         keys = new MemorySegment[c.layers()];
         values = new MemorySegment[c.layers()];
         long bytes = (long) slots * maxT * kw * Float.BYTES;
@@ -51,9 +53,9 @@ public final class KvCache implements AutoCloseable {
         return maxT;
     }
 
-    /** Element offset of (slot, position) in a layer's keys or values. */
-    long offset(int slot, int pos) {
-        return ((long) slot * maxT + pos) * kw;
+    /** Element offset of (slot, KV head g, position) in a layer's keys or values ([slots, Hkv, maxT, Dh], head-major). */
+    long offset(int slot, int g, int pos) {
+        return org.moe4j.simd.CachedAttention.cacheOffset(slot, g, pos, maxT, kvHeads, headDim);
     }
 
     MemorySegment keys(int l) {
