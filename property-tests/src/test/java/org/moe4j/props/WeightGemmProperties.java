@@ -237,6 +237,66 @@ class WeightGemmProperties {
         c.check("bf16 on " + MIXED_GEMM.name(), got, true, xv);
     }
 
+    /**
+     * grouped: several products of one weight shape in one pass give each group the bits of its own call, F32 and
+     * BF16, on 1, 2 and 3 threads; groups of 0 rows, more than smallRows() rows (their own calls), and more than 64
+     * rows in all (every group its own call) included. Shared x, w and out buffers with each group at its own
+     * offsets, as an MoE layer's experts.
+     */
+    @Property(tries = 120)
+    void groupedEqualsOneCallPerGroup(@ForAll @IntRange(min = 1, max = 7) int groups,
+                                      @ForAll @IntRange(min = 1, max = 70) int n, @ForAll @IntRange(min = 1, max = 200) int k,
+                                      @ForAll boolean bf16, @ForAll boolean manyRows, @ForAll long seed) {
+        Random rnd = new Random(seed);
+        int[] rows = new int[groups];
+        long[] xo = new long[groups], wo = new long[groups], oo = new long[groups];
+        int xr = 0;
+        for (int i = 0; i < groups; i++) {
+            rows[i] = manyRows ? rnd.nextInt(30) : rnd.nextInt(5);
+            xo[i] = (long) xr * k;
+            oo[i] = (long) xr * n;
+            wo[i] = (long) i * n * k;
+            xr += rows[i];
+        }
+        float[] x = KernelsSupport.gaussian(rnd, Math.max(1, xr * k), 1);
+        float[] w = KernelsSupport.gaussian(rnd, groups * n * k, 1);
+        float[] out0 = KernelsSupport.gaussian(rnd, Math.max(1, xr * n), 1);
+        float beta = rnd.nextBoolean() ? 0f : 1f;
+        float[] want = null;
+        for (WeightGemm g : GEMMS) {
+            float[] perCall = runGroups(g, false, groups, rows, xo, wo, oo, n, k, x, w, out0, beta, bf16);
+            float[] one = runGroups(g, true, groups, rows, xo, wo, oo, n, k, x, w, out0, beta, bf16);
+            assertArrayEquals(perCall, one, "grouped vs one call per group (rows " + java.util.Arrays.toString(rows)
+                    + ", n " + n + ", k " + k + ", bf16 " + bf16 + ")");
+            if (want == null) want = one;
+            else assertArrayEquals(want, one, "pools differ");
+        }
+    }
+
+    private static float[] runGroups(WeightGemm g, boolean grouped, int groups, int[] rows, long[] xo, long[] wo,
+                                     long[] oo, int n, int k, float[] x, float[] w, float[] out0, float beta, boolean bf16) {
+        try (Arena arena = Arena.ofShared()) {
+            MemorySegment xs = KernelsSupport.floats(arena, x, 0);
+            MemorySegment os = KernelsSupport.floats(arena, out0, 0);
+            MemorySegment ws;
+            if (bf16) {
+                ws = arena.allocate(2L * w.length, 2);
+                for (int i = 0; i < w.length; i++) ws.setAtIndex(Tensor.SHORT, i, WeightGemm.toBf16(w[i]));
+            } else {
+                ws = KernelsSupport.floats(arena, w, 0);
+            }
+            if (grouped) {
+                g.grouped(bf16, groups, rows, xo, wo, oo, n, k, xs, k, ws, k, beta, os, n);
+            } else {
+                for (int i = 0; i < groups; i++) {
+                    if (bf16) g.bf16(rows[i], n, k, xs, xo[i], k, ws, wo[i], k, beta, os, oo[i], n);
+                    else g.f32(rows[i], n, k, xs, xo[i], k, ws, wo[i], k, beta, os, oo[i], n);
+                }
+            }
+            return KernelsSupport.read(os, 0, out0.length);
+        }
+    }
+
     @Test
     void smallRowsIsAtLeastSixteen() {
         assertTrue(GEMMS[0].smallRows() >= 16, "smallRows " + GEMMS[0].smallRows());

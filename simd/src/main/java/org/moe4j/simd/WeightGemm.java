@@ -58,6 +58,8 @@ public final class WeightGemm {
     static final int WR = 4;
     /** Below this many multiply-adds a call runs on the caller alone (waking the workers costs a few µs). */
     private static final long PARALLEL_MIN_MACS = 1L << 16;
+    /** {@link #grouped}: at most this many activation rows in all go through one pass (the paired-row buffer's rows). */
+    private static final int GROUP_ROWS = 64;
     /** Scratch for the BF16 large-M path: about this many floats, at least 16 weight rows. */
     private static final long SCRATCH_FLOATS = 1L << 21;
 
@@ -108,6 +110,7 @@ public final class WeightGemm {
     private final float[] rowIn;
     private final StreamTask stream;
     private final DequantTask dequant = new DequantTask();
+    private final GroupTask group = new GroupTask();
     private final AtomicBoolean busy = new AtomicBoolean();
 
     /** maxK: the largest K ever passed; pool: the worker pool that runs the N split; big: the GEMM used for many rows. */
@@ -127,7 +130,7 @@ public final class WeightGemm {
         this.chunkRows = (int) Math.max(16, SCRATCH_FLOATS / maxK / 16 * 16);
         // Arena.ofAuto: the scratch lives as long as this object (the class has no close, like a Gemm)
         this.scratch = Arena.ofAuto().allocate((long) chunkRows * maxK * 4, 64);
-        this.pairedX = new float[SMALL_ROWS * maxK];
+        this.pairedX = new float[GROUP_ROWS * maxK];
         this.pairedXSeg = MemorySegment.ofArray(pairedX);
         this.rowIn = new float[maxK];
         this.stream = new StreamTask(pool.threads());
@@ -235,6 +238,101 @@ public final class WeightGemm {
         }
     }
 
+    /**
+     * Several products with one weight shape at once — the experts of an MoE layer at decode: group i multiplies
+     * {@code rows[i]} activation rows of x (from element {@code xOff[i]}, row stride ldx) by the [N, K] weight at
+     * element {@code wOff[i]} of w (F32, or BF16 when {@code bf16}) into out (from {@code oOff[i]}, row stride ldo),
+     * {@code out = x·Wᵀ + beta·out}. The weight-row blocks of every group are split over the pool together, one
+     * fork-join for all groups instead of one per group (at batch-1 decode an MoE layer made 8 of them, each a few
+     * microseconds against a few tens of microseconds of streaming). Each group's output has the bits of its own
+     * {@link #f32} / {@link #bf16} call. Groups of more than {@link #smallRows()} rows, or more than 64 rows in all,
+     * run as their own calls. The arrays are read, not kept; nothing is allocated.
+     */
+    public void grouped(boolean bf16, int groups, int[] rows, long[] xOff, long[] wOff, long[] oOff, int N, int K,
+                        MemorySegment x, int ldx, MemorySegment w, int ldw, float beta, MemorySegment out, int ldo) {
+        if (groups < 0 || groups > rows.length || groups > xOff.length || groups > wOff.length || groups > oOff.length)
+            throw new Moe4jException("WeightGemm.grouped: " + groups + " groups, arrays of " + rows.length + ", "
+                    + xOff.length + ", " + wOff.length + ", " + oOff.length);
+        int total = 0;
+        boolean one = true;
+        for (int i = 0; i < groups; i++) {
+            check(bf16 ? "bf16" : "f32", rows[i], N, K, x, xOff[i], ldx, w, wOff[i], ldw, bf16 ? 2 : 4, out, oOff[i], ldo);
+            total += rows[i];
+            one &= rows[i] <= SMALL_ROWS;
+        }
+        if (!one || total > GROUP_ROWS || groups > GROUP_ROWS || N == 0 || K == 0 || groups < 2) {
+            for (int i = 0; i < groups; i++) {
+                if (bf16) bf16(rows[i], N, K, x, xOff[i], ldx, w, wOff[i], ldw, beta, out, oOff[i], ldo);
+                else f32(rows[i], N, K, x, xOff[i], ldx, w, wOff[i], ldw, beta, out, oOff[i], ldo);
+            }
+            return;
+        }
+        enter();
+        try {
+            GroupTask t = group;
+            long[] xo = t.xOff;
+            if (bf16) {
+                int r = 0;
+                for (int i = 0; i < groups; i++) {
+                    pairRows(rows[i], K, x, xOff[i], ldx, r);
+                    xo[i] = (long) r * K;
+                    r += rows[i];
+                }
+            } else {
+                System.arraycopy(xOff, 0, xo, 0, groups);
+            }
+            t.set(bf16, groups, rows, wOff, oOff, N, K, bf16 ? pairedXSeg : x, bf16 ? K : ldx, w, ldw, beta, out, ldo);
+            int blocks = (N + WR - 1) / WR;
+            int chunks = (long) total * N * K < PARALLEL_MIN_MACS ? 1 : pool.threads();
+            pool.parallelFor(groups * blocks, chunks, t);
+            t.set(false, 0, null, null, null, 0, 0, null, 0, null, 0, 0f, null, 0);
+        } finally {
+            busy.set(false);
+        }
+    }
+
+    /** The weight-row blocks of every group of a {@link #grouped} call, numbered group by group. */
+    private final class GroupTask implements WorkerPool.RangeTask {
+        final long[] xOff = new long[GROUP_ROWS];
+        private boolean bf16;
+        private int groups, N, K, ldx, ldw, ldo, blocks;
+        private int[] rows;
+        private long[] wOff, oOff;
+        private MemorySegment x, w, out;
+        private float beta;
+
+        void set(boolean bf16, int groups, int[] rows, long[] wOff, long[] oOff, int N, int K, MemorySegment x, int ldx,
+                 MemorySegment w, int ldw, float beta, MemorySegment out, int ldo) {
+            this.bf16 = bf16;
+            this.groups = groups;
+            this.rows = rows;
+            this.wOff = wOff;
+            this.oOff = oOff;
+            this.N = N;
+            this.K = K;
+            this.x = x;
+            this.ldx = ldx;
+            this.w = w;
+            this.ldw = ldw;
+            this.beta = beta;
+            this.out = out;
+            this.ldo = ldo;
+            this.blocks = (N + WR - 1) / WR;
+        }
+
+        @Override
+        public void run(int start, int end, int worker) {
+            float[] lanes = stream.lanes[worker];
+            for (int v = start; v < end; ) {
+                int g = v / blocks, b0 = v - g * blocks, b1 = Math.min(blocks, b0 + (end - v));
+                int j0 = b0 * WR, j1 = Math.min(N, b1 * WR);
+                if (bf16) Bf16Kernels.rows(lanes, j0, j1, rows[g], K, x, xOff[g], ldx, w, wOff[g], ldw, beta, out, oOff[g], ldo);
+                else F32Kernels.rows(lanes, j0, j1, rows[g], K, x, xOff[g], ldx, w, wOff[g], ldw, beta, out, oOff[g], ldo);
+                v += b1 - b0;
+            }
+        }
+    }
+
     private void streamCall(boolean bf16, int M, int N, int K, MemorySegment x, long xOff, int ldx,
                             MemorySegment w, long wOff, int ldw, float beta, MemorySegment out, long oOff, int ldo) {
         enter();
@@ -264,12 +362,17 @@ public final class WeightGemm {
 
     /** x rows -> pairedX [M, K]: each whole 2L block as (elements 2i + LOW_HALF, then 2i + 1 - LOW_HALF), tail in order. */
     private void pairRows(int M, int K, MemorySegment x, long xOff, int ldx) {
+        pairRows(M, K, x, xOff, ldx, 0);
+    }
+
+    /** As {@link #pairRows(int, int, MemorySegment, long, int)} into pairedX rows [dstRow, dstRow + M) of K floats. */
+    private void pairRows(int M, int K, MemorySegment x, long xOff, int ldx, int dstRow) {
         float[] in = rowIn;
         float[] px = pairedX;
         int kv = K - K % (2 * L);
         for (int r = 0; r < M; r++) {
             MemorySegment.copy(x, Tensor.FLOAT, (xOff + (long) r * ldx) * 4, in, 0, K);
-            int row = r * K;
+            int row = (dstRow + r) * K;
             for (int b = 0; b < kv; b += 2 * L) {
                 for (int i = 0; i < L; i++) {
                     px[row + b + i] = in[b + 2 * i + LOW_HALF];

@@ -178,6 +178,21 @@ final class BlockContext {
     }
 
     /**
+     * {@link #linear} for several matrices of one shape [N, K] at once (an MoE layer's experts): group i is rows[i]
+     * rows of x at xOff[i] times the matrix at wOff[i] into out at oOff[i]. At inference one {@link
+     * WeightGemm#grouped} pass (the same bits as one call per group); in training one {@link #linear} per group.
+     */
+    void linearGrouped(int groups, int[] rows, long[] xOff, long[] wOff, long[] oOff, int N, int K, MemorySegment x,
+                       int ldx, MemorySegment out, int ldo) {
+        if (mixed == null && weightGemm != null) {
+            weightGemm.grouped(weights.bf16(), groups, rows, xOff, wOff, oOff, N, K, x, ldx, weights.matrices(), K, 0f,
+                    out, ldo);
+        } else {
+            for (int i = 0; i < groups; i++) linear(rows[i], N, K, x, xOff[i], ldx, wOff[i], 0f, out, oOff[i], ldo);
+        }
+    }
+
+    /**
      * Backward of {@link #linear} to its input: out[M, N] = dy[M, K] · W + beta·out for the matrix W [K, N] at
      * {@code wOff} (training; bf16 inputs in BF16 training).
      */

@@ -70,6 +70,9 @@ final class MoeBlock {
     final Activations a;
     final long wNorm2, wr;
     final long[] w13, w2;
+    /** Scratch for runExperts: the experts with rows as groups of one product (rows, input, weight, output offsets). */
+    private final int[] gRows;
+    private final long[] gIn, gW, gOut;
     final int[] keptList;
     /** What the expert executor sees of this block. */
     final ExpertSlots slots;
@@ -89,6 +92,10 @@ final class MoeBlock {
         wr = w.vectorOffset(ParamLayout.router(l));
         w13 = new long[E];
         w2 = new long[E];
+        gRows = new int[E];
+        gIn = new long[E];
+        gW = new long[E];
+        gOut = new long[E];
         for (int j = 0; j < E; j++) {
             w13[j] = w.matrixOffset(ParamLayout.gateProj(l, j));
             if (w.matrixOffset(ParamLayout.upProj(l, j)) != w13[j] + (long) x.hid * x.d)
@@ -143,18 +150,30 @@ final class MoeBlock {
     void runExperts(int[] offsets, int from, int to, int base, MemorySegment xe, MemorySegment a13, MemorySegment act,
                     MemorySegment ye) {
         int d = x.d, hid = x.hid;
+        // the experts with rows, as groups of one product shape ([W1; W3], then W2): one pass over the pool each
+        int g = 0;
         for (int i = from; i < to; i++) {
             int e = base + i, s = offsets[i], n = offsets[i + 1] - s;
             if (n == 0) continue;
-            x.linear(n, 2 * hid, d, xe, (long) s * d, d, w13[e], 0f, a13, (long) s * 2 * hid, 2 * hid);
+            gRows[g] = n;
+            gIn[g] = (long) s * d;
+            gW[g] = w13[e];
+            gOut[g] = (long) s * 2 * hid;
+            g++;
         }
+        x.linearGrouped(g, gRows, gIn, gW, gOut, 2 * hid, d, xe, d, a13, 2 * hid);
         int s0 = offsets[from];
         x.ops.swiGlu(a13, (long) s0 * 2 * hid, act, (long) s0 * hid, hid, offsets[to] - s0);
+        g = 0;
         for (int i = from; i < to; i++) {
             int e = base + i, s = offsets[i], n = offsets[i + 1] - s;
             if (n == 0) continue;
-            x.linear(n, d, hid, act, (long) s * hid, hid, w2[e], 0f, ye, (long) s * d, d);
+            gIn[g] = (long) s * hid;
+            gW[g] = w2[e];
+            gOut[g] = (long) s * d;
+            g++;
         }
+        x.linearGrouped(g, gRows, gIn, gW, gOut, d, hid, act, hid, ye, d);
     }
 
     /** dx holds dL/dy on entry and dL/dh on return. */
