@@ -25,7 +25,7 @@ import org.moe4j.Moe4jException;
  * does not go through VectorMath.exp(FloatVector), which C2 may compile on its own and then refuse to inline). The plain twin is the float64 reference in property-tests.
  */
 public final class CachedAttention {
-    private final int maxT, heads, kvHeads, headDim, group, qw, kw;
+    private final int maxT, heads, kvHeads, headDim, group, qw;
     private final float scale;
     /** Per worker: one score row [maxT] (heap, for VectorMath.expSubInPlace). */
     private final float[][] scores;
@@ -42,7 +42,6 @@ public final class CachedAttention {
         this.headDim = headDim;
         this.group = heads / kvHeads;
         this.qw = heads * headDim;
-        this.kw = kvHeads * headDim;
         this.scale = (float) (1.0 / Math.sqrt(headDim));
         this.scores = new float[threads][maxT];
     }
@@ -125,7 +124,7 @@ public final class CachedAttention {
         }
 
         /**
-         * out[qo .. qo + Dh) = Σ_j (sc[j] · inv) · v[base + j·kw ..]: the output row kept in up to four vector
+         * out[qo .. qo + Dh) = Σ_j (sc[j] · inv) · v[base + j·Dh ..]: the output row kept in up to four vector
          * registers over all positions and stored once (an axpy per position reloaded and stored it every time, a
          * serial chain through memory). Per element the same fused multiply-adds in the same order, from 0, as
          * zero-then-axpy; the scalar tail as axpy's ({@code y + a·x}).
