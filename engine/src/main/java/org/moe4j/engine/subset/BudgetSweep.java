@@ -168,7 +168,7 @@ public final class BudgetSweep {
                             long t0 = System.nanoTime();
                             run.forward(one, starts, pos, slot, 1);
                             nanos += System.nanoTime() - t0;
-                            ce += Evaluator.crossEntropySum(run.logits().segment(), new int[] {d[t], d[t + 1]}, c.vocab());
+                            ce += Evaluator.crossEntropySum(run.logits().segment(), 0, new int[] {d[t], d[t + 1]}, c.vocab());
                             labels++;
                         }
                     }
