@@ -108,9 +108,8 @@ public final class WeightGemm {
     private final float[] pairedX;
     private final MemorySegment pairedXSeg;
     private final float[] rowIn;
-    private final StreamTask stream;
     private final DequantTask dequant = new DequantTask();
-    private final GroupTask group = new GroupTask();
+    private final GroupTask group;
     private final AtomicBoolean busy = new AtomicBoolean();
 
     /** maxK: the largest K ever passed; pool: the worker pool that runs the N split; big: the GEMM used for many rows. */
@@ -133,7 +132,7 @@ public final class WeightGemm {
         this.pairedX = new float[GROUP_ROWS * maxK];
         this.pairedXSeg = MemorySegment.ofArray(pairedX);
         this.rowIn = new float[maxK];
-        this.stream = new StreamTask(pool.threads());
+        this.group = new GroupTask(pool.threads());
     }
 
     /** BF16 weights, more than SMALL_ROWS rows: the mixed-precision GEMM (activations rounded to bf16), or null. */
@@ -281,19 +280,23 @@ public final class WeightGemm {
             } else {
                 System.arraycopy(xOff, 0, xo, 0, groups);
             }
-            t.set(bf16, groups, rows, wOff, oOff, N, K, bf16 ? pairedXSeg : x, bf16 ? K : ldx, w, ldw, beta, out, ldo);
-            int blocks = (N + WR - 1) / WR;
-            int chunks = (long) total * N * K < PARALLEL_MIN_MACS ? 1 : pool.threads();
-            pool.parallelFor(groups * blocks, chunks, t);
-            t.set(false, 0, null, null, null, 0, 0, null, 0, null, 0, 0f, null, 0);
+            streamGroups(bf16, groups, rows, wOff, oOff, N, K, bf16 ? pairedXSeg : x, bf16 ? K : ldx, w, ldw, beta, out,
+                    ldo, total);
         } finally {
             busy.set(false);
         }
     }
 
-    /** The weight-row blocks of every group of a {@link #grouped} call, numbered group by group. */
-    private final class GroupTask implements WorkerPool.RangeTask {
+    /**
+     * Streams weight-row blocks (of WR rows each) through the activation rows of their group: the blocks of every
+     * group of a {@link #grouped} call numbered group by group, or of one product (a group of one).
+     */
+    private static final class GroupTask implements WorkerPool.RangeTask {
+        /** Per worker: where the kernels leave their lane sums for the scalar epilogue. */
+        private final float[][] lanes;
         final long[] xOff = new long[GROUP_ROWS];
+        final int[] oneRows = new int[1];
+        final long[] oneW = new long[1], oneO = new long[1];
         private boolean bf16;
         private int groups, N, K, ldx, ldw, ldo, blocks;
         private int[] rows;
@@ -320,9 +323,13 @@ public final class WeightGemm {
             this.blocks = (N + WR - 1) / WR;
         }
 
+        GroupTask(int threads) {
+            lanes = new float[threads][4 * WR * L];
+        }
+
         @Override
         public void run(int start, int end, int worker) {
-            float[] lanes = stream.lanes[worker];
+            float[] lanes = this.lanes[worker];
             for (int v = start; v < end; ) {
                 int g = v / blocks, b0 = v - g * blocks, b1 = Math.min(blocks, b0 + (end - v));
                 int j0 = b0 * WR, j1 = Math.min(N, b1 * WR);
@@ -333,25 +340,41 @@ public final class WeightGemm {
         }
     }
 
+    /** One product of at most SMALL_ROWS rows: the weight-streaming kernel over the pool, as a group of one. */
     private void streamCall(boolean bf16, int M, int N, int K, MemorySegment x, long xOff, int ldx,
                             MemorySegment w, long wOff, int ldw, float beta, MemorySegment out, long oOff, int ldo) {
         enter();
         try {
+            GroupTask t = group;
             if (bf16) {
                 pairRows(M, K, x, xOff, ldx);
                 x = pairedXSeg;
                 xOff = 0;
                 ldx = K;
             }
-            StreamTask t = stream;
-            t.set(bf16, M, N, K, x, xOff, ldx, w, wOff, ldw, beta, out, oOff, ldo);
-            int blocks = (N + WR - 1) / WR;
-            int chunks = (long) M * N * K < PARALLEL_MIN_MACS ? 1 : pool.threads();
-            pool.parallelFor(blocks, chunks, t);
-            t.set(false, 0, 0, 0, null, 0, 0, null, 0, 0, 0f, null, 0, 0);
+            t.xOff[0] = xOff;
+            t.oneRows[0] = M;
+            t.oneW[0] = wOff;
+            t.oneO[0] = oOff;
+            streamGroups(bf16, 1, t.oneRows, t.oneW, t.oneO, N, K, x, ldx, w, ldw, beta, out, ldo, M);
         } finally {
             busy.set(false);
         }
+    }
+
+    /**
+     * The kernel over the weight-row blocks of every group, split over the pool; group.xOff holds each group's first
+     * activation element in x (the paired rows for BF16). totalRows: the groups' rows, for the parallel threshold.
+     */
+    private void streamGroups(boolean bf16, int groups, int[] rows, long[] wOff, long[] oOff, int N, int K,
+                              MemorySegment x, int ldx, MemorySegment w, int ldw, float beta, MemorySegment out, int ldo,
+                              int totalRows) {
+        GroupTask t = group;
+        t.set(bf16, groups, rows, wOff, oOff, N, K, x, ldx, w, ldw, beta, out, ldo);
+        int blocks = (N + WR - 1) / WR;
+        int chunks = (long) totalRows * N * K < PARALLEL_MIN_MACS ? 1 : pool.threads();
+        pool.parallelFor(groups * blocks, chunks, t);
+        t.set(false, 0, null, null, null, 0, 0, null, 0, null, 0, 0f, null, 0);
     }
 
     /** The upper 16 bits of an int lane: a bf16 that is already a float when the low half is masked off. */
@@ -503,59 +526,6 @@ public final class WeightGemm {
 
     // Loads are written out at every use: a helper returning a vector is compiled on its own once the kernels are
     // large, is then not inlined, and boxes every vector it returns.
-
-    /** Streams weight-row blocks [start, end) (of WR rows each) through all M activation rows. */
-    private static final class StreamTask implements WorkerPool.RangeTask {
-        /** Per worker: where the kernels leave their lane sums for the scalar epilogue. */
-        private final float[][] lanes;
-        private boolean bf16;
-        private int M;
-        private int N;
-        private int K;
-        private MemorySegment x;
-        private long xOff;
-        private int ldx;
-        private MemorySegment w;
-        private long wOff;
-        private int ldw;
-        private float beta;
-        private MemorySegment out;
-        private long oOff;
-        private int ldo;
-
-        StreamTask(int threads) {
-            lanes = new float[threads][4 * WR * L];
-        }
-
-        void set(boolean bf16, int M, int N, int K, MemorySegment x, long xOff, int ldx, MemorySegment w, long wOff,
-                 int ldw, float beta, MemorySegment out, long oOff, int ldo) {
-            this.bf16 = bf16;
-            this.M = M;
-            this.N = N;
-            this.K = K;
-            this.x = x;
-            this.xOff = xOff;
-            this.ldx = ldx;
-            this.w = w;
-            this.wOff = wOff;
-            this.ldw = ldw;
-            this.beta = beta;
-            this.out = out;
-            this.oOff = oOff;
-            this.ldo = ldo;
-        }
-
-        @Override
-        public void run(int start, int end, int worker) {
-            int j0 = start * WR;
-            int j1 = Math.min(N, end * WR);
-            if (bf16) {
-                Bf16Kernels.rows(lanes[worker], j0, j1, M, K, x, xOff, ldx, w, wOff, ldw, beta, out, oOff, ldo);
-            } else {
-                F32Kernels.rows(lanes[worker], j0, j1, M, K, x, xOff, ldx, w, wOff, ldw, beta, out, oOff, ldo);
-            }
-        }
-    }
 
     /** Dequantises BF16 weight rows [start, end) of the current chunk into the scratch [chunkRows, K]. */
     private final class DequantTask implements WorkerPool.RangeTask {
