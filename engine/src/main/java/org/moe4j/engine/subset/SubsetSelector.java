@@ -100,6 +100,12 @@ public final class SubsetSelector {
      */
     public static Selection select(ModelWeights w, List<int[]> docs, int keep, SubsetMethod method, long seed,
                                    ExpertSet[] base, Gemm gemm, WorkerPool pool) {
+        return select(w, docs, keep, method, seed, base, gemm, pool, Evaluator.BATCH_TOKENS);
+    }
+
+    /** As {@link #select(ModelWeights, List, int, SubsetMethod, long, ExpertSet[], Gemm, WorkerPool)}, up to batchTokens per forward. */
+    static Selection select(ModelWeights w, List<int[]> docs, int keep, SubsetMethod method, long seed,
+                            ExpertSet[] base, Gemm gemm, WorkerPool pool, int batchTokens) {
         ModelConfig c = w.layout().config();
         int L = c.layers(), s = c.sharedExperts();
         checkKeep(c, keep, base, "--keep");
@@ -128,14 +134,16 @@ public final class SubsetSelector {
         int[] experts = new int[L];
         for (int l = 0; l < L; l++) experts[l] = c.experts(l);
         ExpertScores acc = new ExpertScores(experts, s, c.d());
-        try (ForwardRunner run = new ForwardRunner(w, longest, 1, longest, c.routedK(), false, gemm, pool)) {
+        // several documents per forward (each its own sequence from position 0), as eval scores its windows
+        int batch = Math.max(1, Math.min(batchTokens / longest, docs.size()));
+        try (ForwardRunner run = new ForwardRunner(w, batch * longest, batch, longest, c.routedK(), false, gemm, pool)) {
             run.observer(acc);
             if (method.layerByLayer()) {
                 for (int l = 0; l < L; l++) {
                     acc.reset();
                     acc.recordOnly(l);
                     run.routing(null, masks);
-                    pass(run, docs);
+                    pass(run, docs, batch, longest);
                     scores[l] = candidatesOnly(acc.scores(l, method), masks[l]);
                     kept[l] = top(scores[l], keepAt(c, keep, l) - s, c.experts(l), s);
                     masks[l] = ExpertSet.of(c.experts(l), kept[l]);
@@ -143,7 +151,7 @@ public final class SubsetSelector {
             } else {
                 acc.recordOnly(-1);
                 run.routing(null, masks);
-                pass(run, docs);
+                pass(run, docs, batch, longest);
                 for (int l = 0; l < L; l++) {
                     scores[l] = candidatesOnly(acc.scores(l, method), masks[l]);
                     kept[l] = top(scores[l], keepAt(c, keep, l) - s, c.experts(l), s);
@@ -153,11 +161,22 @@ public final class SubsetSelector {
         return new Selection(method, keep, kept, scores);
     }
 
-    private static void pass(ForwardRunner run, List<int[]> docs) {
-        int[] starts = {0, 0}, first = {0}, slot = {0};
-        for (int[] d : docs) {
-            starts[1] = d.length;
-            run.forward(d, starts, first, slot, 1);
+    /**
+     * Runs the documents through the model, up to {@code batch} per forward in their order (the observer then sees
+     * every token in document order, as one document per forward would show them).
+     */
+    private static void pass(ForwardRunner run, List<int[]> docs, int batch, int longest) {
+        int[] toks = new int[batch * longest], starts = new int[batch + 1], first = new int[batch], slot = new int[batch];
+        for (int j = 0; j < batch; j++) slot[j] = j;
+        for (int i = 0; i < docs.size(); i += batch) {
+            int nb = Math.min(batch, docs.size() - i), n = 0;
+            for (int j = 0; j < nb; j++) {
+                int[] d = docs.get(i + j);
+                System.arraycopy(d, 0, toks, n, d.length);
+                n += d.length;
+                starts[j + 1] = n;
+            }
+            run.forward(toks, starts, first, slot, nb);
         }
     }
 

@@ -48,6 +48,40 @@ class EvaluatorBatchTest {
         }
     }
 
+    /**
+     * Calibration documents run several per forward give every method the scores of one document per forward (to
+     * float rounding: the products see other row counts) and the same experts, with a base restriction and without.
+     */
+    @Test
+    void calibrationDocumentsTogetherScoreAsAlone() {
+        ModelConfig c = ModelConfig.tiny();
+        Random rnd = new Random(11);
+        List<int[]> docs = new ArrayList<>();
+        for (int i = 0; i < 7; i++) docs.add(tokens(rnd, c, 1 + rnd.nextInt(c.maxSeq())));
+        try (WorkerPool pool = new WorkerPool(2); MoeModel m = new MoeModel(c).initRandom(4)) {
+            ModelWeights w = ModelWeights.f32(m);
+            JavaGemm gemm = new JavaGemm(pool);
+            for (SubsetMethod method : SubsetMethod.values()) {
+                if (method == SubsetMethod.RANDOM) continue;
+                for (int keep : new int[] {2, 4}) {
+                    var alone = SubsetSelector.select(w, docs, keep, method, 1, null, gemm, pool, 1);
+                    var together = SubsetSelector.select(w, docs, keep, method, 1, null, gemm, pool, 40);
+                    var all = SubsetSelector.select(w, docs, keep, method, 1, null, gemm, pool, Evaluator.BATCH_TOKENS);
+                    for (int l = 0; l < c.layers(); l++) {
+                        String what = method + " keep " + keep + " layer " + l;
+                        assertArrayEquals(alone.kept()[l], together.kept()[l], what);
+                        assertArrayEquals(alone.kept()[l], all.kept()[l], what);
+                        double[] a = alone.scores()[l], b = all.scores()[l];
+                        for (int e = 0; e < a.length; e++) {
+                            if (Double.isNaN(a[e])) assertEquals(Double.NaN, b[e], what);
+                            else assertEquals(a[e], b[e], 1e-5 * Math.max(1e-3, Math.abs(a[e])), what + " expert " + e);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     private static int[] tokens(Random rnd, ModelConfig c, int n) {
         int[] t = new int[n];
         for (int i = 0; i < n; i++) t[i] = 2 + rnd.nextInt(c.vocab() - 2);
