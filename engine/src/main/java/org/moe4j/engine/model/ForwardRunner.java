@@ -184,6 +184,18 @@ public final class ForwardRunner implements AutoCloseable {
      * logits of each sequence's last row (row i), or of every row with allRowLogits.
      */
     public void forward(int[] tokenIds, int[] starts, int[] firstPos, int[] slots, int sequences) {
+        forward(tokenIds, starts, firstPos, slots, sequences, c.layers());
+    }
+
+    /**
+     * As {@link #forward(int[], int[], int[], int[], int)} through the first {@code layers} layers only (the layer
+     * observer sees those): with fewer than all, nothing after them runs — no later layer, no logits (then
+     * {@link #logits()} is stale), and the KV cache of the later layers is left as it was. Layer-by-layer expert
+     * selection scores layer l from layers 0..l.
+     */
+    public void forward(int[] tokenIds, int[] starts, int[] firstPos, int[] slots, int sequences, int layers) {
+        if (layers < 1 || layers > c.layers())
+            throw new Moe4jException("inference: layers " + layers + " outside 1.." + c.layers());
         Batch b = x.batch;
         for (int i = 0; i < sequences; i++)
             if (slots[i] < 0 || slots[i] >= cache.slots())
@@ -198,7 +210,7 @@ public final class ForwardRunner implements AutoCloseable {
         if (pools != null) pools.checkBatch(b);
         weights.embed(b.tokens, N, xa.segment(), d, c.vocab());
         Tensor in = xa, out = xb;
-        for (int l = 0; l < L; l++) {
+        for (int l = 0; l < layers; l++) {
             attn[l].forward(in.segment(), cache);
             if (pools != null) pools.before(l, b, controls[l]);
             moe[l].forward(attn[l].a.hres.segment(), out.segment(), controls[l]);
@@ -208,6 +220,7 @@ public final class ForwardRunner implements AutoCloseable {
             in = out;
             out = t;
         }
+        if (layers < L) return;
         MemorySegment h = in.segment();
         int rows;
         if (allRowLogits) {

@@ -143,7 +143,7 @@ public final class SubsetSelector {
                     acc.reset();
                     acc.recordOnly(l);
                     run.routing(null, masks);
-                    pass(run, docs, batch, longest);
+                    pass(run, docs, batch, longest, l + 1); // layer l's scores depend on layers 0..l only
                     scores[l] = candidatesOnly(acc.scores(l, method), masks[l]);
                     kept[l] = top(scores[l], keepAt(c, keep, l) - s, c.experts(l), s);
                     masks[l] = ExpertSet.of(c.experts(l), kept[l]);
@@ -151,7 +151,7 @@ public final class SubsetSelector {
             } else {
                 acc.recordOnly(-1);
                 run.routing(null, masks);
-                pass(run, docs, batch, longest);
+                pass(run, docs, batch, longest, L);
                 for (int l = 0; l < L; l++) {
                     scores[l] = candidatesOnly(acc.scores(l, method), masks[l]);
                     kept[l] = top(scores[l], keepAt(c, keep, l) - s, c.experts(l), s);
@@ -162,10 +162,10 @@ public final class SubsetSelector {
     }
 
     /**
-     * Runs the documents through the model, up to {@code batch} per forward in their order (the observer then sees
-     * every token in document order, as one document per forward would show them).
+     * Runs the documents through the first {@code layers} layers, up to {@code batch} per forward in their order (the
+     * observer then sees every token in document order, as one document per forward would show them).
      */
-    private static void pass(ForwardRunner run, List<int[]> docs, int batch, int longest) {
+    private static void pass(ForwardRunner run, List<int[]> docs, int batch, int longest, int layers) {
         int[] toks = new int[batch * longest], starts = new int[batch + 1], first = new int[batch], slot = new int[batch];
         for (int j = 0; j < batch; j++) slot[j] = j;
         for (int i = 0; i < docs.size(); i += batch) {
@@ -176,7 +176,7 @@ public final class SubsetSelector {
                 n += d.length;
                 starts[j + 1] = n;
             }
-            run.forward(toks, starts, first, slot, nb);
+            run.forward(toks, starts, first, slot, nb, layers);
         }
     }
 
