@@ -31,9 +31,12 @@ import org.moe4j.simd.WorkerPool;
  *
  * <p>Weight bytes per decoded token at batch 1, counted from the config: per layer the attention projections and the
  * k experts' [W1;W3] and W2 in the matrices' dtype, the router and norm weights in F32 (they stay F32 in BF16
- * models), plus the LM head (dtype), the final norm and one embedding row. The KV cache reads are not counted (about
- * 2 × kvHeads × headSize × 4 bytes per cached position per layer: a few % here). With a subset the per-token bytes
- * are the same; the subset only shrinks the working set (which may then sit in the L3 and beat the DRAM bound).
+ * models), plus the LM head (dtype), the final norm and one embedding row; plus the KV cache a decode step reads:
+ * 2 × kvHeads × headSize × 4 bytes (F32 cache) per cached position per layer, at the mean cache length of the timed
+ * steps (prompt + new / 2 positions). At a 512-token prompt that is 9.4 MB per token in the bench config: 11% of the
+ * F32 weights' bytes and 22% of the BF16 weights' (the "KV MB" column), so it is part of the bound. With a subset the
+ * per-token bytes are the same; the subset only shrinks the working set (which may then sit in the L3 and beat the
+ * DRAM bound).
  *
  * <p>Prefill model FLOPs: per prompt token 2 × (attention projections + router + k experts) per layer plus causal
  * attention (2 × 2 × q width × (T + 1) / 2 per token per layer), plus the LM head once (only the last row's logits are
@@ -114,7 +117,7 @@ public final class DecodeBench {
                 head.append(" decode B").append(b).append(" tok/s |");
                 rule.append("---:|");
             }
-            head.append(" MB/token | GB/s | B1 bound tok/s | B1 % of bound | peak GFLOP/s | heap B/token (")
+            head.append(" MB/token (KV MB) | GB/s | B1 bound tok/s | B1 % of bound | peak GFLOP/s | heap B/token (")
                     .append(joined(batches)).append(") |");
             rule.append("---:|---:|---:|---:|---:|---:|");
             System.out.println();
@@ -137,7 +140,7 @@ public final class DecodeBench {
                                 // the mean of the bounds measured just before and just after the row's runs
                                 double bw = (bwBefore + bounds.bandwidth(2)) / 2, peak = (peakBefore + bounds.peak(2)) / 2;
                                 Result p = rs[Math.max(b1, 0)]; // prefill of one prompt when batch 1 runs
-                                double bytes = decodeBytes(c, bf16);
+                                double kv = kvBytes(c, prompt, newTokens), bytes = decodeBytes(c, bf16) + kv;
                                 double bound = bw / bytes;
                                 double prefillPct = 100 * p.prefillTokPerSec * prefillFlopsPerToken(c, prompt) / 1e9 / peak;
                                 StringBuilder row = new StringBuilder();
@@ -147,8 +150,8 @@ public final class DecodeBench {
                                 for (Result r : rs)
                                     row.append(String.format(Locale.ROOT, " %,.1f%s |", r.decodeTokPerSec,
                                             r.warmCapped ? "*" : ""));
-                                row.append(String.format(Locale.ROOT, " %.1f | %.2f | %,.1f | %s | %.1f | %s |", bytes / 1e6,
-                                        bw / 1e9, bound, b1 < 0 ? "-"
+                                row.append(String.format(Locale.ROOT, " %.1f (%.1f) | %.2f | %,.1f | %s | %.1f | %s |", bytes / 1e6,
+                                        kv / 1e6, bw / 1e9, bound, b1 < 0 ? "-"
                                                 : String.format(Locale.ROOT, "%.1f%%", 100 * rs[b1].decodeTokPerSec / bound),
                                         peak, heapColumn(rs)));
                                 System.out.println(row);
@@ -177,7 +180,7 @@ public final class DecodeBench {
                             double bwBefore = bounds.bandwidth(2);
                             Result r = run(im, null, 1, prompt, newTokens, rounds, gemm, pool);
                             double bw = (bwBefore + bounds.bandwidth(2)) / 2;
-                            double bytes = decodeBytes(c, bf16);
+                            double bytes = decodeBytes(c, bf16) + kvBytes(c, prompt, newTokens);
                             System.out.printf(Locale.ROOT, "| %d | %s | %.1f | %,.1f%s | %.1f | %.2f | %,.1f | %.1f%% | %,.1f |%n",
                                     e, dt.toUpperCase(Locale.ROOT), m.layout().total() / 1e6, r.decodeTokPerSec,
                                     r.warmCapped ? "*" : "", bytes / 1e6, bw / 1e9, bw / bytes,
@@ -249,6 +252,15 @@ public final class DecodeBench {
         double norms = (2.0 * d + (c.qkNorm() ? qw + kw : 0)) * 4;
         double head = (double) c.vocab() * d * mb + d * 4.0 + d * mb;
         return c.layers() * (attn + router + experts + norms) + head;
+    }
+
+    /**
+     * KV-cache bytes one decode step reads per sequence, at the mean cache length of the timed steps: step t (1 ..
+     * newTokens - 1; the first new token comes from the prefill) attends over prompt + t positions of F32 K and V.
+     */
+    static double kvBytes(ModelConfig c, int prompt, int newTokens) {
+        double positions = prompt + newTokens / 2.0;
+        return c.layers() * 2.0 * c.kvHeads() * c.headSize() * 4 * positions;
     }
 
     /** Model FLOPs per prompt token of a T-token prefill (LM head once for the prompt, spread over its tokens). */

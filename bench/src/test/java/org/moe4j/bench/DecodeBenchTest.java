@@ -61,6 +61,25 @@ class DecodeBenchTest {
         }
     }
 
+    /**
+     * KV bytes per decoded token = the mean over the timed steps (t = 1 .. new - 1, each reading prompt + t cached
+     * positions) of the bytes those positions take in the engine's KV cache (one slot).
+     */
+    @Test
+    void kvBytesAreTheCachedPositionsAStepReads() {
+        for (ModelConfig c : configs()) {
+            for (int[] pn : new int[][] {{1, 3}, {16, 8}, {40, 17}}) {
+                int prompt = pn[0], fresh = pn[1];
+                double sum = 0;
+                for (int t = 1; t < fresh; t++)
+                    sum += org.moe4j.engine.model.KvCache.bytes(c, 1, prompt + t);
+                double want = sum / (fresh - 1);
+                // the mean of prompt + t over t = 1 .. fresh - 1 is prompt + fresh / 2
+                assertEquals(want, DecodeBench.kvBytes(c, prompt, fresh), want * 1e-12, DecodeBench.describe(c));
+            }
+        }
+    }
+
     /** Prefill FLOPs over a prompt = T × (the training step's forward FLOPs per token less the LM head) + one head. */
     @Test
     void prefillFlopsCountTheHeadOnce() {
