@@ -321,6 +321,52 @@ class ExpertParallelEquivalenceTest {
         for (int j = 0; j < routed; j++) assertTrue(seen[j], "expert " + j + " held by no rank");
     }
 
+    /**
+     * The weight check compares what must be identical: the dense tensors over all ranks (a flipped bit in rank 1's
+     * router stops every rank) and each rank's experts over the replicas owning them (a flipped bit in rank 2's copy
+     * of expert 0, which rank 0 also owns, stops ranks 0 and 2, whose experts differ; ranks 1 and 3 agree). 2 replicas
+     * x 2 expert ranks.
+     */
+    @Test
+    void theWeightCheckComparesDenseTensorsOverAllRanksAndExpertsOverTheirReplicas() throws Exception {
+        ModelConfig c = DataParallelEquivalenceTest.config("standard");
+        for (String flip : new String[] {"router on rank 1", "expert 0 on rank 2"}) {
+            String[] msg = new String[4];
+            ranks(4, comm -> {
+                ParamLayout lay = ExpertParallel.rankLayout(c, comm.rank(), 4, 2);
+                try (WorkerPool pool = new WorkerPool(1);
+                     MoeModel m = new MoeModel(lay, true).initRandom(11);
+                     MoeTransformer tr = new MoeTransformer(m, B * T, B, c.maxRoutedK(), new JavaGemm(pool), pool);
+                     DataParallel dp = new DataParallel(comm, 1000, 1, c.experts() + 1).attach(tr);
+                     ExpertParallel ep = new ExpertParallel(comm, tr, 2)) {
+                    dp.experts(ep);
+                    boolean dense = flip.startsWith("router");
+                    if (comm.rank() == (dense ? 1 : 2)) {
+                        long at = lay.offset(dense ? ParamLayout.router(1) : ParamLayout.downProj(1, 0));
+                        m.params().setAtIndex(ValueLayout.JAVA_INT, at, m.params().getAtIndex(ValueLayout.JAVA_INT, at) ^ 1);
+                    }
+                    try {
+                        dp.checkWeights(7);
+                    } catch (ReplicaMismatchException e) {
+                        msg[comm.rank()] = e.getMessage();
+                    }
+                }
+                return null;
+            });
+            if (flip.startsWith("router")) {
+                for (int r = 0; r < 4; r++)
+                    assertTrue(msg[r] != null && msg[r].contains("after step 7 the weights differ across ranks"),
+                            flip + ", rank " + r + ": " + msg[r]);
+            } else {
+                for (int r : new int[] {0, 2})
+                    assertTrue(msg[r] != null && msg[r].contains("the routed experts 0..1 differ across the replicas"),
+                            flip + ", rank " + r + ": " + msg[r]);
+                assertEquals(null, msg[1], flip + ", rank 1");
+                assertEquals(null, msg[3], flip + ", rank 3");
+            }
+        }
+    }
+
     @Test
     void moreRanksThanRoutedExpertsIsRefused() {
         ModelConfig c = DataParallelEquivalenceTest.config("standard");
