@@ -172,7 +172,9 @@ public final class DistributedBench {
                             variant, med, (double) comm.size() * a.batch() * a.seq() / (med / 1e3), tr.reduced / steps,
                             tr.exchanged / steps, tr.calls / steps, tr.waitNanos / 1e6 / steps,
                             Double.isNaN(isolated) ? "" : String.format(Locale.ROOT, " (all-reduce alone: %.1f)", isolated),
-                            held);
+                            held + (tr.receiveWorst == 0 ? "" : String.format(Locale.ROOT,
+                                    "; rank 0's receive buffers %,d after the run (worst case %,d)", tr.receiveNow,
+                                    tr.receiveWorst)));
                 comm.barrier();
             }
         }
@@ -184,7 +186,7 @@ public final class DistributedBench {
      * gradients and both AdamW moments, and (expert parallel with ERC) of its copy of the other ranks' W1.
      */
     static final class Traffic {
-        long reduced, exchanged, calls, waitNanos, stateBytes, w1CopyBytes;
+        long reduced, exchanged, calls, waitNanos, stateBytes, w1CopyBytes, receiveNow, receiveWorst;
     }
 
     /**
@@ -233,6 +235,11 @@ public final class DistributedBench {
                 long t0 = System.nanoTime();
                 t.step();
                 if (s >= a.warmup()) ms[s - a.warmup()] = (System.nanoTime() - t0) / 1e6;
+            }
+            if (ep != null) {
+                long[] rb = ep.receiveBytes();
+                out.receiveNow = rb[0];
+                out.receiveWorst = rb[1];
             }
             if (dp != null) {
                 out.reduced += dp.bytesReduced();

@@ -44,9 +44,14 @@ public final class ExpertParallel implements ExpertExecutor, AutoCloseable {
     private final long expertFloats;
     private final ExpertExchange[] exchange;
     private final Arena arena = Arena.ofShared();
-    /** Per layer: the received rows and the owner's activations, kept from the forward for the backward. */
-    private final MemorySegment[] xeL, a13L, actL;
-    private final MemorySegment rowsD, dactL, w1Send, w1Other, none, replicaHashes;
+    /**
+     * Per layer: the received rows and the owner's activations, kept from the forward for the backward; and scratch
+     * for any layer. Sized for the even share of rows and grown to what arrives (at most the worst case).
+     */
+    private final RowBuffer[] xeL, a13L, actL;
+    private final RowBuffer rowsD, dactL;
+    private final int maxRows;
+    private final MemorySegment w1Send, w1Other, none, replicaHashes;
     /** expertStart[l]: where this rank's experts of layer l start in its (rank-local) layout, one block of owned. */
     private final long[] expertStart;
     private final long[] denseStart, denseLen;
@@ -68,6 +73,14 @@ public final class ExpertParallel implements ExpertExecutor, AutoCloseable {
      * Collective over {@code world} (it splits it when W < N).
      */
     public ExpertParallel(Communicator world, MoeTransformer tr, int expertRanks) {
+        this(world, tr, expertRanks, -1);
+    }
+
+    /**
+     * As above, the receive buffers first sized for {@code initialRows} rows per layer (-1: the even share plus a
+     * quarter; tests pass 0 to have every buffer grown by the routing).
+     */
+    ExpertParallel(Communicator world, MoeTransformer tr, int expertRanks, int initialRows) {
         ModelConfig c = tr.config();
         int n = world.size(), w = groupSize(c, n, expertRanks);
         ParamLayout lay = tr.model().layout(), mine = rankLayout(c, world.rank(), n, expertRanks);
@@ -94,21 +107,28 @@ public final class ExpertParallel implements ExpertExecutor, AutoCloseable {
         hid = c.expertHidden();
         expertFloats = 3L * hid * d;
         ExpertSlots s0 = tr.expertSlots(0);
-        int maxRows = Math.multiplyExact(ranks, s0.maxSlots());
+        // the most rows an owner can receive: every rank of the group sending all its slots to it
+        maxRows = Math.multiplyExact(ranks, s0.maxSlots());
+        first = mine.firstExpert();
+        owned = mine.heldExperts();
+        // its even share (the group's slots spread evenly over the routed experts) plus a quarter, to start with
+        int even = initialRows >= 0 ? Math.min(initialRows, maxRows)
+                : (int) Math.min(maxRows, (long) maxRows * owned / routed * 5 / 4);
         exchange = new ExpertExchange[L];
-        xeL = new MemorySegment[L];
-        a13L = new MemorySegment[L];
-        actL = new MemorySegment[L];
+        xeL = new RowBuffer[L];
+        a13L = new RowBuffer[L];
+        actL = new RowBuffer[L];
         for (int l = 0; l < L; l++) {
-            exchange[l] = new ExpertExchange(comm, routed, maxRows, d);
-            xeL[l] = rows(maxRows, d);
-            a13L[l] = rows(maxRows, 2 * hid);
-            actL[l] = rows(maxRows, hid);
+            exchange[l] = new ExpertExchange(comm, routed, even, maxRows, d);
+            xeL[l] = new RowBuffer(d, even, maxRows);
+            a13L[l] = new RowBuffer(2 * hid, even, maxRows);
+            actL[l] = new RowBuffer(hid, even, maxRows);
         }
-        rowsD = rows(maxRows, d);
-        dactL = rows(maxRows, hid);
-        first = exchange[0].firstExpert(rank);
-        owned = exchange[0].owned();
+        rowsD = new RowBuffer(d, even, maxRows);
+        dactL = new RowBuffer(hid, even, maxRows);
+        if (exchange[0].firstExpert(rank) != first || exchange[0].owned() != owned)
+            throw new Moe4jException("ExpertParallel: the exchange splits the experts unlike rankLayout (rank " + rank
+                    + ": " + exchange[0].firstExpert(rank) + " + " + exchange[0].owned() + " vs " + first + " + " + owned + ")");
         syncW1 = c.loss().erc() > 0 && ranks > 1;
         long hd = (long) hid * d;
         w1Send = syncW1 ? rows((long) owned * hid, d) : null;
@@ -261,10 +281,12 @@ public final class ExpertParallel implements ExpertExecutor, AutoCloseable {
         int l = s.layer(), E = s.experts();
         int[] offsets = s.offsets();
         ExpertExchange ex = exchange[l];
-        ex.plan(offsets); // counts first
-        ex.dispatch(s.xe(), d, xeL[l]);
-        s.forward(ex.localOffsets(), 0, owned, first, xeL[l], a13L[l], actL[l], rowsD);
-        ex.combine(rowsD, d, s.ye());
+        ex.plan(offsets); // counts first: then the rows this owner receives are known, and its buffers fit them
+        int n = ex.received();
+        MemorySegment xe = xeL[l].fit(n), a13 = a13L[l].fit(n), act = actL[l].fit(n), ye = rowsD.fit(n);
+        ex.dispatch(s.xe(), d, xe);
+        s.forward(ex.localOffsets(), 0, owned, first, xe, a13, act, ye);
+        ex.combine(ye, d, s.ye());
         count(ex, offsets, 3, true);
         if (E > routed) s.forward(offsets, routed, E, 0, s.xe(), s.a13(), s.act(), s.ye()); // shared: here
     }
@@ -274,9 +296,13 @@ public final class ExpertParallel implements ExpertExecutor, AutoCloseable {
         int l = s.layer(), E = s.experts();
         int[] offsets = s.offsets();
         ExpertExchange ex = exchange[l];
-        ex.dispatch(s.dye(), d, rowsD); // the forward's plan still holds: same routing, same counts
-        s.backward(ex.localOffsets(), 0, owned, first, xeL[l], a13L[l], actL[l], rowsD, dactL, rowsD);
-        ex.combine(rowsD, d, s.dye()); // dL/dxe, in dye's place (its routed rows are sent; the shared ones stay)
+        int n = ex.received(); // the forward's plan still holds: same routing, same counts
+        MemorySegment dy = rowsD.fit(n), dact = dactL.fit(n);
+        ex.dispatch(s.dye(), d, dy);
+        // the layer's forward activations, as its forward left them (fitted then, not reallocated since)
+        s.backward(ex.localOffsets(), 0, owned, first, xeL[l].segment(), a13L[l].segment(), actL[l].segment(), dy,
+                dact, dy);
+        ex.combine(dy, d, s.dye()); // dL/dxe, in dye's place (its routed rows are sent; the shared ones stay)
         count(ex, offsets, 2, false);
         if (E > routed) s.backward(offsets, routed, E, 0, s.xe(), s.a13(), s.act(), s.dye(), s.dact(), s.dye());
     }
@@ -437,9 +463,24 @@ public final class ExpertParallel implements ExpertExecutor, AutoCloseable {
         return rank == 0 ? CheckpointImage.owned(all, dst[1], dst[2], moments) : null;
     }
 
+    /**
+     * Bytes of this rank's receive-side buffers now (per layer the received rows and the owner's activations, the
+     * exchange's staging; the shared scratch), and what the worst case (every rank sending all its slots here) would
+     * take: {@code [now, worst]}.
+     */
+    public long[] receiveBytes() {
+        long now = rowsD.bytes() + dactL.bytes(), row = 4L * (d + 2 * hid + hid + d);
+        for (int l = 0; l < L; l++) now += xeL[l].bytes() + a13L[l].bytes() + actL[l].bytes() + exchange[l].stagingBytes();
+        long worst = (long) maxRows * (L * row + 4L * (d + hid));
+        return new long[] {now, worst};
+    }
+
     @Override
     public void close() {
         if (exchange != null) for (ExpertExchange ex : exchange) if (ex != null) ex.close();
+        for (RowBuffer[] bs : new RowBuffer[][] {xeL, a13L, actL}) if (bs != null) for (RowBuffer b : bs) if (b != null) b.close();
+        if (rowsD != null) rowsD.close();
+        if (dactL != null) dactL.close();
         arena.close();
         if (ownsComm) { // collective: every rank closes its expert parallel at the same point
             replicas.close();

@@ -50,7 +50,11 @@ class ExpertParallelEquivalenceTest {
      * One rank's losses, its weights and AdamW first moment in {@code layout} (rank 0: the whole model gathered from its
      * group, as a checkpoint holds it; the other ranks: their own rank-local buffers).
      */
-    record Run(double[] losses, float[] params, float[] m, ParamLayout layout) {
+    record Run(double[] losses, float[] params, float[] m, ParamLayout layout, long receiveBytes) {
+        Run(double[] losses, float[] params, float[] m, ParamLayout layout) {
+            this(losses, params, m, layout, 0);
+        }
+
         /** The values of tensor {@code name}. */
         float[] tensor(String name) {
             ParamLayout.Entry e = layout.entry(name);
@@ -74,6 +78,12 @@ class ExpertParallelEquivalenceTest {
     /** As above, the experts split over groups of {@code expertRanks} ranks (0: all), the groups being replicas. */
     static Run span(ModelConfig c, Communicator comm, int expertRanks, int batch, int accum, int from, int to,
                     Path resume, Path save, boolean exchange) {
+        return span(c, comm, expertRanks, batch, accum, from, to, resume, save, exchange, -1);
+    }
+
+    /** As above, the owners' receive buffers first sized for {@code initialRows} rows (-1: the default). */
+    static Run span(ModelConfig c, Communicator comm, int expertRanks, int batch, int accum, int from, int to,
+                    Path resume, Path save, boolean exchange, int initialRows) {
         // expert parallel: this rank's model holds the dense tensors and its own experts (from the checkpoint: that slice)
         java.util.function.Function<ModelConfig, ParamLayout> layoutOf = comm == null ? ParamLayout::new
                 : cfg -> ExpertParallel.rankLayout(cfg, comm.rank(), comm.size(), expertRanks);
@@ -98,7 +108,7 @@ class ExpertParallelEquivalenceTest {
                 tn = new Trainer(tr, opt, src, opts(batch, accum), null);
             } else {
                 dp = new DataParallel(comm, 1000, 5, c.experts() + 1).attach(tr);
-                ep = new ExpertParallel(comm, tr, expertRanks);
+                ep = new ExpertParallel(comm, tr, expertRanks, initialRows);
                 // the broken variant: the rank's own experts over its own rows, no exchange (the other experts' rows
                 // are dropped, and an owner's expert gradient misses the other ranks' tokens)
                 if (!exchange) tr.expertExecutor(ownRowsOnly(ep.firstExpert(), ep.owned()));
@@ -114,11 +124,12 @@ class ExpertParallelEquivalenceTest {
                     ModelCheckpoint.save(save, img.model(), new ModelCheckpoint.TrainState(img.firstMoment(),
                             img.secondMoment(), opt.stepCount(), tn.source().position(), tr.routingRng().state(),
                             tr.ercRng().state(), null), null);
+                long received = ep == null ? 0 : ep.receiveBytes()[0];
                 run = img != null
                         ? new Run(losses, img.model().params().toArray(ValueLayout.JAVA_FLOAT),
-                                img.firstMoment().toArray(ValueLayout.JAVA_FLOAT), img.model().layout())
+                                img.firstMoment().toArray(ValueLayout.JAVA_FLOAT), img.model().layout(), received)
                         : new Run(losses, m.params().toArray(ValueLayout.JAVA_FLOAT),
-                                opt.firstMoment().toArray(ValueLayout.JAVA_FLOAT), m.layout());
+                                opt.firstMoment().toArray(ValueLayout.JAVA_FLOAT), m.layout(), received);
             }
             if (comm != null) comm.barrier();
             if (ep != null) ep.close();
@@ -227,6 +238,20 @@ class ExpertParallelEquivalenceTest {
         assertTrue(msg[1].contains("--expert-ranks 2: must divide the 3 ranks"), msg[1]);
     }
 
+    /**
+     * The owners' receive buffers grow with what arrives: started empty, every one is grown by the routing (to the rows
+     * received plus a quarter) inside the forward, and the run still equals one process (EMO, 3 ranks, accumulation).
+     */
+    @Test
+    void receiveBuffersGrownFromNothingGiveTheSameRun() throws Exception {
+        ModelConfig c = DataParallelEquivalenceTest.config("emo");
+        Run one = span(c, null, 3 * B, 2, 0, STEPS, null, null, true);
+        Run[] three = ranks(3, comm -> span(c, comm, 0, B, 2, 0, STEPS, null, null, true, 0));
+        assertClose(one, three[0], "emo, 3 expert-parallel ranks, receive buffers grown from 0 rows, rank 0");
+        for (int r = 0; r < 3; r++) // 4 bytes for each empty buffer: (3 per layer + staging) x layers + 2 scratch
+            assertTrue(three[r].receiveBytes() > 4L * (4 * c.layers() + 2), "rank " + r + ": buffers grown");
+    }
+
     @Test
     void threeRanksWithAccumulationEqualOne() throws Exception {
         ModelConfig c = DataParallelEquivalenceTest.config("emo");
@@ -296,7 +321,8 @@ class ExpertParallelEquivalenceTest {
                  AdamWOptimizer opt = new AdamWOptimizer(m, pool);
                  ExpertParallel ep = new ExpertParallel(comm, tr)) {
                 held[comm.rank()] = new long[] {m.params().byteSize(), m.grads().byteSize(),
-                        opt.firstMoment().byteSize(), opt.secondMoment().byteSize(), ep.w1CopyBytes()};
+                        opt.firstMoment().byteSize(), opt.secondMoment().byteSize(), ep.w1CopyBytes(),
+                        ep.receiveBytes()[0], ep.receiveBytes()[1], tr.expertSlots(0).maxSlots()};
                 range[comm.rank()] = new int[] {ep.firstExpert(), ep.owned(), lay.firstExpert(), lay.heldExperts()};
             }
             return null;
@@ -313,6 +339,10 @@ class ExpertParallelEquivalenceTest {
                 assertEquals(bytes, held[r][b], "rank " + r + " of " + w + ": bytes of buffer " + b
                         + " (parameters, gradients, first moment, second moment)");
             assertEquals(4L * L * (routed - owned) * h * d, held[r][4], "rank " + r + " of " + w + ": ERC's W1 copy");
+            // the receive side starts at the even share of the group's slots plus a quarter, not the worst case
+            long maxRows = w * held[r][7], even = maxRows * owned / routed * 5 / 4;
+            assertEquals(4 * even * (L * (d + 2L * h + h + d) + d + h), held[r][5], "rank " + r + " of " + w + ": receive buffers");
+            assertEquals(4 * maxRows * (L * (d + 2L * h + h + d) + d + h), held[r][6], "rank " + r + " of " + w + ": worst case");
             for (int j = first; j < first + owned; j++) {
                 assertFalse(seen[j], "expert " + j + " held twice");
                 seen[j] = true;
