@@ -131,8 +131,11 @@ public final class DistributedRun implements AutoCloseable {
             if (ep.expertRanks() < comm.size())
                 System.out.printf(Locale.ROOT, "distributed: %d ranks = %d data-parallel replicas x %d expert-parallel ranks%n",
                         comm.size(), comm.size() / ep.expertRanks(), ep.expertRanks());
-            System.out.printf(Locale.ROOT, "distributed: expert parallel, rank 0 of %d owns routed experts %d..%d of %d per layer%n",
-                    ep.expertRanks(), ep.firstExpert(), ep.firstExpert() + ep.owned() - 1, tr.config().routedExperts());
+            ParamLayout lay = tr.model().layout();
+            System.out.printf(Locale.ROOT, "distributed: expert parallel, rank 0 of %d owns routed experts %d..%d of %d per layer "
+                            + "and holds %,d of the model's %,d parameters (%s with gradients and AdamW moments)%n",
+                    ep.expertRanks(), ep.firstExpert(), ep.firstExpert() + ep.owned() - 1, tr.config().routedExperts(),
+                    lay.total(), lay.whole().total(), org.moe4j.engine.config.MemoryEstimate.human(16.0 * lay.total()));
         }
         return trainer.replicas(dp);
     }

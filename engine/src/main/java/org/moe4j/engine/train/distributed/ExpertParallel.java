@@ -431,36 +431,42 @@ public final class ExpertParallel implements ExpertExecutor, AutoCloseable {
         ParamLayout local = model.layout(), whole = local.whole();
         MoeModel all = null;
         Arena moments = null;
-        MemorySegment[] dst = null;
-        if (rank == 0) {
-            all = new MoeModel(whole, false);
-            moments = Arena.ofShared();
-            long bytes = whole.total() * 4;
-            dst = new MemorySegment[] {all.params(), moments.allocate(bytes, Tensor.ALIGNMENT),
-                    moments.allocate(bytes, Tensor.ALIGNMENT)};
-            for (ParamLayout.Entry e : local.entries()) // the dense tensors and rank 0's experts
-                for (int b = 0; b < 3; b++)
-                    MemorySegment.copy(mine[b], e.offset() * 4, dst[b], whole.offset(e.name()) * 4, e.numel() * 4);
-        }
-        for (int b = 0; b < 3; b++) {
-            for (int l = 0; l < L; l++) {
-                MemorySegment send = mine[b].asSlice(expertStart[l] * 4, owned * expertFloats * 4);
-                MemorySegment recv = rank == 0
-                        ? dst[b].asSlice(whole.offset(ParamLayout.gateProj(l, 0)) * 4, routed * expertFloats * 4) : none;
-                for (int p = 0; p < ranks; p++) {
-                    int a = exchange[l].firstExpert(p), e = exchange[l].firstExpert(p + 1);
-                    sendCounts[p] = rank != 0 && p == 0 ? (int) (owned * expertFloats * 4) : 0;
-                    sendDispls[p] = 0;
-                    recvCounts[p] = rank == 0 && p != 0 ? (int) ((e - a) * expertFloats * 4) : 0;
-                    recvDispls[p] = rank == 0 && p != 0 ? (int) (a * expertFloats * 4) : 0;
-                }
-                // rank 0 receives into the whole model and sends nothing; the others send their block
-                comm.allToAllV(rank == 0 ? none : send, sendCounts, sendDispls, recv, recvCounts, recvDispls);
-                collectives++;
-                if (rank != 0) bytesSent += owned * expertFloats * 4;
+        try {
+            MemorySegment[] dst = null;
+            if (rank == 0) {
+                all = new MoeModel(whole, false);
+                moments = Arena.ofShared();
+                long bytes = whole.total() * 4;
+                dst = new MemorySegment[] {all.params(), moments.allocate(bytes, Tensor.ALIGNMENT),
+                        moments.allocate(bytes, Tensor.ALIGNMENT)};
+                for (ParamLayout.Entry e : local.entries()) // the dense tensors and rank 0's experts
+                    for (int b = 0; b < 3; b++)
+                        MemorySegment.copy(mine[b], e.offset() * 4, dst[b], whole.offset(e.name()) * 4, e.numel() * 4);
             }
+            for (int b = 0; b < 3; b++) {
+                for (int l = 0; l < L; l++) {
+                    MemorySegment send = mine[b].asSlice(expertStart[l] * 4, owned * expertFloats * 4);
+                    MemorySegment recv = rank == 0
+                            ? dst[b].asSlice(whole.offset(ParamLayout.gateProj(l, 0)) * 4, routed * expertFloats * 4) : none;
+                    for (int p = 0; p < ranks; p++) {
+                        int a = exchange[l].firstExpert(p), e = exchange[l].firstExpert(p + 1);
+                        sendCounts[p] = rank != 0 && p == 0 ? (int) (owned * expertFloats * 4) : 0;
+                        sendDispls[p] = 0;
+                        recvCounts[p] = rank == 0 && p != 0 ? (int) ((e - a) * expertFloats * 4) : 0;
+                        recvDispls[p] = rank == 0 && p != 0 ? (int) (a * expertFloats * 4) : 0;
+                    }
+                    // rank 0 receives into the whole model and sends nothing; the others send their block
+                    comm.allToAllV(rank == 0 ? none : send, sendCounts, sendDispls, recv, recvCounts, recvDispls);
+                    collectives++;
+                    if (rank != 0) bytesSent += owned * expertFloats * 4;
+                }
+            }
+            return rank == 0 ? CheckpointImage.owned(all, dst[1], dst[2], moments) : null;
+        } catch (RuntimeException | Error ex) { // no half-gathered copy left allocated
+            if (all != null) all.close();
+            if (moments != null) moments.close();
+            throw ex;
         }
-        return rank == 0 ? CheckpointImage.owned(all, dst[1], dst[2], moments) : null;
     }
 
     /**
