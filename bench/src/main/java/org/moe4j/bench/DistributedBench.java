@@ -10,6 +10,7 @@ import org.moe4j.engine.config.ModelConfig;
 import org.moe4j.engine.config.RoutingConfig;
 import org.moe4j.engine.model.MoeModel;
 import org.moe4j.engine.model.MoeTransformer;
+import org.moe4j.engine.model.ParamLayout;
 import org.moe4j.engine.train.AdamWOptimizer;
 import org.moe4j.engine.train.LrSchedule;
 import org.moe4j.engine.train.SyntheticCorpus;
@@ -33,7 +34,9 @@ import org.moe4j.simd.WorkerPool;
  * configuration: median ms per optimizer step, tokens/s, and for the MPI runs the bytes all-reduced and the bytes
  * handed to all-to-all per step and rank, the collectives per step, and the ms per step the training thread waited for
  * the gradient all-reduce (rank 0, waiting for the other rank included); for data parallel also the best of 5
- * gradient all-reduces run alone after a barrier (the transport's cost).
+ * gradient all-reduces run alone after a barrier (the transport's cost). Counted, not timed: each rank's bytes of
+ * parameters + gradients + both AdamW moments (16 bytes per parameter held), which expert parallel divides (every rank
+ * holds the dense tensors and its own experts only), plus, with ERC on, its copy of the other ranks' W1.
  *
  * <p>Run: {@code ./moe4j bench-main DistributedBench [--config small|quickstart|tiny] [--routing standard|emo] [--batch B]
  * [--seq T] [--steps N] [--warmup N] [--gemm java|onednn] [--variants data,overlapped,expert]}; B is per rank (the global batch is 2·B). Needs mpirun
@@ -93,12 +96,14 @@ public final class DistributedBench {
         System.out.printf(Locale.ROOT, "DistributedBench: %s (%,d parameters), %s routing, global batch 2 x %d x %d, %d steps "
                         + "after %d warm-up, GEMM %s, JDK %s, %d cores%n", a.config(), params, a.routing(),
                 a.batch(), a.seq(), a.steps(), a.warmup(), a.gemm(), Runtime.version(), Runtime.getRuntime().availableProcessors());
-        System.out.println("| ranks x threads | ms/step (median) | tokens/s | all-reduced bytes/step per rank | all-to-all bytes/step per rank | collectives/step | ms/step in all-reduce and gather calls, waiting included |");
-        System.out.println("|---|---:|---:|---:|---:|---:|---:|");
+        System.out.println("| ranks x threads | ms/step (median) | tokens/s | all-reduced bytes/step per rank | all-to-all bytes/step per rank | collectives/step | ms/step in all-reduce and gather calls, waiting included | parameter + gradient + AdamW moment bytes per rank (+ ERC's W1 copy) |");
+        System.out.println("|---|---:|---:|---:|---:|---:|---:|---:|");
         try (WorkerPool pool = new WorkerPool(2)) {
-            double[] ms = steps(c, a, pool, null, 2 * a.batch());
+            Traffic one = new Traffic();
+            double[] ms = steps(c, a, pool, null, 2 * a.batch(), "data", one);
             double med = median(ms);
-            System.out.printf(Locale.ROOT, "| 1 x 2 | %.1f | %,.0f | - | - | - | - |%n", med, 2.0 * a.batch() * a.seq() / (med / 1e3));
+            System.out.printf(Locale.ROOT, "| 1 x 2 | %.1f | %,.0f | - | - | - | - | %,d |%n", med,
+                    2.0 * a.batch() * a.seq() / (med / 1e3), one.stateBytes);
         }
         Path mpirun = null;
         for (String d : System.getenv().getOrDefault("PATH", "").split(":")) {
@@ -109,7 +114,7 @@ public final class DistributedBench {
             }
         }
         if (mpirun == null) {
-            System.out.println("| 2 x 1 | (mpirun not on PATH: install openmpi-bin) | | | | | |");
+            System.out.println("| 2 x 1 | (mpirun not on PATH: install openmpi-bin) | | | | | | |");
             return;
         }
         List<String> cmd = new ArrayList<>(List.of(mpirun.toString(), "--oversubscribe", "-np", "2", "--mca", "btl",
@@ -160,24 +165,28 @@ public final class DistributedBench {
                         isolated = best;
                     }
                 }
+                // every rank's held bytes, gathered to rank 0 (an uneven expert split holds unequal shares)
+                String held = heldBytes(comm, tr);
                 if (comm.rank() == 0)
-                    System.out.printf(Locale.ROOT, "| %d x 1 %s | %.1f | %,.0f | %,d | %,d | %d | %.1f%s |%n", comm.size(),
+                    System.out.printf(Locale.ROOT, "| %d x 1 %s | %.1f | %,.0f | %,d | %,d | %d | %.1f%s | %s |%n", comm.size(),
                             variant, med, (double) comm.size() * a.batch() * a.seq() / (med / 1e3), tr.reduced / steps,
                             tr.exchanged / steps, tr.calls / steps, tr.waitNanos / 1e6 / steps,
-                            Double.isNaN(isolated) ? "" : String.format(Locale.ROOT, " (all-reduce alone: %.1f)", isolated));
+                            Double.isNaN(isolated) ? "" : String.format(Locale.ROOT, " (all-reduce alone: %.1f)", isolated),
+                            held + (tr.receiveWorst == 0 ? "" : String.format(Locale.ROOT,
+                                    "; rank 0's receive buffers %,d after the run (worst case %,d)", tr.receiveNow,
+                                    tr.receiveWorst)));
                 comm.barrier();
             }
         }
         comm.close();
     }
 
-    /** What one rank handed to collectives over the timed steps. */
+    /**
+     * What one rank handed to collectives over the timed steps, and what it held: the bytes of its parameters,
+     * gradients and both AdamW moments, and (expert parallel with ERC) of its copy of the other ranks' W1.
+     */
     static final class Traffic {
-        long reduced, exchanged, calls, waitNanos;
-    }
-
-    static double[] steps(ModelConfig c, Args a, WorkerPool pool, Communicator comm, int batch) {
-        return steps(c, a, pool, comm, batch, "data", new Traffic());
+        long reduced, exchanged, calls, waitNanos, stateBytes, w1CopyBytes, receiveNow, receiveWorst;
     }
 
     /**
@@ -189,7 +198,10 @@ public final class DistributedBench {
                           Traffic out) {
         DataParallel dp = null;
         ExpertParallel ep = null;
-        try (MoeModel m = new MoeModel(c).initRandom(1);
+        // expert parallel: the rank's model holds the dense tensors and its own experts (its rank-local layout)
+        ParamLayout lay = comm != null && variant.equals("expert")
+                ? ExpertParallel.rankLayout(c, comm.rank(), comm.size(), 0) : new ParamLayout(c);
+        try (MoeModel m = new MoeModel(lay, true).initRandom(1);
              MoeTransformer tr = new MoeTransformer(m, batch * a.seq(), batch, GemmBackends.select(a.gemm(), pool).gemm(), pool);
              AdamWOptimizer opt = new AdamWOptimizer(m, pool)) {
             tr.useDefaults(true, 1);
@@ -209,6 +221,9 @@ public final class DistributedBench {
                 }
                 t = new Trainer(tr, opt, RankShards.of(src, comm.rank(), comm.size()), o, null).replicas(dp);
             }
+            out.stateBytes = m.params().byteSize() + m.grads().byteSize() + opt.firstMoment().byteSize()
+                    + opt.secondMoment().byteSize();
+            out.w1CopyBytes = ep == null ? 0 : ep.w1CopyBytes();
             double[] ms = new double[a.steps()];
             for (int s = 0; s < total; s++) {
                 if (s == a.warmup() && dp != null) {
@@ -221,6 +236,11 @@ public final class DistributedBench {
                 t.step();
                 if (s >= a.warmup()) ms[s - a.warmup()] = (System.nanoTime() - t0) / 1e6;
             }
+            if (ep != null) {
+                long[] rb = ep.receiveBytes();
+                out.receiveNow = rb[0];
+                out.receiveWorst = rb[1];
+            }
             if (dp != null) {
                 out.reduced += dp.bytesReduced();
                 out.exchanged += ep == null ? 0 : ep.bytesSent();
@@ -231,6 +251,28 @@ public final class DistributedBench {
         } finally {
             if (ep != null) ep.close();
             if (dp != null) dp.close();
+        }
+    }
+
+    /**
+     * "rank 0 / rank 1 / ..." bytes of parameters + gradients + AdamW moments per rank, with ERC's W1 copy added after
+     * a "+" where there is one. Collective.
+     */
+    static String heldBytes(Communicator comm, Traffic tr) {
+        int n = comm.size();
+        try (java.lang.foreign.Arena ar = java.lang.foreign.Arena.ofConfined()) {
+            java.lang.foreign.MemorySegment all = ar.allocate(16L * n, 8);
+            all.setAtIndex(java.lang.foreign.ValueLayout.JAVA_LONG, 2L * comm.rank(), tr.stateBytes);
+            all.setAtIndex(java.lang.foreign.ValueLayout.JAVA_LONG, 2L * comm.rank() + 1, tr.w1CopyBytes);
+            comm.allGather(all, 16L * comm.rank(), 16, all, 0);
+            StringBuilder sb = new StringBuilder();
+            for (int r = 0; r < n; r++) {
+                long state = all.getAtIndex(java.lang.foreign.ValueLayout.JAVA_LONG, 2L * r);
+                long w1 = all.getAtIndex(java.lang.foreign.ValueLayout.JAVA_LONG, 2L * r + 1);
+                sb.append(r == 0 ? "" : " / ").append(String.format(Locale.ROOT, "%,d", state));
+                if (w1 > 0) sb.append(String.format(Locale.ROOT, " + %,d", w1));
+            }
+            return sb.toString();
         }
     }
 

@@ -20,7 +20,9 @@ import org.moe4j.engine.io.ModelCheckpoint;
 import org.moe4j.engine.io.TrainingState;
 import org.moe4j.engine.model.MoeModel;
 import org.moe4j.engine.model.MoeTransformer;
+import org.moe4j.engine.model.ParamLayout;
 import org.moe4j.engine.train.AdamWOptimizer;
+import org.moe4j.engine.train.CheckpointImage;
 import org.moe4j.engine.train.BatchSource;
 import org.moe4j.engine.train.LrSchedule;
 import org.moe4j.engine.train.ShardBatchSource;
@@ -113,6 +115,8 @@ public final class TrainCommand implements Callable<Integer> {
                     + "being data-parallel replicas (W divides the ranks; 0: one group of all ranks, the default)")
     int expertRanks;
     private org.moe4j.engine.train.distributed.DistributedRun dist;
+    /** --distributed with --out: checkpoints are written (by rank 0; every rank gathers for them). */
+    private boolean distributedSaves;
 
     @Override
     public Integer call() {
@@ -122,6 +126,7 @@ public final class TrainCommand implements Callable<Integer> {
         }
         return org.moe4j.engine.train.distributed.DistributedRun.run(distributed, checkEvery, expertRanks, run -> {
             dist = run;
+            distributedSaves = out != null; // every rank takes part in gathering what rank 0 writes
             if (run.rank() != 0) out = null; // only rank 0 writes checkpoints
             int code = train();
             System.out.println("distributed: rank 0 sent " + run.traffic());
@@ -156,8 +161,11 @@ public final class TrainCommand implements Callable<Integer> {
             c = withVocab(c, manifest.tokenizer().vocabSize(), manifest.tokenizer().eosId());
         WorkerPool pool = WorkerPool.common();
         if (c != null && initModel == null) requireMemory(c);
-        MoeModel model = resume != null ? ModelCheckpoint.load(resume)
-                : initModel != null ? initModel : new MoeModel(c).initRandom(seed);
+        // --distributed expert: this rank's model holds the dense tensors and its own routed experts only
+        java.util.function.Function<ModelConfig, ParamLayout> layoutOf = dist != null ? dist::layout : null;
+        MoeModel model = resume != null ? ModelCheckpoint.load(resume, null, layoutOf)
+                : initModel != null ? initModel
+                : new MoeModel(layoutOf != null ? layoutOf.apply(c) : new ParamLayout(c), true).initRandom(seed);
         c = model.config();
         if (resume != null) {
             try {
@@ -170,7 +178,7 @@ public final class TrainCommand implements Callable<Integer> {
         }
         System.out.printf(Locale.ROOT, "moe4j train: %s routing, d %d, %d layers, %d heads (%d kv), E %d (shared %d), k %d, h %d, vocab %d; "
                         + "%,d parameters; batch %d x %d; %d threads%n", routingName(c), c.d(), c.layers(), c.heads(), c.kvHeads(),
-                c.experts(), c.sharedExperts(), c.k(), c.expertHidden(), c.vocab(), model.layout().total(), batch, seq, pool.threads());
+                c.experts(), c.sharedExperts(), c.k(), c.expertHidden(), c.vocab(), model.layout().whole().total(), batch, seq, pool.threads());
         ShardBatchSource shards = null, val = null;
         try {
             if (seq > c.maxSeq()) throw new Moe4jException("--seq " + seq + " exceeds the model's maxSeq " + c.maxSeq());
@@ -207,7 +215,7 @@ public final class TrainCommand implements Callable<Integer> {
                 tr.docMask(docMask);
                 if (resume != null) {
                     TrainingState st = ModelCheckpoint.loadState(resume, opt.firstMoment(), opt.secondMoment(),
-                            model.layout().total());
+                            model.layout());
                     opt.stepCount(st.step());
                     src.position(st.dataPosition());
                     tr.routingRng().setState(st.routingRngState());
@@ -218,18 +226,23 @@ public final class TrainCommand implements Callable<Integer> {
                         new LrSchedule(lr, warmup, steps, 0.1), clip, logEvery), System.out);
                 if (dist != null) dist.attach(trainer, tr); // --distributed: gradients, routing counts, weight checks
                 RunRecorder rec = RunRecorder.attach(trainer, out, model, resume != null, opt.stepCount(), steps, keepCheckpoints, snapshotEvery);
-                Summary sum = train(trainer, opt, steps, () -> {
-                    if (dist != null) dist.beforeSave(opt); // expert parallel: the experts onto rank 0
-                    if (out != null) save(out, model, opt, src, tr, tokenizer, extra);
-                }, saveEvery, timeLimit, dist == null ? mine -> mine : dist::anyRank);
+                boolean saving = dist != null ? distributedSaves : out != null;
+                Runnable checkpoint = () -> {
+                    if (!saving) return;
+                    // expert parallel: rank 0 gathers the whole model from its group (a collective every rank makes)
+                    try (CheckpointImage img = dist != null ? dist.checkpointImage(model, opt) : CheckpointImage.live(model, opt)) {
+                        if (out != null) save(out, img, opt, src, tr, tokenizer, extra);
+                    }
+                };
+                Summary sum = train(trainer, opt, steps, checkpoint, saveEvery, timeLimit,
+                        dist == null ? mine -> mine : dist::anyRank);
                 if (opt.stepCount() < steps)
                     System.out.printf(Locale.ROOT, "stopped after step %d of %d: --time-limit %.0f s reached%n",
                             opt.stepCount(), steps, timeLimit);
                 System.out.printf(Locale.ROOT, "loss: first %d steps %.4f -> last %d steps %.4f (ce %.4f -> %.4f)%n",
                         sum.window(), sum.firstLoss(), sum.window(), sum.lastLoss(), sum.firstCe(), sum.lastCe());
-                if (dist != null) dist.beforeSave(opt);
+                checkpoint.run();
                 if (out != null) {
-                    save(out, model, opt, src, tr, tokenizer, extra);
                     System.out.println("checkpoint: " + out.toAbsolutePath() + (tokenizer != null ? " (with tokenizer.json)" : ""));
                 }
                 if (val != null) {
@@ -328,9 +341,9 @@ public final class TrainCommand implements Callable<Integer> {
         return full;
     }
 
-    static void save(Path out, MoeModel model, AdamWOptimizer opt, BatchSource src, MoeTransformer tr, Path tokenizer,
-                     JsonNode extra) {
-        ModelCheckpoint.save(out, model, new ModelCheckpoint.TrainState(opt.firstMoment(), opt.secondMoment(),
+    static void save(Path out, CheckpointImage img, AdamWOptimizer opt, BatchSource src, MoeTransformer tr,
+                     Path tokenizer, JsonNode extra) {
+        ModelCheckpoint.save(out, img.model(), new ModelCheckpoint.TrainState(img.firstMoment(), img.secondMoment(),
                 opt.stepCount(), src.position(), tr.routingRng().state(), tr.ercRng().state(), extra), tokenizer);
     }
 
@@ -380,7 +393,7 @@ public final class TrainCommand implements Callable<Integer> {
         if (!sizes.isEmpty())
             throw new Moe4jException("--init " + init + ": " + sizes.get(0) + " would resize the checkpoint's "
                     + "tensors; --init keeps its sizes (recipe options that change routing and losses apply)");
-        MoeModel m = ModelCheckpoint.load(init);
+        MoeModel m = ModelCheckpoint.load(init, null, dist != null ? dist::layout : null);
         try {
             if (manifest != null && manifest.tokenizer().vocabSize() != m.config().vocab())
                 throw new Moe4jException("--init " + init + ": the checkpoint's vocabulary has " + m.config().vocab()
@@ -391,7 +404,7 @@ public final class TrainCommand implements Callable<Integer> {
             MoeModel own = m;
             m = null;
             own.close();
-            return ModelCheckpoint.load(init, c);
+            return ModelCheckpoint.load(init, c, dist != null ? dist::layout : null);
         } catch (RuntimeException e) {
             if (m != null) m.close();
             throw e;

@@ -11,6 +11,7 @@ import java.util.Arrays;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.function.Function;
 import org.moe4j.Moe4jException;
 import org.moe4j.engine.config.LbScope;
 import org.moe4j.engine.config.LossWeights;
@@ -118,6 +119,10 @@ public final class ModelCheckpoint {
     }
 
     private static void write(Path dir, MoeModel model, TrainState state, Map<String, Path> copies, boolean tied) {
+        if (!model.layout().isWhole())
+            throw new Moe4jException(dir + ": cannot write a checkpoint of a model holding routed experts "
+                    + model.layout().firstExpert() + ".." + (model.layout().firstExpert() + model.layout().heldExperts() - 1)
+                    + " only (an expert-parallel rank's); gather the whole model first (ExpertParallel.gather)");
         Map<String, Tensor> tensors = new LinkedHashMap<>();
         for (ParamLayout.Entry e : model.layout().entries())
             if (!(tied && e.name().equals(ParamLayout.lmHead()))) tensors.put(e.name(), model.param(e.name()));
@@ -256,7 +261,16 @@ public final class ModelCheckpoint {
      * same shapes with other routing, loss or EOS settings. Every tensor is checked against this config's layout.
      */
     public static MoeModel load(Path dir, ModelConfig config) {
-        Imported im = importCheckpoint(dir, config);
+        return load(dir, config, null);
+    }
+
+    /**
+     * As {@link #load(Path, ModelConfig)}, into a model of the layout {@code layoutOf} gives for the config (null: the
+     * whole model): an expert-parallel rank's layout loads the dense tensors and its own experts only, the other
+     * experts being checked against the config but not read.
+     */
+    public static MoeModel load(Path dir, ModelConfig config, Function<ModelConfig, ParamLayout> layoutOf) {
+        Imported im = importCheckpoint(dir, config, true, layoutOf);
         for (String note : im.notes()) LOG.log(System.Logger.Level.INFO, note);
         return im.model();
     }
@@ -289,6 +303,16 @@ public final class ModelCheckpoint {
 
     /** As {@link #importCheckpoint(Path, ModelConfig)}; without {@code gradients} the model has no gradient buffer. */
     public static Imported importCheckpoint(Path dir, ModelConfig config, boolean gradients) {
+        return importCheckpoint(dir, config, gradients, null);
+    }
+
+    /**
+     * As {@link #importCheckpoint(Path, ModelConfig, boolean)}; {@code layoutOf} (null: the whole model) gives the
+     * layout of the model to read into for the final config, a part of the whole one (an expert-parallel rank's): every
+     * tensor is still checked, only those of that layout are copied.
+     */
+    public static Imported importCheckpoint(Path dir, ModelConfig config, boolean gradients,
+                                            Function<ModelConfig, ParamLayout> layoutOf) {
         CheckpointFolder.recover(dir);
         Path configFile = dir.resolve(CheckpointDescriptor.CONFIG);
         String file = configFile.toString();
@@ -360,7 +384,10 @@ public final class ModelCheckpoint {
                         + (unknown ? "\n  (" + arch.modelType() + " tensor names are " + arch.hfPatterns() + ")" : ""));
             }
             MemoryEstimate.requireModel(c, file);
-            MoeModel m = new MoeModel(c, gradients);
+            ParamLayout part = layoutOf == null ? layout : layoutOf.apply(c);
+            if (part.whole().total() != layout.total())
+                throw new Moe4jException(dir + ": the layout to load into is not one of this config's (" + describe(c) + ")");
+            MoeModel m = new MoeModel(part, gradients);
             try {
                 for (ParamLayout.Entry e : m.layout().entries()) {
                     String name = hfOf.get(e.name());
@@ -467,6 +494,20 @@ public final class ModelCheckpoint {
      * was saved for another parameter count.
      */
     public static TrainingState loadState(Path dir, MemorySegment adamM, MemorySegment adamV, long params) {
+        return loadState(dir, adamM, adamV, params, null);
+    }
+
+    /**
+     * As {@link #loadState(Path, MemorySegment, MemorySegment, long)} into the moments of a model of {@code layout},
+     * a part of the whole one (an expert-parallel rank's): only its tensors' moments are copied, each from its place
+     * in the whole layout; {@code layout.whole().total()} is the parameter count the state must have.
+     */
+    public static TrainingState loadState(Path dir, MemorySegment adamM, MemorySegment adamV, ParamLayout layout) {
+        return loadState(dir, adamM, adamV, layout.whole().total(), layout);
+    }
+
+    private static TrainingState loadState(Path dir, MemorySegment adamM, MemorySegment adamV, long params,
+                                           ParamLayout part) {
         CheckpointFolder.recover(dir);
         Path js = dir.resolve(STATE_JSON);
         if (!Files.exists(js)) throw new Moe4jException(dir + ": no " + STATE_JSON + " (the checkpoint has no training state to resume from)");
@@ -476,21 +517,30 @@ public final class ModelCheckpoint {
                     + ", the model has " + params + " parameters");
         Path moments = dir.resolve(CheckpointDescriptor.TRAINING_STATE);
         try (SafetensorsFile f = SafetensorsFile.open(moments)) {
-            copyMoment(f, "adamw.exp_avg", adamM, params);
-            copyMoment(f, "adamw.exp_avg_sq", adamV, params);
+            copyMoment(f, "adamw.exp_avg", adamM, params, part);
+            copyMoment(f, "adamw.exp_avg_sq", adamV, params, part);
         }
         return state;
     }
 
-    private static void copyMoment(SafetensorsFile f, String name, MemorySegment dst, long params) {
+    private static void copyMoment(SafetensorsFile f, String name, MemorySegment dst, long params, ParamLayout part) {
         SafetensorsFile.Entry e = f.entry(name);
         if (e.dtype() != DType.F32 || e.shape().length != 1 || e.numel() != params)
             throw new Moe4jException(f.path() + ": tensor '" + name + "' is "
                     + org.moe4j.io.safetensors.SafetensorsDescriptor.name(e.dtype()) + Arrays.toString(e.shape())
                     + ", expected F32[" + params + "] (one moment per parameter)");
-        if (dst.byteSize() < params * Float.BYTES)
-            throw new Moe4jException(f.path() + ": tensor '" + name + "' holds " + params + " moments, the optimizer "
-                    + "buffer " + dst.byteSize() / Float.BYTES);
-        MemorySegment.copy(f.tensor(name).segment(), 0, dst, 0, params * Float.BYTES);
+        long held = part == null ? params : part.total();
+        if (dst.byteSize() < held * Float.BYTES)
+            throw new Moe4jException(f.path() + ": tensor '" + name + "' holds " + held + " moments for this model, the "
+                    + "optimizer buffer " + dst.byteSize() / Float.BYTES);
+        MemorySegment src = f.tensor(name).segment();
+        if (part == null || part.isWhole()) {
+            MemorySegment.copy(src, 0, dst, 0, params * Float.BYTES);
+            return;
+        }
+        ParamLayout whole = part.whole(); // a rank's slice: each tensor's moments from its place in the whole model
+        for (ParamLayout.Entry t : part.entries())
+            MemorySegment.copy(src, whole.offset(t.name()) * Float.BYTES, dst, t.offset() * Float.BYTES,
+                    t.numel() * Float.BYTES);
     }
 }

@@ -68,10 +68,12 @@ final class ExpertRouterCoupling {
     }
 
     /**
-     * params: the flat parameter buffer; routerOff: Wr [E, d]; w1Off[j]: W1 of expert j [h, d]; kept[0..n) the
-     * kept routed experts. Returns L (unweighted).
+     * params: the flat parameter buffer; routerOff: Wr [E, d]; W1 of expert j [h, d] at element w1Off[j] of w1[j]
+     * (the parameters, or an expert-parallel rank's copy of another rank's); kept[0..n) the kept routed experts.
+     * Returns L (unweighted).
      */
-    double forward(MemorySegment params, long routerOff, long[] w1Off, int[] keptExperts, int keptCount, RoutingRng rng) {
+    double forward(MemorySegment params, long routerOff, MemorySegment[] w1, long[] w1Off, int[] keptExperts,
+                   int keptCount, RoutingRng rng) {
         this.kept = keptExperts;
         this.n = keptCount;
         if (n < 2) {
@@ -110,7 +112,11 @@ final class ExpertRouterCoupling {
         // P_j = Rt W1_j^T [n, h]; M[i, j] = |P_j[i]|
         for (int j = 0; j < n; j++) {
             long pj = (long) j * maxE * h;
-            gemm.sgemm(false, true, n, h, d, 1f, rt, 0, d, params, w1Off[kept[j]], d, 0f, p, pj, h);
+            MemorySegment w1j = w1[kept[j]];
+            if (w1j == null)
+                throw new org.moe4j.Moe4jException("ERC: no W1 of expert " + kept[j] + " here (an expert-parallel rank "
+                        + "reads the other ranks' W1 from the copy its executor installs)");
+            gemm.sgemm(false, true, n, h, d, 1f, rt, 0, d, w1j, w1Off[kept[j]], d, 0f, p, pj, h);
             for (int i = 0; i < n; i++) m[i * n + j] = Math.sqrt(VectorOps.sumSquares(p, pj + (long) i * h, h));
         }
         double alpha = alphaSetting > 0 ? alphaSetting : n <= 64 ? 1.0 : 0.5, loss = 0;
@@ -138,11 +144,12 @@ final class ExpertRouterCoupling {
     }
 
     /**
-     * Adds weight · dL/dR into the router gradient rows and weight · expertScale · dL/dW1_j into each expert's W1
-     * gradient (expertScale: see {@link ExpertExecutor#ercExpertScale}).
+     * Adds weight · dL/dR into the router gradient rows and weight · expertScale · dL/dW1_j into each held expert's W1
+     * gradient at element gradOff[j] of grads (expertScale: see {@link ExpertExecutor#ercExpertScale}; gradOff[j] < 0:
+     * another rank's expert, whose gradient its owner computes); W1 read as in {@link #forward}.
      */
     void backward(double weight, double expertScale, MemorySegment params, MemorySegment grads, long routerOff,
-                  long[] w1Off) {
+                  MemorySegment[] w1, long[] w1Off, long[] gradOff) {
         if (n < 2 || weight == 0) return;
         VectorOps.zero(dRt, 0, (long) n * d);
         for (int j = 0; j < n; j++) {
@@ -156,9 +163,10 @@ final class ExpertRouterCoupling {
                 VectorOps.scaleCopy(s, p, pj + (long) i * h, g, (long) i * h, h);
             }
             if (!any) continue;
-            long w1 = w1Off[kept[j]];
-            gemm.sgemm(true, false, h, d, n, (float) expertScale, g, 0, h, rt, 0, d, 1f, grads, w1, d); // dW1_j += G_j^T Rt
-            gemm.sgemm(false, false, n, d, h, 1f, g, 0, h, params, w1, d, 1f, dRt, 0, d); // dRt += G_j W1_j
+            int e = kept[j];
+            if (gradOff[e] >= 0) // dW1_j += G_j^T Rt
+                gemm.sgemm(true, false, h, d, n, (float) expertScale, g, 0, h, rt, 0, d, 1f, grads, gradOff[e], d);
+            gemm.sgemm(false, false, n, d, h, 1f, g, 0, h, w1[e], w1Off[e], d, 1f, dRt, 0, d); // dRt += G_j W1_j
         }
         for (int i = 0; i < n; i++) {
             long gi = routerOff + (long) kept[i] * d;

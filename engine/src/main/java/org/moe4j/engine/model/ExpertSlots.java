@@ -38,6 +38,20 @@ public final class ExpertSlots {
         return x.hid;
     }
 
+    /**
+     * ERC reads the W1 [h, d] of routed expert {@code expert}, which this process does not hold (an expert-parallel
+     * rank's layout), at element {@code offset} of {@code store}; the caller keeps it current (ERC's gradient into it is
+     * dropped here: its owner computes its own).
+     */
+    public void w1From(int expert, MemorySegment store, long offset) {
+        block.w1From(expert, store, offset);
+    }
+
+    /** Whether this process holds expert j's weights (false: another expert-parallel rank's routed expert). */
+    public boolean holds(int j) {
+        return block.w13[j] >= 0;
+    }
+
     /** The most slot rows one forward holds (maxTokens x (k' + s)). */
     public int maxSlots() {
         return x.slots();

@@ -69,7 +69,14 @@ final class MoeBlock {
     final int E, routed;
     final Activations a;
     final long wNorm2, wr;
+    /** Each expert's [W1; W3] and W2 offsets in the weights; -1 for a routed expert this process does not hold. */
     final long[] w13, w2;
+    /**
+     * ERC: where each routed expert's W1 [h, d] is read, the weights for the experts held here, else what an expert
+     * executor installed ({@link #w1From}): an expert-parallel rank's copy of the other ranks' W1.
+     */
+    final MemorySegment[] w1Store;
+    final long[] w1At;
     /** Scratch for runExperts: the experts with rows as groups of one product (rows, input, weight, output offsets). */
     private final int[] gRows;
     private final long[] gIn, gW, gOut;
@@ -96,11 +103,19 @@ final class MoeBlock {
         gIn = new long[E];
         gW = new long[E];
         gOut = new long[E];
+        w1Store = new MemorySegment[E];
+        w1At = new long[E];
         for (int j = 0; j < E; j++) {
+            if (!w.layout().holds(l, j)) { // another rank's expert (expert parallel)
+                w13[j] = w2[j] = w1At[j] = -1;
+                continue;
+            }
             w13[j] = w.matrixOffset(ParamLayout.gateProj(l, j));
             if (w.matrixOffset(ParamLayout.upProj(l, j)) != w13[j] + (long) x.hid * x.d)
                 throw new Moe4jException("layout: layer " + l + " expert " + j + ": up_proj must follow gate_proj");
             w2[j] = w.matrixOffset(ParamLayout.downProj(l, j));
+            w1Store[j] = x.P;
+            w1At[j] = w13[j];
         }
         keptList = new int[routed];
         slots = new ExpertSlots(this, x);
@@ -109,6 +124,23 @@ final class MoeBlock {
 
     Routing routing() {
         return a.routing;
+    }
+
+    /** ERC reads the W1 [h, d] of expert j, which this process does not hold, at element {@code at} of {@code store}. */
+    void w1From(int j, MemorySegment store, long at) {
+        if (j < 0 || j >= routed || w13[j] >= 0)
+            throw new Moe4jException("layer " + l + ": expert " + j + " is not a routed expert held elsewhere (routed "
+                    + routed + ", held here: " + (j >= 0 && j < E && w13[j] >= 0) + ")");
+        w1Store[j] = store;
+        w1At[j] = at;
+    }
+
+    /** The error for running expert e, which this process does not hold. */
+    private Moe4jException notHeld(int e) {
+        ParamLayout lay = x.weights.layout();
+        return new Moe4jException("layer " + l + ": expert " + e + " is not held by this process (an expert-parallel "
+                + "rank holds routed experts " + lay.firstExpert() + ".." + (lay.firstExpert() + lay.heldExperts() - 1)
+                + "); its rows go to its owner through the rank's ExpertParallel executor");
     }
 
     /** h [N, d] -> out [N, d], routed by {@code ctl}. */
@@ -154,6 +186,7 @@ final class MoeBlock {
         int g = 0;
         for (int i = from; i < to; i++) {
             int e = base + i, s = offsets[i], n = offsets[i + 1] - s;
+            if (w13[e] < 0) throw notHeld(e);
             if (n == 0) continue;
             gRows[g] = n;
             gIn[g] = (long) s * d;
@@ -207,7 +240,7 @@ final class MoeBlock {
         x.gemm.sgemm(false, false, N, d, E, 1f, dlog, 0, E, P, wr, d, 1f, dxn2, 0, d);
         if (ercOn) {
             PhaseTimer.enter(PhaseTimer.Phase.ERC_BWD);
-            erc.backward(w.erc() / L, x.experts.ercExpertScale(), P, G, wr, w13);
+            erc.backward(w.erc() / L, x.experts.ercExpertScale(), P, G, wr, w1Store, w1At, w13);
             PhaseTimer.enter(PhaseTimer.Phase.ROUTER_BWD);
         }
         x.ops.rmsNormBackward(dxn2, 0, h, 0, P, wNorm2, a.rstd2.segment(), 0, dxs, 0, true, G, wNorm2, d, N);
@@ -222,6 +255,7 @@ final class MoeBlock {
         int d = x.d, hid = x.hid;
         for (int i = from; i < to; i++) {
             int e = base + i, s = offsets[i], n = offsets[i + 1] - s;
+            if (w13[e] < 0) throw notHeld(e);
             if (n == 0) continue;
             x.linearBackInput(n, hid, d, dye, (long) s * d, d, w2[e], 0f, dact, (long) s * hid, hid);
             x.linearBackWeight(d, hid, n, dye, (long) s * d, d, act, (long) s * hid, hid, w2[e]);

@@ -10,7 +10,9 @@ import org.moe4j.simd.Tensor;
 
 /**
  * The parameters of one MoE language model and their gradients, each one flat off-heap float32 buffer in
- * {@link ParamLayout} order, owned by the model's arena. {@link #close()} frees both.
+ * {@link ParamLayout} order, owned by the model's arena. {@link #close()} frees both. An expert-parallel rank's model
+ * is built on its rank-local layout ({@link ParamLayout#ParamLayout(ModelConfig, int, int)}): the same tensors less
+ * the other ranks' routed experts.
  */
 public final class MoeModel implements AutoCloseable {
     private final ModelConfig config;
@@ -25,11 +27,20 @@ public final class MoeModel implements AutoCloseable {
 
     /** A model with (training) or without (inference: {@link #grads()} is null) a gradient buffer. */
     public MoeModel(ModelConfig config, boolean gradients) {
+        this(null, config, gradients);
+    }
+
+    /** A model holding the tensors of {@code layout} (an expert-parallel rank's, say), with or without gradients. */
+    public MoeModel(ParamLayout layout, boolean gradients) {
+        this(layout, layout.config(), gradients);
+    }
+
+    private MoeModel(ParamLayout layout, ModelConfig config, boolean gradients) {
         org.moe4j.engine.config.MemoryEstimate.requireModel(config, "MoeModel"); // before the layout and the buffers
         this.config = config;
-        this.layout = new ParamLayout(config);
+        this.layout = layout != null ? layout : new ParamLayout(config);
         this.arena = Arena.ofShared();
-        long bytes = layout.total() * Float.BYTES;
+        long bytes = this.layout.total() * Float.BYTES;
         this.params = arena.allocate(bytes, Tensor.ALIGNMENT);
         this.grads = gradients ? arena.allocate(bytes, Tensor.ALIGNMENT) : null;
     }
@@ -72,18 +83,20 @@ public final class MoeModel implements AutoCloseable {
 
     /**
      * GPT-2 style initialisation: norm weights 1, matrices N(0, 0.02²), the projections that write into the residual
-     * stream (o_proj, down_proj) scaled by 1/sqrt(2·layers). Deterministic in the seed.
+     * stream (o_proj, down_proj) scaled by 1/sqrt(2·layers). Deterministic in the seed; a rank-local model gets the
+     * whole model's values of the tensors it holds (the draws of the others are made and dropped, in order).
      */
     public MoeModel initRandom(long seed) {
         SplittableRandom rnd = new SplittableRandom(seed);
         double resid = 0.02 / Math.sqrt(2.0 * config.layers());
-        for (ParamLayout.Entry e : layout.entries()) {
+        for (ParamLayout.Entry e : layout.whole().entries()) {
             String n = e.name();
             boolean norm = n.endsWith("norm.weight") || n.endsWith("layernorm.weight");
             double std = n.contains("o_proj") || n.contains("down_proj") ? resid : 0.02;
+            long at = layout.has(n) ? layout.offset(n) : -1;
             for (long i = 0; i < e.numel(); i++) {
                 float v = norm ? 1f : (float) (gaussian(rnd) * std);
-                params.setAtIndex(Tensor.FLOAT, e.offset() + i, v);
+                if (at >= 0) params.setAtIndex(Tensor.FLOAT, at + i, v);
             }
         }
         return this;

@@ -305,7 +305,7 @@ public final class MoeTransformer implements AutoCloseable {
                 PhaseTimer.enter(PhaseTimer.Phase.ERC);
                 int n = 0;
                 for (int e = r.keptRouted.nextMember(0); e >= 0; e = r.keptRouted.nextMember(e + 1)) moe.keptList[n++] = e;
-                stats.erc[l] = moe.erc.forward(P, moe.wr, moe.w13, moe.keptList, n, ercRng);
+                stats.erc[l] = moe.erc.forward(P, moe.wr, moe.w1Store, moe.w1At, moe.keptList, n, ercRng);
                 stats.ercEps[l] = moe.erc.epsMean();
             } else {
                 stats.erc[l] = Double.NaN;

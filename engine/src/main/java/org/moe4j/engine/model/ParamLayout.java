@@ -20,6 +20,11 @@ import org.moe4j.engine.config.ModelConfig;
  * ModelConfig#experts(int)}). With tied embeddings there is no lm_head tensor: {@link #entry} of
  * {@link #lmHead()} is the embedding's entry, so the LM head reads the embedding and adds its gradient to the
  * embedding's, and {@link #entries()} lists the one tensor once.
+ *
+ * <p>Expert parallel: a rank's layout ({@link #ParamLayout(ModelConfig, int, int)}) is the same list with only the
+ * routed experts it owns (first .. first + owned - 1 of every layer, global ids in the names) and every other tensor,
+ * in the same order; so the rank's parameters, gradients and moments hold dense + owned experts, and {@link #whole()}
+ * is the layout of the checkpoint. Single-process training uses the whole layout.
  */
 public final class ParamLayout {
     /** One tensor: name, shape, element offset in the flat buffer, whether AdamW decays it. */
@@ -43,9 +48,34 @@ public final class ParamLayout {
     private final Map<String, Entry> byName;
     private final long total;
     private final ModelConfig config;
+    /** The routed experts held: first .. first + held - 1 of every layer (the whole layout: 0 .. E_l' - 1). */
+    private final int firstExpert, heldExperts;
+    private final ParamLayout whole;
 
+    /** The whole model: every expert of every layer (the checkpoint layout). */
     public ParamLayout(ModelConfig c) {
+        this(c, 0, -1);
+    }
+
+    /**
+     * One expert-parallel rank's layout: the routed experts {@code first} .. {@code first + held - 1} of every layer
+     * (the model must have the same routed experts in every layer) and every other tensor (attention, norms, routers,
+     * shared experts, embeddings, LM head), in the whole layout's order. {@code held = -1}: every expert.
+     */
+    public ParamLayout(ModelConfig c, int first, int held) {
         this.config = c;
+        if (held >= 0) {
+            for (int l = 0; l < c.layers(); l++)
+                if (first < 0 || held < 1 || first + held > c.routedExperts(l))
+                    throw new Moe4jException("layout: routed experts " + first + ".." + (first + held - 1) + " of layer "
+                            + l + ", which has " + c.routedExperts(l) + " (0.." + (c.routedExperts(l) - 1) + ")");
+            boolean all = first == 0;
+            for (int l = 0; l < c.layers(); l++) all &= held == c.routedExperts(l);
+            if (all) held = -1;
+        }
+        this.firstExpert = held < 0 ? 0 : first;
+        this.heldExperts = held;
+        this.whole = held < 0 ? this : new ParamLayout(c);
         List<Entry> list = new ArrayList<>();
         long[] at = {0};
         int d = c.d(), dh = c.headSize(), qw = c.heads() * dh, kw = c.kvHeads() * dh, h = c.expertHidden();
@@ -63,6 +93,7 @@ public final class ParamLayout {
             add(list, at, preFeedForwardNorm(l), false, d);
             add(list, at, router(l), true, c.experts(l), d); // E_l: a pruned layer may keep fewer experts
             for (int j = 0; j < c.experts(l); j++) {
+                if (!holds(l, j)) continue;
                 add(list, at, gateProj(l, j), true, h, d);
                 add(list, at, upProj(l, j), true, h, d);
                 add(list, at, downProj(l, j), true, d, h);
@@ -150,6 +181,31 @@ public final class ParamLayout {
         return config;
     }
 
+    /** Whether this layout holds expert j of layer l (shared experts, j >= E_l', always). */
+    public boolean holds(int l, int j) {
+        return heldExperts < 0 || j >= config.routedExperts(l) || (j >= firstExpert && j < firstExpert + heldExperts);
+    }
+
+    /** Whether this is the whole model's layout (every expert); false for an expert-parallel rank's. */
+    public boolean isWhole() {
+        return heldExperts < 0;
+    }
+
+    /** The first routed expert held (0 for the whole layout). */
+    public int firstExpert() {
+        return firstExpert;
+    }
+
+    /** The routed experts held per layer (the whole layout: the config's E'). */
+    public int heldExperts() {
+        return heldExperts < 0 ? config.routedExperts() : heldExperts;
+    }
+
+    /** The whole model's layout (this one when {@link #isWhole()}): the checkpoint's offsets. */
+    public ParamLayout whole() {
+        return whole;
+    }
+
     /** Every tensor in buffer order. */
     public List<Entry> entries() {
         return entries;
@@ -167,6 +223,9 @@ public final class ParamLayout {
     /** The entry called {@code name}; the error lists what a model of this config has. */
     public Entry entry(String name) {
         Entry e = byName.get(name);
+        if (e == null && whole != this && whole.has(name))
+            throw new Moe4jException("parameter '" + name + "' is not held here: this expert-parallel rank holds routed "
+                    + "experts " + firstExpert + ".." + (firstExpert + heldExperts - 1) + " of each layer");
         if (e == null)
             throw new Moe4jException("parameter '" + name + "' does not exist in this model (" + entries.size()
                     + " tensors, e.g. " + entries.get(0).name() + ", " + entries.get(entries.size() - 1).name() + ")");

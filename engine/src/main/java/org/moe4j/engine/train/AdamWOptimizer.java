@@ -29,8 +29,8 @@ public final class AdamWOptimizer implements AutoCloseable {
     private final int[] chunkLen;
     private final boolean[] chunkDecay;
     private final double[] chunkSquares; // Σ g² of each chunk, summed in chunk order: the same bits on any thread count
-    /** Per chunk, expert parallel: 0 this rank's and every rank's (dense), 1 this rank's alone, 2 not this rank's. */
-    private byte[] chunkShare;
+    /** Per chunk, expert parallel: false every rank's alike (dense), true this rank's alone (its own experts). */
+    private boolean[] chunkSplit;
     private Partition partition;
     private double beta1 = 0.9, beta2 = 0.95, epsilon = 1e-8, weightDecay = 0.1;
     private long step;
@@ -59,31 +59,27 @@ public final class AdamWOptimizer implements AutoCloseable {
     }
 
     /**
-     * Expert parallel: some tensors (the routed experts) are each updated by one rank only, whose gradient for them is
-     * complete; the others (dense) are updated by every rank from the same gradient.
+     * Expert parallel: some tensors (the routed experts) are split over the ranks, each held and updated by its owner
+     * alone, whose gradient for them is complete; the others (dense) are updated by every rank from the same gradient.
      */
     public interface Partition {
-        /** Whether the tensor at element offset {@code offset} is split over the ranks. */
+        /** Whether the tensor at element offset {@code offset} is one of this rank's split tensors (its experts). */
         boolean split(long offset);
-
-        /** Whether this rank updates that split tensor. */
-        boolean owns(long offset);
 
         /** {@code v} summed over the ranks; the same bits on every rank (collective). */
         double sumOverRanks(double v);
     }
 
     /**
-     * Makes this optimizer one rank's part of an expert-parallel update (null: every tensor here, the default): the
-     * split tensors it does not own are left as they are, and the global gradient norm adds the owners' squares.
+     * Makes this optimizer one rank's part of an expert-parallel update (null: a single process or data parallel, the
+     * default): the global gradient norm is the dense squares plus the split tensors' squares summed over the ranks.
      */
     public AdamWOptimizer partition(Partition p) {
         partition = p;
-        chunkShare = null;
+        chunkSplit = null;
         if (p != null) {
-            chunkShare = new byte[chunkStart.length];
-            for (int i = 0; i < chunkStart.length; i++)
-                chunkShare[i] = (byte) (!p.split(chunkStart[i]) ? 0 : p.owns(chunkStart[i]) ? 1 : 2);
+            chunkSplit = new boolean[chunkStart.length];
+            for (int i = 0; i < chunkStart.length; i++) chunkSplit[i] = p.split(chunkStart[i]);
         }
         return this;
     }
@@ -138,7 +134,6 @@ public final class AdamWOptimizer implements AutoCloseable {
         public void run(int s, int e, int worker) {
             MemorySegment p = model.params(), g = model.grads();
             for (int i = s; i < e; i++) {
-                if (chunkShare != null && chunkShare[i] == 2) continue; // another rank's expert
                 long o = chunkStart[i];
                 AdamW.step(p, o, g, o, m, o, v, o, chunkLen[i], lr, (float) beta1, (float) beta2, (float) epsilon,
                         chunkDecay[i] ? (float) weightDecay : 0f, bc1, bc2, scale);
@@ -161,8 +156,8 @@ public final class AdamWOptimizer implements AutoCloseable {
         } else { // the dense chunks, the same on every rank, plus the owners' split ones summed over the ranks
             double own = 0;
             for (int i = 0; i < chunkSquares.length; i++) {
-                if (chunkShare[i] == 0) ss += chunkSquares[i];
-                else if (chunkShare[i] == 1) own += chunkSquares[i];
+                if (chunkSplit[i]) own += chunkSquares[i];
+                else ss += chunkSquares[i];
             }
             ss += partition.sumOverRanks(own);
         }

@@ -186,8 +186,9 @@ public final class DataParallel implements Trainer.Replicas, RoutingControl.Repl
     }
 
     /**
-     * Expert parallel: gradients are summed and weights compared over the dense ranges only (each routed expert lives
-     * on its owner), and {@link ExpertParallel#afterStep} runs after every step.
+     * Expert parallel: gradients are summed and weights compared over all ranks for the dense ranges only (each routed
+     * expert lives on its owner; the weight check compares it across the replicas owning it, {@link
+     * ExpertParallel#checkReplicas}), and {@link ExpertParallel#afterStep} runs after every step.
      */
     public DataParallel experts(ExpertParallel ep) {
         experts = ep;
@@ -319,7 +320,8 @@ public final class DataParallel implements Trainer.Replicas, RoutingControl.Repl
 
     /**
      * Gathers every rank's parameter hash and throws {@link ReplicaMismatchException} (on every rank, with the same
-     * text) when any differs from rank 0's.
+     * text) when any differs from rank 0's; expert parallel: the dense parameters over every rank, then each rank's
+     * experts over the replicas owning them.
      */
     public void checkWeights(long step) {
         if (params == null) throw new Moe4jException("DataParallel: attach(transformer) before checking weights");
@@ -344,7 +346,15 @@ public final class DataParallel implements Trainer.Replicas, RoutingControl.Repl
             throw new ReplicaMismatchException(String.format(Locale.ROOT,
                     "after step %d the weights differ across ranks (hash of the %,d parameters: rank 0 %016x;%s); the "
                             + "replicas have diverged, so the run stops here (the last checkpoint is intact; resume from it)",
-                    step, paramFloats, h0, bad));
+                    step, dense(), h0, bad));
+        if (experts != null) experts.checkReplicas(step);
+    }
+
+    /** Parameters the all-rank hash covers. */
+    private long dense() {
+        long n = 0;
+        for (int r = 0; r < rangeStart.length; r++) n += Math.min(rangeLen[r], paramFloats - Math.min(rangeStart[r], paramFloats));
+        return n;
     }
 
     /** A 64-bit hash of {@code n} floats' bits (bit-identical weights hash equal; any flipped bit changes it). */

@@ -5,8 +5,12 @@ import java.io.PrintStream;
 import java.net.InetAddress;
 import java.util.Locale;
 import org.moe4j.Moe4jException;
+import org.moe4j.engine.config.ModelConfig;
+import org.moe4j.engine.model.MoeModel;
 import org.moe4j.engine.model.MoeTransformer;
+import org.moe4j.engine.model.ParamLayout;
 import org.moe4j.engine.train.AdamWOptimizer;
+import org.moe4j.engine.train.CheckpointImage;
 import org.moe4j.engine.train.BatchSource;
 import org.moe4j.engine.train.Trainer;
 import org.moe4j.nativ.mpi.Communicator;
@@ -127,18 +131,32 @@ public final class DistributedRun implements AutoCloseable {
             if (ep.expertRanks() < comm.size())
                 System.out.printf(Locale.ROOT, "distributed: %d ranks = %d data-parallel replicas x %d expert-parallel ranks%n",
                         comm.size(), comm.size() / ep.expertRanks(), ep.expertRanks());
-            System.out.printf(Locale.ROOT, "distributed: expert parallel, rank 0 of %d owns routed experts %d..%d of %d per layer%n",
-                    ep.expertRanks(), ep.firstExpert(), ep.firstExpert() + ep.owned() - 1, tr.config().routedExperts());
+            ParamLayout lay = tr.model().layout();
+            System.out.printf(Locale.ROOT, "distributed: expert parallel, rank 0 of %d owns routed experts %d..%d of %d per layer "
+                            + "and holds %,d of the model's %,d parameters (%s with gradients and AdamW moments)%n",
+                    ep.expertRanks(), ep.firstExpert(), ep.firstExpert() + ep.owned() - 1, tr.config().routedExperts(),
+                    lay.total(), lay.whole().total(), org.moe4j.engine.config.MemoryEstimate.human(16.0 * lay.total()));
         }
         return trainer.replicas(dp);
     }
 
     /**
-     * Call on every rank before rank 0 writes a checkpoint: expert parallel gathers every rank's experts (and their
-     * AdamW moments) into rank 0's buffers, so the checkpoint has the single-process format. Collective.
+     * The layout of this rank's model: the whole model (data parallel), or the dense tensors and the routed experts
+     * this rank owns (expert parallel, {@link ExpertParallel#rankLayout}). Build the model on it before
+     * {@link #attach}; no communication.
      */
-    public void beforeSave(AdamWOptimizer opt) {
-        if (ep != null) ep.gatherForSave(opt);
+    public ParamLayout layout(ModelConfig c) {
+        return mode == Mode.EXPERT ? ExpertParallel.rankLayout(c, comm.rank(), comm.size(), expertRanks) : new ParamLayout(c);
+    }
+
+    /**
+     * Call on every rank before rank 0 writes a checkpoint: what rank 0 writes (null on the other ranks), in the
+     * single-process format. Data parallel: rank 0's own model and moments; expert parallel: a transient whole model
+     * that rank 0 gathers from the ranks of its group (collective; close it after the save to free it).
+     */
+    public CheckpointImage checkpointImage(MoeModel model, AdamWOptimizer opt) {
+        if (ep != null) return ep.gather(opt);
+        return comm.rank() == 0 ? CheckpointImage.live(model, opt) : null;
     }
 
     /** Whether {@code mine} is true on any rank (collective: a stop every rank must agree on, e.g. a time limit). */

@@ -18,14 +18,16 @@ import org.moe4j.nativ.mpi.Communicator;
  * same plan: dispatch dL/dy rows, combine dL/dx rows.
  *
  * <p>Used by {@link ExpertParallel}, one per layer (the plan of a layer's forward serves its backward); shown equal
- * to local computation by {@code ExpertExchangeTest}. Buffers are allocated for the largest sizes given at construction; a plan and an
+ * to local computation by {@code ExpertExchangeTest}. The staging buffer of received rows is a {@link RowBuffer}: sized
+ * for {@code initialRows}, grown by a plan that receives more (never past {@code maxRows}); otherwise a plan and an
  * exchange allocate nothing.
  */
 public final class ExpertExchange implements AutoCloseable {
     private final Communicator comm;
     private final int rank, ranks, routed, maxRows, maxWidth;
     private final Arena arena = Arena.ofShared();
-    private final MemorySegment countsOut, countsIn, staging;
+    private final MemorySegment countsOut, countsIn;
+    private final RowBuffer staging;
     private final int[] cSendCounts, cSendDispls, cRecvCounts, cRecvDispls;
     private final int[] sendRows, sendRowStart, recvRows, recvRowStart, sendBytes, sendDispls, recvBytes, recvDispls;
     private final int[] localOffsets;
@@ -39,6 +41,14 @@ public final class ExpertExchange implements AutoCloseable {
      * @param maxWidth the most floats per row
      */
     public ExpertExchange(Communicator comm, int routed, int maxRows, int maxWidth) {
+        this(comm, routed, maxRows, maxRows, maxWidth);
+    }
+
+    /**
+     * As above, the staging buffer first sized for {@code initialRows} received rows (at most maxRows), grown when a
+     * plan receives more.
+     */
+    public ExpertExchange(Communicator comm, int routed, int initialRows, int maxRows, int maxWidth) {
         if (routed < comm.size() || maxRows < 0 || maxWidth < 1)
             throw new Moe4jException("ExpertExchange: " + routed + " routed experts over " + comm.size() + " ranks, "
                     + maxRows + " rows of " + maxWidth + ": need at least one expert per rank and width >= 1");
@@ -50,7 +60,7 @@ public final class ExpertExchange implements AutoCloseable {
         this.maxWidth = maxWidth;
         countsOut = arena.allocate(JAVA_INT, routed);
         countsIn = arena.allocate(JAVA_INT, (long) ranks * (firstExpert(rank + 1) - firstExpert(rank)));
-        staging = arena.allocate(Math.max(4L, (long) maxRows * maxWidth * 4), 64);
+        staging = new RowBuffer(maxWidth, Math.min(Math.max(initialRows, 0), maxRows), maxRows);
         cSendCounts = new int[ranks];
         cSendDispls = new int[ranks];
         cRecvCounts = new int[ranks];
@@ -122,6 +132,7 @@ public final class ExpertExchange implements AutoCloseable {
             rows += n;
         }
         if (rows > maxRows) throw new Moe4jException("ExpertExchange: rank " + rank + " receives " + rows + " rows, built for " + maxRows);
+        staging.fit(rows);
         received = rows;
         localOffsets[0] = 0;
         for (int j = 0; j < owned; j++) {
@@ -137,6 +148,7 @@ public final class ExpertExchange implements AutoCloseable {
      */
     public void dispatch(MemorySegment rows, int width, MemorySegment local) {
         bytes(width);
+        MemorySegment staging = this.staging.segment();
         comm.allToAllV(rows, sendBytes, sendDispls, staging, recvBytes, recvDispls);
         long w = width * 4L;
         int owned = owned();
@@ -155,6 +167,7 @@ public final class ExpertExchange implements AutoCloseable {
         bytes(width);
         long w = width * 4L;
         int owned = owned();
+        MemorySegment staging = this.staging.segment();
         for (int j = 0; j < owned; j++) {
             int at = localOffsets[j];
             for (int p = 0; p < ranks; p++) {
@@ -177,8 +190,14 @@ public final class ExpertExchange implements AutoCloseable {
         }
     }
 
+    /** Bytes of the staging buffer now. */
+    public long stagingBytes() {
+        return staging.bytes();
+    }
+
     @Override
     public void close() {
+        staging.close();
         arena.close();
     }
 }
