@@ -461,10 +461,16 @@ public final class TrainCommand implements Callable<Integer> {
 
     /** Refuses a run whose model, optimizer and activations for --batch x --seq would not fit in memory. */
     private void requireMemory(ModelConfig c) {
+        // an expert-parallel rank holds the dense tensors and its own experts; rank 0 also gathers the whole model and
+        // both moments (12 bytes a parameter) for a moment at every save
+        double whole = MemoryEstimate.parameters(c), held = dist != null ? dist.layout(c).total() : whole;
+        double bytes = MemoryEstimate.trainingBytes(c, (double) batch * seq, held);
+        if (held < whole && out != null) bytes += 12 * whole;
         MemoryEstimate.require(String.format(Locale.ROOT, "training with --batch %d x --seq %d (%,d tokens per "
-                        + "micro-batch) on a model of %.3g parameters (vocab %d, d %d, %d layers, %d experts)", batch, seq,
-                (long) batch * seq, MemoryEstimate.parameters(c), c.vocab(), c.d(), c.layers(), c.experts()),
-                MemoryEstimate.trainingBytes(c, (double) batch * seq));
+                        + "micro-batch) on a model of %.3g parameters (vocab %d, d %d, %d layers, %d experts)%s", batch, seq,
+                (long) batch * seq, whole, c.vocab(), c.d(), c.layers(), c.experts(), held < whole
+                        ? String.format(Locale.ROOT, ", %.3g of them on this rank%s", held,
+                        out != null ? " plus the whole model and its moments while rank 0 saves" : "") : ""), bytes);
         // the router's per-token buffers are Java arrays of tokens x experts: 2^31 elements at most
         double routerElements = (double) batch * seq * Math.max(c.experts(), c.maxRoutedK() + c.sharedExperts());
         if (routerElements > Integer.MAX_VALUE - 8)

@@ -48,6 +48,14 @@ public final class MemoryEstimate {
      * {@code tokens} tokens per micro-batch (ParamLayout's shapes times MoeTransformer's buffers per token).
      */
     public static double trainingBytes(ModelConfig c, double tokens) {
+        return trainingBytes(c, tokens, parameters(c));
+    }
+
+    /**
+     * As {@link #trainingBytes(ModelConfig, double)} for a process that holds {@code held} of the model's parameters
+     * (an expert-parallel rank: the dense tensors and its own experts) with their gradients and moments.
+     */
+    public static double trainingBytes(ModelConfig c, double tokens, double held) {
         double d = c.d(), qw = (double) c.heads() * c.headSize(), kw = (double) c.kvHeads() * c.headSize();
         double e = c.experts(), h = c.expertHidden(), kTot = c.maxRoutedK() + (double) c.sharedExperts();
         // per token and layer: x, xn1, q, k, v, att, h, xn2 (+ qk-norm copies), router logits and probabilities,
@@ -57,7 +65,7 @@ public final class MemoryEstimate {
         // per token once: logits over the vocabulary, final norm, the gradient buffers
         double once = c.vocab() + 3 * d + 2 * qw + 2 * kw + 2 * e + kTot * (d + h) + 8;
         double rope = 2.0 * c.maxSeq() * c.headSize();
-        return modelBytes(c) + parameters(c) * 2 * Float.BYTES
+        return held * 4 * Float.BYTES
                 + (tokens * (c.layers() * perLayer + once) + rope) * Float.BYTES;
     }
 
@@ -109,9 +117,15 @@ public final class MemoryEstimate {
 
     /** Checks a model of {@code c} (parameters and gradients) before it is allocated. */
     public static void requireModel(ModelConfig c, String where) {
+        requireModel(c, where, parameters(c), true);
+    }
+
+    /** Checks {@code held} parameters of a model of {@code c} (a rank's share), with gradients or without. */
+    public static void requireModel(ModelConfig c, String where, double held, boolean gradients) {
         require(where + ": a model of vocab " + c.vocab() + ", d " + c.d() + ", " + c.layers() + " layers, "
                 + c.experts() + " experts of hidden " + c.expertHidden() + String.format(Locale.ROOT,
-                " (%.3g parameters)", parameters(c)), modelBytes(c));
+                " (%.3g parameters%s)", parameters(c), held < parameters(c) ? String.format(Locale.ROOT,
+                        ", %.3g of them on this rank", held) : ""), held * (gradients ? 2 : 1) * Float.BYTES);
     }
 
     /** Bytes as a person reads them: 1.5 GiB, 12.0 TiB. */

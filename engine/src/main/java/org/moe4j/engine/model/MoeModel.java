@@ -36,7 +36,9 @@ public final class MoeModel implements AutoCloseable {
     }
 
     private MoeModel(ParamLayout layout, ModelConfig config, boolean gradients) {
-        org.moe4j.engine.config.MemoryEstimate.requireModel(config, "MoeModel"); // before the layout and the buffers
+        // before the buffers (and, without a layout, before building one)
+        if (layout == null) org.moe4j.engine.config.MemoryEstimate.requireModel(config, "MoeModel");
+        else org.moe4j.engine.config.MemoryEstimate.requireModel(config, "MoeModel", layout.total(), gradients);
         this.config = config;
         this.layout = layout != null ? layout : new ParamLayout(config);
         this.arena = Arena.ofShared();
