@@ -141,6 +141,21 @@ public final class Evaluator {
      */
     static final int BATCH_TOKENS = 2048;
 
+    /**
+     * Packs sequences from..from+batch-1 (fewer at the end) of seqs one after another into toks, sequence j at
+     * toks[starts[j] .. starts[j+1]) (starts[0] stays 0); returns how many were packed.
+     */
+    static int pack(List<int[]> seqs, int from, int batch, int[] toks, int[] starts) {
+        int nb = Math.min(batch, seqs.size() - from), n = 0;
+        for (int j = 0; j < nb; j++) {
+            int[] t = seqs.get(from + j);
+            System.arraycopy(t, 0, toks, n, t.length);
+            n += t.length;
+            starts[j + 1] = n;
+        }
+        return nb;
+    }
+
     /** As {@link #run(ModelWeights, List, List, SubsetMethod, long, Gemm, WorkerPool, Progress)}, batchTokens per forward. */
     static List<Row> run(ModelWeights w, List<DomainData> domains, List<Setting> settings, SubsetMethod method,
                          long seed, Gemm gemm, WorkerPool pool, Progress progress, int batchTokens) {
@@ -192,13 +207,7 @@ public final class Evaluator {
                     long labels = 0;
                     List<int[]> wins = d.windows();
                     for (int i = 0; i < wins.size(); i += batch) {
-                        int nb = Math.min(batch, wins.size() - i), n = 0;
-                        for (int j = 0; j < nb; j++) {
-                            int[] win = wins.get(i + j);
-                            System.arraycopy(win, 0, toks, n, win.length);
-                            n += win.length;
-                            starts[j + 1] = n;
-                        }
+                        int nb = pack(wins, i, batch, toks, starts);
                         run.forward(toks, starts, first, slot, nb);
                         for (int j = 0; j < nb; j++) {
                             int[] win = wins.get(i + j);

@@ -169,13 +169,7 @@ public final class SubsetSelector {
         int[] toks = new int[batch * longest], starts = new int[batch + 1], first = new int[batch], slot = new int[batch];
         for (int j = 0; j < batch; j++) slot[j] = j;
         for (int i = 0; i < docs.size(); i += batch) {
-            int nb = Math.min(batch, docs.size() - i), n = 0;
-            for (int j = 0; j < nb; j++) {
-                int[] d = docs.get(i + j);
-                System.arraycopy(d, 0, toks, n, d.length);
-                n += d.length;
-                starts[j + 1] = n;
-            }
+            int nb = Evaluator.pack(docs, i, batch, toks, starts);
             run.forward(toks, starts, first, slot, nb, layers);
         }
     }
