@@ -192,7 +192,7 @@ public final class StepBench {
             tr.setBatch(tokens, B, T);
             Runnable train = () -> {
                 PhaseTimer.enter(PhaseTimer.Phase.OPTIMIZER);
-                m.zeroGrads();
+                tr.zeroGrads();
                 tr.forward();
                 tr.backward();
                 PhaseTimer.enter(PhaseTimer.Phase.OPTIMIZER);

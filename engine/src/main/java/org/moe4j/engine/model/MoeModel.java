@@ -7,6 +7,7 @@ import org.moe4j.Moe4jException;
 import org.moe4j.engine.config.ModelConfig;
 import org.moe4j.simd.DType;
 import org.moe4j.simd.Tensor;
+import org.moe4j.simd.WorkerPool;
 
 /**
  * The parameters of one MoE language model and their gradients, each one flat off-heap float32 buffer in
@@ -81,6 +82,29 @@ public final class MoeModel implements AutoCloseable {
 
     public void zeroGrads() {
         if (grads != null) grads.fill((byte) 0);
+    }
+
+    /** Pieces of the gradient buffer (1 MiB each) for {@link #zeroGrads(WorkerPool)}, made once. */
+    private MemorySegment[] gradPieces;
+    private final WorkerPool.RangeTask zeroTask = (a, b, w) -> {
+        for (int i = a; i < b; i++) gradPieces[i].fill((byte) 0);
+    };
+
+    /**
+     * As {@link #zeroGrads()} over the pool's threads: one thread's memset writes ~7 GB/s on the development VM, a
+     * training step's gradient buffer is 4 bytes a parameter (452 MB for the bench config: 67 ms alone,
+     * 37-41 ms on two threads). Allocates nothing after the first call.
+     */
+    public void zeroGrads(WorkerPool pool) {
+        if (grads == null) return;
+        if (gradPieces == null) {
+            long piece = 1 << 20;
+            MemorySegment[] p = new MemorySegment[(int) ((grads.byteSize() + piece - 1) / piece)];
+            for (int i = 0; i < p.length; i++)
+                p[i] = grads.asSlice(i * piece, Math.min(piece, grads.byteSize() - i * piece));
+            gradPieces = p;
+        }
+        pool.parallelFor(gradPieces.length, zeroTask);
     }
 
     /**

@@ -168,6 +168,11 @@ public final class MoeTransformer implements AutoCloseable {
         return model;
     }
 
+    /** Zeroes the model's gradients over this transformer's worker pool (before a step's first backward). */
+    public void zeroGrads() {
+        model.zeroGrads(x.pool);
+    }
+
     public int maxTokens() {
         return maxN;
     }

@@ -110,7 +110,7 @@ public final class Trainer {
     public StepLog step() {
         long t0 = System.nanoTime();
         long s = optimizer.stepCount();
-        model.model().zeroGrads();
+        model.zeroGrads();
         double loss = 0, ce = 0, lb = 0, z = 0, erc = 0, eps = 0, lmin = 1, lmax = 0;
         int drops = 0;
         int acc = options.accumulation();
