@@ -45,6 +45,12 @@ public final class OneDnnGemm implements Gemm {
         return omp.threads();
     }
 
+    /** A new {@link OneDnnMatmul} on as many threads (a primitive per shape; the caller closes it). */
+    @Override
+    public Gemm forRepeatedShapes() {
+        return new OneDnnMatmul(omp.threads());
+    }
+
     @Override
     public void sgemm(boolean transA, boolean transB, int m, int n, int k, float alpha,
                       MemorySegment a, long aOffset, int lda, MemorySegment b, long bOffset, int ldb,

@@ -23,6 +23,17 @@ public interface Gemm {
                float beta, MemorySegment c, long cOffset, int ldc);
 
     /**
+     * A GEMM for products whose shapes come back every call (a training step's dense layers: the same m, n, k each
+     * step), which may cache a plan per shape and serialises its calls. The caller owns what this returns and closes
+     * it when it is AutoCloseable and not this object. Default: this backend. oneDNN answers with its matmul
+     * primitive, which runs the weight gradient {@code dyᵀ · x} (transposed A) at about 80% of the FMA peak where
+     * {@code dnnl_sgemm} manages about 45% (bench/RESULTS.md).
+     */
+    default Gemm forRepeatedShapes() {
+        return this;
+    }
+
+    /**
      * Runs every group of {@code groups} (independent products, see {@link GemmGroups}); C holds each group's
      * {@link #sgemm} result, to the bit. This default runs them one after another; the Java backend spreads small
      * groups over its threads, one whole group per thread, instead of splitting each small product.

@@ -36,6 +36,11 @@ final class BlockContext {
     final MemorySegment W16;
     private final long[] w16Chunks;
     final WeightGemm weightGemm;
+    /**
+     * Training, FP32: the weight gradients of the dense layers (attention projections, LM head), whose shapes repeat
+     * every step, on {@code gemm.forRepeatedShapes()}; {@code gemm} itself otherwise. Closed by {@link #close()}.
+     */
+    final Gemm repeated;
     final WorkerPool pool;
     final RowOps ops;
     final Attention attention;
@@ -67,6 +72,7 @@ final class BlockContext {
         this.G = grads;
         this.gemm = gemm;
         this.weightGemm = weightGemm;
+        this.repeated = training && mixed == null ? gemm.forRepeatedShapes() : gemm;
         this.pool = pool;
         this.ws = ws;
         maxN = maxTokens;
@@ -209,8 +215,30 @@ final class BlockContext {
      */
     void linearBackWeight(int M, int N, int K, MemorySegment dy, long dyOff, int lddy, MemorySegment in, long inOff,
                           int ldin, long wOff) {
+        linearBackWeight(M, N, K, dy, dyOff, lddy, in, inOff, ldin, wOff, gemm);
+    }
+
+    /** {@link #linearBackWeight} for a dense layer, whose shapes repeat every step: on {@link #repeated} in FP32. */
+    void linearBackWeightDense(int M, int N, int K, MemorySegment dy, long dyOff, int lddy, MemorySegment in,
+                               long inOff, int ldin, long wOff) {
+        linearBackWeight(M, N, K, dy, dyOff, lddy, in, inOff, ldin, wOff, repeated);
+    }
+
+    private void linearBackWeight(int M, int N, int K, MemorySegment dy, long dyOff, int lddy, MemorySegment in,
+                                  long inOff, int ldin, long wOff, Gemm gemm) {
         if (mixed != null) mixed.linearBackwardWeight(M, N, K, dy, dyOff, lddy, in, inOff, ldin, 1f, G, wOff, N);
         else gemm.sgemm(true, false, M, N, K, 1f, dy, dyOff, lddy, in, inOff, ldin, 1f, G, wOff, N);
+    }
+
+    /** Releases {@link #repeated} when it is a backend of its own (oneDNN's primitives). */
+    void close() {
+        if (repeated != gemm && repeated instanceof AutoCloseable a) {
+            try {
+                a.close();
+            } catch (Exception e) {
+                throw new org.moe4j.Moe4jException("closing the GEMM of the dense layers' weight gradients: " + e.getMessage(), e);
+            }
+        }
     }
 
     /** As {@link #linear} for a matrix of the F32 store (the router). */
