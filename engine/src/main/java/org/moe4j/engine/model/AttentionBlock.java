@@ -166,7 +166,7 @@ final class AttentionBlock {
         }
         MemorySegment dxs = x.dx.segment();
         MemorySegment att = a.att.segment(), datts = x.datt.segment();
-        x.linearBackWeightDense(d, qw, N, dxs, 0, d, att, 0, qw, wo);
+        x.linearBackWeight(d, qw, N, dxs, 0, d, att, 0, qw, wo);
         x.linearBackInput(N, qw, d, dxs, 0, d, wo, 0f, datts, 0, qw);
         MemorySegment doc = x.docMask ? b.docSeg : null;
         if (b.seqLen > 0) {
@@ -186,9 +186,9 @@ final class AttentionBlock {
             x.ops.rmsNormBackward(dqs, 0, a.qraw.segment(), 0, P, wqn, a.qr.segment(), 0, dqs, 0, false, G, wqn, qw, N);
             x.ops.rmsNormBackward(dks, 0, a.kraw.segment(), 0, P, wkn, a.kr.segment(), 0, dks, 0, false, G, wkn, kw, N);
         }
-        x.linearBackWeightDense(qw, d, N, dqs, 0, qw, xn1, 0, d, wq);
-        x.linearBackWeightDense(kw, d, N, dks, 0, kw, xn1, 0, d, wk);
-        x.linearBackWeightDense(kw, d, N, dvs, 0, kw, xn1, 0, d, wv);
+        x.linearBackWeight(qw, d, N, dqs, 0, qw, xn1, 0, d, wq);
+        x.linearBackWeight(kw, d, N, dks, 0, kw, xn1, 0, d, wk);
+        x.linearBackWeight(kw, d, N, dvs, 0, kw, xn1, 0, d, wv);
         MemorySegment dxn1 = x.tmp.segment();
         x.linearBackInput(N, d, qw, dqs, 0, qw, wq, 0f, dxn1, 0, d);
         x.linearBackInput(N, d, kw, dks, 0, kw, wk, 1f, dxn1, 0, d);

@@ -37,8 +37,9 @@ final class BlockContext {
     private final long[] w16Chunks;
     final WeightGemm weightGemm;
     /**
-     * Training, FP32: the weight gradients of the dense layers (attention projections, LM head), whose shapes repeat
-     * every step, on {@code gemm.forRepeatedShapes()}; {@code gemm} itself otherwise. Closed by {@link #close()}.
+     * Training, FP32: the LM head's weight gradient (the same [V, d] x N product every step) on {@code
+     * gemm.forRepeatedShapes()}; {@code gemm} itself otherwise. Closed by {@link #close()}. (The attention
+     * projections' gradients measured no faster there: bench/RESULTS.md, fourth session.)
      */
     final Gemm repeated;
     final WorkerPool pool;
@@ -218,8 +219,8 @@ final class BlockContext {
         linearBackWeight(M, N, K, dy, dyOff, lddy, in, inOff, ldin, wOff, gemm);
     }
 
-    /** {@link #linearBackWeight} for a dense layer, whose shapes repeat every step: on {@link #repeated} in FP32. */
-    void linearBackWeightDense(int M, int N, int K, MemorySegment dy, long dyOff, int lddy, MemorySegment in,
+    /** {@link #linearBackWeight} for a product whose shape repeats every step: on {@link #repeated} in FP32. */
+    void linearBackWeightRepeated(int M, int N, int K, MemorySegment dy, long dyOff, int lddy, MemorySegment in,
                                long inOff, int ldin, long wOff) {
         linearBackWeight(M, N, K, dy, dyOff, lddy, in, inOff, ldin, wOff, repeated);
     }

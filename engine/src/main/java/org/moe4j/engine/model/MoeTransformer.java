@@ -358,7 +358,7 @@ public final class MoeTransformer implements AutoCloseable {
         PhaseTimer.enter(PhaseTimer.Phase.CE_BWD);
         x.ops.crossEntropyBackward(lg, b.targetSeg, lseV.segment(), scale, (float) w.outputZ(), V, N);
         PhaseTimer.enter(PhaseTimer.Phase.HEAD_BWD);
-        x.linearBackWeightDense(V, d, N, lg, 0, V, xf.segment(), 0, d, lmOff);
+        x.linearBackWeightRepeated(V, d, N, lg, 0, V, xf.segment(), 0, d, lmOff);
         x.linearBackInput(N, d, V, lg, 0, V, lmOff, 0f, x.tmp.segment(), 0, d);
         x.ops.rmsNormBackward(x.tmp.segment(), 0, xs[L].segment(), 0, P, finalNormOff, rstdf.segment(), 0,
                 x.dx.segment(), 0, false, G, finalNormOff, d, N);

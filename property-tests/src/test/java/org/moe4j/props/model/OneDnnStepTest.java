@@ -19,7 +19,7 @@ import org.moe4j.simd.WorkerPool;
 
 /**
  * A training step on oneDNN — dnnl_sgemm for most products, the matmul primitive ({@link Gemm#forRepeatedShapes})
- * for the dense layers' weight gradients — gives the loss and every gradient of the same step on the Java GEMM,
+ * for the LM head's weight gradient — gives the loss and every gradient of the same step on the Java GEMM,
  * to float rounding, over two steps (the second reuses the primitives the first created).
  */
 class OneDnnStepTest {
