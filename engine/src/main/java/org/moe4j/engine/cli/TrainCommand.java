@@ -463,9 +463,13 @@ public final class TrainCommand implements Callable<Integer> {
     private void requireMemory(ModelConfig c) {
         // an expert-parallel rank holds the dense tensors and its own experts; rank 0 also gathers the whole model and
         // both moments (12 bytes a parameter) for a moment at every save
-        double whole = MemoryEstimate.parameters(c), held = dist != null ? dist.layout(c).total() : whole;
+        ParamLayout rankLayout = dist != null ? dist.layout(c) : null;
+        double whole = MemoryEstimate.parameters(c), held = rankLayout != null ? rankLayout.total() : whole;
         double bytes = MemoryEstimate.trainingBytes(c, (double) batch * seq, held);
         if (held < whole && out != null) bytes += 12 * whole;
+        // with ERC on, a rank also keeps the other ranks' experts' W1 (h x d floats each, every layer)
+        if (held < whole && c.loss().erc() > 0)
+            bytes += 4.0 * c.layers() * (c.routedExperts() - rankLayout.heldExperts()) * c.expertHidden() * c.d();
         MemoryEstimate.require(String.format(Locale.ROOT, "training with --batch %d x --seq %d (%,d tokens per "
                         + "micro-batch) on a model of %.3g parameters (vocab %d, d %d, %d layers, %d experts)%s", batch, seq,
                 (long) batch * seq, whole, c.vocab(), c.d(), c.layers(), c.experts(), held < whole

@@ -383,10 +383,11 @@ public final class ModelCheckpoint {
                         + (shown < problems.size() ? "\n  ... and " + (problems.size() - shown) + " more" : "")
                         + (unknown ? "\n  (" + arch.modelType() + " tensor names are " + arch.hfPatterns() + ")" : ""));
             }
-            MemoryEstimate.requireModel(c, file);
             ParamLayout part = layoutOf == null ? layout : layoutOf.apply(c);
             if (part.whole().total() != layout.total())
                 throw new Moe4jException(dir + ": the layout to load into is not one of this config's (" + describe(c) + ")");
+            // what this process holds (an expert-parallel rank: its share), with gradients only when it trains
+            MemoryEstimate.requireModel(c, file, part.total(), gradients);
             MoeModel m = new MoeModel(part, gradients);
             try {
                 for (ParamLayout.Entry e : m.layout().entries()) {

@@ -73,7 +73,6 @@ final class BlockContext {
         this.G = grads;
         this.gemm = gemm;
         this.weightGemm = weightGemm;
-        this.repeated = training && mixed == null ? gemm.forRepeatedShapes() : gemm;
         this.pool = pool;
         this.ws = ws;
         maxN = maxTokens;
@@ -128,6 +127,8 @@ final class BlockContext {
             W16 = null;
             w16Chunks = null;
         }
+        // last: a backend of its own (native primitives) is made only once nothing else here can fail
+        this.repeated = training && mixed == null ? gemm.forRepeatedShapes() : gemm;
     }
 
     /**

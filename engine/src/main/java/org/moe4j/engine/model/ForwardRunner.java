@@ -220,7 +220,10 @@ public final class ForwardRunner implements AutoCloseable {
             in = out;
             out = t;
         }
-        if (layers < L) return;
+        if (layers < L) {
+            logitRows = 0; // no logits from this forward
+            return;
+        }
         MemorySegment h = in.segment();
         int rows;
         if (allRowLogits) {

@@ -411,9 +411,15 @@ public final class MoeTransformer implements AutoCloseable {
 
     @Override
     public void close() {
-        x.close();
-        if (mixed != null) mixed.close();
-        ws.close();
+        try {
+            x.close();
+        } finally {
+            try {
+                if (mixed != null) mixed.close();
+            } finally {
+                ws.close();
+            }
+        }
     }
 
     /** The subset helper: every layer routes only among {@code set} (shared experts always stay). */

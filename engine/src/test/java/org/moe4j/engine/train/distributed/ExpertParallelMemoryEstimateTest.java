@@ -16,6 +16,34 @@ import org.moe4j.engine.model.ParamLayout;
  * experts), not the whole model: a limit between the two lets the rank's model be built and refuses the whole one.
  */
 class ExpertParallelMemoryEstimateTest {
+    /** Loading a checkpoint into a rank's layout (resume, --init) is checked for the share too. */
+    @Test
+    void aRankLoadsItsShareOfACheckpointThatWouldNotFitWhole(@org.junit.jupiter.api.io.TempDir java.nio.file.Path dir) {
+        ModelConfig c = ModelConfig.bench();
+        java.nio.file.Path ck = dir.resolve("ck");
+        try (MoeModel m = new MoeModel(c).initRandom(3)) {
+            org.moe4j.engine.io.ModelCheckpoint.save(ck, m, null, null);
+        }
+        ParamLayout rank = ExpertParallel.rankLayout(c, 0, 4, 4);
+        double whole = MemoryEstimate.parameters(c), held = rank.total();
+        String old = System.getProperty("moe4j.memoryLimit");
+        System.setProperty("moe4j.memoryLimit", String.valueOf((long) ((held + whole) / 2 * 8)));
+        try {
+            try (MoeModel m = org.moe4j.engine.io.ModelCheckpoint.load(ck, null, cfg -> ExpertParallel.rankLayout(cfg, 0, 4, 4))) {
+                assertEquals(held, m.layout().total(), 0.0);
+            }
+            Moe4jException e = assertThrows(Moe4jException.class, () -> {
+                try (MoeModel m = org.moe4j.engine.io.ModelCheckpoint.load(ck, null, null)) {
+                    m.layout();
+                }
+            });
+            assertTrue(e.getMessage().contains("more than the"), e.getMessage());
+        } finally {
+            if (old == null) System.clearProperty("moe4j.memoryLimit");
+            else System.setProperty("moe4j.memoryLimit", old);
+        }
+    }
+
     @Test
     void aRankIsCheckedForItsShareOfTheModel() {
         ModelConfig c = ModelConfig.bench();
