@@ -39,6 +39,29 @@ class MpiDataParallelTest {
         return a;
     }
 
+    /**
+     * mpirun forwards each rank's writes as they come, so a whole line of rank 1 (its JVM's warnings, its log lines,
+     * its "rank 1 of 2" banner) can land in the middle of one of rank 0's lines. Removing those lines, wherever they
+     * sit, gives back rank 0's lines whole.
+     */
+    static final Pattern OTHER_RANK_LINE = Pattern.compile("(WARNING: Using incubator modules: jdk\\.incubator\\.vector"
+            + "|moe4j: rank [1-9]\\d* of \\d+ [^\\n]*)\\n");
+    static final Pattern LOG_LINE = Pattern.compile("INFO: GEMM backend: [^\\n]*\\n");
+
+    static String rank0(String output) {
+        return LOG_LINE.matcher(OTHER_RANK_LINE.matcher(output).replaceAll("")).replaceAll("");
+    }
+
+    /** The interleaving seen in a CI run: rank 1's log line inside rank 0's banner. */
+    @org.junit.jupiter.api.Test
+    void rank0LinesComeBackWhole() {
+        String seen = "WARNING: Using incubator modules: jdk.incubator.vector\nmoe4j: rank 1 of 2 (expert parallel), host vm, "
+                + "pid 2\nmoe4j: rank 0 of 2 (expert parallel), host vm, pid 1\ndistributed: 2INFO: GEMM backend: java "
+                + "(requested)\n ranks x batch 2 = global batch 4 x 32\nINFO: GEMM backend: java (requested)\nstep     0  loss 5.6588\n";
+        assertEquals("moe4j: rank 0 of 2 (expert parallel), host vm, pid 1\ndistributed: 2 ranks x batch 2 = global batch "
+                + "4 x 32\nstep     0  loss 5.6588\n", rank0(seen));
+    }
+
     static double[] losses(String output, int steps) {
         double[] l = new double[steps];
         int n = 0;
@@ -68,13 +91,14 @@ class MpiDataParallelTest {
                 trainArgs(routing, 2, tmp.resolve("two"), steps, "--distributed", mode, "--check-every", "5",
                 "--expert-ranks", Integer.toString(expertRanks)))), 300);
         assertEquals(0, two.exit(), two.output());
-        assertTrue(two.output().contains("distributed: 2 ranks x batch 2 = global batch 4 x 32"), two.output());
+        String out = rank0(two.output());
+        assertTrue(out.contains("distributed: 2 ranks x batch 2 = global batch 4 x 32"), two.output());
         if (mode.equals("expert") && expertRanks == 0) // the CLI's tiny model: 8 routed experts, rank 0 owns half
-            assertTrue(two.output().contains("expert parallel, rank 0 of 2 owns routed experts 0..3 of 8"), two.output());
+            assertTrue(out.contains("expert parallel, rank 0 of 2 owns routed experts 0..3 of 8"), two.output());
         if (expertRanks == 1) // 2 replicas of one expert rank each: MPI_Comm_split, expert gradients over the replicas
-            assertTrue(two.output().contains("distributed: 2 ranks = 2 data-parallel replicas x 1 expert-parallel ranks"),
+            assertTrue(out.contains("distributed: 2 ranks = 2 data-parallel replicas x 1 expert-parallel ranks"),
                     two.output());
-        double[] a = losses(one.output(), steps), b = losses(two.output(), steps); // rank 1 prints no step lines
+        double[] a = losses(one.output(), steps), b = losses(out, steps); // rank 1 prints no step lines
         for (int s = 0; s < steps; s++) assertEquals(a[s], b[s], 2e-4 * Math.max(1, a[s]), mode + ", " + routing + ": loss of step " + s);
         float[] wa = weights(tmp.resolve("one")), wb = weights(tmp.resolve("two"));
         double max = 0;
