@@ -149,7 +149,8 @@ public final class BudgetSweep {
             if (k == s + 1) break;
             if (k / 2 < s + 1) keeps.add(s + 1);
         }
-        try (ForwardRunner run = new ForwardRunner(w, 1, 1, longest, c.routedK(), false, gemm, pool)) {
+        try (ForwardRunner run = new ForwardRunner(w, 1, 1, longest, c.routedK(), false, gemm, pool);
+             PackedCrossEntropy ces = new PackedCrossEntropy(1)) {
             // one untimed pass first, so that the first setting is not timed while the JIT compiles the decode path
             int[] d0 = heldOut.get(0);
             for (int t = 0; t < d0.length; t++) run.forward(new int[] {d0[t]}, new int[] {0, 1}, new int[] {t}, new int[] {0}, 1);
@@ -168,7 +169,7 @@ public final class BudgetSweep {
                             long t0 = System.nanoTime();
                             run.forward(one, starts, pos, slot, 1);
                             nanos += System.nanoTime() - t0;
-                            ce += Evaluator.crossEntropySum(run.logits().segment(), 0, new int[] {d[t], d[t + 1]}, c.vocab());
+                            ce += ces.row(run.logits().segment(), c.vocab(), d[t + 1]);
                             labels++;
                         }
                     }

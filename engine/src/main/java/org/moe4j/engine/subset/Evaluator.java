@@ -25,7 +25,7 @@ import org.moe4j.simd.WorkerPool;
  * 7): the full model, subsets keeping a share of the experts chosen per domain from calibration documents of that
  * domain that are not scored, a routed k' for every layer, an EMO evaluation pool. Each validation document is cut
  * into windows of at most maxSeq tokens, each run from position 0; every next-token label inside a window counts.
- * CE is computed from the logits in float64.
+ * CE is summed in float64 from each row's log-sum-exp ({@link PackedCrossEntropy}).
  */
 public final class Evaluator {
     private Evaluator() {
@@ -175,7 +175,8 @@ public final class Evaluator {
         int[] toks = new int[batch * longest], starts = new int[batch + 1], first = new int[batch], slot = new int[batch];
         for (int j = 0; j < batch; j++) slot[j] = j;
         List<Row> rows = new ArrayList<>();
-        try (ForwardRunner run = new ForwardRunner(w, batch * longest, batch, longest, maxK, true, gemm, pool)) {
+        try (ForwardRunner run = new ForwardRunner(w, batch * longest, batch, longest, maxK, true, gemm, pool);
+             PackedCrossEntropy ces = new PackedCrossEntropy(batch * longest)) {
             for (DomainData d : domains) {
                 if (d.windows().isEmpty()) continue;
                 for (Setting s : settings) {
@@ -209,10 +210,9 @@ public final class Evaluator {
                     for (int i = 0; i < wins.size(); i += batch) {
                         int nb = pack(wins, i, batch, toks, starts);
                         run.forward(toks, starts, first, slot, nb);
+                        ce += ces.sum(run.logits().segment(), c.vocab(), wins, i, starts, nb, pool);
                         for (int j = 0; j < nb; j++) {
-                            int[] win = wins.get(i + j);
-                            ce += crossEntropySum(run.logits().segment(), (long) starts[j] * c.vocab(), win, c.vocab());
-                            labels += win.length - 1;
+                            labels += wins.get(i + j).length - 1;
                             if (progress != null) progress.step(d.domain(), s.name());
                         }
                     }
@@ -226,7 +226,7 @@ public final class Evaluator {
 
     /**
      * Σ_t (logsumexp(logits[t]) - logits[t][tokens[t+1]]) over t < n - 1, in float64; logits [n, V] from element
-     * {@code from} of the segment.
+     * {@code from} of the segment. The plain twin of {@link PackedCrossEntropy} (which scores the runs).
      */
     static double crossEntropySum(MemorySegment logits, long from, int[] tokens, int V) {
         double sum = 0;
