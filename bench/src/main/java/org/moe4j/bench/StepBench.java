@@ -37,6 +37,8 @@ import org.moe4j.simd.WorkerPool;
  *   <li>{@code --tokens 256,512,1024,2048}: tokens per step (sequences of 256 tokens, B = tokens / 256).</li>
  *   <li>{@code --erc}: keeps the ERC loss on (the default table runs with ERC and the output z-loss off).</li>
  *   <li>{@code --no-forward}: only the training-step row.</li>
+ *   <li>{@code --unfused-optimizer}: zero the gradients and (BF16) round the weights' copy in passes of their own
+ *   (before the optimizer did both in its pass; for A/B runs).</li>
  * </ul>
  */
 public final class StepBench {
@@ -57,6 +59,7 @@ public final class StepBench {
             else if (args[i].equals("--phases")) PHASES = true;
             else if (args[i].equals("--erc")) ERC = true;
             else if (args[i].equals("--no-forward")) FORWARD = false;
+            else if (args[i].equals("--unfused-optimizer")) FUSED_OPTIMIZER = false;
             else if (args[i].equals("--experts")) expertSweep = ints(args[++i]);
             else if (args[i].equals("--tokens")) tokenSweep = ints(args[++i]);
             else if (args[i].equals("--backends")) backends = args[++i].split(",");
@@ -110,6 +113,8 @@ public final class StepBench {
     }
 
     static boolean PHASES, ERC, FORWARD = true;
+    /** The optimizer zeroes the gradients and (BF16) writes the weights' bf16 copy in its pass, as the Trainer's does. */
+    static boolean FUSED_OPTIMIZER = true;
 
     static int[] ints(String list) {
         return java.util.Arrays.stream(list.split(",")).mapToInt(Integer::parseInt).toArray();
@@ -190,6 +195,10 @@ public final class StepBench {
              AdamWOptimizer opt = new AdamWOptimizer(m, pool)) {
             src.next(tokens, B, T);
             tr.setBatch(tokens, B, T);
+            if (FUSED_OPTIMIZER) { // as the Trainer sets it up
+                opt.zeroGradients(true);
+                if (tr.bf16Weights() != null) opt.bf16Copy(tr.bf16Weights(), tr::bf16Copied);
+            }
             Runnable train = () -> {
                 PhaseTimer.enter(PhaseTimer.Phase.OPTIMIZER);
                 tr.zeroGrads();
@@ -198,7 +207,8 @@ public final class StepBench {
                 PhaseTimer.enter(PhaseTimer.Phase.OPTIMIZER);
                 opt.step(1e-4, 1.0, 1);
                 PhaseTimer.stop();
-                tr.weightsChanged(); // BF16: the next forward re-rounds its weight copy, as in training
+                if (opt.writesBf16Copy()) tr.weightsChangedWithBf16Copy(); // as in training
+                else tr.weightsChanged(); // BF16: the next forward re-rounds its weight copy
             };
             Runnable fwd = tr::forward;
             double flopTok = forwardFlopsPerToken(c, T);

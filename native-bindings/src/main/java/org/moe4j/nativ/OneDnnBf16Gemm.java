@@ -27,6 +27,12 @@ public final class OneDnnBf16Gemm implements Bf16Gemm, AutoCloseable {
         return "onednn_bf16";
     }
 
+    /** A matmul of its own on one OpenMP thread (its primitives are made for one thread). */
+    @Override
+    public Bf16Gemm forOneThread() {
+        return new OneDnnBf16Gemm(1);
+    }
+
     /** Primitives created so far (tests and benchmarks: a step must not add any once warmed up). */
     public long primitivesCreated() {
         return matmul.primitivesCreated();

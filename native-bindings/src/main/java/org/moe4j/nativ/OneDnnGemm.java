@@ -51,6 +51,12 @@ public final class OneDnnGemm implements Gemm {
         return new OneDnnMatmul(omp.threads());
     }
 
+    /** dnnl_sgemm on one OpenMP thread (nothing to close). */
+    @Override
+    public Gemm forOneThread() {
+        return new OneDnnGemm(1, heapFallback);
+    }
+
     @Override
     public void sgemm(boolean transA, boolean transB, int m, int n, int k, float alpha,
                       MemorySegment a, long aOffset, int lda, MemorySegment b, long bOffset, int ldb,

@@ -71,6 +71,54 @@ class AdamWProperties {
         }
     }
 
+    /**
+     * The fused step (gradients zeroed, the bf16 copy written in the same pass) gives p, m and v the bits of the
+     * plain step, every gradient 0 when asked (else untouched), and a bf16 copy equal to rounding the new p, on
+     * random lengths (vector tails) and with padding around every range untouched.
+     */
+    @Property(tries = 80)
+    void fusedStepEqualsStepThenZeroThenRound(@ForAll @IntRange(min = 0, max = 300) int n, @ForAll boolean zero,
+                                             @ForAll boolean copy, @ForAll boolean decay, @ForAll long seed) {
+        Random rnd = new Random(seed);
+        float lr = (float) (1e-3 * Math.exp(rnd.nextGaussian()));
+        float wd = decay ? 0.1f : 0f, gradScale = rnd.nextBoolean() ? 1f : (float) rnd.nextDouble();
+        float bc1 = (float) (1 - Math.pow(B1, 3)), bc2 = (float) (1 - Math.pow(B2, 3));
+        float[] p = gaussian(rnd, n, 1), g = gaussian(rnd, n, Math.exp(rnd.nextGaussian() * 3));
+        float[] m = gaussian(rnd, n, 0.01), v = new float[n];
+        for (int i = 0; i < n; i++) v[i] = (float) Math.abs(rnd.nextGaussian() * 1e-4);
+        if (n > 0) p[rnd.nextInt(n)] = Float.NaN; // NaN must round to a bf16 NaN
+        int pad = 3;
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment p1 = floats(arena, p, pad), g1 = floats(arena, g, pad), m1 = floats(arena, m, pad),
+                    v1 = floats(arena, v, pad);
+            MemorySegment p2 = floats(arena, p, pad), g2 = floats(arena, g, pad), m2 = floats(arena, m, pad),
+                    v2 = floats(arena, v, pad);
+            MemorySegment w16 = arena.allocate((n + 2L * pad) * 2, 64), want16 = arena.allocate(Math.max(1, n) * 2L, 64);
+            w16.fill((byte) 0x5A);
+            AdamW.step(p1, pad, g1, pad, m1, pad, v1, pad, n, lr, B1, B2, 1e-8f, wd, bc1, bc2, gradScale);
+            AdamW.step(p2, pad, g2, pad, m2, pad, v2, pad, n, lr, B1, B2, 1e-8f, wd, bc1, bc2, gradScale, zero,
+                    copy ? w16 : null, pad);
+            float[] pa = read(p1, pad, n), pb = read(p2, pad, n), ma = read(m1, pad, n), mb = read(m2, pad, n);
+            float[] va = read(v1, pad, n), vb = read(v2, pad, n), gb = read(g2, pad, n);
+            for (int i = 0; i < n; i++) {
+                assertEquals(Float.floatToRawIntBits(pa[i]), Float.floatToRawIntBits(pb[i]), "p[" + i + "]");
+                assertEquals(Float.floatToRawIntBits(ma[i]), Float.floatToRawIntBits(mb[i]), "m[" + i + "]");
+                assertEquals(Float.floatToRawIntBits(va[i]), Float.floatToRawIntBits(vb[i]), "v[" + i + "]");
+                assertEquals(Float.floatToRawIntBits(zero ? 0f : g[i]), Float.floatToRawIntBits(gb[i]), "g[" + i + "]");
+            }
+            KernelsSupport.assertPadIntact("g", g2, pad, n);
+            KernelsSupport.assertPadIntact("p", p2, pad, n);
+            org.moe4j.simd.Convert.f32ToBf16(p1, pad, want16, 0, n);
+            for (int i = 0; i < n + 2 * pad; i++) {
+                short got = w16.getAtIndex(org.moe4j.simd.Tensor.SHORT, i);
+                if (copy && i >= pad && i < pad + n)
+                    assertEquals(want16.getAtIndex(org.moe4j.simd.Tensor.SHORT, i - pad), got, "bf16 copy[" + (i - pad) + "]");
+                else
+                    assertEquals((short) 0x5A5A, got, "bf16 element " + i + " outside the range (or no copy asked)");
+            }
+        }
+    }
+
     @Property(tries = 40)
     void sumSquaresAndScaleMatchTwin(@ForAll @IntRange(min = 0, max = 20000) int n, @ForAll long seed) {
         Random rnd = new Random(seed);

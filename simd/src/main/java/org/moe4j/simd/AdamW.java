@@ -31,6 +31,18 @@ public final class AdamW {
     public static void step(MemorySegment p, long pOff, MemorySegment g, long gOff, MemorySegment m, long mOff,
                             MemorySegment v, long vOff, long n, float lr, float b1, float b2, float eps, float wd,
                             float bc1, float bc2, float gradScale) {
+        step(p, pOff, g, gOff, m, mOff, v, vOff, n, lr, b1, b2, eps, wd, bc1, bc2, gradScale, false, null, 0);
+    }
+
+    /**
+     * {@link #step}, and in the same pass (each element's cache lines are loaded once): g[i] = 0 when {@code
+     * zeroGrad} (the next step's accumulation starts from zero without a pass over the gradients of its own), and
+     * w16[w16Off + i] = bf16(new p[i]), nearest even, when w16 is not null (BF16 training's copy of the weights).
+     * p, m and v get the same bits as {@link #step}.
+     */
+    public static void step(MemorySegment p, long pOff, MemorySegment g, long gOff, MemorySegment m, long mOff,
+                            MemorySegment v, long vOff, long n, float lr, float b1, float b2, float eps, float wd,
+                            float bc1, float bc2, float gradScale, boolean zeroGrad, MemorySegment w16, long w16Off) {
         float c1 = 1f - b1;
         float c2 = 1f - b2;
         float inv1 = 1f / bc1;
@@ -46,7 +58,10 @@ public final class AdamW {
             FloatVector upd = mv.mul(inv1).div(vv.mul(inv2).sqrt().add(eps)).add(pv.mul(wd));
             mv.intoMemorySegment(m, (mOff + i) * 4L, NATIVE);
             vv.intoMemorySegment(v, (vOff + i) * 4L, NATIVE);
-            pv.sub(upd.mul(lr)).intoMemorySegment(p, (pOff + i) * 4L, NATIVE);
+            FloatVector pn = pv.sub(upd.mul(lr));
+            pn.intoMemorySegment(p, (pOff + i) * 4L, NATIVE);
+            if (zeroGrad) FloatVector.zero(F).intoMemorySegment(g, (gOff + i) * 4L, NATIVE);
+            if (w16 != null) Convert.storeBf16(pn.reinterpretAsInts(), w16, (w16Off + i) * 2L);
         }
         for (; i < n; i++) {
             float gv = get(g, gOff + i) * gradScale;
@@ -55,7 +70,10 @@ public final class AdamW {
             float pv = get(p, pOff + i);
             set(m, mOff + i, mv);
             set(v, vOff + i, vv);
-            set(p, pOff + i, pv - lr * ((mv * inv1) / ((float) Math.sqrt(vv * inv2) + eps) + wd * pv));
+            float pn = pv - lr * ((mv * inv1) / ((float) Math.sqrt(vv * inv2) + eps) + wd * pv);
+            set(p, pOff + i, pn);
+            if (zeroGrad) set(g, gOff + i, 0f);
+            if (w16 != null) w16.setAtIndex(Tensor.SHORT, w16Off + i, Bf16.fromFloat(pn));
         }
     }
 

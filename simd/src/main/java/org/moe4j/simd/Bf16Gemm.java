@@ -23,6 +23,15 @@ public interface Bf16Gemm {
     /** A short name for logs and benchmark tables. */
     String name();
 
+    /**
+     * A backend of its own that runs every call on the calling thread alone, for independent products run
+     * concurrently one per thread (a layer's experts in training); null when this backend has none (the caller then
+     * runs the products one after another here). The caller closes it when it is {@link AutoCloseable}.
+     */
+    default Bf16Gemm forOneThread() {
+        return null;
+    }
+
     void gemm(boolean transA, boolean transB, int m, int n, int k, float alpha,
               MemorySegment a, long aOffset, int lda,
               MemorySegment b, long bOffset, int ldb,

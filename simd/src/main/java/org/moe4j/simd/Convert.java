@@ -42,17 +42,25 @@ public final class Convert {
         long i = 0;
         long bound = n - n % L;
         for (; i < bound; i += L) {
-            IntVector x = IntVector.fromMemorySegment(I, src, (srcOff + i) * 4, NATIVE);
-            IntVector hi = x.lanewise(VectorOperators.LSHR, 16);
-            VectorMask<Integer> nan = x.and(0x7FFFFFFF).compare(VectorOperators.GT, 0x7F800000);
-            IntVector rounded = x.add(hi.and(1).add(0x7FFF)).lanewise(VectorOperators.LSHR, 16);
-            IntVector r = rounded.blend(hi.or(0x0040), nan);
-            ShortVector s = (ShortVector) r.convertShape(VectorOperators.I2S, S, 0);
-            s.intoMemorySegment(dst, (dstOff + i) * 2, NATIVE);
+            storeBf16(IntVector.fromMemorySegment(I, src, (srcOff + i) * 4, NATIVE), dst, (dstOff + i) * 2);
         }
         for (; i < n; i++) {
             dst.setAtIndex(Tensor.SHORT, dstOff + i, Bf16.fromFloat(src.getAtIndex(Tensor.FLOAT, srcOff + i)));
         }
+    }
+
+    /**
+     * The float bits x (one vector) rounded to bf16, nearest even (NaN stays NaN, quiet), stored at byte offset
+     * {@code at} of dst: {@link Bf16#fromFloat} lane-wise. Package-private: the optimizer writes the BF16 copy of
+     * the weights it updates with it.
+     */
+    static void storeBf16(IntVector x, MemorySegment dst, long at) {
+        IntVector hi = x.lanewise(VectorOperators.LSHR, 16);
+        VectorMask<Integer> nan = x.and(0x7FFFFFFF).compare(VectorOperators.GT, 0x7F800000);
+        IntVector rounded = x.add(hi.and(1).add(0x7FFF)).lanewise(VectorOperators.LSHR, 16);
+        IntVector r = rounded.blend(hi.or(0x0040), nan);
+        ShortVector s = (ShortVector) r.convertShape(VectorOperators.I2S, S, 0);
+        s.intoMemorySegment(dst, at, NATIVE);
     }
 
     /**

@@ -34,6 +34,15 @@ public interface Gemm {
     }
 
     /**
+     * A backend of its own that runs every call on the calling thread alone, for independent products run
+     * concurrently one per thread (a layer's experts in training); null when this backend has none (the caller then
+     * runs the products one after another here). The caller closes it when it is {@link AutoCloseable}.
+     */
+    default Gemm forOneThread() {
+        return null;
+    }
+
+    /**
      * Runs every group of {@code groups} (independent products, see {@link GemmGroups}); C holds each group's
      * {@link #sgemm} result, to the bit. This default runs them one after another; the Java backend spreads small
      * groups over its threads, one whole group per thread, instead of splitting each small product.

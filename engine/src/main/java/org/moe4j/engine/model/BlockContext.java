@@ -1,8 +1,10 @@
 package org.moe4j.engine.model;
 
 import java.lang.foreign.MemorySegment;
+import java.util.concurrent.atomic.AtomicInteger;
 import org.moe4j.engine.config.ModelConfig;
 import org.moe4j.simd.Attention;
+import org.moe4j.simd.Bf16Gemm;
 import org.moe4j.simd.CachedAttention;
 import org.moe4j.simd.Convert;
 import org.moe4j.simd.Gemm;
@@ -42,6 +44,21 @@ final class BlockContext {
      * projections' gradients measured no faster there: bench/RESULTS.md, fourth session.)
      */
     final Gemm repeated;
+    /** This runner's own backends: products one after another, each split over the pool by its backend. */
+    final Lane lane;
+    /**
+     * Training on backends that can run single-threaded (oneDNN): one lane per pool thread, so that a layer's
+     * experts run concurrently, one expert per thread at a time, instead of each small product being split over
+     * the threads (at 64-512 rows per expert the split's hand-offs cost more than its work; bench/RESULTS.md).
+     * Null otherwise, or with {@code -Dmoe4j.experts.concurrent=false}. Closed by {@link #close()}.
+     */
+    private final Lane[] lanes;
+    private final int[] groupOrder;
+    private final AtomicInteger nextGroup = new AtomicInteger();
+    private GroupTask groupTask;
+    private int groupCount;
+    private final WorkerPool.RangeTask groupRunner = this::runGroups;
+    private final LinearGroups linearGroups = new LinearGroups();
     final WorkerPool pool;
     final RowOps ops;
     final Attention attention;
@@ -127,8 +144,137 @@ final class BlockContext {
             W16 = null;
             w16Chunks = null;
         }
-        // last: a backend of its own (native primitives) is made only once nothing else here can fail
-        this.repeated = training && mixed == null ? gemm.forRepeatedShapes() : gemm;
+        int most = 1;
+        for (int l = 0; l < L; l++) most = Math.max(most, c.experts(l));
+        groupOrder = new int[most];
+        lane = new Lane(gemm, this.mixed);
+        // last: backends of their own (native primitives) are made only once nothing else here can fail
+        Lane[] ls = null;
+        if (training && pool.threads() > 1 && CONCURRENT_EXPERTS) {
+            long wide = Math.max(Math.max(d, qw), Math.max(2L * hid, 1));
+            ls = new Lane[pool.threads()];
+            try {
+                for (int t = 0; t < ls.length; t++) {
+                    if (this.mixed == null) {
+                        Gemm one = gemm.forOneThread();
+                        if (one == null) break;
+                        ls[t] = new Lane(one, null);
+                    } else {
+                        Bf16Gemm one = this.mixed.backend().forOneThread();
+                        if (one == null) break;
+                        // an expert gets at most maxN rows: its operands are at most [maxN, wide]
+                        ls[t] = new Lane(gemm, new MixedGemm(one, pool).reserve((long) maxN * wide, (long) maxN * wide));
+                    }
+                }
+                if (ls[ls.length - 1] == null) {
+                    closeLanes(ls);
+                    ls = null;
+                }
+            } catch (RuntimeException | Error e) {
+                closeLanes(ls);
+                throw e;
+            }
+        }
+        lanes = ls;
+        try {
+            this.repeated = training && mixed == null ? gemm.forRepeatedShapes() : gemm;
+        } catch (RuntimeException | Error e) {
+            closeLanes(lanes);
+            throw e;
+        }
+    }
+
+    /** Whether training runs a layer's experts concurrently where the backends allow (default true). */
+    static final boolean CONCURRENT_EXPERTS = !"false".equals(System.getProperty("moe4j.experts.concurrent"));
+
+    /** One thread's GEMM backends: {@code gemm} for FP32 products, {@code mixed} (bf16 inputs) in BF16 training. */
+    static final class Lane {
+        final Gemm gemm;
+        final MixedGemm mixed;
+
+        Lane(Gemm gemm, MixedGemm mixed) {
+            this.gemm = gemm;
+            this.mixed = mixed;
+        }
+    }
+
+    /** Work on one group (an expert's products) with the lane of the thread that runs it. */
+    interface GroupTask {
+        void run(int group, Lane lane);
+    }
+
+    /** Whether {@link #forGroups} runs groups concurrently (training on single-threaded lanes). */
+    boolean concurrentGroups() {
+        return lanes != null;
+    }
+
+    /**
+     * task(i, lane) for every group i in [0, groups): concurrently, one group per thread at a time, the groups with
+     * the most rows handed out first, when this runner has a lane per thread; else one after another on {@link
+     * #lane}. Each group must write its own outputs only. The bits of a group's result do not depend on which
+     * thread runs it (every lane's backend is alike).
+     */
+    void forGroups(int groups, int[] rows, GroupTask task) {
+        if (lanes == null || groups < 2) {
+            for (int i = 0; i < groups; i++) task.run(i, lane);
+            return;
+        }
+        for (int i = 0; i < groups; i++) { // insertion sort, most rows first (longest processing time first)
+            int j = i;
+            while (j > 0 && rows[groupOrder[j - 1]] < rows[i]) {
+                groupOrder[j] = groupOrder[j - 1];
+                j--;
+            }
+            groupOrder[j] = i;
+        }
+        groupTask = task;
+        groupCount = groups;
+        nextGroup.set(0);
+        try {
+            pool.parallelFor(lanes.length, lanes.length, groupRunner);
+        } finally {
+            groupTask = null;
+        }
+    }
+
+    private void runGroups(int s, int e, int worker) {
+        GroupTask t = groupTask;
+        // inline (a nested call on a busy pool) runs as worker 0 over the whole range: one lane, in order
+        for (int j; (j = nextGroup.getAndIncrement()) < groupCount; ) t.run(groupOrder[j], lanes[worker]);
+    }
+
+    /** {@link #linearGrouped}'s arguments, for {@link #forGroups}. */
+    private final class LinearGroups implements GroupTask {
+        int[] rows;
+        long[] xOff, wOff, oOff;
+        int N, K, ldx, ldo;
+        MemorySegment x, out;
+
+        @Override
+        public void run(int i, Lane ln) {
+            linear(ln, rows[i], N, K, x, xOff[i], ldx, wOff[i], 0f, out, oOff[i], ldo);
+        }
+    }
+
+    private static void closeLanes(Lane[] ls) {
+        if (ls == null) return;
+        for (Lane ln : ls) {
+            if (ln == null) continue;
+            if (ln.mixed != null) {
+                ln.mixed.close();
+                if (ln.mixed.backend() instanceof AutoCloseable a) closeQuietly(a);
+            } else if (ln.gemm instanceof AutoCloseable a) {
+                closeQuietly(a);
+            }
+        }
+    }
+
+    private static void closeQuietly(AutoCloseable a) {
+        try {
+            a.close();
+        } catch (Exception e) {
+            throw new IllegalStateException("closing a per-thread GEMM backend: " + e.getMessage(), e);
+        }
     }
 
     /**
@@ -137,9 +283,8 @@ final class BlockContext {
      */
     private static long[] bf16Chunks(ParamLayout lay) {
         java.util.List<long[]> out = new java.util.ArrayList<>();
-        boolean tied = lay.config().tied();
         for (ParamLayout.Entry e : lay.entries()) {
-            if (ModelWeights.keptF32(e) || (!tied && e.name().equals(ParamLayout.embedTokens()))) continue;
+            if (!bf16Copied(lay, e)) continue;
             for (long o = 0; o < e.numel(); o += 1 << 16)
                 out.add(new long[] {e.offset() + o, Math.min(1 << 16, e.numel() - o)});
         }
@@ -149,6 +294,11 @@ final class BlockContext {
             flat[2 * i + 1] = out.get(i)[1];
         }
         return flat;
+    }
+
+    /** Whether BF16 training keeps a bf16 copy of this tensor: the matrices the GEMMs read. */
+    static boolean bf16Copied(ParamLayout lay, ParamLayout.Entry e) {
+        return !ModelWeights.keptF32(e) && (lay.config().tied() || !e.name().equals(ParamLayout.embedTokens()));
     }
 
     private final WorkerPool.RangeTask refreshTask = this::refreshChunks;
@@ -178,9 +328,15 @@ final class BlockContext {
      */
     void linear(int M, int N, int K, MemorySegment x, long xOff, int ldx, long wOff, float beta, MemorySegment out,
                 long oOff, int ldo) {
+        linear(lane, M, N, K, x, xOff, ldx, wOff, beta, out, oOff, ldo);
+    }
+
+    /** {@link #linear} on a given lane's backends. */
+    void linear(Lane ln, int M, int N, int K, MemorySegment x, long xOff, int ldx, long wOff, float beta,
+                MemorySegment out, long oOff, int ldo) {
         MemorySegment w = weights.matrices();
-        if (mixed != null) mixed.linear(M, N, K, x, xOff, ldx, W16, wOff, K, beta, out, oOff, ldo);
-        else if (weightGemm == null) gemm.sgemm(false, true, M, N, K, 1f, x, xOff, ldx, w, wOff, K, beta, out, oOff, ldo);
+        if (ln.mixed != null) ln.mixed.linear(M, N, K, x, xOff, ldx, W16, wOff, K, beta, out, oOff, ldo);
+        else if (weightGemm == null) ln.gemm.sgemm(false, true, M, N, K, 1f, x, xOff, ldx, w, wOff, K, beta, out, oOff, ldo);
         else if (weights.bf16()) weightGemm.bf16(M, N, K, x, xOff, ldx, w, wOff, K, beta, out, oOff, ldo);
         else weightGemm.f32(M, N, K, x, xOff, ldx, w, wOff, K, beta, out, oOff, ldo);
     }
@@ -188,7 +344,8 @@ final class BlockContext {
     /**
      * {@link #linear} for several matrices of one shape [N, K] at once (an MoE layer's experts): group i is rows[i]
      * rows of x at xOff[i] times the matrix at wOff[i] into out at oOff[i]. At inference one {@link
-     * WeightGemm#grouped} pass (the same bits as one call per group); in training one {@link #linear} per group.
+     * WeightGemm#grouped} pass (the same bits as one call per group); in training one {@link #linear} per group,
+     * concurrently over the threads where the runner has a lane per thread ({@link #forGroups}).
      */
     void linearGrouped(int groups, int[] rows, long[] xOff, long[] wOff, long[] oOff, int N, int K, MemorySegment x,
                        int ldx, MemorySegment out, int ldo) {
@@ -196,7 +353,22 @@ final class BlockContext {
             weightGemm.grouped(weights.bf16(), groups, rows, xOff, wOff, oOff, N, K, x, ldx, weights.matrices(), K, 0f,
                     out, ldo);
         } else {
-            for (int i = 0; i < groups; i++) linear(rows[i], N, K, x, xOff[i], ldx, wOff[i], 0f, out, oOff[i], ldo);
+            LinearGroups t = linearGroups;
+            t.rows = rows;
+            t.xOff = xOff;
+            t.wOff = wOff;
+            t.oOff = oOff;
+            t.N = N;
+            t.K = K;
+            t.x = x;
+            t.ldx = ldx;
+            t.out = out;
+            t.ldo = ldo;
+            try {
+                forGroups(groups, rows, t);
+            } finally {
+                t.x = t.out = null;
+            }
         }
     }
 
@@ -206,8 +378,14 @@ final class BlockContext {
      */
     void linearBackInput(int M, int N, int K, MemorySegment dy, long dyOff, int lddy, long wOff, float beta,
                          MemorySegment out, long oOff, int ldo) {
-        if (mixed != null) mixed.linearBackwardInput(M, N, K, dy, dyOff, lddy, W16, wOff, N, beta, out, oOff, ldo);
-        else gemm.sgemm(false, false, M, N, K, 1f, dy, dyOff, lddy, P, wOff, N, beta, out, oOff, ldo);
+        linearBackInput(lane, M, N, K, dy, dyOff, lddy, wOff, beta, out, oOff, ldo);
+    }
+
+    /** {@link #linearBackInput} on a given lane's backends. */
+    void linearBackInput(Lane ln, int M, int N, int K, MemorySegment dy, long dyOff, int lddy, long wOff, float beta,
+                         MemorySegment out, long oOff, int ldo) {
+        if (ln.mixed != null) ln.mixed.linearBackwardInput(M, N, K, dy, dyOff, lddy, W16, wOff, N, beta, out, oOff, ldo);
+        else ln.gemm.sgemm(false, false, M, N, K, 1f, dy, dyOff, lddy, P, wOff, N, beta, out, oOff, ldo);
     }
 
     /**
@@ -217,29 +395,39 @@ final class BlockContext {
      */
     void linearBackWeight(int M, int N, int K, MemorySegment dy, long dyOff, int lddy, MemorySegment in, long inOff,
                           int ldin, long wOff) {
-        linearBackWeight(M, N, K, dy, dyOff, lddy, in, inOff, ldin, wOff, gemm);
+        linearBackWeight(lane.mixed, lane.gemm, M, N, K, dy, dyOff, lddy, in, inOff, ldin, wOff);
+    }
+
+    /** {@link #linearBackWeight} on a given lane's backends. */
+    void linearBackWeight(Lane ln, int M, int N, int K, MemorySegment dy, long dyOff, int lddy, MemorySegment in,
+                          long inOff, int ldin, long wOff) {
+        linearBackWeight(ln.mixed, ln.gemm, M, N, K, dy, dyOff, lddy, in, inOff, ldin, wOff);
     }
 
     /** {@link #linearBackWeight} for a product whose shape repeats every step: on {@link #repeated} in FP32. */
     void linearBackWeightRepeated(int M, int N, int K, MemorySegment dy, long dyOff, int lddy, MemorySegment in,
                                long inOff, int ldin, long wOff) {
-        linearBackWeight(M, N, K, dy, dyOff, lddy, in, inOff, ldin, wOff, repeated);
+        linearBackWeight(lane.mixed, repeated, M, N, K, dy, dyOff, lddy, in, inOff, ldin, wOff);
     }
 
-    private void linearBackWeight(int M, int N, int K, MemorySegment dy, long dyOff, int lddy, MemorySegment in,
-                                  long inOff, int ldin, long wOff, Gemm gemm) {
+    private void linearBackWeight(MixedGemm mixed, Gemm gemm, int M, int N, int K, MemorySegment dy, long dyOff,
+                                  int lddy, MemorySegment in, long inOff, int ldin, long wOff) {
         if (mixed != null) mixed.linearBackwardWeight(M, N, K, dy, dyOff, lddy, in, inOff, ldin, 1f, G, wOff, N);
         else gemm.sgemm(true, false, M, N, K, 1f, dy, dyOff, lddy, in, inOff, ldin, 1f, G, wOff, N);
     }
 
-    /** Releases {@link #repeated} when it is a backend of its own (oneDNN's primitives). */
+    /** Releases {@link #repeated} when it is a backend of its own (oneDNN's primitives), and the per-thread lanes. */
     void close() {
-        if (repeated != gemm && repeated instanceof AutoCloseable a) {
-            try {
-                a.close();
-            } catch (Exception e) {
-                throw new org.moe4j.Moe4jException("closing the GEMM of the dense layers' weight gradients: " + e.getMessage(), e);
+        try {
+            if (repeated != gemm && repeated instanceof AutoCloseable a) {
+                try {
+                    a.close();
+                } catch (Exception e) {
+                    throw new org.moe4j.Moe4jException("closing the GEMM of the LM head's weight gradient: " + e.getMessage(), e);
+                }
             }
+        } finally {
+            closeLanes(lanes);
         }
     }
 

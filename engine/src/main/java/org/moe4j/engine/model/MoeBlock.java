@@ -78,7 +78,7 @@ final class MoeBlock {
     final MemorySegment[] w1Store;
     final long[] w1At;
     /** Scratch for runExperts: the experts with rows as groups of one product (rows, input, weight, output offsets). */
-    private final int[] gRows;
+    private final int[] gRows, gExpert, gSlot;
     private final long[] gIn, gW, gOut;
     final int[] keptList;
     /** What the expert executor sees of this block. */
@@ -100,6 +100,8 @@ final class MoeBlock {
         w13 = new long[E];
         w2 = new long[E];
         gRows = new int[E];
+        gExpert = new int[E];
+        gSlot = new int[E];
         gIn = new long[E];
         gW = new long[E];
         gOut = new long[E];
@@ -252,23 +254,51 @@ final class MoeBlock {
      */
     void runExpertsBackward(int[] offsets, int from, int to, int base, MemorySegment xe, MemorySegment a13,
                             MemorySegment act, MemorySegment dye, MemorySegment dact, MemorySegment dxe) {
-        int d = x.d, hid = x.hid;
+        int g = 0;
         for (int i = from; i < to; i++) {
             int e = base + i, s = offsets[i], n = offsets[i + 1] - s;
             if (w13[e] < 0) throw notHeld(e);
             if (n == 0) continue;
-            x.linearBackInput(n, hid, d, dye, (long) s * d, d, w2[e], 0f, dact, (long) s * hid, hid);
-            x.linearBackWeight(d, hid, n, dye, (long) s * d, d, act, (long) s * hid, hid, w2[e]);
+            gRows[g] = n;
+            gExpert[g] = e;
+            gSlot[g] = s;
+            g++;
         }
-        int s0 = offsets[from];
-        x.ops.swiGluBackward(dact, (long) s0 * hid, a13, (long) s0 * 2 * hid, a13, (long) s0 * 2 * hid, hid,
-                offsets[to] - s0); // a13 now holds d[W1 x | W3 x]
-        for (int i = from; i < to; i++) {
-            int e = base + i, s = offsets[i], n = offsets[i + 1] - s;
-            if (n == 0) continue;
-            x.linearBackWeight(2 * hid, d, n, a13, (long) s * 2 * hid, 2 * hid, xe, (long) s * d, d, w13[e]);
-            x.linearBackInput(n, d, 2 * hid, a13, (long) s * 2 * hid, 2 * hid, w13[e], 0f, dxe, (long) s * d, d);
+        bXe = xe;
+        bA13 = a13;
+        bAct = act;
+        bDye = dye;
+        bDact = dact;
+        bDxe = dxe;
+        try {
+            // each expert's products write its own rows of dact / dxe and its own gradients: experts run concurrently
+            x.forGroups(g, gRows, w2Backward);
+            int s0 = offsets[from];
+            x.ops.swiGluBackward(dact, (long) s0 * x.hid, a13, (long) s0 * 2 * x.hid, a13, (long) s0 * 2 * x.hid,
+                    x.hid, offsets[to] - s0); // a13 now holds d[W1 x | W3 x]
+            x.forGroups(g, gRows, w13Backward);
+        } finally {
+            bXe = bA13 = bAct = bDye = bDact = bDxe = null;
         }
+    }
+
+    /** runExpertsBackward's operands while it runs. */
+    private MemorySegment bXe, bA13, bAct, bDye, bDact, bDxe;
+
+    private final BlockContext.GroupTask w2Backward = this::w2Backward, w13Backward = this::w13Backward;
+
+    /** Group g (expert gExpert[g], rows gSlot[g]..+gRows[g]): dact = dye · W2 and dW2 += dyeᵀ · act. */
+    private void w2Backward(int g, BlockContext.Lane ln) {
+        int d = x.d, hid = x.hid, e = gExpert[g], s = gSlot[g], n = gRows[g];
+        x.linearBackInput(ln, n, hid, d, bDye, (long) s * d, d, w2[e], 0f, bDact, (long) s * hid, hid);
+        x.linearBackWeight(ln, d, hid, n, bDye, (long) s * d, d, bAct, (long) s * hid, hid, w2[e]);
+    }
+
+    /** Group g: d[W1; W3] += da13ᵀ · xe and dxe = da13 · [W1; W3]. */
+    private void w13Backward(int g, BlockContext.Lane ln) {
+        int d = x.d, hid = x.hid, e = gExpert[g], s = gSlot[g], n = gRows[g];
+        x.linearBackWeight(ln, 2 * hid, d, n, bA13, (long) s * 2 * hid, 2 * hid, bXe, (long) s * d, d, w13[e]);
+        x.linearBackInput(ln, n, d, 2 * hid, bA13, (long) s * 2 * hid, 2 * hid, w13[e], 0f, bDxe, (long) s * d, d);
     }
 
     String firstNonFinite() {

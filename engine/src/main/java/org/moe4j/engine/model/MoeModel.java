@@ -61,9 +61,37 @@ public final class MoeModel implements AutoCloseable {
         return params;
     }
 
-    /** The flat gradient buffer, same layout; null for a model loaded for inference. */
+    /**
+     * The flat gradient buffer, same layout; null for a model loaded for inference. Whoever takes it may write it:
+     * the mark of {@link #markGradsZero()} is dropped.
+     */
     public MemorySegment grads() {
+        gradsZero = false;
         return grads;
+    }
+
+    /** Set by {@link #markGradsZero()}; dropped when the gradients may have been written, or by one zeroGrads. */
+    private boolean gradsZero;
+
+    /**
+     * Says every gradient is zero now (the optimizer zeroed them as it read them; {@code
+     * AdamWOptimizer.zeroGradients}): the next {@link #zeroGrads} has nothing to do. A backward pass ({@link
+     * #gradsWritten()}), taking the buffer ({@link #grads()}, {@link #grad}) or that one zeroGrads drops the mark.
+     * Whoever writes the gradients through a buffer taken before the mark must call {@link #gradsWritten()} first
+     * (the transformer's backward does).
+     */
+    public void markGradsZero() {
+        gradsZero = true;
+    }
+
+    /** Says the gradients are being written (a backward pass): the next {@link #zeroGrads} zeroes them. */
+    public void gradsWritten() {
+        gradsZero = false;
+    }
+
+    /** Whether the gradients are known to be zero (tests). */
+    public boolean gradsKnownZero() {
+        return gradsZero;
     }
 
     /** A view of one parameter. */
@@ -73,6 +101,7 @@ public final class MoeModel implements AutoCloseable {
 
     /** A view of one parameter's gradient. */
     public Tensor grad(String name) {
+        gradsZero = false;
         return view(grads, layout.entry(name));
     }
 
@@ -81,7 +110,15 @@ public final class MoeModel implements AutoCloseable {
     }
 
     public void zeroGrads() {
-        if (grads != null) grads.fill((byte) 0);
+        if (skipZeroing() || grads == null) return;
+        grads.fill((byte) 0);
+    }
+
+    /** Whether the optimizer's mark says there is nothing to zero; the mark serves one zeroGrads call. */
+    private boolean skipZeroing() {
+        boolean skip = gradsZero;
+        gradsZero = false;
+        return skip;
     }
 
     /** Pieces of the gradient buffer (1 MiB each) for {@link #zeroGrads(WorkerPool)}, made once. */
@@ -96,7 +133,7 @@ public final class MoeModel implements AutoCloseable {
      * 37-41 ms on two threads). Allocates nothing after the first call.
      */
     public void zeroGrads(WorkerPool pool) {
-        if (grads == null) return;
+        if (skipZeroing() || grads == null) return;
         if (gradPieces == null) {
             long piece = 1 << 20;
             MemorySegment[] p = new MemorySegment[(int) ((grads.byteSize() + piece - 1) / piece)];

@@ -151,6 +151,15 @@ public final class MoeTransformer implements AutoCloseable {
         return c;
     }
 
+    /**
+     * Whether a layer's experts run concurrently, one per thread on single-threaded GEMM backends (oneDNN, two or
+     * more threads, unless {@code -Dmoe4j.experts.concurrent=false}); else each expert's products are split over
+     * the threads one after another.
+     */
+    public boolean concurrentExperts() {
+        return x.concurrentGroups();
+    }
+
     /** FP32, or BF16 when built with a bf16 GEMM. */
     public Precision precision() {
         return mixed == null ? Precision.FP32 : Precision.BF16;
@@ -162,6 +171,27 @@ public final class MoeTransformer implements AutoCloseable {
      */
     public void weightsChanged() {
         bf16Stale = true;
+    }
+
+    /**
+     * BF16: the bf16 copy of the weights the GEMMs read, at the parameters' element offsets (for an optimizer that
+     * writes it as it updates them: {@code AdamWOptimizer.bf16Copy}); null in FP32.
+     */
+    public MemorySegment bf16Weights() {
+        return x.W16;
+    }
+
+    /** Whether {@link #bf16Weights()} holds a copy of this tensor (the matrices; not norms, routers, gathered embedding). */
+    public boolean bf16Copied(ParamLayout.Entry e) {
+        return x.W16 != null && BlockContext.bf16Copied(model.layout(), e);
+    }
+
+    /**
+     * Says the parameters changed and {@link #bf16Weights()} was written with them (the optimizer's step wrote
+     * every copied tensor): the next forward uses the copy as it is.
+     */
+    public void weightsChangedWithBf16Copy() {
+        bf16Stale = false;
     }
 
     public MoeModel model() {
@@ -350,6 +380,7 @@ public final class MoeTransformer implements AutoCloseable {
 
     /** Adds d(total)/d(param) of the last forward into the model's gradients. Overwrites the logits. */
     public void backward() {
+        model.gradsWritten();
         LossWeights w = c.loss();
         Batch b = x.batch;
         int N = b.N, labels = N - b.B;

@@ -86,6 +86,10 @@ public final class Trainer {
                     + " does not fit the transformer (" + model.maxSequences() + " sequences, " + model.maxTokens() + " tokens)");
         this.model = model;
         this.optimizer = optimizer;
+        // the step zeroes the gradients as it reads them, and in BF16 writes the weights' bf16 copy as it updates
+        // them: two passes over the parameters fewer per step
+        optimizer.zeroGradients(true);
+        if (model.bf16Weights() != null) optimizer.bf16Copy(model.bf16Weights(), model::bf16Copied);
         this.source = source;
         this.options = options;
         this.log = log;
@@ -148,7 +152,8 @@ public final class Trainer {
             ranks = replicas.ranks();
         }
         double norm = optimizer.step(lr, options.clip(), acc * ranks);
-        model.weightsChanged(); // BF16: the next forward re-rounds its bf16 weight copy
+        if (optimizer.writesBf16Copy()) model.weightsChangedWithBf16Copy();
+        else model.weightsChanged(); // BF16: the next forward re-rounds its bf16 weight copy
         double secs = (System.nanoTime() - t0) * 1e-9;
         double tokens = (double) acc * options.batch() * options.seqLen();
         if (replicas != null) {

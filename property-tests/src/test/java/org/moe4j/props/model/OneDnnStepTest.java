@@ -11,6 +11,7 @@ import org.moe4j.engine.model.MoeModel;
 import org.moe4j.engine.model.MoeTransformer;
 import org.moe4j.engine.model.ParamLayout;
 import org.moe4j.nativ.OneDnn;
+import org.moe4j.nativ.OneDnnBf16Gemm;
 import org.moe4j.nativ.OneDnnGemm;
 import org.moe4j.nativ.OneDnnMatmul;
 import org.moe4j.simd.Gemm;
@@ -52,6 +53,7 @@ class OneDnnStepTest {
                     double lo = onTr.forward();
                     onTr.backward();
                     assertEquals(lj, lo, 1e-5 * Math.abs(lj), "loss, step " + step);
+                    assertTrue(onTr.concurrentExperts(), "oneDNN on 2 threads runs the experts one per thread");
                     for (int i = 0; i < gj.length; i++) {
                         String name = lay.entries().get(i).name();
                         float[] go = m.gradValues(name);
@@ -62,6 +64,56 @@ class OneDnnStepTest {
                         }
                         assertTrue(Math.sqrt(dn) <= 1e-6 + 1e-4 * Math.sqrt(wn), "step " + step + ", d loss / d " + name
                                 + ": |onednn - java| = " + Math.sqrt(dn) + ", |java| = " + Math.sqrt(wn));
+                    }
+                }
+            }
+        }
+    }
+
+    /**
+     * With the experts run concurrently (one per thread, whichever thread takes it), a step gives the same bits
+     * every time, in FP32 on dnnl_sgemm and in BF16 on the matmul primitive; the BF16 step on the pool's lanes
+     * stays within bf16 rounding of the FP32 one.
+     */
+    @Test
+    void concurrentExpertsGiveTheSameBitsEveryStep() {
+        assertTrue(OneDnn.available(), OneDnn.reason());
+        ModelConfig c = ModelConfig.tiny();
+        int B = 4, T = c.maxSeq();
+        Random rnd = new Random(17);
+        int[] tokens = new int[B * T];
+        for (int i = 0; i < tokens.length; i++) tokens[i] = 2 + rnd.nextInt(c.vocab() - 2);
+        try (WorkerPool pool = new WorkerPool(2); MoeModel m = new MoeModel(c).initRandom(9);
+             OneDnnBf16Gemm bf16 = new OneDnnBf16Gemm(2)) {
+            for (boolean half : new boolean[] {false, true}) {
+                float[] first = null;
+                double firstLoss = 0;
+                for (int rep = 0; rep < 3; rep++) {
+                    // a fresh runner each time: the same routing draws, new lanes and primitives
+                    try (MoeTransformer tr = new MoeTransformer(m, B * T, B, c.maxRoutedK(), new OneDnnGemm(2),
+                            half ? bf16 : null, pool)) {
+                        assertTrue(tr.concurrentExperts(), "experts run one per thread");
+                        long routing0 = tr.routingRng().state(), erc0 = tr.ercRng().state();
+                        for (int again = 0; again < 2; again++) { // the second pass reuses the lanes' primitives
+                            tr.setBatch(tokens, B, T);
+                            tr.zeroGrads();
+                            tr.routingRng().setState(routing0); // the same draws every pass (ERC samples too)
+                            tr.ercRng().setState(erc0);
+                            double loss = tr.forward();
+                            tr.backward();
+                            float[] g = m.grads().toArray(java.lang.foreign.ValueLayout.JAVA_FLOAT);
+                            if (first == null) {
+                                first = g;
+                                firstLoss = loss;
+                                continue;
+                            }
+                            String what = (half ? "BF16" : "FP32") + " runner " + rep + " pass " + again;
+                            assertEquals(firstLoss, loss, 0.0, what + ": loss");
+                            for (int i = 0; i < g.length; i++)
+                                if (Float.floatToRawIntBits(g[i]) != Float.floatToRawIntBits(first[i]))
+                                    throw new AssertionError(what + ": gradient " + i + " " + g[i] + " vs " + first[i]
+                                            + " the first time");
+                        }
                     }
                 }
             }
