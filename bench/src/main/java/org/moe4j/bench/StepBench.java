@@ -65,7 +65,14 @@ public final class StepBench {
             else if (args[i].equals("--backends")) backends = args[++i].split(",");
             else if (args[i].equals("--warmup")) WARMUP = Integer.parseInt(args[++i]);
             else if (args[i].equals("--precision")) precisions = args[++i].split(",");
-            else configs.add(args[i]);
+            else if (args[i].equals("small") || args[i].equals("bench")) configs.add(args[i]);
+            else {
+                System.err.println((args[i].equals("--help") || args[i].equals("-h") ? "" : "StepBench: unknown argument '"
+                        + args[i] + "'\n") + "usage: StepBench [small] [bench] [--steps N] [--warmup N] [--backends java,onednn,...]"
+                        + " [--precision fp32,bf16] [--phases] [--no-forward] [--erc] [--unfused-optimizer]"
+                        + " [--experts 16,32,...] [--tokens 256,512,...]");
+                System.exit(args[i].equals("--help") || args[i].equals("-h") ? 0 : 2);
+            }
         }
         if (configs.isEmpty()) configs = java.util.List.of("small", "bench");
         // before any engine class loads: PhaseTimer.ON is a static final read once
