@@ -32,6 +32,13 @@ public final class JavaBf16Gemm implements Bf16Gemm, AutoCloseable {
         return "java_bf16(" + f32.name() + ")";
     }
 
+    /** A JavaBf16Gemm of its own on the float32 GEMM's one-thread twin (null when it has none). */
+    @Override
+    public Bf16Gemm forOneThread() {
+        Gemm one = f32.forOneThread();
+        return one == null ? null : new JavaBf16Gemm(one, new WorkerPool(1));
+    }
+
     @Override
     public synchronized void gemm(boolean transA, boolean transB, int m, int n, int k, float alpha,
                                   MemorySegment a, long aOffset, int lda, MemorySegment b, long bOffset, int ldb,

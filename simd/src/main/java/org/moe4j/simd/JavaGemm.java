@@ -43,6 +43,15 @@ public final class JavaGemm implements Gemm {
         partStart = new int[pool.threads() + 1];
     }
 
+    /**
+     * A JavaGemm of its own on a one-thread pool (no worker threads: every call runs on the calling thread). Its
+     * results have the same bits as this one's: the kernel's bits never depend on the thread count.
+     */
+    @Override
+    public Gemm forOneThread() {
+        return new JavaGemm(new WorkerPool(1));
+    }
+
     /** Grouped calls: one task per part (a contiguous run of small groups), the part boundaries, the busy flag. */
     private final GemmKernel.Task[] partTasks;
     private final int[] partStart;

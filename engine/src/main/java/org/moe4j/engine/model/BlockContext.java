@@ -47,7 +47,7 @@ final class BlockContext {
     /** This runner's own backends: products one after another, each split over the pool by its backend. */
     final Lane lane;
     /**
-     * Training on backends that can run single-threaded (oneDNN): one lane per pool thread, so that a layer's
+     * Training on backends that can run single-threaded (oneDNN, the Java GEMM): one lane per pool thread, so that a layer's
      * experts run concurrently, one expert per thread at a time, instead of each small product being split over
      * the threads (at 64-512 rows per expert the split's hand-offs cost more than its work; bench/RESULTS.md).
      * Null otherwise, or with {@code -Dmoe4j.experts.concurrent=false}. Closed by {@link #close()}.

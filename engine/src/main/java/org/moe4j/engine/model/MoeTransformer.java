@@ -152,9 +152,9 @@ public final class MoeTransformer implements AutoCloseable {
     }
 
     /**
-     * Whether a layer's experts run concurrently, one per thread on single-threaded GEMM backends (oneDNN, two or
-     * more threads, unless {@code -Dmoe4j.experts.concurrent=false}); else each expert's products are split over
-     * the threads one after another.
+     * Whether a layer's experts run concurrently, one per thread on single-threaded GEMM backends (oneDNN or the
+     * Java GEMM, two or more threads, unless {@code -Dmoe4j.experts.concurrent=false}); else each expert's products
+     * are split over the threads one after another.
      */
     public boolean concurrentExperts() {
         return x.concurrentGroups();
