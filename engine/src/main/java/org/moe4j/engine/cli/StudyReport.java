@@ -272,7 +272,7 @@ final class StudyReport {
     /** "12.34" or "12.34 (+5.6%)" against {@code ref}; NOT_RUN for NaN. */
     static String cell(double v, double ref) {
         if (Double.isNaN(v)) return NOT_RUN;
-        String s = String.format(Locale.ROOT, "%.2f", v); // one format for every cell: columns line up across arms
+        String s = String.format(Locale.ROOT, Math.abs(v) < 1 ? "%.3f" : "%.2f", v); // perplexities to 0.01, scores to 0.001
         return Double.isNaN(ref) ? s : s + String.format(Locale.ROOT, " (%+.1f%%)", 100 * (v / ref - 1));
     }
 
