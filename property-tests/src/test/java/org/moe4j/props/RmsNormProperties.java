@@ -80,11 +80,33 @@ class RmsNormProperties {
             for (int i = 0; i < d; i++) {
                 ref[1][i] += dw0[i];
             }
-            assertClose("dx", read(dxs, pad, rows * d), ref[0], 2e-5, 2e-5);
+            // dx = rstd (w dy) - rstd^3 x mean(x w dy): the two terms cancel when the row is near 0 (d = 1, |x| ~ sqrt
+            // eps: rstd ~ 1e3), so float rounding is bounded by their size, not by dx's; the tolerance scales with it
+            double[] rstd = RefRmsNorm.rstd(toDouble(x), rows, d, EPS);
+            float[] got = read(dxs, pad, rows * d);
+            for (int r = 0; r < rows; r++) {
+                double dot = 0;
+                for (int j = 0; j < d; j++) dot += Math.abs((double) x[r * d + j] * w[j] * dy[r * d + j]);
+                for (int j = 0; j < d; j++) {
+                    int i = r * d + j;
+                    double q = rstd[r];
+                    double terms = q * Math.abs((double) w[j] * dy[i]) + q * q * q * Math.abs(x[i]) * dot / d;
+                    double tol = 2e-5 + 2e-5 * Math.abs(ref[0][i]) + 1e-6 * terms;
+                    if (!(Math.abs(got[i] - ref[0][i]) <= tol))
+                        throw new AssertionError("dx[" + i + "]: got " + got[i] + ", expected " + ref[0][i] + " (tolerance "
+                                + tol + ": the terms that cancel are " + terms + ")");
+                }
+            }
             assertClose("dw", read(dws, pad, d), ref[1], 1e-4, 1e-4);
             assertPadIntact("dx", dxs, pad, rows * d);
             assertPadIntact("dw", dws, pad, d);
         }
+    }
+
+    /** The case a CI run found (d = 1, a row near 0: the two terms of dx cancel to ~1e-3 of their size). */
+    @net.jqwik.api.Example
+    void backwardOfANearZeroOneWideRow() {
+        backwardMatchesTwin(20, 1, false, 345L);
     }
 
     @Property(tries = 30)
