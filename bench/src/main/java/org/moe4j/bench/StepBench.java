@@ -202,10 +202,7 @@ public final class StepBench {
              AdamWOptimizer opt = new AdamWOptimizer(m, pool)) {
             src.next(tokens, B, T);
             tr.setBatch(tokens, B, T);
-            if (FUSED_OPTIMIZER) { // as the Trainer sets it up
-                opt.zeroGradients(true);
-                if (tr.bf16Weights() != null) opt.bf16Copy(tr.bf16Weights(), tr::bf16Copied);
-            }
+            if (FUSED_OPTIMIZER) org.moe4j.engine.train.Trainer.fuseOptimizer(tr, opt); // as the Trainer does
             Runnable train = () -> {
                 PhaseTimer.enter(PhaseTimer.Phase.OPTIMIZER);
                 tr.zeroGrads();
@@ -214,8 +211,7 @@ public final class StepBench {
                 PhaseTimer.enter(PhaseTimer.Phase.OPTIMIZER);
                 opt.step(1e-4, 1.0, 1);
                 PhaseTimer.stop();
-                if (opt.writesBf16Copy()) tr.weightsChangedWithBf16Copy(); // as in training
-                else tr.weightsChanged(); // BF16: the next forward re-rounds its weight copy
+                tr.weightsChanged(opt.writesBf16Copy()); // BF16: re-round the weight copy unless the step wrote it
             };
             Runnable fwd = tr::forward;
             double flopTok = forwardFlopsPerToken(c, T);

@@ -256,25 +256,24 @@ final class BlockContext {
         }
     }
 
+    /** Closes every lane's own backends, all of them even when one fails (the first failure is thrown after). */
     private static void closeLanes(Lane[] ls) {
         if (ls == null) return;
+        RuntimeException first = null;
         for (Lane ln : ls) {
             if (ln == null) continue;
-            if (ln.mixed != null) {
-                ln.mixed.close();
-                if (ln.mixed.backend() instanceof AutoCloseable a) closeQuietly(a);
-            } else if (ln.gemm instanceof AutoCloseable a) {
-                closeQuietly(a);
+            try {
+                if (ln.mixed != null) {
+                    ln.mixed.close();
+                    if (ln.mixed.backend() instanceof AutoCloseable a) a.close();
+                } else if (ln.gemm instanceof AutoCloseable a) {
+                    a.close();
+                }
+            } catch (Exception e) {
+                if (first == null) first = new IllegalStateException("closing a per-thread GEMM backend: " + e.getMessage(), e);
             }
         }
-    }
-
-    private static void closeQuietly(AutoCloseable a) {
-        try {
-            a.close();
-        } catch (Exception e) {
-            throw new IllegalStateException("closing a per-thread GEMM backend: " + e.getMessage(), e);
-        }
+        if (first != null) throw first;
     }
 
     /**

@@ -187,11 +187,11 @@ public final class MoeTransformer implements AutoCloseable {
     }
 
     /**
-     * Says the parameters changed and {@link #bf16Weights()} was written with them (the optimizer's step wrote
-     * every copied tensor): the next forward uses the copy as it is.
+     * As {@link #weightsChanged()}, when {@code bf16CopyWritten} is false; true says the change also wrote {@link
+     * #bf16Weights()} (an optimizer step that writes every copied tensor), so the next forward uses the copy as it is.
      */
-    public void weightsChangedWithBf16Copy() {
-        bf16Stale = false;
+    public void weightsChanged(boolean bf16CopyWritten) {
+        bf16Stale = !bf16CopyWritten;
     }
 
     public MoeModel model() {

@@ -28,6 +28,8 @@ public final class AdamWOptimizer implements AutoCloseable {
     private final long[] chunkStart;
     private final int[] chunkLen;
     private final boolean[] chunkDecay;
+    /** Each chunk's tensor (its index in the layout's entries): a chunk never straddles two. */
+    private final int[] chunkTensor;
     private final double[] chunkSquares; // Σ g² of each chunk, summed in chunk order: the same bits on any thread count
     /** Per chunk, expert parallel: false every rank's alike (dense), true this rank's alone (its own experts). */
     private boolean[] chunkSplit;
@@ -52,17 +54,21 @@ public final class AdamWOptimizer implements AutoCloseable {
         m = arena.allocate(bytes, Tensor.ALIGNMENT);
         v = arena.allocate(bytes, Tensor.ALIGNMENT);
         List<long[]> chunks = new ArrayList<>();
-        for (ParamLayout.Entry e : model.layout().entries()) {
+        List<ParamLayout.Entry> entries = model.layout().entries();
+        for (int t = 0; t < entries.size(); t++) {
+            ParamLayout.Entry e = entries.get(t);
             for (long a = 0; a < e.numel(); a += CHUNK)
-                chunks.add(new long[] {e.offset() + a, Math.min(CHUNK, e.numel() - a), e.decay() ? 1 : 0});
+                chunks.add(new long[] {e.offset() + a, Math.min(CHUNK, e.numel() - a), t});
         }
         chunkStart = new long[chunks.size()];
         chunkLen = new int[chunks.size()];
         chunkDecay = new boolean[chunks.size()];
+        chunkTensor = new int[chunks.size()];
         for (int i = 0; i < chunks.size(); i++) {
             chunkStart[i] = chunks.get(i)[0];
             chunkLen[i] = (int) chunks.get(i)[1];
-            chunkDecay[i] = chunks.get(i)[2] == 1;
+            chunkTensor[i] = (int) chunks.get(i)[2];
+            chunkDecay[i] = entries.get(chunkTensor[i]).decay();
         }
         chunkSquares = new double[chunks.size()];
     }
@@ -112,12 +118,9 @@ public final class AdamWOptimizer implements AutoCloseable {
         this.w16 = w16;
         chunkW16 = null;
         if (w16 != null) {
+            List<ParamLayout.Entry> entries = model.layout().entries();
             chunkW16 = new boolean[chunkStart.length];
-            for (ParamLayout.Entry e : model.layout().entries()) {
-                if (!copied.test(e)) continue;
-                for (int i = 0; i < chunkStart.length; i++)
-                    if (chunkStart[i] >= e.offset() && chunkStart[i] < e.offset() + e.numel()) chunkW16[i] = true;
-            }
+            for (int i = 0; i < chunkStart.length; i++) chunkW16[i] = copied.test(entries.get(chunkTensor[i]));
         }
         return this;
     }

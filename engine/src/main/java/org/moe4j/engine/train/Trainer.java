@@ -86,14 +86,21 @@ public final class Trainer {
                     + " does not fit the transformer (" + model.maxSequences() + " sequences, " + model.maxTokens() + " tokens)");
         this.model = model;
         this.optimizer = optimizer;
-        // the step zeroes the gradients as it reads them, and in BF16 writes the weights' bf16 copy as it updates
-        // them: two passes over the parameters fewer per step
-        optimizer.zeroGradients(true);
-        if (model.bf16Weights() != null) optimizer.bf16Copy(model.bf16Weights(), model::bf16Copied);
+        fuseOptimizer(model, optimizer);
         this.source = source;
         this.options = options;
         this.log = log;
         this.tokens = new int[options.batch() * options.seqLen()];
+    }
+
+    /**
+     * Sets up {@code optimizer} as a training step runs it: it zeroes the gradients as it reads them and, in BF16,
+     * writes the transformer's bf16 weight copy as it updates the weights (two passes over the parameters fewer per
+     * step). After each {@code optimizer.step}, call {@code tr.weightsChanged(optimizer.writesBf16Copy())}.
+     */
+    public static void fuseOptimizer(MoeTransformer tr, AdamWOptimizer optimizer) {
+        optimizer.zeroGradients(true);
+        if (tr.bf16Weights() != null) optimizer.bf16Copy(tr.bf16Weights(), tr::bf16Copied);
     }
 
     /** Makes this trainer one rank of a data-parallel run (null: a single process, the default). */
@@ -152,8 +159,7 @@ public final class Trainer {
             ranks = replicas.ranks();
         }
         double norm = optimizer.step(lr, options.clip(), acc * ranks);
-        if (optimizer.writesBf16Copy()) model.weightsChangedWithBf16Copy();
-        else model.weightsChanged(); // BF16: the next forward re-rounds its bf16 weight copy
+        model.weightsChanged(optimizer.writesBf16Copy());
         double secs = (System.nanoTime() - t0) * 1e-9;
         double tokens = (double) acc * options.batch() * options.seqLen();
         if (replicas != null) {
