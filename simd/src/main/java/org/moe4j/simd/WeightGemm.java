@@ -33,7 +33,7 @@ import org.moe4j.Moe4jException;
  *
  * <p>Larger M is compute-bound: F32 goes to {@code big.sgemm(false, true, ...)}; BF16 goes to the mixed-precision
  * GEMM of {@link #manyRowsBf16} when one is set (activations rounded to bf16), else is dequantised chunk by chunk of
- * weight rows into a scratch allocated once (sized from maxK) and each chunk goes to {@code big}.
+ * weight rows into a scratch allocated on the first such call (sized from maxK) and each chunk goes to {@code big}.
  *
  * <p>Bits: every output element is one accumulator chain over p = 0, L, 2L... (fused multiply-add; BF16: per 2L
  * block the low-half products, then the high-half products, on the same chain), then the lanes
@@ -98,7 +98,8 @@ public final class WeightGemm {
     private final Gemm big;
     private final int maxK;
     private final int chunkRows;
-    private final MemorySegment scratch;
+    /** The BF16 dequantisation scratch [chunkRows, maxK], made by the first call that needs it (most never do). */
+    private MemorySegment scratch;
     /**
      * BF16 streaming: the activation rows with each block of 2L elements reordered as [the L elements that pair with
      * the low halves of L int lanes of W, then the L that pair with the high halves] (see {@link Bf16Kernels}); the
@@ -127,8 +128,6 @@ public final class WeightGemm {
         this.big = big;
         this.maxK = maxK;
         this.chunkRows = (int) Math.max(16, SCRATCH_FLOATS / maxK / 16 * 16);
-        // Arena.ofAuto: the scratch lives as long as this object (the class has no close, like a Gemm)
-        this.scratch = Arena.ofAuto().allocate((long) chunkRows * maxK * 4, 64);
         this.pairedX = new float[GROUP_ROWS * maxK];
         this.pairedXSeg = MemorySegment.ofArray(pairedX);
         this.rowIn = new float[maxK];
@@ -148,6 +147,16 @@ public final class WeightGemm {
     public WeightGemm manyRowsBf16(MixedGemm mixed) {
         many16 = mixed;
         return this;
+    }
+
+    /** The mixed-precision GEMM of {@link #manyRowsBf16}, or null. */
+    public MixedGemm manyRowsBf16() {
+        return many16;
+    }
+
+    /** The largest K this instance takes (given to the constructor). */
+    public int maxK() {
+        return maxK;
     }
 
     /** Rows at or below this go to the weight-streaming kernel; above it to {@code big} (F32) or dequantise-then-big (BF16). */
@@ -194,6 +203,10 @@ public final class WeightGemm {
         }
         enter();
         try {
+            if (scratch == null) {
+                // Arena.ofAuto: the scratch lives as long as this object (the class has no close, like a Gemm)
+                scratch = Arena.ofAuto().allocate((long) chunkRows * maxK * 4, 64);
+            }
             DequantTask t = dequant;
             for (int n0 = 0; n0 < N; n0 += chunkRows) {
                 int nc = Math.min(chunkRows, N - n0);

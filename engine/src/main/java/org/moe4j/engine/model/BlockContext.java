@@ -47,10 +47,11 @@ final class BlockContext {
     /** This runner's own backends: products one after another, each split over the pool by its backend. */
     final Lane lane;
     /**
-     * Training on backends that can run single-threaded (oneDNN, the Java GEMM): one lane per pool thread, so that a layer's
-     * experts run concurrently, one expert per thread at a time, instead of each small product being split over
-     * the threads (at 64-512 rows per expert the split's hand-offs cost more than its work; bench/RESULTS.md).
-     * Null otherwise, or with {@code -Dmoe4j.experts.concurrent=false}. Closed by {@link #close()}.
+     * Training and prefill on backends that can run single-threaded (oneDNN, the Java GEMM): one lane per pool
+     * thread, so that a layer's experts run concurrently, one expert per thread at a time, instead of each small
+     * product being split over the threads (at 64-512 rows per expert the split's hand-offs cost more than its work;
+     * bench/RESULTS.md). Decode keeps its one streaming pass over all experts ({@link WeightGemm#grouped}). Null
+     * otherwise, or with {@code -Dmoe4j.experts.concurrent=false}. Closed by {@link #close()}.
      */
     private final Lane[] lanes;
     private final int[] groupOrder;
@@ -147,23 +148,27 @@ final class BlockContext {
         int most = 1;
         for (int l = 0; l < L; l++) most = Math.max(most, c.experts(l));
         groupOrder = new int[most];
-        lane = new Lane(gemm, this.mixed);
+        lane = new Lane(gemm, this.mixed, weightGemm, false);
         // last: backends of their own (native primitives) are made only once nothing else here can fail
         Lane[] ls = null;
-        if (training && pool.threads() > 1 && CONCURRENT_EXPERTS) {
+        if ((training || weightGemm != null) && pool.threads() > 1 && CONCURRENT_EXPERTS) {
             long wide = Math.max(Math.max(d, qw), Math.max(2L * hid, 1));
             ls = new Lane[pool.threads()];
             try {
                 for (int t = 0; t < ls.length; t++) {
-                    if (this.mixed == null) {
+                    if (!training) {
+                        ls[t] = inferenceLane(gemm, weightGemm, pool, maxN);
+                        if (ls[t] == null) break;
+                    } else if (this.mixed == null) {
                         Gemm one = gemm.forOneThread();
                         if (one == null) break;
-                        ls[t] = new Lane(one, null);
+                        ls[t] = new Lane(one, null, null, true);
                     } else {
                         Bf16Gemm one = this.mixed.backend().forOneThread();
                         if (one == null) break;
                         // an expert gets at most maxN rows: its operands are at most [maxN, wide]
-                        ls[t] = new Lane(gemm, new MixedGemm(one, pool).reserve((long) maxN * wide, (long) maxN * wide));
+                        ls[t] = new Lane(gemm, new MixedGemm(one, pool).reserve((long) maxN * wide, (long) maxN * wide),
+                                null, false);
                     }
                 }
                 if (ls[ls.length - 1] == null) {
@@ -184,17 +189,48 @@ final class BlockContext {
         }
     }
 
-    /** Whether training runs a layer's experts concurrently where the backends allow (default true). */
+    /**
+     * An inference runner's lane: a one-thread copy of its GEMM (and of the bf16 GEMM of {@link
+     * WeightGemm#manyRowsBf16}, where set) under a weight GEMM of its own; null where the backend has no one-thread
+     * form (nothing is left open then).
+     */
+    private static Lane inferenceLane(Gemm gemm, WeightGemm weightGemm, WorkerPool pool, int maxN) {
+        Gemm one = gemm.forOneThread();
+        if (one == null) return null;
+        MixedGemm many = weightGemm.manyRowsBf16(), manyOne = null;
+        try {
+            if (many != null) {
+                Bf16Gemm b = many.backend().forOneThread();
+                if (b == null) {
+                    closeLanes(new Lane[] {new Lane(one, null, null, true)});
+                    return null;
+                }
+                manyOne = new MixedGemm(b, pool).reserve((long) maxN * weightGemm.maxK(), 0);
+            }
+            return new Lane(one, manyOne, new WeightGemm(pool, one, weightGemm.maxK()).manyRowsBf16(manyOne), true);
+        } catch (RuntimeException | Error e) {
+            closeLanes(new Lane[] {new Lane(one, manyOne, null, true)});
+            throw e;
+        }
+    }
+
+    /** Whether training and prefill run a layer's experts concurrently where the backends allow (default true). */
     static final boolean CONCURRENT_EXPERTS = !"false".equals(System.getProperty("moe4j.experts.concurrent"));
 
     /** One thread's GEMM backends: {@code gemm} for FP32 products, {@code mixed} (bf16 inputs) in BF16 training. */
     static final class Lane {
         final Gemm gemm;
         final MixedGemm mixed;
+        /** Inference: the weight GEMM this lane's products run on (few rows streamed, many on gemm / mixed); else null. */
+        final WeightGemm wg;
+        /** Whether gemm is this lane's own (closed with it) rather than the runner's. */
+        final boolean ownsGemm;
 
-        Lane(Gemm gemm, MixedGemm mixed) {
+        Lane(Gemm gemm, MixedGemm mixed, WeightGemm wg, boolean ownsGemm) {
             this.gemm = gemm;
             this.mixed = mixed;
+            this.wg = wg;
+            this.ownsGemm = ownsGemm;
         }
     }
 
@@ -203,7 +239,10 @@ final class BlockContext {
         void run(int group, Lane lane);
     }
 
-    /** Whether {@link #forGroups} runs groups concurrently (training on single-threaded lanes). */
+    /** Calls of {@link #forGroups} that ran their groups concurrently, since this runner was made. */
+    long concurrentCalls;
+
+    /** Whether {@link #forGroups} runs groups concurrently (on single-threaded lanes). */
     boolean concurrentGroups() {
         return lanes != null;
     }
@@ -227,6 +266,7 @@ final class BlockContext {
             }
             groupOrder[j] = i;
         }
+        concurrentCalls++;
         groupTask = task;
         groupCount = groups;
         nextGroup.set(0);
@@ -263,11 +303,13 @@ final class BlockContext {
         for (Lane ln : ls) {
             if (ln == null) continue;
             try {
-                if (ln.mixed != null) {
-                    ln.mixed.close();
-                    if (ln.mixed.backend() instanceof AutoCloseable a) a.close();
-                } else if (ln.gemm instanceof AutoCloseable a) {
-                    a.close();
+                try {
+                    if (ln.mixed != null) {
+                        ln.mixed.close();
+                        if (ln.mixed.backend() instanceof AutoCloseable a) a.close();
+                    }
+                } finally {
+                    if (ln.ownsGemm && ln.gemm instanceof AutoCloseable a) a.close();
                 }
             } catch (Exception e) {
                 if (first == null) first = new IllegalStateException("closing a per-thread GEMM backend: " + e.getMessage(), e);
@@ -334,21 +376,23 @@ final class BlockContext {
     void linear(Lane ln, int M, int N, int K, MemorySegment x, long xOff, int ldx, long wOff, float beta,
                 MemorySegment out, long oOff, int ldo) {
         MemorySegment w = weights.matrices();
-        if (ln.mixed != null) ln.mixed.linear(M, N, K, x, xOff, ldx, W16, wOff, K, beta, out, oOff, ldo);
-        else if (weightGemm == null) ln.gemm.sgemm(false, true, M, N, K, 1f, x, xOff, ldx, w, wOff, K, beta, out, oOff, ldo);
-        else if (weights.bf16()) weightGemm.bf16(M, N, K, x, xOff, ldx, w, wOff, K, beta, out, oOff, ldo);
-        else weightGemm.f32(M, N, K, x, xOff, ldx, w, wOff, K, beta, out, oOff, ldo);
+        if (ln.wg != null) {
+            if (weights.bf16()) ln.wg.bf16(M, N, K, x, xOff, ldx, w, wOff, K, beta, out, oOff, ldo);
+            else ln.wg.f32(M, N, K, x, xOff, ldx, w, wOff, K, beta, out, oOff, ldo);
+        } else if (ln.mixed != null) ln.mixed.linear(M, N, K, x, xOff, ldx, W16, wOff, K, beta, out, oOff, ldo);
+        else ln.gemm.sgemm(false, true, M, N, K, 1f, x, xOff, ldx, w, wOff, K, beta, out, oOff, ldo);
     }
 
     /**
      * {@link #linear} for several matrices of one shape [N, K] at once (an MoE layer's experts): group i is rows[i]
-     * rows of x at xOff[i] times the matrix at wOff[i] into out at oOff[i]. At inference one {@link
-     * WeightGemm#grouped} pass (the same bits as one call per group); in training one {@link #linear} per group,
+     * rows of x at xOff[i] times the matrix at wOff[i] into out at oOff[i]. Decode-sized groups at inference: one
+     * {@link WeightGemm#grouped} pass (the same bits as one call per group). Otherwise (training, and a prefill
+     * where some expert has more than {@link WeightGemm#smallRows()} rows) one {@link #linear} per group,
      * concurrently over the threads where the runner has a lane per thread ({@link #forGroups}).
      */
     void linearGrouped(int groups, int[] rows, long[] xOff, long[] wOff, long[] oOff, int N, int K, MemorySegment x,
                        int ldx, MemorySegment out, int ldo) {
-        if (mixed == null && weightGemm != null) {
+        if (weightGemm != null && !(lanes != null && anyAbove(groups, rows, weightGemm.smallRows()))) {
             weightGemm.grouped(weights.bf16(), groups, rows, xOff, wOff, oOff, N, K, x, ldx, weights.matrices(), K, 0f,
                     out, ldo);
         } else {
@@ -369,6 +413,11 @@ final class BlockContext {
                 t.x = t.out = null;
             }
         }
+    }
+
+    private static boolean anyAbove(int groups, int[] rows, int limit) {
+        for (int i = 0; i < groups; i++) if (rows[i] > limit) return true;
+        return false;
     }
 
     /**

@@ -264,6 +264,20 @@ public final class ForwardRunner implements AutoCloseable {
         if (many16Backend != null) many16Backend.close();
     }
 
+    /**
+     * Whether a prefill runs a layer's experts concurrently, one expert per pool thread on a one-thread GEMM, when
+     * some expert has more rows than a decode step gives it (the default where the GEMM has a one-thread form and
+     * the pool more than one thread; {@code -Dmoe4j.experts.concurrent=false} turns it off).
+     */
+    public boolean concurrentExperts() {
+        return x.concurrentGroups();
+    }
+
+    /** How many expert products (per layer and matrix) ran concurrently so far: tests and benchmarks. */
+    public long concurrentExpertCalls() {
+        return x.concurrentCalls;
+    }
+
     /** Whether BF16-weight calls of many rows run as bf16 x bf16 GEMMs ({@link WeightGemm#manyRowsBf16}). */
     public boolean bf16Prefill() {
         return many16 != null;

@@ -1,6 +1,7 @@
 package org.moe4j.props.inference;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.util.ArrayList;
@@ -23,6 +24,9 @@ import org.moe4j.engine.model.ModelWeights;
 import org.moe4j.engine.model.MoeModel;
 import org.moe4j.engine.model.MoeTransformer;
 import org.moe4j.engine.routing.ExpertSet;
+import org.moe4j.nativ.OneDnn;
+import org.moe4j.nativ.OneDnnGemm;
+import org.moe4j.simd.Gemm;
 import org.moe4j.simd.JavaGemm;
 import org.moe4j.simd.WorkerPool;
 
@@ -36,6 +40,7 @@ import org.moe4j.simd.WorkerPool;
 class InferenceProperties {
     static final WorkerPool POOL = new WorkerPool(2);
     static final JavaGemm GEMM = new JavaGemm(POOL);
+    static final Gemm ONEDNN = OneDnn.available() ? new OneDnnGemm(2) : null;
 
     enum Mode { STANDARD, ELASTIC_K, SUBSET, EMO_POOL }
 
@@ -49,24 +54,33 @@ class InferenceProperties {
     }
 
     static Case randomCase(long seed, Mode mode) {
+        return randomCase(seed, mode, false);
+    }
+
+    /**
+     * longPrompt: 4 experts, 3 routed per token and a prompt of 24-39 tokens, so that in every layer some expert gets
+     * more rows than a decode step gives it (>= 72 routed slots over at most 4 experts) and the prefill runs the
+     * experts concurrently on one-thread lanes.
+     */
+    static Case randomCase(long seed, Mode mode, boolean longPrompt) {
         SplittableRandom r = new SplittableRandom(seed);
         int[][] shapes = {{8, 1, 1}, {16, 2, 1}, {16, 2, 2}, {16, 4, 2}};
         int[] s = shapes[r.nextInt(shapes.length)];
-        int experts = 4 + r.nextInt(5), shared = r.nextInt(2), routed = experts - shared;
-        int k = shared + 1 + r.nextInt(Math.min(3, routed));
+        int experts = longPrompt ? 4 : 4 + r.nextInt(5), shared = r.nextInt(2), routed = experts - shared;
+        int k = longPrompt ? shared + 3 : shared + 1 + r.nextInt(Math.min(3, routed));
         int layers = 1 + r.nextInt(2), vocab = 12 + r.nextInt(30), eos = 1;
         RoutingConfig routing = mode == Mode.EMO_POOL ? RoutingConfig.emo(routed) : RoutingConfig.standard();
         ModelConfig c = new ModelConfig(vocab, s[0], layers, s[1], s[2], experts, shared, k, 4 + r.nextInt(6), 10000.0,
                 r.nextBoolean(), 1e-6, 40, eos, routing, LossWeights.defaults());
-        int T = 3 + r.nextInt(20);
+        int T = longPrompt ? 30 + r.nextInt(11) : 3 + r.nextInt(20); // maxSeq is 40
         int[] tokens = new int[T];
         for (int t = 0; t < T; t++) tokens[t] = 2 + r.nextInt(vocab - 2); // no EOS: one document
-        int prompt = 1 + r.nextInt(T - 1);
+        int prompt = longPrompt ? 24 + r.nextInt(T - 24) : 1 + r.nextInt(T - 1);
         int[] kpl = null;
         ExpertSet[] subset = null;
         if (mode == Mode.ELASTIC_K) {
             kpl = new int[layers];
-            for (int l = 0; l < layers; l++) kpl[l] = 1 + r.nextInt(routed);
+            for (int l = 0; l < layers; l++) kpl[l] = longPrompt ? 3 + r.nextInt(routed - 2) : 1 + r.nextInt(routed);
         } else if (mode == Mode.SUBSET) {
             subset = new ExpertSet[layers];
             for (int l = 0; l < layers; l++) {
@@ -99,9 +113,13 @@ class InferenceProperties {
     }
 
     static ForwardRunner runner(ModelWeights w, Case cs, int rows, boolean allRows) {
+        return runner(w, cs, rows, allRows, GEMM);
+    }
+
+    static ForwardRunner runner(ModelWeights w, Case cs, int rows, boolean allRows, Gemm gemm) {
         ModelConfig c = cs.c();
         int maxK = cs.kPerLayer() == null ? c.routedK() : Math.max(c.routedK(), Arrays.stream(cs.kPerLayer()).max().getAsInt());
-        ForwardRunner f = new ForwardRunner(w, rows, 2, c.maxSeq(), maxK, allRows, GEMM, POOL);
+        ForwardRunner f = new ForwardRunner(w, rows, 2, c.maxSeq(), maxK, allRows, gemm, POOL);
         f.routing(cs.kPerLayer(), cs.subset());
         if (cs.mode() == Mode.EMO_POOL) f.generationPools(c.routing().pool().evalPool());
         return f;
@@ -119,38 +137,80 @@ class InferenceProperties {
 
     /**
      * Prefill of the prompt then one-token decode steps (teacher-forced) give the training forward's logits at every
-     * position; the full forward of the runner does too. Returns the decode logits [T - prompt + 1 rows].
+     * position; the full forward of the runner does too. Returns how many expert products ran concurrently (prefill
+     * on lanes) in the runners it made.
      */
-    static void checkDecodeEqualsFullForward(Case cs, boolean bf16) {
+    static long checkDecodeEqualsFullForward(Case cs, boolean bf16) {
+        return checkDecodeEqualsFullForward(cs, bf16, GEMM, bf16 ? 0.08 : 1e-5);
+    }
+
+    static long checkDecodeEqualsFullForward(Case cs, boolean bf16, Gemm gemm, double tol) {
         ModelConfig c = cs.c();
         int T = cs.tokens().length, V = c.vocab();
         try (MoeModel m = new MoeModel(c).initRandom(cs.seed());
              ModelWeights w = bf16 ? ModelWeights.bf16(m.layout(), m.params()) : ModelWeights.f32(m);
-             ForwardRunner inc = runner(w, cs, T, false)) {
+             ForwardRunner inc = runner(w, cs, T, false, gemm)) {
             int[] tok = cs.tokens();
             // prefill the prompt in slot 1
             inc.forward(Arrays.copyOf(tok, cs.prompt()), new int[] {0, cs.prompt()}, new int[] {0}, new int[] {1}, 1);
+            long concurrent = inc.concurrentExpertCalls();
             ExpertSet[] pools = null;
             if (cs.mode() == Mode.EMO_POOL) {
                 pools = new ExpertSet[c.layers()];
                 for (int l = 0; l < c.layers(); l++) pools[l] = new ExpertSet(c.experts()).copyFrom(inc.pools().pool(1, l));
             }
             float[] want = trainingLogits(m, cs, pools);
-            double tol = bf16 ? 0.08 : 1e-5;
             assertClose(want, inc.logits().rows(0, 1).toFloatArray(), (cs.prompt() - 1) * V, V, tol, "prefill " + cs);
             for (int t = cs.prompt(); t < T; t++) {
                 inc.forward(new int[] {tok[t]}, new int[] {0, 1}, new int[] {t}, new int[] {1}, 1);
                 assertClose(want, inc.logits().rows(0, 1).toFloatArray(), t * V, V, tol, "decode at " + t + " " + cs);
             }
+            // decode steps stream every expert in one pass: never concurrent
+            assertEquals(concurrent, inc.concurrentExpertCalls(), "decode steps ran experts on lanes");
             if (cs.mode() != Mode.EMO_POOL) {
-                try (ForwardRunner full = runner(w, cs, T, true)) {
+                try (ForwardRunner full = runner(w, cs, T, true, gemm)) {
                     full.forward(tok, new int[] {0, T}, new int[] {0}, new int[] {0}, 1);
                     float[] all = full.logits().rows(0, T).toFloatArray();
                     for (int t = 0; t < T; t++)
                         assertClose(want, Arrays.copyOfRange(all, t * V, (t + 1) * V), t * V, V, tol, "full forward row " + t);
+                    concurrent += full.concurrentExpertCalls();
                 }
             }
+            return concurrent;
         }
+    }
+
+    /**
+     * Prompts long enough that the prefill runs each layer's experts concurrently (one expert per thread on a
+     * one-thread GEMM): the prefill, the decode after it and the full forward still equal the training forward.
+     */
+    @Property(tries = 24)
+    void longPromptsOnConcurrentExpertsEqualTheFullForward(@ForAll long seed, @ForAll @IntRange(min = 0, max = 3) int mode,
+                                                           @ForAll boolean bf16) {
+        Case cs = randomCase(seed, Mode.values()[bf16 ? mode % 3 : mode], true);
+        assertConcurrent(cs, checkDecodeEqualsFullForward(cs, bf16));
+    }
+
+    /**
+     * The same on oneDNN, what generate and serve run: each lane is dnnl_sgemm on one OpenMP thread (F32 weights),
+     * or oneDNN's bf16 matmul on one thread over bf16-rounded activations (BF16 weights on a CPU with native bf16;
+     * elsewhere the Java streaming kernel and dequantised F32). F32 within 1e-4 (oneDNN's blocking rounds
+     * differently from the reference's order), BF16 within the bf16 tolerance.
+     */
+    @Property(tries = 12)
+    void longPromptsOnOneDnnLanesEqualTheFullForward(@ForAll long seed, @ForAll @IntRange(min = 0, max = 3) int mode,
+                                                     @ForAll boolean bf16) {
+        assertTrue(OneDnn.available(), OneDnn.reason());
+        Case cs = randomCase(seed, Mode.values()[bf16 ? mode % 3 : mode], true);
+        assertConcurrent(cs, checkDecodeEqualsFullForward(cs, bf16, ONEDNN, bf16 ? 0.08 : 1e-4));
+    }
+
+    static void assertConcurrent(Case cs, long concurrent) {
+        // with every routed expert open (>= 3 of them get rows in every layer) both products of every layer run on
+        // lanes; a subset or an EMO pool of one expert leaves a single product, which runs on its own
+        if (cs.mode() == Mode.STANDARD || cs.mode() == Mode.ELASTIC_K)
+            assertTrue(concurrent >= cs.c().layers() * 2L,
+                    "the prefill should run every layer's two expert products on lanes, ran " + concurrent + ": " + cs);
     }
 
     @Property(tries = 40)
