@@ -84,7 +84,10 @@ public final class CachedAttention {
         t.v = vCache;
         t.out = out;
         t.positions = positions;
-        pool.parallelFor(rows * heads, t);
+        // (row, head) units in claimed pieces: a unit's cost grows with its position, and a late worker must not
+        // hold up the caller for a whole static half
+        int units = rows * heads;
+        pool.parallelForPieces(units, Math.min(units, 16 * pool.threads()), t);
     }
 
     private final class Task implements WorkerPool.RangeTask {

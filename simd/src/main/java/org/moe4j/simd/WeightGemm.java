@@ -56,6 +56,8 @@ public final class WeightGemm {
     private static final int SMALL_ROWS = 16;
     /** Weight rows per block: 4 streams from memory, 4 x 4 accumulators for a group of 4 activation rows. */
     static final int WR = 4;
+    /** Pieces per pool thread a streaming call is cut into, claimed by whichever thread is free. */
+    private static final int PIECES_PER_THREAD = 8;
     /** Below this many multiply-adds a call runs on the caller alone (waking the workers costs a few µs). */
     private static final long PARALLEL_MIN_MACS = 1L << 16;
     /** {@link #grouped}: at most this many activation rows in all go through one pass (the paired-row buffer's rows). */
@@ -385,8 +387,10 @@ public final class WeightGemm {
         GroupTask t = group;
         t.set(bf16, groups, rows, wOff, oOff, N, K, x, ldx, w, ldw, beta, out, ldo);
         int blocks = (N + WR - 1) / WR;
-        int chunks = (long) totalRows * N * K < PARALLEL_MIN_MACS ? 1 : pool.threads();
-        pool.parallelFor(groups * blocks, chunks, t);
+        // claimed pieces, not one static chunk per thread: at decode a call is tens of microseconds, and a worker
+        // that wakes late (or a vCPU taken away) held the caller up for a fifth of a BF16 decode step
+        int pieces = (long) totalRows * N * K < PARALLEL_MIN_MACS ? 1 : PIECES_PER_THREAD * pool.threads();
+        pool.parallelForPieces(groups * blocks, pieces, t);
         t.set(false, 0, null, null, null, 0, 0, null, 0, null, 0, 0f, null, 0);
     }
 
