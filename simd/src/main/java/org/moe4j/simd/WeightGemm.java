@@ -24,7 +24,7 @@ import org.moe4j.Moe4jException;
  * <p>Decoding multiplies a few activation rows by every weight matrix, so the time is the time to read W once
  * (the bound is bytes of W ÷ read bandwidth). For M <= {@link #smallRows()} a weight-streaming kernel reads each
  * weight element exactly once per call: N is split across the pool in blocks of {@value #WR} weight rows, and for
- * each block the M activation rows go through in groups of 4, 2, 1 with one vector accumulator per (activation
+ * each block the M activation rows go through in groups of 4, 2, 1 (BF16: 2, 1) with one vector accumulator per (activation
  * row, weight row) pair, vectorised along K. Only the first group reads the block from memory; the others find it
  * in L1/L2. BF16 weights are widened in registers, never written out as F32: one load of L int lanes holds 2L
  * bf16 values, and {@code lane << 16} and {@code lane & 0xFFFF0000} are the two halves as floats (one ALU op per L
@@ -786,9 +786,9 @@ public final class WeightGemm {
             for (; j + WR <= j1; j += WR) {
                 long we = wOff + (long) j * ldw;
                 int r = 0;
-                for (; r + 4 <= M; r += 4) {
-                    k4x4(K, lanes, x, xOff + (long) r * ldx, ldx, w, we, ldw, beta, out, oOff + (long) r * ldo + j, ldo);
-                }
+                // no 4 x 4 kernel for BF16: with the widening of four weight vectors next to sixteen accumulators,
+                // C2 now and then compiled it with its vectors boxed (11-25 MB allocated per decoded token at batch
+                // 4 and 16, in one JVM of three); pairs of rows re-read the block of weights from L1 instead
                 for (; r + 2 <= M; r += 2) {
                     k2x4(K, lanes, x, xOff + (long) r * ldx, ldx, w, we, ldw, beta, out, oOff + (long) r * ldo + j, ldo);
                 }
@@ -930,115 +930,6 @@ public final class WeightGemm {
             fold4(lanes, 4 * L);
             store4(lanes, 0, x, xe, w, we, ldw, true, kv, K, beta, out, oe);
             store4(lanes, 4 * L, x, xe + ldx, w, we, ldw, true, kv, K, beta, out, oe + ldo);
-        }
-
-        static void k4x4(int K, float[] lanes, MemorySegment x, long xe, int ldx, MemorySegment w, long we, int ldw,
-                         float beta, MemorySegment out, long oe, int ldo) {
-            int kv = K - K % (2 * L);
-            long x0 = xe * 4;
-            long x1 = x0 + 4L * ldx;
-            long x2 = x1 + 4L * ldx;
-            long x3 = x2 + 4L * ldx;
-            long w0 = we * 2;
-            long w1 = w0 + 2L * ldw;
-            long w2 = w1 + 2L * ldw;
-            long w3 = w2 + 2L * ldw;
-            FloatVector a00 = FloatVector.zero(F);
-            FloatVector a01 = FloatVector.zero(F);
-            FloatVector a02 = FloatVector.zero(F);
-            FloatVector a03 = FloatVector.zero(F);
-            FloatVector a10 = FloatVector.zero(F);
-            FloatVector a11 = FloatVector.zero(F);
-            FloatVector a12 = FloatVector.zero(F);
-            FloatVector a13 = FloatVector.zero(F);
-            FloatVector a20 = FloatVector.zero(F);
-            FloatVector a21 = FloatVector.zero(F);
-            FloatVector a22 = FloatVector.zero(F);
-            FloatVector a23 = FloatVector.zero(F);
-            FloatVector a30 = FloatVector.zero(F);
-            FloatVector a31 = FloatVector.zero(F);
-            FloatVector a32 = FloatVector.zero(F);
-            FloatVector a33 = FloatVector.zero(F);
-            for (int p = 0; p < kv; p += 2 * L) {
-                long o = 2L * p;
-                long ox = 4L * p;
-                IntVector q0 = IntVector.fromMemorySegment(I, w, w0 + o, NATIVE);
-                FloatVector v0 = q0.lanewise(VectorOperators.LSHL, 16).reinterpretAsFloats();
-                FloatVector h0 = q0.lanewise(VectorOperators.AND, HIGH).reinterpretAsFloats();
-                IntVector q1 = IntVector.fromMemorySegment(I, w, w1 + o, NATIVE);
-                FloatVector v1 = q1.lanewise(VectorOperators.LSHL, 16).reinterpretAsFloats();
-                FloatVector h1 = q1.lanewise(VectorOperators.AND, HIGH).reinterpretAsFloats();
-                IntVector q2 = IntVector.fromMemorySegment(I, w, w2 + o, NATIVE);
-                FloatVector v2 = q2.lanewise(VectorOperators.LSHL, 16).reinterpretAsFloats();
-                FloatVector h2 = q2.lanewise(VectorOperators.AND, HIGH).reinterpretAsFloats();
-                IntVector q3 = IntVector.fromMemorySegment(I, w, w3 + o, NATIVE);
-                FloatVector v3 = q3.lanewise(VectorOperators.LSHL, 16).reinterpretAsFloats();
-                FloatVector h3 = q3.lanewise(VectorOperators.AND, HIGH).reinterpretAsFloats();
-                FloatVector u0 = FloatVector.fromMemorySegment(F, x, x0 + ox, NATIVE);
-                a00 = v0.fma(u0, a00);
-                a01 = v1.fma(u0, a01);
-                a02 = v2.fma(u0, a02);
-                a03 = v3.fma(u0, a03);
-                FloatVector g0 = FloatVector.fromMemorySegment(F, x, x0 + ox + 4L * L, NATIVE);
-                a00 = h0.fma(g0, a00);
-                a01 = h1.fma(g0, a01);
-                a02 = h2.fma(g0, a02);
-                a03 = h3.fma(g0, a03);
-                FloatVector u1 = FloatVector.fromMemorySegment(F, x, x1 + ox, NATIVE);
-                a10 = v0.fma(u1, a10);
-                a11 = v1.fma(u1, a11);
-                a12 = v2.fma(u1, a12);
-                a13 = v3.fma(u1, a13);
-                FloatVector g1 = FloatVector.fromMemorySegment(F, x, x1 + ox + 4L * L, NATIVE);
-                a10 = h0.fma(g1, a10);
-                a11 = h1.fma(g1, a11);
-                a12 = h2.fma(g1, a12);
-                a13 = h3.fma(g1, a13);
-                FloatVector u2 = FloatVector.fromMemorySegment(F, x, x2 + ox, NATIVE);
-                a20 = v0.fma(u2, a20);
-                a21 = v1.fma(u2, a21);
-                a22 = v2.fma(u2, a22);
-                a23 = v3.fma(u2, a23);
-                FloatVector g2 = FloatVector.fromMemorySegment(F, x, x2 + ox + 4L * L, NATIVE);
-                a20 = h0.fma(g2, a20);
-                a21 = h1.fma(g2, a21);
-                a22 = h2.fma(g2, a22);
-                a23 = h3.fma(g2, a23);
-                FloatVector u3 = FloatVector.fromMemorySegment(F, x, x3 + ox, NATIVE);
-                a30 = v0.fma(u3, a30);
-                a31 = v1.fma(u3, a31);
-                a32 = v2.fma(u3, a32);
-                a33 = v3.fma(u3, a33);
-                FloatVector g3 = FloatVector.fromMemorySegment(F, x, x3 + ox + 4L * L, NATIVE);
-                a30 = h0.fma(g3, a30);
-                a31 = h1.fma(g3, a31);
-                a32 = h2.fma(g3, a32);
-                a33 = h3.fma(g3, a33);
-            }
-            a00.intoArray(lanes, 0);
-            a01.intoArray(lanes, L);
-            a02.intoArray(lanes, 2 * L);
-            a03.intoArray(lanes, 3 * L);
-            a10.intoArray(lanes, 4 * L);
-            a11.intoArray(lanes, 5 * L);
-            a12.intoArray(lanes, 6 * L);
-            a13.intoArray(lanes, 7 * L);
-            a20.intoArray(lanes, 8 * L);
-            a21.intoArray(lanes, 9 * L);
-            a22.intoArray(lanes, 10 * L);
-            a23.intoArray(lanes, 11 * L);
-            a30.intoArray(lanes, 12 * L);
-            a31.intoArray(lanes, 13 * L);
-            a32.intoArray(lanes, 14 * L);
-            a33.intoArray(lanes, 15 * L);
-            fold4(lanes, 0);
-            fold4(lanes, 4 * L);
-            fold4(lanes, 8 * L);
-            fold4(lanes, 12 * L);
-            store4(lanes, 0, x, xe, w, we, ldw, true, kv, K, beta, out, oe);
-            store4(lanes, 4 * L, x, xe + ldx, w, we, ldw, true, kv, K, beta, out, oe + ldo);
-            store4(lanes, 8 * L, x, xe + 2L * ldx, w, we, ldw, true, kv, K, beta, out, oe + 2L * ldo);
-            store4(lanes, 12 * L, x, xe + 3L * ldx, w, we, ldw, true, kv, K, beta, out, oe + 3L * ldo);
         }
     }
 }
