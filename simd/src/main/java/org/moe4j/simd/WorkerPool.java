@@ -132,16 +132,8 @@ public final class WorkerPool implements AutoCloseable {
             return;
         }
         try {
-            this.task = task;
-            this.n = n;
-            failure.set(null);
             pending.set(c - 1);
-            long g = generation + 1;
-            claim.set(g << 32 | c); // no pieces: a static job of c chunks
-            generation = g; // publish
-            for (int i = 0; i < c - 1; i++) {
-                LockSupport.unpark(workers[i]);
-            }
+            publish(task, n, c, 0, c - 1); // no pieces: a static job of c chunks
             Throwable own = null;
             try {
                 task.run(0, chunkEnd(0, n, c), 0);
@@ -154,14 +146,7 @@ public final class WorkerPool implements AutoCloseable {
                 idle.idle();
             }
             this.task = null;
-            Throwable t = own != null ? own : failure.get();
-            if (t instanceof RuntimeException re) {
-                throw re;
-            } else if (t instanceof Error err) {
-                throw err;
-            } else if (t != null) {
-                throw new Moe4jException("worker pool: a task threw " + t, t);
-            }
+            rethrow(own != null ? own : failure.get());
         } finally {
             busy.set(0);
         }
@@ -183,16 +168,8 @@ public final class WorkerPool implements AutoCloseable {
             return;
         }
         try {
-            this.task = task;
-            this.n = n;
-            failure.set(null);
             piecesDone.set(0);
-            long g = generation + 1;
-            claim.set(g << 32 | (long) p << 16);
-            generation = g; // publish
-            for (Thread w : workers) {
-                LockSupport.unpark(w);
-            }
+            long g = publish(task, n, 0, p, workers.length);
             runPieces(g, 0);
             IdleStrategy idle = callerIdle;
             idle.reset();
@@ -200,16 +177,37 @@ public final class WorkerPool implements AutoCloseable {
                 idle.idle();
             }
             this.task = null;
-            Throwable t = failure.get();
-            if (t instanceof RuntimeException re) {
-                throw re;
-            } else if (t instanceof Error err) {
-                throw err;
-            } else if (t != null) {
-                throw new Moe4jException("worker pool: a task threw " + t, t);
-            }
+            rethrow(failure.get());
         } finally {
             busy.set(0);
+        }
+    }
+
+    /**
+     * Makes the job visible to the workers: its fields, then the piece counter ({@code pieces}, or for a static job
+     * its chunk count), then the generation; wakes the first {@code wake} workers. Returns the job's generation.
+     */
+    private long publish(RangeTask task, int n, int chunks, int pieces, int wake) {
+        this.task = task;
+        this.n = n;
+        failure.set(null);
+        long g = generation + 1;
+        claim.set(g << 32 | (long) pieces << 16 | chunks);
+        generation = g;
+        for (int i = 0; i < wake; i++) {
+            LockSupport.unpark(workers[i]);
+        }
+        return g;
+    }
+
+    /** Throws what a chunk or piece threw (unchecked as it is, checked wrapped); nothing for null. */
+    private static void rethrow(Throwable t) {
+        if (t instanceof RuntimeException re) {
+            throw re;
+        } else if (t instanceof Error err) {
+            throw err;
+        } else if (t != null) {
+            throw new Moe4jException("worker pool: a task threw " + t, t);
         }
     }
 
