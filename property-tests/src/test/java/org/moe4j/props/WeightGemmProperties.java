@@ -106,6 +106,28 @@ class WeightGemmProperties {
             }
         }
 
+        /** Row r alone: the same W (and strides), x's row r at offset 0, out's row r at offset 0. */
+        Case row(int r) {
+            return new Case(this, r);
+        }
+
+        private Case(Case c, int r) {
+            m = 1;
+            n = c.n;
+            k = c.k;
+            ldx = c.ldx;
+            ldw = c.ldw;
+            ldo = c.ldo;
+            xOff = 0;
+            wOff = c.wOff;
+            oOff = 0;
+            beta = c.beta;
+            x = java.util.Arrays.copyOfRange(c.x, c.xOff + r * c.ldx, c.xOff + r * c.ldx + c.ldx);
+            w = c.w;
+            wBits = c.wBits;
+            out = java.util.Arrays.copyOfRange(c.out, c.oOff + r * c.ldo, c.oOff + r * c.ldo + c.ldo);
+        }
+
         /** The values of the bf16 weights (exact as floats), for the BF16 twin. */
         float[] wBf16Values() {
             float[] v = new float[wBits.length];
@@ -195,6 +217,32 @@ class WeightGemmProperties {
     void bf16MatchesTwin(@ForAll @IntRange(min = 1, max = 40) int m, @ForAll @IntRange(min = 1, max = 70) int n,
                          @ForAll @IntRange(min = 0, max = 130) int k, @ForAll long seed) {
         checkAllPools(new Case(new Random(seed), m, n, k), true, GEMMS);
+    }
+
+    /**
+     * A row's result does not depend on the rows it shares a call with (a decode batch must not change a sequence's
+     * logits): every row of an M-row streaming call has the bits of a one-row call on that row, F32 and BF16 (4 x 4,
+     * 2 x 4, 1 x 4 and 1 x 1 kernels), with K a whole number of 2L blocks and not.
+     */
+    @Property(tries = 150)
+    void everyRowHasTheBitsOfItsOwnCall(@ForAll @IntRange(min = 2, max = 16) int m, @ForAll @IntRange(min = 1, max = 40) int n,
+                                        @ForAll @IntRange(min = 1, max = 12) int blocks, @ForAll boolean wholeBlocks,
+                                        @ForAll boolean bf16, @ForAll long seed) {
+        Random rnd = new Random(seed);
+        int twoL = 2 * org.moe4j.simd.Simd.FLOAT.length();
+        int k = wholeBlocks ? blocks * twoL : blocks * twoL - 1 - rnd.nextInt(twoL - 1);
+        Case c = new Case(rnd, m, n, k);
+        float[] all = c.run(GEMMS[1], bf16);
+        for (int r = 0; r < m; r++) {
+            Case one = c.row(r);
+            float[] alone = one.run(GEMMS[1], bf16);
+            for (int j = 0; j < n; j++) {
+                float a = all[c.oOff + r * c.ldo + j], b = alone[one.oOff + j];
+                if (Float.floatToRawIntBits(a) != Float.floatToRawIntBits(b))
+                    fail((bf16 ? "bf16" : "f32") + ": row " + r + " column " + j + " = " + a + " in a call of " + m
+                            + " rows, " + b + " alone (" + c + ")");
+            }
+        }
     }
 
     /** Larger K and N (more vector steps, work for every thread), M right at and around the threshold. */
