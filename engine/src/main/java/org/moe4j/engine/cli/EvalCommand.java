@@ -65,6 +65,10 @@ public final class EvalCommand implements Callable<Integer> {
     @Option(names = "--no-progress", description = "no progress bar")
     boolean noProgress;
 
+    /** The results CSV's header, and the keys every results JSON has: how an earlier output of eval is recognised. */
+    static final String CSV_HEADER = "domain,setting,labels,ce,perplexity";
+    static final String[] JSON_KEYS = {"checkpoint", "data", "method", "calib_docs", "max_tokens_per_domain", "results"};
+
     @Override
     public Integer call() {
         SubsetMethod m = SubsetMethod.parse(method, "--method");
@@ -72,8 +76,8 @@ public final class EvalCommand implements Callable<Integer> {
         if (maxTokens < 2) throw new Moe4jException("--max-tokens-per-domain " + maxTokens + ": must be >= 2");
         String stem = out.toString().replaceFirst("\\.(csv|json)$", "");
         Path csv = Path.of(stem + ".csv"), json = Path.of(stem + ".json");
-        OutputFolders.checkFile(csv, "--out");
-        OutputFolders.checkFile(json, "--out");
+        OutputFolders.requireOwnFile(csv, "--out", "eval", f -> OutputFolders.firstLineIs(f, CSV_HEADER));
+        OutputFolders.requireOwnFile(json, "--out", "eval", f -> OutputFolders.jsonObjectWith(f, false, JSON_KEYS));
         List<Evaluator.Setting> list = Evaluator.Setting.parseList(settings);
         ShardManifest manifest = Calibration.manifest(data, "--data");
         WorkerPool pool = WorkerPool.common();
@@ -99,7 +103,7 @@ public final class EvalCommand implements Callable<Integer> {
             }
         }
         System.out.print(Evaluator.table(rows, list));
-        StringBuilder b = new StringBuilder("domain,setting,labels,ce,perplexity\n");
+        StringBuilder b = new StringBuilder(CSV_HEADER).append('\n');
         ObjectNode root = JSON.createObjectNode();
         root.put("checkpoint", ckpt.toAbsolutePath().normalize().toString());
         root.put("data", data.toAbsolutePath().normalize().toString());

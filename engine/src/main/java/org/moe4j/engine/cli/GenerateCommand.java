@@ -21,6 +21,7 @@ import org.moe4j.engine.inference.Sampling;
 import org.moe4j.engine.inference.TokenListener;
 import org.moe4j.engine.numerics.NumericsInputs;
 import org.moe4j.engine.routing.ExpertSet;
+import org.moe4j.engine.subset.OutputFolders;
 import org.moe4j.nativ.GemmBackends;
 import org.moe4j.simd.WorkerPool;
 import picocli.CommandLine.ArgGroup;
@@ -179,19 +180,8 @@ public final class GenerateCommand implements Callable<Integer> {
 
     /** --out may replace nothing but an earlier output of this command (its three keys): never a user's file. */
     static void requireOwnOutput(Path out) {
-        if (Files.isDirectory(out)) throw new Moe4jException("--out " + out + " is a directory; give a file name");
-        if (!Files.exists(out)) return;
-        boolean ours;
-        try {
-            var root = JSON.readTree(out.toFile());
-            ours = root != null && root.isObject() && root.size() == 3 && root.has("tokens") && root.has("text")
-                    && root.has("finish_reason");
-        } catch (IOException e) {
-            ours = false;
-        }
-        if (!ours)
-            throw new Moe4jException("--out " + out + " exists and is not an earlier output of generate; remove it first "
-                    + "or give another file name");
+        OutputFolders.requireOwnFile(out, "--out", "generate",
+                f -> OutputFolders.jsonObjectWith(f, true, "tokens", "text", "finish_reason"));
     }
 
     private void writeOut(List<GenerationSession> sessions, boolean text) {

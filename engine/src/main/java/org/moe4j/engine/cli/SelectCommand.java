@@ -61,7 +61,13 @@ public final class SelectCommand implements Callable<Integer> {
     @Override
     public Integer call() {
         SubsetMethod m = SubsetMethod.parse(method, "--method");
-        OutputFolders.checkFile(out, "--out");
+        String stem = out.toString().replaceFirst("\\.json$", "");
+        Path sweepCsv = Path.of(stem + ".budget.csv"), sweepSvg = Path.of(stem + ".budget.svg");
+        OutputFolders.requireOwnFile(out, "--out", "select", f -> OutputFolders.jsonObjectWith(f, false, "layers", "method", "keep"));
+        if (budget != null) {
+            OutputFolders.requireOwnFile(sweepCsv, "--out", "select", f -> OutputFolders.firstLineIs(f, BudgetSweep.CSV_HEADER));
+            OutputFolders.requireOwnFile(sweepSvg, "--out", "select", f -> OutputFolders.startContains(f, BudgetSweep.SVG_MARKER));
+        }
         if (pruneOut != null) OutputFolders.checkReplaceable(pruneOut, "--prune-out");
         if ((keep == null) == (budget == null)) throw new Moe4jException("give one of --keep K and --budget MEMORY");
         long budgetBytes = budget == null ? 0 : BudgetSweep.parseBytes(budget, "--budget");
@@ -71,7 +77,6 @@ public final class SelectCommand implements Callable<Integer> {
         SubsetSelector.Selection sel;
         Calibration cal = null;
         int[] routedK = null;
-        String stem = out.toString().replaceFirst("\\.json$", "");
         try (InferenceModel model = InferenceModel.load(ckpt, false)) {
             ModelConfig c = model.config();
             int k = keep == null ? 0 : SubsetSelector.parseKeep(keep, c, "--keep");
@@ -86,9 +91,9 @@ public final class SelectCommand implements Callable<Integer> {
                 List<BudgetSweep.Point> points = BudgetSweep.sweep(model.weights(), cal.documents(), m, seed, backend.gemm(), pool);
                 BudgetSweep.Point best = BudgetSweep.choose(points, budgetBytes, "--budget " + budget);
                 System.out.print(BudgetSweep.table(points, best));
-                OutputFolders.writeAtomically(Path.of(stem + ".budget.csv"),
+                OutputFolders.writeAtomically(sweepCsv,
                         BudgetSweep.csv(points).getBytes(java.nio.charset.StandardCharsets.UTF_8), "--out");
-                OutputFolders.writeAtomically(Path.of(stem + ".budget.svg"),
+                OutputFolders.writeAtomically(sweepSvg,
                         BudgetSweep.svg(points, budgetBytes, best).getBytes(java.nio.charset.StandardCharsets.UTF_8), "--out");
                 System.out.println("wrote " + stem + ".budget.csv and " + stem + ".budget.svg; chose K = " + best.keep()
                         + ", k' = " + best.kLabel() + (best.uniformK() ? "" : " (per layer)"));

@@ -219,8 +219,12 @@ public final class BudgetSweep {
         return b.toString();
     }
 
+    /** The sweep CSV's header, and a comment the sweep SVG carries: how select recognises its own earlier outputs. */
+    public static final String CSV_HEADER = "keep,routed_k,k_per_layer,resident_bytes,decode_tokens_per_s,calibration_perplexity,pareto";
+    public static final String SVG_MARKER = "<!-- moe4j select: budget sweep -->";
+
     public static String csv(List<Point> points) {
-        StringBuilder b = new StringBuilder("keep,routed_k,k_per_layer,resident_bytes,decode_tokens_per_s,calibration_perplexity,pareto\n");
+        StringBuilder b = new StringBuilder(CSV_HEADER).append('\n');
         for (Point p : points)
             b.append(String.format(Locale.ROOT, "%d,%d,%s,%d,%.3f,%.6f,%s%n", p.keep(), p.routedK(), p.kLabel(), p.memoryBytes(),
                     p.decodeTokensPerSecond(), p.perplexity(), p.pareto()));
@@ -247,7 +251,8 @@ public final class BudgetSweep {
         java.util.function.DoubleUnaryOperator Y = v -> H - m - (v - fy0) / (fy1 - fy0) * (H - 2 * m);
         StringBuilder b = new StringBuilder();
         b.append(String.format(Locale.ROOT, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
-                + "font-family=\"sans-serif\" font-size=\"12\">%n<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>%n", W, H));
+                + "font-family=\"sans-serif\" font-size=\"12\">%n%s%n<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>%n", W, H,
+                SVG_MARKER));
         b.append(String.format(Locale.ROOT, "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"black\"/>%n", m, H - m, W - m, H - m));
         b.append(String.format(Locale.ROOT, "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"black\"/>%n", m, m, m, H - m));
         b.append(String.format(Locale.ROOT, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">resident weights (MB): %.1f .. %.1f</text>%n",

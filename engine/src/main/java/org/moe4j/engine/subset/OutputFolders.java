@@ -30,6 +30,47 @@ public final class OutputFolders {
     }
 
     /**
+     * A file a command may write: nothing there, or an earlier output of that command ({@code ours} recognises it by
+     * its content) — never a user's file. Checked before any work; the write itself is {@link #writeAtomically}.
+     */
+    public static void requireOwnFile(Path file, String option, String command, java.util.function.Predicate<Path> ours) {
+        checkFile(file, option);
+        if (Files.exists(file) && !ours.test(file))
+            throw new Moe4jException(option + " " + file + " exists and is not an earlier output of " + command
+                    + "; remove it first or give another file name");
+    }
+
+    /** Whether the file is a JSON object holding every one of {@code keys} (and, if exact, nothing else). */
+    public static boolean jsonObjectWith(Path file, boolean exact, String... keys) {
+        try {
+            var root = new com.fasterxml.jackson.databind.ObjectMapper().readTree(file.toFile());
+            if (root == null || !root.isObject() || exact && root.size() != keys.length) return false;
+            for (String k : keys) if (!root.has(k)) return false;
+            return true;
+        } catch (IOException e) {
+            return false;
+        }
+    }
+
+    /** Whether the file's first line is exactly {@code line} (a CSV header). */
+    public static boolean firstLineIs(Path file, String line) {
+        try (var r = Files.newBufferedReader(file, java.nio.charset.StandardCharsets.UTF_8)) {
+            return line.equals(r.readLine());
+        } catch (IOException e) {
+            return false;
+        }
+    }
+
+    /** Whether the file's first 4 KiB hold {@code marker}. */
+    public static boolean startContains(Path file, String marker) {
+        try (var in = Files.newInputStream(file)) {
+            return new String(in.readNBytes(4096), java.nio.charset.StandardCharsets.UTF_8).contains(marker);
+        } catch (IOException e) {
+            return false;
+        }
+    }
+
+    /**
      * SHA-256 over the checkpoint's config.json and weight files (name, then bytes, in name order): identifies the
      * source a subset was chosen on.
      */

@@ -304,6 +304,42 @@ class SubsetCommandsTest {
         assertEquals(1 + 14, csv.size());
     }
 
+    /**
+     * eval and select replace an earlier output of their own (a rerun) but never a user's file of the same name:
+     * refused before any work, the file left as it was.
+     */
+    @Test
+    void evalAndSelectNeverReplaceAUsersFile() throws Exception {
+        Path dir = Files.createDirectories(tmp.resolve("own"));
+        String c = ckpt.toString(), calib = "data:" + data + ":code:1";
+        StringBuilder err = new StringBuilder();
+        Path ev = dir.resolve("ev");
+        String[] evalArgs = {"eval", "--ckpt", c, "--data", data.toString(), "--settings", "full", "--max-tokens-per-domain",
+                "40", "--out", ev.toString(), "--no-progress"};
+        assertEquals(0, run(err, evalArgs), err.toString());
+        assertEquals(0, run(err, evalArgs), "a rerun replaces eval's own output: " + err);
+        Files.writeString(dir.resolve("ev.json"), "{\"my\": \"notes\"}");
+        assertFails("exists and is not an earlier output of eval", null, evalArgs);
+        assertEquals("{\"my\": \"notes\"}", Files.readString(dir.resolve("ev.json")));
+        Files.delete(dir.resolve("ev.json"));
+        Files.writeString(dir.resolve("ev.csv"), "a,b\n1,2\n");
+        assertFails("exists and is not an earlier output of eval", null, evalArgs);
+        assertEquals("a,b\n1,2\n", Files.readString(dir.resolve("ev.csv")));
+
+        Path sub = dir.resolve("subset.json");
+        String[] selectArgs = {"select", "--ckpt", c, "--calib", calib, "--keep", "4", "--out", sub.toString()};
+        assertEquals(0, run(err, selectArgs), err.toString());
+        assertEquals(0, run(err, selectArgs), "a rerun replaces select's own output: " + err);
+        Files.writeString(sub, "[1, 2, 3]");
+        assertFails("exists and is not an earlier output of select", null, selectArgs);
+        assertEquals("[1, 2, 3]", Files.readString(sub));
+        Path budgetOut = dir.resolve("fit.json");
+        Files.writeString(dir.resolve("fit.budget.svg"), "<svg>my drawing</svg>");
+        assertFails("exists and is not an earlier output of select", budgetOut, "select", "--ckpt", c, "--calib", calib,
+                "--budget", "1GB", "--out", budgetOut.toString());
+        assertEquals("<svg>my drawing</svg>", Files.readString(dir.resolve("fit.budget.svg")));
+    }
+
     @Test
     void quickstartEndsWithFullVersusAQuarterOfTheExperts() {
         java.io.PrintStream old = System.out;
