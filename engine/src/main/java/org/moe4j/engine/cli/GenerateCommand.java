@@ -5,9 +5,7 @@ import com.fasterxml.jackson.databind.node.ArrayNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import java.io.IOException;
 import java.io.PrintStream;
-import java.nio.file.Files;
 import java.nio.file.Path;
-import java.nio.file.StandardCopyOption;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.Callable;
@@ -194,17 +192,10 @@ public final class GenerateCommand implements Callable<Integer> {
             else texts.addNull();
             reasons.add(s.finishReason().name().toLowerCase(java.util.Locale.ROOT));
         }
-        Path abs = out.toAbsolutePath();
         try {
-            Path tmp = Files.createTempFile(abs.getParent(), "." + abs.getFileName() + ".", ".tmp");
-            try {
-                JSON.writerWithDefaultPrettyPrinter().writeValue(tmp.toFile(), root);
-                Files.move(tmp, abs, StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
-            } finally {
-                Files.deleteIfExists(tmp);
-            }
+            OutputFolders.writeAtomically(out, JSON.writerWithDefaultPrettyPrinter().writeValueAsBytes(root), "--out");
         } catch (IOException e) {
-            throw new Moe4jException("--out " + out + ": cannot write: " + e.getMessage(), e);
+            throw new Moe4jException("--out " + out + ": cannot serialise the output JSON: " + e.getMessage(), e);
         }
     }
 }
