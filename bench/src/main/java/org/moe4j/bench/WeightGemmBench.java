@@ -34,8 +34,9 @@ import org.openjdk.jmh.annotations.Warmup;
  * F32 and BF16 (the bf16 widening is a shift in registers, free next to the memory traffic); M = 4 and 16 stay
  * close (each weight block is read from memory once and reused from L1/L2 for the other activation rows).
  *
- * <p>Shapes, 16 Mi weight elements each (64 MB F32, 32 MB BF16): {@code expert} N = 8192 (2h, gate and up of an
- * expert with h = 4096), K = 2048; {@code head} an LM head N = 16384 (vocabulary), K = 1024. Each call uses the next
+ * <p>Shapes: {@code expert} N = 8192 (2h, gate and up of an expert with h = 4096), K = 2048; {@code head} an LM head
+ * N = 16384 (vocabulary), K = 1024 (16 Mi weight elements each: 64 MB F32, 32 MB BF16); {@code decode} the bench
+ * config's gate and up, N = 1024, K = 512 (2 MB F32, 1 MB BF16: the size of the products a decoded token runs). Each call uses the next
  * of several copies of the weight, 256 MB in all, so the weights come from memory and not from the L3 (300 MB on the
  * Sapphire Rapids VM this was written on) — the same footprint as the 256 MB of {@link #readBandwidth}.
  *
@@ -84,7 +85,7 @@ public class WeightGemmBench {
     public static class Weights {
         @Param({"1", "4", "16"})
         public int m;
-        @Param({"expert", "head"})
+        @Param({"expert", "head", "decode"})
         public String shape;
         @Param({"f32", "bf16"})
         public String dtype;
@@ -102,8 +103,12 @@ public class WeightGemmBench {
 
         @Setup(Level.Trial)
         public void setUp() {
-            n = "expert".equals(shape) ? 8192 : 16384;
-            k = "expert".equals(shape) ? 2048 : 1024;
+            switch (shape) {
+                case "expert" -> { n = 8192; k = 2048; }
+                case "head" -> { n = 16384; k = 1024; }
+                case "decode" -> { n = 1024; k = 512; }
+                default -> throw new IllegalArgumentException("shape: expert, head or decode, got " + shape);
+            }
             bf16 = "bf16".equals(dtype);
             long elems = (long) n * k;
             long bytes = elems * (bf16 ? 2 : 4);

@@ -9,7 +9,6 @@ import java.lang.foreign.MemorySegment;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.nio.file.StandardCopyOption;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Locale;
@@ -487,10 +486,7 @@ public final class Analyzer {
 
     static void writeAtomically(Path file, String text) {
         try {
-            // a fixed temporary name beside the target (createTempFile would make the file owner-only)
-            Path tmp = file.toAbsolutePath().resolveSibling("." + file.getFileName() + ".tmp");
-            Files.writeString(tmp, text, StandardCharsets.UTF_8);
-            Files.move(tmp, file, StandardCopyOption.REPLACE_EXISTING, StandardCopyOption.ATOMIC_MOVE);
+            org.moe4j.io.AtomicFile.write(file, text.getBytes(StandardCharsets.UTF_8));
         } catch (IOException e) {
             throw new Moe4jException(file + ": cannot write: " + e.getMessage(), e);
         }

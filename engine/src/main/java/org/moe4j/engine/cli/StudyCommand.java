@@ -149,10 +149,7 @@ public final class StudyCommand implements Callable<Integer> {
                             + "--dir, or the options it was started with");
                 return;
             }
-            Files.createDirectories(dir);
-            Path tmp = dir.resolve(".plan.json.tmp");
-            Files.writeString(tmp, now);
-            Files.move(tmp, f, java.nio.file.StandardCopyOption.ATOMIC_MOVE);
+            org.moe4j.io.AtomicFile.write(f, now.getBytes(StandardCharsets.UTF_8));
         } catch (IOException e) {
             throw new Moe4jException("study: " + f + ": " + e.getMessage(), e);
         }

@@ -1,14 +1,12 @@
 package org.moe4j.engine.numerics;
 
+import org.moe4j.io.AtomicFile;
 import com.fasterxml.jackson.core.util.DefaultPrettyPrinter;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ArrayNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import java.io.IOException;
-import java.nio.file.AtomicMoveNotSupportedException;
-import java.nio.file.Files;
 import java.nio.file.Path;
-import java.nio.file.StandardCopyOption;
 import org.moe4j.Moe4jException;
 import org.moe4j.engine.config.LbScope;
 import org.moe4j.engine.config.ModelConfig;
@@ -207,28 +205,10 @@ final class NumericsReport {
 
     /** Writes the JSON atomically: a temporary file beside the target, renamed over it. */
     void write(Path out) {
-        Path abs = out.toAbsolutePath();
-        Path tmp = null;
         try {
-            Files.createDirectories(abs.getParent());
-            tmp = Files.createTempFile(abs.getParent(), "." + abs.getFileName() + ".", ".tmp");
-            JSON.writer(PRINTER).writeValue(tmp.toFile(), root);
-            try {
-                Files.move(tmp, abs, StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
-            } catch (AtomicMoveNotSupportedException e) {
-                Files.move(tmp, abs, StandardCopyOption.REPLACE_EXISTING);
-            }
-            tmp = null;
+            AtomicFile.write(out, tmp -> JSON.writer(PRINTER).writeValue(tmp.toFile(), root));
         } catch (IOException e) {
             throw new Moe4jException(out + ": cannot write the result: " + e.getMessage(), e);
-        } finally {
-            if (tmp != null) {
-                try {
-                    Files.deleteIfExists(tmp);
-                } catch (IOException ignored) {
-                    // the write error above is the one to report
-                }
-            }
         }
     }
 }

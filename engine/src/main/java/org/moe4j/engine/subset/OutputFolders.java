@@ -98,16 +98,8 @@ public final class OutputFolders {
 
     /** Writes bytes to {@code file} atomically (temporary sibling, rename). */
     public static void writeAtomically(Path file, byte[] bytes, String option) {
-        Path abs = file.toAbsolutePath();
         try {
-            Files.createDirectories(abs.getParent());
-            Path tmp = Files.createTempFile(abs.getParent(), "." + abs.getFileName() + ".", ".tmp");
-            try {
-                Files.write(tmp, bytes);
-                Files.move(tmp, abs, java.nio.file.StandardCopyOption.ATOMIC_MOVE, java.nio.file.StandardCopyOption.REPLACE_EXISTING);
-            } finally {
-                Files.deleteIfExists(tmp);
-            }
+            org.moe4j.io.AtomicFile.write(file, bytes);
         } catch (IOException e) {
             throw new Moe4jException(option + " " + file + ": cannot write: " + e.getMessage(), e);
         }

@@ -1,5 +1,6 @@
 package org.moe4j.io.checkpoint;
 
+import org.moe4j.io.AtomicFile;
 import java.io.IOException;
 import java.nio.channels.FileChannel;
 import java.nio.channels.FileLock;
@@ -13,7 +14,6 @@ import java.nio.file.StandardCopyOption;
 import java.nio.file.StandardOpenOption;
 import java.nio.file.attribute.BasicFileAttributes;
 import java.util.ArrayList;
-import java.util.Collections;
 import java.util.Comparator;
 import java.util.List;
 import java.util.function.Consumer;
@@ -294,8 +294,8 @@ public final class CheckpointFolder {
 
     /** A new, empty staging folder for a save of {@code abs}, beside it. */
     static Path stage(Path abs) throws IOException {
-        Files.createDirectories(abs.getParent());
-        return Files.createTempDirectory(abs.getParent(), "." + abs.getFileName() + TMP);
+        // not Files.createTempDirectory: its folders are owner-only (0700), and the staging folder becomes the checkpoint
+        return AtomicFile.createTempDirectory(abs, TMP);
     }
 
     /**

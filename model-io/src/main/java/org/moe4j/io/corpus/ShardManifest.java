@@ -1,13 +1,12 @@
 package org.moe4j.io.corpus;
 
+import org.moe4j.io.AtomicFile;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.SerializationFeature;
 import com.fasterxml.jackson.databind.json.JsonMapper;
 import java.io.IOException;
-import java.nio.channels.FileChannel;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.nio.file.StandardOpenOption;
 import java.util.List;
 import java.util.Map;
 
@@ -99,27 +98,10 @@ public record ShardManifest(String format, int version, Tokenizer tokenizer, dou
     /** Writes {@code dir/manifest.json} atomically (temporary file, fsync, rename). */
     public void write(Path dir) {
         Path file = dir.resolve(FILE_NAME);
-        Path tmp = null;
         try {
-            Files.createDirectories(dir);
-            tmp = Files.createTempFile(dir, "." + FILE_NAME + ".", ".tmp");
-            ShardWriter.readableByAll(tmp);
-            Files.write(tmp, JSON.writeValueAsBytes(this), StandardOpenOption.TRUNCATE_EXISTING);
-            try (FileChannel ch = FileChannel.open(tmp, StandardOpenOption.WRITE)) {
-                ch.force(true);
-            }
-            ShardWriter.moveIntoPlace(tmp, file);
-            tmp = null;
+            AtomicFile.write(file, JSON.writeValueAsBytes(this));
         } catch (IOException e) {
             throw new CorpusException(file + ": cannot write the shard manifest: " + e, e);
-        } finally {
-            if (tmp != null) {
-                try {
-                    Files.deleteIfExists(tmp);
-                } catch (IOException ignored) {
-                    // the write error is the one to report
-                }
-            }
         }
     }
 }

@@ -1,15 +1,13 @@
 package org.moe4j.io.corpus;
 
+import org.moe4j.io.AtomicFile;
 import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.nio.channels.FileChannel;
-import java.nio.file.AtomicMoveNotSupportedException;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.nio.file.StandardCopyOption;
 import java.nio.file.StandardOpenOption;
-import java.nio.file.attribute.PosixFilePermissions;
 import java.util.Arrays;
 
 /**
@@ -41,10 +39,7 @@ public final class ShardWriter implements AutoCloseable {
         this.vocabSize = vocabSize;
         this.eosId = eosId;
         try {
-            Path dir = path.toAbsolutePath().getParent();
-            Files.createDirectories(dir);
-            tmp = Files.createTempFile(dir, "." + path.getFileName() + ".", ".tmp");
-            readableByAll(tmp);
+            tmp = AtomicFile.createTemp(path);
             channel = FileChannel.open(tmp, StandardOpenOption.WRITE, StandardOpenOption.TRUNCATE_EXISTING);
             channel.position(ShardDescriptor.TOKENS_OFFSET);
         } catch (IOException e) {
@@ -135,7 +130,7 @@ public final class ShardWriter implements AutoCloseable {
             channel.force(true);
             channel.close();
             channel = null;
-            moveIntoPlace(tmp, path);
+            AtomicFile.moveIntoPlace(tmp, path);
             tmp = null;
         } catch (IOException e) {
             close();
@@ -194,29 +189,5 @@ public final class ShardWriter implements AutoCloseable {
             channel.write(buffer);
         }
         buffer.clear();
-    }
-
-    /** A temporary file is created owner-only; the shard it becomes is an ordinary rw-r--r-- file. */
-    static void readableByAll(Path file) throws IOException {
-        try {
-            Files.setPosixFilePermissions(file, PosixFilePermissions.fromString("rw-r--r--"));
-        } catch (UnsupportedOperationException e) {
-            // not a POSIX file system: its defaults apply
-        }
-    }
-
-    /** Renames {@code from} onto {@code to} atomically where the file system allows it. */
-    static void moveIntoPlace(Path from, Path to) throws IOException {
-        try {
-            Files.move(from, to, StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
-        } catch (AtomicMoveNotSupportedException e) {
-            Files.move(from, to, StandardCopyOption.REPLACE_EXISTING);
-        }
-        // Linux lets a directory be opened read-only and forced, which makes the rename durable
-        try (FileChannel ch = FileChannel.open(to.toAbsolutePath().getParent(), StandardOpenOption.READ)) {
-            ch.force(true);
-        } catch (IOException ignored) {
-            // not supported on this file system: the rename is still atomic
-        }
     }
 }

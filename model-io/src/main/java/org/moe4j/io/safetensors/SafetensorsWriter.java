@@ -1,5 +1,6 @@
 package org.moe4j.io.safetensors;
 
+import org.moe4j.io.AtomicFile;
 import com.fasterxml.jackson.databind.node.ArrayNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import java.io.IOException;
@@ -8,10 +9,7 @@ import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.nio.channels.FileChannel;
 import java.nio.charset.StandardCharsets;
-import java.nio.file.AtomicMoveNotSupportedException;
-import java.nio.file.Files;
 import java.nio.file.Path;
-import java.nio.file.StandardCopyOption;
 import java.nio.file.StandardOpenOption;
 import java.util.Map;
 import org.moe4j.simd.Tensor;
@@ -28,37 +26,24 @@ public final class SafetensorsWriter {
     /** Writes {@code tensors} (in map order) and string {@code metadata} to {@code path}. */
     public static void write(Path path, Map<String, Tensor> tensors, Map<String, String> metadata) {
         byte[] header = header(tensors, metadata);
-        Path dir = path.toAbsolutePath().getParent();
-        Path tmp = null;
         try {
-            Files.createDirectories(dir);
-            tmp = Files.createTempFile(dir, "." + path.getFileName() + ".", ".tmp");
-            try (FileChannel ch = FileChannel.open(tmp, StandardOpenOption.WRITE, StandardOpenOption.TRUNCATE_EXISTING)) {
-                ByteBuffer len = ByteBuffer.allocate(SafetensorsDescriptor.HEADER_LENGTH_BYTES).order(ByteOrder.LITTLE_ENDIAN);
-                len.putLong(header.length).flip();
-                writeFully(ch, len);
-                writeFully(ch, ByteBuffer.wrap(header));
-                for (Tensor t : tensors.values()) {
-                    MemorySegment seg = t.segment();
-                    // chunks of at most 1 GiB keep the ByteBuffer views within int range
-                    for (long off = 0; off < seg.byteSize(); off += 1L << 30) {
-                        writeFully(ch, seg.asSlice(off, Math.min(1L << 30, seg.byteSize() - off)).asByteBuffer());
+            AtomicFile.write(path, tmp -> {
+                try (FileChannel ch = FileChannel.open(tmp, StandardOpenOption.WRITE, StandardOpenOption.TRUNCATE_EXISTING)) {
+                    ByteBuffer len = ByteBuffer.allocate(SafetensorsDescriptor.HEADER_LENGTH_BYTES).order(ByteOrder.LITTLE_ENDIAN);
+                    len.putLong(header.length).flip();
+                    writeFully(ch, len);
+                    writeFully(ch, ByteBuffer.wrap(header));
+                    for (Tensor t : tensors.values()) {
+                        MemorySegment seg = t.segment();
+                        // chunks of at most 1 GiB keep the ByteBuffer views within int range
+                        for (long off = 0; off < seg.byteSize(); off += 1L << 30) {
+                            writeFully(ch, seg.asSlice(off, Math.min(1L << 30, seg.byteSize() - off)).asByteBuffer());
+                        }
                     }
                 }
-                ch.force(true);
-            }
-            moveIntoPlace(tmp, path);
-            tmp = null;
+            });
         } catch (IOException e) {
             throw new SafetensorsException(path + ": cannot write the file: " + e, e);
-        } finally {
-            if (tmp != null) {
-                try {
-                    Files.deleteIfExists(tmp);
-                } catch (IOException ignored) {
-                    // the original error is the one to report
-                }
-            }
         }
     }
 
@@ -100,15 +85,6 @@ public final class SafetensorsWriter {
     private static void writeFully(FileChannel ch, ByteBuffer b) throws IOException {
         while (b.hasRemaining()) {
             ch.write(b);
-        }
-    }
-
-    /** Renames {@code tmp} onto {@code target} atomically where the file system allows it. */
-    static void moveIntoPlace(Path tmp, Path target) throws IOException {
-        try {
-            Files.move(tmp, target, StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
-        } catch (AtomicMoveNotSupportedException e) {
-            Files.move(tmp, target, StandardCopyOption.REPLACE_EXISTING);
         }
     }
 }
