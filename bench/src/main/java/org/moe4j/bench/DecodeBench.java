@@ -46,7 +46,7 @@ import org.moe4j.simd.WorkerPool;
  * E = 16, 32, 64 experts.
  *
  * <p>Run: {@code ./moe4j bench-main DecodeBench [--configs bench,olmoe] [--dtypes f32,bf16] [--batches 1,4,16]
- * [--subset 1,0.25] [--prompt 512] [--new 64] [--rounds 3] [--experts 16,32,64|none] [--warmup-s 0.5]
+ * [--subset 1,0.25] [--kv f32,bf16] [--prompt 512] [--new 64] [--rounds 3] [--experts 16,32,64|none] [--warmup-s 0.5]
  * [--gemm auto|java|onednn]} (auto, the default, is what generate and serve use).
  */
 public final class DecodeBench {
@@ -66,6 +66,7 @@ public final class DecodeBench {
     public static void main(String[] args) {
         List<String> configs = List.of("bench", "olmoe");
         List<String> dtypes = List.of("f32", "bf16");
+        List<String> kvTypes = List.of("f32");
         int[] batches = {1, 4, 16};
         double[] subsets = {1, 0.25};
         int[] eScan = {16, 32, 64};
@@ -81,6 +82,7 @@ public final class DecodeBench {
             switch (a) {
                 case "--configs" -> configs = List.of(v.split(","));
                 case "--dtypes" -> dtypes = List.of(v.split(","));
+                case "--kv" -> kvTypes = List.of(v.split(","));
                 case "--batches" -> batches = Arrays.stream(v.split(",")).mapToInt(Integer::parseInt).toArray();
                 case "--subset" -> subsets = Arrays.stream(v.split(",")).mapToDouble(Double::parseDouble).toArray();
                 case "--experts" -> eScan = v.equals("none") ? new int[0]
@@ -91,9 +93,11 @@ public final class DecodeBench {
                 case "--gemm" -> gemmName = v;
                 case "--warmup-s" -> WARMUP_NANOS = (long) (Double.parseDouble(v) * 1e9);
                 default -> throw new IllegalArgumentException("DecodeBench: unknown option " + a + " (expected --configs, "
-                        + "--dtypes, --batches, --subset, --experts, --prompt, --new, --rounds, --warmup-s, --gemm)");
+                        + "--dtypes, --kv, --batches, --subset, --experts, --prompt, --new, --rounds, --warmup-s, --gemm)");
             }
         }
+        for (String kv : kvTypes)
+            if (!kv.equals("f32") && !kv.equals("bf16")) throw new IllegalArgumentException("--kv " + kv + ": expected f32 or bf16");
         if (rounds < 1) throw new IllegalArgumentException("--rounds " + rounds + ": need >= 1");
         if (newTokens < 2) throw new IllegalArgumentException("--new " + newTokens + ": need >= 2 (one decode step)");
         WorkerPool pool = WorkerPool.common();
@@ -111,8 +115,8 @@ public final class DecodeBench {
                     WARM_HEAP_PER_TOKEN, QUIET_NANOS / 1_000_000_000L, rounds);
             for (String name : configs) System.out.println(name + ": " + describe(config(name, 32, prompt + newTokens)));
 
-            StringBuilder head = new StringBuilder("| config | dtype | experts | prefill tok/s | TTFT ms | prefill % peak |");
-            StringBuilder rule = new StringBuilder("|---|---|---|---:|---:|---:|");
+            StringBuilder head = new StringBuilder("| config | dtype | KV | experts | prefill tok/s | TTFT ms | prefill % peak |");
+            StringBuilder rule = new StringBuilder("|---|---|---|---|---:|---:|---:|");
             for (int b : batches) {
                 head.append(" decode B").append(b).append(" tok/s |");
                 rule.append("---:|");
@@ -130,22 +134,23 @@ public final class DecodeBench {
                     for (String dt : dtypes) {
                         boolean bf16 = dt.equals("bf16");
                         try (InferenceModel im = InferenceModel.of(m, null, bf16)) {
-                            for (double f : subsets) {
+                            for (String kvType : kvTypes) for (double f : subsets) {
+                                boolean kvBf16 = kvType.equals("bf16");
                                 ExpertSet[] sub = subset(c, f, 42);
                                 int kept = sub == null ? c.routedExperts() : sub[0].size();
                                 Result[] rs = new Result[batches.length];
                                 double bwBefore = bounds.bandwidth(2), peakBefore = bounds.peak(2);
                                 for (int bi = 0; bi < batches.length; bi++)
-                                    rs[bi] = run(im, sub, batches[bi], prompt, newTokens, rounds, gemm, pool);
+                                    rs[bi] = run(im, sub, batches[bi], prompt, newTokens, rounds, kvBf16, gemm, pool);
                                 // the mean of the bounds measured just before and just after the row's runs
                                 double bw = (bwBefore + bounds.bandwidth(2)) / 2, peak = (peakBefore + bounds.peak(2)) / 2;
                                 Result p = rs[Math.max(b1, 0)]; // prefill of one prompt when batch 1 runs
-                                double kv = kvBytes(c, prompt, newTokens), bytes = decodeBytes(c, bf16) + kv;
+                                double kv = kvBytes(c, prompt, newTokens, kvBf16), bytes = decodeBytes(c, bf16) + kv;
                                 double bound = bw / bytes;
                                 double prefillPct = 100 * p.prefillTokPerSec * prefillFlopsPerToken(c, prompt) / 1e9 / peak;
                                 StringBuilder row = new StringBuilder();
-                                row.append(String.format(Locale.ROOT, "| %s | %s | %s | %,.0f | %.1f | %.1f%% |", name,
-                                        dt.toUpperCase(Locale.ROOT), kept + "/" + c.routedExperts(), p.prefillTokPerSec,
+                                row.append(String.format(Locale.ROOT, "| %s | %s | %s | %s | %,.0f | %.1f | %.1f%% |", name,
+                                        dt.toUpperCase(Locale.ROOT), kvType.toUpperCase(Locale.ROOT), kept + "/" + c.routedExperts(), p.prefillTokPerSec,
                                         p.ttftMs, prefillPct));
                                 for (Result r : rs)
                                     row.append(String.format(Locale.ROOT, " %,.1f%s |", r.decodeTokPerSec,
@@ -178,7 +183,7 @@ public final class DecodeBench {
                         boolean bf16 = dt.equals("bf16");
                         try (InferenceModel im = InferenceModel.of(m, null, bf16)) {
                             double bwBefore = bounds.bandwidth(2);
-                            Result r = run(im, null, 1, prompt, newTokens, rounds, gemm, pool);
+                            Result r = run(im, null, 1, prompt, newTokens, rounds, false, gemm, pool);
                             double bw = (bwBefore + bounds.bandwidth(2)) / 2;
                             double bytes = decodeBytes(c, bf16) + kvBytes(c, prompt, newTokens);
                             System.out.printf(Locale.ROOT, "| %d | %s | %.1f | %,.1f%s | %.1f | %.2f | %,.1f | %.1f%% | %,.1f |%n",
@@ -259,8 +264,13 @@ public final class DecodeBench {
      * newTokens - 1; the first new token comes from the prefill) attends over prompt + t positions of F32 K and V.
      */
     static double kvBytes(ModelConfig c, int prompt, int newTokens) {
+        return kvBytes(c, prompt, newTokens, false);
+    }
+
+    /** As above for a KV cache of BF16 elements when {@code bf16}. */
+    static double kvBytes(ModelConfig c, int prompt, int newTokens, boolean bf16) {
         double positions = prompt + newTokens / 2.0;
-        return c.layers() * 2.0 * c.kvHeads() * c.headSize() * 4 * positions;
+        return c.layers() * 2.0 * c.kvHeads() * c.headSize() * (bf16 ? 2 : 4) * positions;
     }
 
     /** Model FLOPs per prompt token of a T-token prefill (LM head once for the prompt, spread over its tokens). */
@@ -281,10 +291,10 @@ public final class DecodeBench {
      * then the decode steps run until every session has its {@code newTokens} (timed, with the heap counters read
      * around them). Round 0 is warm-up.
      */
-    static Result run(InferenceModel im, ExpertSet[] sub, int B, int prompt, int newTokens, int rounds, Gemm gemm,
-                      WorkerPool pool) {
+    static Result run(InferenceModel im, ExpertSet[] sub, int B, int prompt, int newTokens, int rounds, boolean kvBf16,
+                      Gemm gemm, WorkerPool pool) {
         ModelConfig c = im.config();
-        Generator.Options o = new Generator.Options(B, prompt + newTokens, B * prompt, null, null, 0, gemm, pool)
+        Generator.Options o = new Generator.Options(B, prompt + newTokens, B * prompt, null, null, 0, kvBf16, gemm, pool)
                 .withRouting(null, sub);
         Random rnd = new Random(7);
         long preNs = 0, decNs = 0, decTok = 0, heap = 0;

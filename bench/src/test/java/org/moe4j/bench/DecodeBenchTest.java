@@ -70,12 +70,14 @@ class DecodeBenchTest {
         for (ModelConfig c : configs()) {
             for (int[] pn : new int[][] {{1, 3}, {16, 8}, {40, 17}}) {
                 int prompt = pn[0], fresh = pn[1];
-                double sum = 0;
-                for (int t = 1; t < fresh; t++)
-                    sum += org.moe4j.engine.model.KvCache.bytes(c, 1, prompt + t);
-                double want = sum / (fresh - 1);
-                // the mean of prompt + t over t = 1 .. fresh - 1 is prompt + fresh / 2
-                assertEquals(want, DecodeBench.kvBytes(c, prompt, fresh), want * 1e-12, DecodeBench.describe(c));
+                for (boolean bf16 : new boolean[] {false, true}) {
+                    double sum = 0;
+                    for (int t = 1; t < fresh; t++)
+                        sum += org.moe4j.engine.model.KvCache.bytes(c, 1, prompt + t, bf16);
+                    double want = sum / (fresh - 1);
+                    // the mean of prompt + t over t = 1 .. fresh - 1 is prompt + fresh / 2
+                    assertEquals(want, DecodeBench.kvBytes(c, prompt, fresh, bf16), want * 1e-12, DecodeBench.describe(c));
+                }
             }
         }
     }

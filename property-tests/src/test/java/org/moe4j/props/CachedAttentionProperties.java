@@ -10,7 +10,9 @@ import net.jqwik.api.ForAll;
 import net.jqwik.api.Property;
 import net.jqwik.api.constraints.IntRange;
 import net.jqwik.api.lifecycle.AfterContainer;
+import org.moe4j.simd.Bf16;
 import org.moe4j.simd.CachedAttention;
+import org.moe4j.simd.Tensor;
 import org.moe4j.simd.WorkerPool;
 
 /**
@@ -18,7 +20,9 @@ import org.moe4j.simd.WorkerPool;
  * and groups (GQA), head sizes 1..140 (the vector part in chunks of four vectors and fewer, and scalar tails, at
  * every vector width the pom runs), positions and slots per row, junk after each operand that must stay untouched.
  * Tolerance: 1e-4 · max|v| (inputs scaled so scores are O(1); float32 rounding of the scores and of a convex
- * combination of v is ~1e-6 relative). Pools of 1 and 2 threads give the same bits.
+ * combination of v is ~1e-6 relative). Pools of 1 and 2 threads give the same bits. A BF16 cache gives, bit for bit,
+ * what the F32 cache gives for the bf16-rounded keys and values (so the twin covers it too), on odd head sizes
+ * (unaligned BF16 rows) and every vector width.
  */
 class CachedAttentionProperties {
     private static final WorkerPool POOL1 = new WorkerPool(1);
@@ -58,6 +62,66 @@ class CachedAttentionProperties {
             }
         }
         assertArrayEquals(got1, got2, "1 vs 2 threads");
+    }
+
+    @Property(tries = 60)
+    void bf16CacheIsTheF32CacheOfItsRoundedValues(@ForAll @IntRange(min = 1, max = 3) int kvHeads,
+                                                   @ForAll @IntRange(min = 1, max = 3) int group,
+                                                   @ForAll @IntRange(min = 1, max = 140) int headDim,
+                                                   @ForAll @IntRange(min = 1, max = 5) int rows,
+                                                   @ForAll @IntRange(min = 1, max = 40) int positions, @ForAll long seed) {
+        Random rnd = new Random(seed);
+        int heads = kvHeads * group, slots = 3, kw = kvHeads * headDim;
+        double s = 1.0 / Math.sqrt(Math.sqrt(headDim));
+        float[] q = KernelsSupport.gaussian(rnd, rows * heads * headDim, s);
+        float[] k = KernelsSupport.gaussian(rnd, slots * positions * kw, s);
+        float[] v = KernelsSupport.gaussian(rnd, slots * positions * kw, 1);
+        int[] pos = new int[rows], slot = new int[rows];
+        for (int r = 0; r < rows; r++) {
+            pos[r] = rnd.nextInt(positions);
+            slot[r] = rnd.nextInt(slots);
+        }
+        float[] kr = rounded(k), vr = rounded(v);
+        float[] f32 = run(POOL1, q, kr, vr, pos, slot, rows, heads, kvHeads, headDim, positions);
+        float[] b1 = runBf16(POOL1, q, k, v, pos, slot, rows, heads, kvHeads, headDim, positions);
+        float[] b2 = runBf16(POOL2, q, k, v, pos, slot, rows, heads, kvHeads, headDim, positions);
+        assertArrayEquals(f32, b1, "BF16 cache vs F32 cache of the rounded values (heads " + heads + "/" + kvHeads
+                + ", headDim " + headDim + ", rows " + rows + ", positions " + positions + ")");
+        assertArrayEquals(b1, b2, "BF16 cache, 1 vs 2 threads");
+    }
+
+    /** Each value rounded to bf16 (nearest even) and back. */
+    static float[] rounded(float[] x) {
+        float[] r = new float[x.length];
+        for (int i = 0; i < x.length; i++) r[i] = Bf16.toFloat(Bf16.fromFloat(x[i]));
+        return r;
+    }
+
+    /** The values as bf16 bits with PAD junk shorts on each side (odd byte offsets of rows come with odd head sizes). */
+    static MemorySegment shorts(Arena arena, float[] x) {
+        MemorySegment m = arena.allocate((x.length + 2L * PAD) * 2, 2);
+        for (int i = 0; i < PAD; i++) {
+            m.setAtIndex(Tensor.SHORT, i, (short) 0x7FC1);
+            m.setAtIndex(Tensor.SHORT, PAD + x.length + i, (short) 0x7FC1);
+        }
+        for (int i = 0; i < x.length; i++) m.setAtIndex(Tensor.SHORT, PAD + i, Bf16.fromFloat(x[i]));
+        return m;
+    }
+
+    static float[] runBf16(WorkerPool pool, float[] q, float[] k, float[] v, int[] pos, int[] slot, int rows, int heads,
+                           int kvHeads, int headDim, int positions) {
+        try (Arena arena = Arena.ofShared()) {
+            MemorySegment qs = KernelsSupport.floats(arena, q, PAD);
+            MemorySegment ks = shorts(arena, k), vs = shorts(arena, v);
+            float[] junk = new float[rows * heads * headDim];
+            java.util.Arrays.fill(junk, Float.NaN);
+            MemorySegment os = KernelsSupport.floats(arena, junk, PAD);
+            CachedAttention a = new CachedAttention(positions, heads, kvHeads, headDim, pool.threads());
+            a.forward(rows, pos, slot, qs.asSlice(PAD * 4L), ks.asSlice(PAD * 2L), vs.asSlice(PAD * 2L), true, positions,
+                    os.asSlice(PAD * 4L), pool);
+            KernelsSupport.assertPadIntact("out", os, PAD, junk.length);
+            return KernelsSupport.read(os, PAD, junk.length);
+        }
     }
 
     static float[] run(WorkerPool pool, float[] q, float[] k, float[] v, int[] pos, int[] slot, int rows, int heads,

@@ -6,6 +6,10 @@ import static org.moe4j.simd.VectorMath.NATIVE;
 
 import java.lang.foreign.MemorySegment;
 import jdk.incubator.vector.FloatVector;
+import jdk.incubator.vector.IntVector;
+import jdk.incubator.vector.ShortVector;
+import jdk.incubator.vector.VectorOperators;
+import jdk.incubator.vector.VectorSpecies;
 import org.moe4j.Moe4jException;
 
 /**
@@ -20,6 +24,10 @@ import org.moe4j.Moe4jException;
  * streams its keys and values front to back (with position-major rows, [slots, maxT, Hkv*Dh], a unit read Dh floats
  * every Hkv*Dh: at 576 positions the loads of K stalled on cache misses for over a third of a BF16 decode step).
  * {@link #cacheOffset} gives the element offset of (slot, KV head, position).
+ * The caches hold F32 or BF16 elements ({@code bf16Cache}): BF16 halves the cache's memory and the bytes a decode
+ * step reads from it; each key and value is widened to F32 as it is loaded (exact), and everything else — the
+ * dot products, the softmax, the weighted sum — is the F32 computation in the same order, so a BF16 cache gives the
+ * F32 cache's result for the bf16-rounded keys and values, bit for bit.
  * Work is split over (row, head) units; each unit owns its output slice, so nothing races. Per-worker score rows are
  * allocated once; a call allocates nothing, and the vector helpers it calls are small ones C2 always inlines (it
  * does not go through VectorMath.exp(FloatVector), which C2 may compile on its own and then refuse to inline). The plain twin is the float64 reference in property-tests.
@@ -27,6 +35,8 @@ import org.moe4j.Moe4jException;
 public final class CachedAttention {
     private final int maxT, heads, kvHeads, headDim, group, qw;
     private final float scale;
+    private static final VectorSpecies<Integer> I = Simd.INT;
+    private static final VectorSpecies<Short> S = Simd.SHORT_HALF;
     /** Per worker: one score row [maxT] (heap, for VectorMath.expSubInPlace). */
     private final float[][] scores;
     private final Task task = new Task();
@@ -65,13 +75,20 @@ public final class CachedAttention {
      */
     public void forward(int rows, int[] pos, int[] slot, MemorySegment q, MemorySegment kCache, MemorySegment vCache,
                         int positions, MemorySegment out, WorkerPool pool) {
+        forward(rows, pos, slot, q, kCache, vCache, false, positions, out, pool);
+    }
+
+    /** As {@link #forward(int, int[], int[], MemorySegment, MemorySegment, MemorySegment, int, MemorySegment,
+     * WorkerPool)}, with the caches' elements BF16 when {@code bf16Cache} (F32 otherwise). */
+    public void forward(int rows, int[] pos, int[] slot, MemorySegment q, MemorySegment kCache, MemorySegment vCache,
+                        boolean bf16Cache, int positions, MemorySegment out, WorkerPool pool) {
         if (positions < 1 || positions > maxT)
             throw new Moe4jException("CachedAttention: a cache of " + positions + " positions per slot; this kernel takes 1.." + maxT);
         for (int r = 0; r < rows; r++) {
             if (pos[r] < 0 || pos[r] >= positions)
                 throw new Moe4jException("CachedAttention: row " + r + " is at position " + pos[r] + ", the cache holds 0.."
                         + (positions - 1));
-            long need = cacheOffset(slot[r] + 1, 0, 0, positions) * Float.BYTES;
+            long need = cacheOffset(slot[r] + 1, 0, 0, positions) * (bf16Cache ? 2 : Float.BYTES);
             if (slot[r] < 0 || need > kCache.byteSize() || need > vCache.byteSize())
                 throw new Moe4jException("CachedAttention: row " + r + " reads slot " + slot[r] + " position " + pos[r]
                         + " beyond the cache (" + kCache.byteSize() + " bytes)");
@@ -84,15 +101,45 @@ public final class CachedAttention {
         t.v = vCache;
         t.out = out;
         t.positions = positions;
+        t.bf16 = bf16Cache;
         // (row, head) units in claimed pieces: a unit's cost grows with its position, and a late worker must not
         // hold up the caller for a whole static half
         int units = rows * heads;
         pool.parallelForPieces(units, Math.min(units, 16 * pool.threads()), t);
     }
 
+    /**
+     * Σ a[i]·b[i] over a F32 row a and a BF16 row b (element offsets), in {@link VectorOps#dot}'s order (two chains over
+     * 2L blocks, then an L block, the lane sum, the scalar tail); b widened exactly as it is loaded.
+     */
+    static float dotBf16(MemorySegment a, long aOff, MemorySegment b, long bOff, int n) {
+        FloatVector s0 = FloatVector.zero(F);
+        FloatVector s1 = FloatVector.zero(F);
+        int i = 0;
+        for (int b2 = n - 2 * L; i <= b2; i += 2 * L) {
+            FloatVector b0 = ((IntVector) ShortVector.fromMemorySegment(S, b, (bOff + i) * 2L, NATIVE)
+                    .convertShape(VectorOperators.S2I, I, 0)).lanewise(VectorOperators.LSHL, 16).reinterpretAsFloats();
+            FloatVector b1 = ((IntVector) ShortVector.fromMemorySegment(S, b, (bOff + i + L) * 2L, NATIVE)
+                    .convertShape(VectorOperators.S2I, I, 0)).lanewise(VectorOperators.LSHL, 16).reinterpretAsFloats();
+            s0 = FloatVector.fromMemorySegment(F, a, (aOff + i) * 4L, NATIVE).fma(b0, s0);
+            s1 = FloatVector.fromMemorySegment(F, a, (aOff + i + L) * 4L, NATIVE).fma(b1, s1);
+        }
+        for (int bd = F.loopBound(n); i < bd; i += L) {
+            FloatVector b0 = ((IntVector) ShortVector.fromMemorySegment(S, b, (bOff + i) * 2L, NATIVE)
+                    .convertShape(VectorOperators.S2I, I, 0)).lanewise(VectorOperators.LSHL, 16).reinterpretAsFloats();
+            s0 = FloatVector.fromMemorySegment(F, a, (aOff + i) * 4L, NATIVE).fma(b0, s0);
+        }
+        float s = VectorMath.sum(s0.add(s1));
+        for (; i < n; i++) {
+            s += a.getAtIndex(Tensor.FLOAT, aOff + i) * Bf16.toFloat(b.getAtIndex(Tensor.SHORT, bOff + i));
+        }
+        return s;
+    }
+
     private final class Task implements WorkerPool.RangeTask {
         int[] pos, slot;
         int positions;
+        boolean bf16;
         MemorySegment q, k, v, out;
 
         @Override
@@ -104,10 +151,18 @@ public final class CachedAttention {
                 long qo = (long) r * qw + (long) h * headDim;
                 long base = cacheOffset(slot[r], g, 0, positions);
                 float max = Float.NEGATIVE_INFINITY;
-                for (int j = 0; j < n; j++) {
-                    float x = scale * VectorOps.dot(q, qo, k, base + (long) j * headDim, headDim);
-                    sc[j] = x;
-                    max = Math.max(max, x);
+                if (bf16) {
+                    for (int j = 0; j < n; j++) {
+                        float x = scale * dotBf16(q, qo, k, base + (long) j * headDim, headDim);
+                        sc[j] = x;
+                        max = Math.max(max, x);
+                    }
+                } else {
+                    for (int j = 0; j < n; j++) {
+                        float x = scale * VectorOps.dot(q, qo, k, base + (long) j * headDim, headDim);
+                        sc[j] = x;
+                        max = Math.max(max, x);
+                    }
                 }
                 // softmax over the row: the exponential written out over whole vectors (expSubInPlace), the scalar
                 // twin for the tail — the operations and order of Softmax.forward, so the same bits. Not
@@ -122,7 +177,8 @@ public final class CachedAttention {
                     sum += e;
                 }
                 float inv = 1f / sum;
-                weightedValues(sc, inv, n, base, qo);
+                if (bf16) weightedValuesBf16(sc, inv, n, base, qo);
+                else weightedValues(sc, inv, n, base, qo);
             }
         }
 
@@ -164,6 +220,53 @@ public final class CachedAttention {
             for (int i = hv; i < headDim; i++) {
                 float o = 0f;
                 for (int j = 0; j < n; j++) o = o + (sc[j] * inv) * v.getAtIndex(Tensor.FLOAT, base + (long) j * headDim + i);
+                out.setAtIndex(Tensor.FLOAT, qo + i, o);
+            }
+        }
+    
+        /**
+         * {@link #weightedValues} over a BF16 value cache: each value vector widened as it is loaded (the shorts
+         * sign-extended to ints and shifted into the upper half: exact), the same fused multiply-adds in the same
+         * order.
+         */
+        private void weightedValuesBf16(float[] sc, float inv, int n, long base, long qo) {
+            MemorySegment v = this.v, out = this.out;
+            int hv = headDim - headDim % L;
+            for (int c = 0; c < hv; c += 4 * L) {
+                long vo = (base + c) * 2L, oo = (qo + c) * 4L, stride = (long) headDim * 2;
+                if (hv - c >= 4 * L) {
+                    FloatVector a0 = FloatVector.zero(F), a1 = a0, a2 = a0, a3 = a0;
+                    for (int j = 0; j < n; j++) {
+                        FloatVector p = FloatVector.broadcast(F, sc[j] * inv);
+                        long e = vo + j * stride;
+                        a0 = ((IntVector) ShortVector.fromMemorySegment(S, v, e, NATIVE).convertShape(VectorOperators.S2I, I, 0))
+                                .lanewise(VectorOperators.LSHL, 16).reinterpretAsFloats().fma(p, a0);
+                        a1 = ((IntVector) ShortVector.fromMemorySegment(S, v, e + 2L * L, NATIVE).convertShape(VectorOperators.S2I, I, 0))
+                                .lanewise(VectorOperators.LSHL, 16).reinterpretAsFloats().fma(p, a1);
+                        a2 = ((IntVector) ShortVector.fromMemorySegment(S, v, e + 4L * L, NATIVE).convertShape(VectorOperators.S2I, I, 0))
+                                .lanewise(VectorOperators.LSHL, 16).reinterpretAsFloats().fma(p, a2);
+                        a3 = ((IntVector) ShortVector.fromMemorySegment(S, v, e + 6L * L, NATIVE).convertShape(VectorOperators.S2I, I, 0))
+                                .lanewise(VectorOperators.LSHL, 16).reinterpretAsFloats().fma(p, a3);
+                    }
+                    a0.intoMemorySegment(out, oo, NATIVE);
+                    a1.intoMemorySegment(out, oo + 4L * L, NATIVE);
+                    a2.intoMemorySegment(out, oo + 8L * L, NATIVE);
+                    a3.intoMemorySegment(out, oo + 12L * L, NATIVE);
+                } else {
+                    for (int t = 0; t < (hv - c) / L; t++) {
+                        FloatVector a = FloatVector.zero(F);
+                        for (int j = 0; j < n; j++)
+                            a = ((IntVector) ShortVector.fromMemorySegment(S, v, vo + 2L * L * t + j * stride, NATIVE)
+                                    .convertShape(VectorOperators.S2I, I, 0)).lanewise(VectorOperators.LSHL, 16)
+                                    .reinterpretAsFloats().fma(FloatVector.broadcast(F, sc[j] * inv), a);
+                        a.intoMemorySegment(out, oo + 4L * L * t, NATIVE);
+                    }
+                }
+            }
+            for (int i = hv; i < headDim; i++) {
+                float o = 0f;
+                for (int j = 0; j < n; j++)
+                    o = o + (sc[j] * inv) * Bf16.toFloat(v.getAtIndex(Tensor.SHORT, base + (long) j * headDim + i));
                 out.setAtIndex(Tensor.FLOAT, qo + i, o);
             }
         }

@@ -88,6 +88,10 @@ public final class GenerateCommand implements Callable<Integer> {
     @Option(names = "--weights-dtype", defaultValue = "f32", paramLabel = "f32|bf16", description = "matrix precision (default: ${DEFAULT-VALUE})")
     String dtype;
 
+    @Option(names = "--kv-dtype", defaultValue = "f32", paramLabel = "f32|bf16",
+            description = "KV-cache precision: bf16 halves its memory and what a decode step reads from it (default: ${DEFAULT-VALUE})")
+    String kvDtype;
+
     @Option(names = "--gemm", paramLabel = "auto|java|onednn", description = "GEMM backend for prompt rows (default: as train)")
     String gemm;
 
@@ -96,11 +100,7 @@ public final class GenerateCommand implements Callable<Integer> {
 
     @Override
     public Integer call() {
-        boolean bf16 = switch (dtype) {
-            case "f32" -> false;
-            case "bf16" -> true;
-            default -> throw new Moe4jException("--weights-dtype " + dtype + ": expected f32 or bf16");
-        };
+        boolean bf16 = isBf16("--weights-dtype", dtype), kvBf16 = isBf16("--kv-dtype", kvDtype);
         if (out != null) requireOwnOutput(out);
         if (greedy && temperature != null) throw new Moe4jException("--greedy and --temperature exclude each other");
         Sampling sampling = temperature == null ? Sampling.ofGreedy() : Sampling.of(temperature, topK, topP, seed);
@@ -141,7 +141,7 @@ public final class GenerateCommand implements Callable<Integer> {
             int positions = Math.min(c.maxSeq(), longest + Math.max(1, maxNew));
             GemmBackends.Choice backend = gemm == null ? GemmBackends.fromEnvironment(pool) : GemmBackends.select(gemm, pool);
             Generator.Options opts = new Generator.Options(prompts.size(), positions, Math.max(longest, prompts.size()),
-                    kpl, sets, poolSize, backend.gemm(), pool);
+                    kpl, sets, poolSize, kvBf16, backend.gemm(), pool);
             PrintStream con = System.out;
             boolean stream = prompts.size() == 1;
             System.err.println("moe4j generate: " + model + ", " + prompts.size() + " prompt" + (prompts.size() == 1 ? "" : "s")
@@ -197,5 +197,14 @@ public final class GenerateCommand implements Callable<Integer> {
         } catch (IOException e) {
             throw new Moe4jException("--out " + out + ": cannot serialise the output JSON: " + e.getMessage(), e);
         }
+    }
+
+    /** An option naming a precision: true for bf16, false for f32 (any case); anything else is refused, naming it. */
+    static boolean isBf16(String option, String value) {
+        return switch (value.toLowerCase(java.util.Locale.ROOT)) {
+            case "f32" -> false;
+            case "bf16" -> true;
+            default -> throw new Moe4jException(option + " " + value + ": expected f32 or bf16");
+        };
     }
 }

@@ -1,7 +1,6 @@
 package org.moe4j.engine.cli;
 
 import java.nio.file.Path;
-import java.util.Locale;
 import java.util.concurrent.Callable;
 import java.util.concurrent.CountDownLatch;
 import org.moe4j.Moe4jException;
@@ -42,6 +41,10 @@ public final class ServeCommand implements Callable<Integer> {
             description = "dtype of the weight matrices in memory (default: ${DEFAULT-VALUE})")
     String weightsDtype;
 
+    @Option(names = "--kv-dtype", defaultValue = "f32", paramLabel = "f32|bf16",
+            description = "KV-cache precision: bf16 halves its memory and what a decode step reads from it (default: ${DEFAULT-VALUE})")
+    String kvDtype;
+
     @Option(names = "--k-per-layer", paramLabel = "K,K,...",
             description = "routed k' per layer (elastic k), shared experts not counted (default: the checkpoint's k - s)")
     String kPerLayer;
@@ -52,11 +55,8 @@ public final class ServeCommand implements Callable<Integer> {
 
     @Override
     public Integer call() throws InterruptedException {
-        boolean bf16 = switch (weightsDtype.toLowerCase(Locale.ROOT)) {
-            case "f32" -> false;
-            case "bf16" -> true;
-            default -> throw new Moe4jException("--weights-dtype " + weightsDtype + ": expected f32 or bf16");
-        };
+        boolean bf16 = GenerateCommand.isBf16("--weights-dtype", weightsDtype);
+        boolean kvBf16 = GenerateCommand.isBf16("--kv-dtype", kvDtype);
         if (port < 0 || port > 65535) throw new Moe4jException("--port " + port + ": expected 0..65535");
         WorkerPool pool = WorkerPool.common();
         GemmBackends.Choice backend = gemm == null ? GemmBackends.fromEnvironment(pool) : GemmBackends.select(gemm, pool);
@@ -66,7 +66,7 @@ public final class ServeCommand implements Callable<Integer> {
             int layers = model.config().layers(), routed = model.config().routedExperts();
             int[] k = kPerLayer == null ? null : NumericsInputs.parseKPerLayer(kPerLayer, layers, routed);
             Generator.Options o = Generator.Options.defaults(backend.gemm(), pool).withSlots(slots)
-                    .withPositions(maxPositions).withRouting(k, null);
+                    .withPositions(maxPositions).withRouting(k, null).withKvBf16(kvBf16);
             Path name = ckpt.toAbsolutePath().normalize().getFileName();
             server = OpenAiServer.start(model, o, name == null ? ckpt.toString() : name.toString(), host, port);
         } catch (RuntimeException e) {

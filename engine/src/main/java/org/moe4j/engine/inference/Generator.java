@@ -30,27 +30,34 @@ public final class Generator implements AutoCloseable {
      * @param kPerLayer      k' per layer (elastic k), or null for the model's k
      * @param subset         the kept experts per layer (a subset applied as a mask), or null for all
      * @param emoPool        route each document inside its frozen EMO evaluation pool (0 = off, -1 = the checkpoint's evalPool when it is an EMO model)
+     * @param bf16Kv         keep the KV cache in BF16 (half its memory and of the bytes a decode step reads from it)
+     *                       instead of F32
      */
     public record Options(int slots, int maxPositions, int prefillTokens, int[] kPerLayer, ExpertSet[] subset,
-                          int emoPool, Gemm gemm, WorkerPool pool) {
+                          int emoPool, boolean bf16Kv, Gemm gemm, WorkerPool pool) {
         public static Options defaults(Gemm gemm, WorkerPool pool) {
-            return new Options(8, 0, 0, null, null, -1, gemm, pool);
+            return new Options(8, 0, 0, null, null, -1, false, gemm, pool);
         }
 
         public Options withSlots(int s) {
-            return new Options(s, maxPositions, prefillTokens, kPerLayer, subset, emoPool, gemm, pool);
+            return new Options(s, maxPositions, prefillTokens, kPerLayer, subset, emoPool, bf16Kv, gemm, pool);
         }
 
         public Options withPositions(int p) {
-            return new Options(slots, p, prefillTokens, kPerLayer, subset, emoPool, gemm, pool);
+            return new Options(slots, p, prefillTokens, kPerLayer, subset, emoPool, bf16Kv, gemm, pool);
         }
 
         public Options withRouting(int[] k, ExpertSet[] s) {
-            return new Options(slots, maxPositions, prefillTokens, k == null ? null : k.clone(), s, emoPool, gemm, pool);
+            return new Options(slots, maxPositions, prefillTokens, k == null ? null : k.clone(), s, emoPool, bf16Kv, gemm, pool);
         }
 
         public Options withEmoPool(int p) {
-            return new Options(slots, maxPositions, prefillTokens, kPerLayer, subset, p, gemm, pool);
+            return new Options(slots, maxPositions, prefillTokens, kPerLayer, subset, p, bf16Kv, gemm, pool);
+        }
+
+        /** A BF16 KV cache when {@code bf16}, else F32 (the default). */
+        public Options withKvBf16(boolean bf16) {
+            return new Options(slots, maxPositions, prefillTokens, kPerLayer, subset, emoPool, bf16, gemm, pool);
         }
     }
 
@@ -92,7 +99,7 @@ public final class Generator implements AutoCloseable {
         if (o.subset() != null && o.subset().length != c.layers())
             throw new Moe4jException("subset: " + o.subset().length + " layers given, the model has " + c.layers());
         int rows = Math.max(prefillTokens, slots);
-        runner = new ForwardRunner(model.weights(), rows, slots, maxPositions, maxK, false, o.gemm(), o.pool());
+        runner = new ForwardRunner(model.weights(), rows, slots, maxPositions, maxK, false, o.bf16Kv(), o.gemm(), o.pool());
         try {
             runner.routing(o.kPerLayer(), o.subset());
             int pool = o.emoPool();

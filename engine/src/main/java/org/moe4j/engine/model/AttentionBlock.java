@@ -1,6 +1,7 @@
 package org.moe4j.engine.model;
 
 import java.lang.foreign.MemorySegment;
+import org.moe4j.simd.Convert;
 import org.moe4j.simd.Tensor;
 
 /**
@@ -131,6 +132,7 @@ final class AttentionBlock {
         Batch b = x.batch;
         int kw = x.kw, dh = x.dh, Hkv = x.Hkv;
         MemorySegment ks = a.k.segment(), vs = a.v.segment(), kc = cache.keys(l), vc = cache.values(l);
+        boolean bf16 = cache.bf16();
         boolean fresh = true;
         for (int i = 0; i < b.B; i++) {
             int s = b.seqStart[i], n = b.seqStart[i + 1] - s;
@@ -139,8 +141,13 @@ final class AttentionBlock {
                 long dst = cache.offset(b.slot[i], g, b.firstPos[i]);
                 for (int t = 0; t < n; t++) {
                     long src = (long) (s + t) * kw + (long) g * dh, to = dst + (long) t * dh;
-                    MemorySegment.copy(ks, src * 4, kc, to * 4, dh * 4L);
-                    MemorySegment.copy(vs, src * 4, vc, to * 4, dh * 4L);
+                    if (bf16) {
+                        Convert.f32ToBf16(ks, src, kc, to, dh);
+                        Convert.f32ToBf16(vs, src, vc, to, dh);
+                    } else {
+                        MemorySegment.copy(ks, src * 4, kc, to * 4, dh * 4L);
+                        MemorySegment.copy(vs, src * 4, vc, to * 4, dh * 4L);
+                    }
                 }
             }
             fresh &= b.firstPos[i] == 0;
@@ -148,7 +155,7 @@ final class AttentionBlock {
         // a prompt that starts its sequence attends only to itself: the tiled kernel is faster for many rows
         if (fresh && b.N > b.B) selfAttention(null);
         else x.cachedAttention.forward(b.N, b.posOfRow, b.slotOfRow, a.q.segment(), cache.keys(l), cache.values(l),
-                cache.maxPositions(), a.att.segment(), x.pool);
+                bf16, cache.maxPositions(), a.att.segment(), x.pool);
     }
 
     /** dx holds dL/dh on entry and dL/dx on return (the residual plus the attention path). */

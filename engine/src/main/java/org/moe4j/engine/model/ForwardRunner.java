@@ -69,6 +69,12 @@ public final class ForwardRunner implements AutoCloseable {
      */
     public ForwardRunner(ModelWeights weights, int maxTokens, int slots, int maxPositions, int maxRoutedK,
                          boolean allRowLogits, Gemm gemm, WorkerPool pool) {
+        this(weights, maxTokens, slots, maxPositions, maxRoutedK, allRowLogits, false, gemm, pool);
+    }
+
+    /** As above, with a BF16 KV cache when {@code bf16Kv} ({@link KvCache}). */
+    public ForwardRunner(ModelWeights weights, int maxTokens, int slots, int maxPositions, int maxRoutedK,
+                         boolean allRowLogits, boolean bf16Kv, Gemm gemm, WorkerPool pool) {
         this.c = weights.layout().config();
         this.weights = weights;
         if (maxRoutedK < 1 || maxRoutedK > c.routedExperts())
@@ -94,7 +100,7 @@ public final class ForwardRunner implements AutoCloseable {
             x = new BlockContext(c, weights, null, maxTokens, maxSeqs, maxRoutedK, gemm, wg, pool, ws, false);
             if (many16 != null) many16.reserve((long) x.slots() * maxK, 0);
             x.nonFiniteReport = () -> "non-finite value in the forward pass (check the weights)";
-            cache = new KvCache(c, slots, maxPositions);
+            cache = new KvCache(c, slots, maxPositions, bf16Kv);
             AttentionBlock.Activations aa = new AttentionBlock.Activations(x, "attn.");
             MoeBlock.Activations ma = new MoeBlock.Activations(x, "moe.", 0);
             // one set of buffers for every layer; a layer whose E_l differs gets its own router over them

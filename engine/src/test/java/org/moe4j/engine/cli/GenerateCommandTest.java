@@ -69,6 +69,11 @@ class GenerateCommandTest {
                 "--ignore-eos", "--weights-dtype", "bf16", "--out", b.toString()), err.toString());
         JsonNode ra = JSON.readTree(a.toFile());
         assertEquals(12, ra.get("tokens").get(0).size());
+        // a BF16 KV cache (keys and values rounded as they are cached) runs the same way
+        Path kv = tmp.resolve("kv.json");
+        assertEquals(0, run(err, "--ckpt", ckpt.toString(), "--prompt", "hello world", "--max-new-tokens", "12",
+                "--ignore-eos", "--kv-dtype", "bf16", "--out", kv.toString()), err.toString());
+        assertEquals(12, JSON.readTree(kv.toFile()).get("tokens").get(0).size());
         assertEquals("length", ra.get("finish_reason").get(0).asText());
         // the text is the decoding of the tokens
         try (InferenceModel m = InferenceModel.load(ckpt, false)) {
@@ -106,6 +111,7 @@ class GenerateCommandTest {
                 {new String[] {"--ckpt", ckpt.toString(), "--prompt", "x", "--k-per-layer", "9"}, "--k-per-layer"},
                 {new String[] {"--ckpt", ckpt.toString(), "--prompt", "x", "--subset", noShared.toString()}, "shared expert 5"},
                 {new String[] {"--ckpt", ckpt.toString(), "--prompt", "x", "--weights-dtype", "f8"}, "--weights-dtype"},
+                {new String[] {"--ckpt", ckpt.toString(), "--prompt", "x", "--kv-dtype", "fp8"}, "--kv-dtype fp8: expected f32 or bf16"},
                 {new String[] {"--ckpt", ckpt.toString(), "--prompt", "x", "--temperature", "-1"}, "--temperature"},
                 {new String[] {"--ckpt", ckpt.toString(), "--prompt", "x", "--emo-pool", "99"}, "--emo-pool"},
                 {new String[] {"--ckpt", ckpt.toString(), "--prompt", "x", "--out", precious.toString()}, "not an earlier output"},

@@ -117,9 +117,13 @@ class InferenceProperties {
     }
 
     static ForwardRunner runner(ModelWeights w, Case cs, int rows, boolean allRows, Gemm gemm) {
+        return runner(w, cs, rows, allRows, false, gemm);
+    }
+
+    static ForwardRunner runner(ModelWeights w, Case cs, int rows, boolean allRows, boolean bf16Kv, Gemm gemm) {
         ModelConfig c = cs.c();
         int maxK = cs.kPerLayer() == null ? c.routedK() : Math.max(c.routedK(), Arrays.stream(cs.kPerLayer()).max().getAsInt());
-        ForwardRunner f = new ForwardRunner(w, rows, 2, c.maxSeq(), maxK, allRows, gemm, POOL);
+        ForwardRunner f = new ForwardRunner(w, rows, 2, c.maxSeq(), maxK, allRows, bf16Kv, gemm, POOL);
         f.routing(cs.kPerLayer(), cs.subset());
         if (cs.mode() == Mode.EMO_POOL) f.generationPools(c.routing().pool().evalPool());
         return f;
@@ -145,11 +149,16 @@ class InferenceProperties {
     }
 
     static long checkDecodeEqualsFullForward(Case cs, boolean bf16, Gemm gemm, double tol) {
+        return checkDecodeEqualsFullForward(cs, bf16, false, gemm, tol);
+    }
+
+    /** bf16Kv: the decoding runner keeps its KV cache in BF16. */
+    static long checkDecodeEqualsFullForward(Case cs, boolean bf16, boolean bf16Kv, Gemm gemm, double tol) {
         ModelConfig c = cs.c();
         int T = cs.tokens().length, V = c.vocab();
         try (MoeModel m = new MoeModel(c).initRandom(cs.seed());
              ModelWeights w = bf16 ? ModelWeights.bf16(m.layout(), m.params()) : ModelWeights.f32(m);
-             ForwardRunner inc = runner(w, cs, T, false, gemm)) {
+             ForwardRunner inc = runner(w, cs, T, false, bf16Kv, gemm)) {
             int[] tok = cs.tokens();
             // prefill the prompt in slot 1
             inc.forward(Arrays.copyOf(tok, cs.prompt()), new int[] {0, cs.prompt()}, new int[] {0}, new int[] {1}, 1);
@@ -221,6 +230,18 @@ class InferenceProperties {
     @Property(tries = 20)
     void bf16WeightsStayWithinBf16ToleranceOfF32(@ForAll long seed, @ForAll @IntRange(min = 0, max = 2) int mode) {
         checkDecodeEqualsFullForward(randomCase(seed, Mode.values()[mode]), true);
+    }
+
+    /**
+     * A BF16 KV cache (keys and values rounded to bf16 as they are appended; the prompt's own attention is F32), with
+     * F32 or BF16 weights: the prefill and every teacher-forced decode step within the bf16 tolerance of the training
+     * forward, in every routing mode.
+     */
+    @Property(tries = 20)
+    void bf16KvCacheStaysWithinBf16ToleranceOfF32(@ForAll long seed, @ForAll @IntRange(min = 0, max = 3) int mode,
+                                                   @ForAll boolean bf16Weights) {
+        Case cs = randomCase(seed, Mode.values()[bf16Weights ? mode % 3 : mode]);
+        checkDecodeEqualsFullForward(cs, bf16Weights, true, GEMM, 0.08);
     }
 
     @Property(tries = 15)
