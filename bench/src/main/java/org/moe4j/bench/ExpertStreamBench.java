@@ -21,7 +21,10 @@ import org.moe4j.simd.WorkerPool;
  * random-weight model routes most tokens to. GB/s = weight bytes read / wall time, best of {@code --rounds}
  * rounds of at least 0.3 s; % = of the same-run 2-thread streaming read ({@link DecodeBench.Bounds}).
  *
- * <p>Run: {@code ./moe4j bench-main ExpertStreamBench [--rounds 5]}.
+ * <p>{@code --mapped DIR}: the weights are written to DIR/experts-*.bin and read through a memory-mapped file segment,
+ * as a checkpoint's are at inference, instead of an arena's (the file is deleted at the end).
+ *
+ * <p>Run: {@code ./moe4j bench-main ExpertStreamBench [--rounds 5] [--mapped DIR]}.
  */
 public final class ExpertStreamBench {
     private ExpertStreamBench() {
@@ -29,44 +32,71 @@ public final class ExpertStreamBench {
 
     static final int N = 1024, K = 512, E = 32;
 
+    @SuppressWarnings("restricted") // the --mapped re-wrap experiment (-Desb.rewrap=true)
     public static void main(String[] args) {
         int rounds = 5;
+        java.nio.file.Path mapped = null;
         for (int i = 0; i < args.length; i++) {
             if (args[i].equals("--rounds") && i + 1 < args.length) rounds = Integer.parseInt(args[++i]);
-            else throw new IllegalArgumentException("ExpertStreamBench: unknown option " + args[i] + " (expected --rounds N)");
+            else if (args[i].equals("--mapped") && i + 1 < args.length) mapped = java.nio.file.Path.of(args[++i]);
+            else throw new IllegalArgumentException("ExpertStreamBench: unknown option " + args[i]
+                    + " (expected --rounds N, --mapped DIR)");
         }
         WorkerPool pool = WorkerPool.common();
         try (DecodeBench.Bounds bounds = new DecodeBench.Bounds(pool)) {
             double bw = bounds.bandwidth(4);
             System.out.printf(Locale.ROOT, "streaming read, %d threads, %d MiB: %.2f GB/s; experts N %d x K %d, %d per layer, "
-                    + "1 GiB of them per dtype (JDK %s)%n%n", pool.threads(), DecodeBench.STREAM_BYTES >> 20, bw / 1e9, N, K, E,
-                    Runtime.version());
+                    + "1 GiB of them per dtype, in %s (JDK %s)%n%n", pool.threads(), DecodeBench.STREAM_BYTES >> 20, bw / 1e9, N, K, E,
+                    mapped == null ? "an arena" : "a mapped file in " + mapped, Runtime.version());
             System.out.println("| dtype | calls | rows per expert | footprint | GB/s | % of read bandwidth |");
             System.out.println("|---|---|---:|---:|---:|---:|");
             for (boolean bf16 : new boolean[] {false, true}) {
                 long expBytes = (long) N * K * (bf16 ? 2 : 4);
                 int layers = (int) ((1L << 30) / (E * expBytes));
+                java.nio.file.Path file = mapped == null ? null : mapped.resolve("experts-" + (bf16 ? "bf16" : "f32") + ".bin");
                 try (Arena arena = Arena.ofShared()) {
                     MemorySegment w = arena.allocate(layers * E * expBytes, 64);
                     Random rnd = new Random(1);
                     // small finite values either way: bf16 pairs 0x3c00 +- noise in the mantissa, or as F32 bits
                     for (long i = 0; i < w.byteSize() / 4; i++)
                         w.setAtIndex(ValueLayout.JAVA_INT, i, 0x3c003c00 ^ (rnd.nextInt() & 0x007f007f));
+                    if (file != null) {
+                        try (java.nio.channels.FileChannel ch = java.nio.channels.FileChannel.open(file,
+                                java.nio.file.StandardOpenOption.CREATE, java.nio.file.StandardOpenOption.TRUNCATE_EXISTING,
+                                java.nio.file.StandardOpenOption.READ, java.nio.file.StandardOpenOption.WRITE)) {
+                            for (long off = 0; off < w.byteSize(); off += 1L << 28)
+                                ch.write(w.asSlice(off, Math.min(1L << 28, w.byteSize() - off)).asByteBuffer(), off);
+                            w = ch.map(java.nio.channels.FileChannel.MapMode.READ_ONLY, 0, w.byteSize(), arena);
+                        } catch (java.io.IOException e) {
+                            throw new java.io.UncheckedIOException(file.toString(), e);
+                        }
+                        w.load(); // in the page cache and mapped, like a checkpoint that has been read once
+                        if (Boolean.getBoolean("esb.rewrap")) w = MemorySegment.ofAddress(w.address()).reinterpret(w.byteSize(), arena, null);
+                    }
+                    final MemorySegment wf = w;
                     MemorySegment x = arena.allocate(4L * 32 * K, 64), out = arena.allocate(4L * 32 * N, 64);
                     for (long i = 0; i < 32L * K; i++) x.setAtIndex(ValueLayout.JAVA_FLOAT, i, (float) rnd.nextGaussian());
                     WeightGemm wg = new WeightGemm(pool, new JavaGemm(pool), K);
                     String dt = bf16 ? "BF16" : "F32";
                     for (int groups : new int[] {1, 4, 16}) {
                         for (int rows : new int[] {1, 2}) {
-                            double gbs = best(rounds, () -> pass(wg, bf16, w, x, out, layers, groups, rows, false)) * layers * E * expBytes;
+                            double gbs = best(rounds, () -> pass(wg, bf16, wf, x, out, layers, groups, rows, false)) * layers * E * expBytes;
                             System.out.printf(Locale.ROOT, "| %s | %s | %d | %d MB | %.2f | %.1f%% |%n", dt,
                                     groups == 1 ? "single" : "grouped by " + groups, rows, layers * E * expBytes >> 20,
                                     gbs / 1e9, 100 * gbs / bw);
                         }
                     }
-                    double hot = best(rounds, () -> pass(wg, bf16, w, x, out, layers, 1, 1, true)) * layers * expBytes;
+                    double hot = best(rounds, () -> pass(wg, bf16, wf, x, out, layers, 1, 1, true)) * layers * expBytes;
                     System.out.printf(Locale.ROOT, "| %s | single, hot (expert 0 of each layer) | 1 | %d MB | %.2f | %.1f%% |%n",
                             dt, layers * expBytes >> 20, hot / 1e9, 100 * hot / bw);
+                } finally {
+                    if (file != null) {
+                        try {
+                            java.nio.file.Files.deleteIfExists(file);
+                        } catch (java.io.IOException ignored) {
+                            // a benchmark's scratch file
+                        }
+                    }
                 }
             }
             System.out.printf(Locale.ROOT, "%nstreaming read again at the end: %.2f GB/s%n", bounds.bandwidth(4) / 1e9);

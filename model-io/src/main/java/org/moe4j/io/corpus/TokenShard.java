@@ -9,6 +9,7 @@ import java.nio.channels.FileChannel;
 import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
 import java.util.Arrays;
+import org.moe4j.io.MappedFiles;
 
 /**
  * A memory-mapped token shard ({@link ShardDescriptor}). Opening validates the whole file: header, sizes, the
@@ -53,7 +54,7 @@ public final class TokenShard implements AutoCloseable {
         try {
             MemorySegment file;
             try (FileChannel ch = FileChannel.open(path, StandardOpenOption.READ)) {
-                file = ch.map(FileChannel.MapMode.READ_ONLY, 0, ch.size(), arena);
+                file = MappedFiles.mapReadOnly(ch, arena); // a plain native segment: see MappedFiles
             } catch (IOException e) {
                 throw new CorpusException(path + ": cannot read the token shard: " + e.getMessage(), e);
             }

@@ -25,6 +25,7 @@ import java.util.Comparator;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import org.moe4j.io.MappedFiles;
 import org.moe4j.simd.Convert;
 import org.moe4j.simd.DType;
 import org.moe4j.simd.Tensor;
@@ -77,7 +78,7 @@ public final class SafetensorsFile implements AutoCloseable {
         try {
             MemorySegment file;
             try (FileChannel ch = FileChannel.open(path, StandardOpenOption.READ)) {
-                file = ch.map(FileChannel.MapMode.READ_ONLY, 0, ch.size(), arena);
+                file = MappedFiles.mapReadOnly(ch, arena); // a plain native segment: see MappedFiles
             } catch (IOException e) {
                 throw new SafetensorsException(path + ": cannot read the file: " + e.getMessage(), e);
             }
