@@ -113,7 +113,7 @@ public final class WeightGemm {
      * polymorphic — for every vector loop in the process compiled after it, not only this one. Measured
      * (ExpertStreamBench, DRAM-sized experts): the BF16 kernels read 8.1 GB/s with the view and 12.2 with native
      * memory, and the plain streaming-read loop of the benchmarks dropped from 27 to 11 GB/s after the first BF16
-     * calls and stayed there. Keep heap segments away from vector loads (NoHeapSegmentsTest checks the sources).
+     * calls and stayed there. Keep heap segments away from vector loads (PlainSegmentsTest checks the sources).
      */
     private final float[] pairedX;
     private final MemorySegment pairedXSeg;

@@ -12,16 +12,18 @@ import java.util.stream.Stream;
 import org.junit.jupiter.api.Test;
 
 /**
- * No main source wraps a Java array as a MemorySegment ({@code MemorySegment.ofArray}). The JDK's segment-access
+ * Every segment the kernels see is a plain native one: no main source wraps a Java array as a MemorySegment
+ * ({@code MemorySegment.ofArray}), and files are mapped only through {@code MappedFiles}, which hands the mapping
+ * out as a plain native segment. The JDK's segment-access
  * methods that every vector loop inlines share one type profile across all callers; one heap segment among the
  * native ones makes those profiles polymorphic, and every vector loop compiled after that runs slower — the BF16
  * weight-streaming kernel read 8.1 instead of 12.2 GB/s from DRAM, and a plain streaming read dropped from 27 to 11
- * GB/s, in the same process (WeightGemm's {@code pairedXSeg} comment has the measurement). Arrays stay arrays
- * ({@code fromArray}), segments stay native.
+ * GB/s, in the same process (WeightGemm's {@code pairedXSeg} comment has the measurement); a mapped-segment class
+ * did the same (MappedFiles' comment). Arrays stay arrays ({@code fromArray}), segments stay native.
  */
-class NoHeapSegmentsTest {
+class PlainSegmentsTest {
     @Test
-    void mainSourcesWrapNoArrayAsASegment() throws IOException {
+    void mainSourcesMakeOnlyPlainNativeSegments() throws IOException {
         Path root = Path.of("").toAbsolutePath();
         while (root != null && !Files.isDirectory(root.resolve("simd").resolve("src").resolve("main"))) root = root.getParent();
         assertTrue(root != null, "the repository root (with simd/src/main) was not found above " + Path.of("").toAbsolutePath());
@@ -38,12 +40,14 @@ class NoHeapSegmentsTest {
                         String line = lines.get(i).strip();
                         if (line.startsWith("*") || line.startsWith("//")) continue; // comments may name it
                         if (line.contains("MemorySegment.ofArray(")) found.add(root.relativize(f) + ":" + (i + 1) + ": " + line);
+                        if (line.contains("MapMode.") && !f.getFileName().toString().equals("MappedFiles.java"))
+                            found.add(root.relativize(f) + ":" + (i + 1) + ": a file mapped outside MappedFiles: " + line);
                     }
                 }
             }
         }
         assertTrue(files > 100, "only " + files + " source files read: the scan is not looking at the sources");
-        assertTrue(found.isEmpty(), "heap segments in main sources (keep arrays as arrays, segments native):\n"
+        assertTrue(found.isEmpty(), "segments other than plain native ones in main sources (keep arrays as arrays; map files with MappedFiles):\n"
                 + String.join("\n", found));
     }
 }
