@@ -21,8 +21,9 @@ import org.moe4j.simd.WorkerPool;
  * random-weight model routes most tokens to. GB/s = weight bytes read / wall time, best of {@code --rounds}
  * rounds of at least 0.3 s; % = of the same-run 2-thread streaming read ({@link DecodeBench.Bounds}).
  *
- * <p>{@code --mapped DIR}: the weights are written to DIR/experts-*.bin and read through a memory-mapped file segment,
- * as a checkpoint's are at inference, instead of an arena's (the file is deleted at the end).
+ * <p>{@code --mapped DIR}: the weights are written to DIR/experts-*.bin and read from the file mapped as the engine maps
+ * checkpoints ({@code MappedFiles.mapReadOnly}: a plain native segment), instead of an arena's (the file is deleted at
+ * the end); with {@code -Desb.raw=true} through the mapped segment itself, as moe4j did before.
  *
  * <p>Run: {@code ./moe4j bench-main ExpertStreamBench [--rounds 5] [--mapped DIR]}.
  */
@@ -32,7 +33,6 @@ public final class ExpertStreamBench {
 
     static final int N = 1024, K = 512, E = 32;
 
-    @SuppressWarnings("restricted") // the --mapped re-wrap experiment (-Desb.rewrap=true)
     public static void main(String[] args) {
         int rounds = 5;
         java.nio.file.Path mapped = null;
@@ -66,12 +66,16 @@ public final class ExpertStreamBench {
                                 java.nio.file.StandardOpenOption.READ, java.nio.file.StandardOpenOption.WRITE)) {
                             for (long off = 0; off < w.byteSize(); off += 1L << 28)
                                 ch.write(w.asSlice(off, Math.min(1L << 28, w.byteSize() - off)).asByteBuffer(), off);
-                            w = ch.map(java.nio.channels.FileChannel.MapMode.READ_ONLY, 0, w.byteSize(), arena);
+                            // as the engine maps checkpoints (a plain native segment), or -Desb.raw=true: the mapped
+                            // segment itself, what moe4j used before (its class slows every vector loop; see MappedFiles)
+                            w = Boolean.getBoolean("esb.raw")
+                                    ? ch.map(java.nio.channels.FileChannel.MapMode.READ_ONLY, 0, w.byteSize(), arena)
+                                    : org.moe4j.io.MappedFiles.mapReadOnly(ch, arena);
                         } catch (java.io.IOException e) {
                             throw new java.io.UncheckedIOException(file.toString(), e);
                         }
-                        w.load(); // in the page cache and mapped, like a checkpoint that has been read once
-                        if (Boolean.getBoolean("esb.rewrap")) w = MemorySegment.ofAddress(w.address()).reinterpret(w.byteSize(), arena, null);
+                        // in the page cache, like a checkpoint that has been read once
+                        for (long off = 0; off < w.byteSize(); off += 4096) w.get(ValueLayout.JAVA_BYTE, off);
                     }
                     final MemorySegment wf = w;
                     MemorySegment x = arena.allocate(4L * 32 * K, 64), out = arena.allocate(4L * 32 * N, 64);
