@@ -39,17 +39,10 @@ class CachedAttentionProperties {
     void matchesFloat64Twin(@ForAll @IntRange(min = 1, max = 3) int kvHeads, @ForAll @IntRange(min = 1, max = 3) int group,
                             @ForAll @IntRange(min = 1, max = 140) int headDim, @ForAll @IntRange(min = 1, max = 5) int rows,
                             @ForAll @IntRange(min = 1, max = 40) int positions, @ForAll long seed) {
-        Random rnd = new Random(seed);
-        int heads = kvHeads * group, slots = 3, qw = heads * headDim, kw = kvHeads * headDim;
-        double s = 1.0 / Math.sqrt(Math.sqrt(headDim));
-        float[] q = KernelsSupport.gaussian(rnd, rows * qw, s);
-        float[] k = KernelsSupport.gaussian(rnd, slots * positions * kw, s);
-        float[] v = KernelsSupport.gaussian(rnd, slots * positions * kw, 1);
-        int[] pos = new int[rows], slot = new int[rows];
-        for (int r = 0; r < rows; r++) {
-            pos[r] = rnd.nextInt(positions);
-            slot[r] = rnd.nextInt(slots);
-        }
+        int heads = kvHeads * group, qw = heads * headDim;
+        Inputs in = Inputs.random(seed, heads, kvHeads, headDim, rows, positions);
+        float[] q = in.q(), k = in.k(), v = in.v();
+        int[] pos = in.pos(), slot = in.slot();
         double[] want = twin(q, k, v, pos, slot, rows, heads, kvHeads, headDim, positions);
         float[] got1 = run(POOL1, q, k, v, pos, slot, rows, heads, kvHeads, headDim, positions);
         float[] got2 = run(POOL2, q, k, v, pos, slot, rows, heads, kvHeads, headDim, positions);
@@ -70,17 +63,10 @@ class CachedAttentionProperties {
                                                    @ForAll @IntRange(min = 1, max = 140) int headDim,
                                                    @ForAll @IntRange(min = 1, max = 5) int rows,
                                                    @ForAll @IntRange(min = 1, max = 40) int positions, @ForAll long seed) {
-        Random rnd = new Random(seed);
-        int heads = kvHeads * group, slots = 3, kw = kvHeads * headDim;
-        double s = 1.0 / Math.sqrt(Math.sqrt(headDim));
-        float[] q = KernelsSupport.gaussian(rnd, rows * heads * headDim, s);
-        float[] k = KernelsSupport.gaussian(rnd, slots * positions * kw, s);
-        float[] v = KernelsSupport.gaussian(rnd, slots * positions * kw, 1);
-        int[] pos = new int[rows], slot = new int[rows];
-        for (int r = 0; r < rows; r++) {
-            pos[r] = rnd.nextInt(positions);
-            slot[r] = rnd.nextInt(slots);
-        }
+        int heads = kvHeads * group;
+        Inputs in = Inputs.random(seed, heads, kvHeads, headDim, rows, positions);
+        float[] q = in.q(), k = in.k(), v = in.v();
+        int[] pos = in.pos(), slot = in.slot();
         float[] kr = rounded(k), vr = rounded(v);
         float[] f32 = run(POOL1, q, kr, vr, pos, slot, rows, heads, kvHeads, headDim, positions);
         float[] b1 = runBf16(POOL1, q, k, v, pos, slot, rows, heads, kvHeads, headDim, positions);
@@ -88,6 +74,27 @@ class CachedAttentionProperties {
         assertArrayEquals(f32, b1, "BF16 cache vs F32 cache of the rounded values (heads " + heads + "/" + kvHeads
                 + ", headDim " + headDim + ", rows " + rows + ", positions " + positions + ")");
         assertArrayEquals(b1, b2, "BF16 cache, 1 vs 2 threads");
+    }
+
+    /**
+     * Queries [rows, heads·Dh] and caches [3 slots, Hkv, positions, Dh] scaled so the scores are O(1), and each row's
+     * position and slot.
+     */
+    record Inputs(float[] q, float[] k, float[] v, int[] pos, int[] slot) {
+        static Inputs random(long seed, int heads, int kvHeads, int headDim, int rows, int positions) {
+            Random rnd = new Random(seed);
+            int slots = 3, kw = kvHeads * headDim;
+            double s = 1.0 / Math.sqrt(Math.sqrt(headDim));
+            float[] q = KernelsSupport.gaussian(rnd, rows * heads * headDim, s);
+            float[] k = KernelsSupport.gaussian(rnd, slots * positions * kw, s);
+            float[] v = KernelsSupport.gaussian(rnd, slots * positions * kw, 1);
+            int[] pos = new int[rows], slot = new int[rows];
+            for (int r = 0; r < rows; r++) {
+                pos[r] = rnd.nextInt(positions);
+                slot[r] = rnd.nextInt(slots);
+            }
+            return new Inputs(q, k, v, pos, slot);
+        }
     }
 
     /** Each value rounded to bf16 (nearest even) and back. */
