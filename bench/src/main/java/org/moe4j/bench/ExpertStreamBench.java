@@ -21,7 +21,7 @@ import org.moe4j.simd.WorkerPool;
  * random-weight model routes most tokens to. GB/s = weight bytes read / wall time, best of {@code --rounds}
  * rounds of at least 0.3 s; % = of the same-run 2-thread streaming read ({@link DecodeBench.Bounds}).
  *
- * <p>{@code --mapped DIR}: the weights are written to DIR/experts-*.bin and read from the file mapped as the engine maps
+ * <p>{@code --mapped DIR}: the weights are written to a new file DIR/experts-*.bin and read from the file mapped as the engine maps
  * checkpoints ({@code MappedFiles.mapReadOnly}: a plain native segment), instead of an arena's (the file is deleted at
  * the end); with {@code -Desb.raw=true} through the mapped segment itself, as moe4j did before.
  *
@@ -53,16 +53,21 @@ public final class ExpertStreamBench {
             for (boolean bf16 : new boolean[] {false, true}) {
                 long expBytes = (long) N * K * (bf16 ? 2 : 4);
                 int layers = (int) ((1L << 30) / (E * expBytes));
-                java.nio.file.Path file = mapped == null ? null : mapped.resolve("experts-" + (bf16 ? "bf16" : "f32") + ".bin");
+                java.nio.file.Path file = null;
                 try (Arena arena = Arena.ofShared()) {
                     MemorySegment w = arena.allocate(layers * E * expBytes, 64);
                     Random rnd = new Random(1);
                     // small finite values either way: bf16 pairs 0x3c00 +- noise in the mantissa, or as F32 bits
                     for (long i = 0; i < w.byteSize() / 4; i++)
                         w.setAtIndex(ValueLayout.JAVA_INT, i, 0x3c003c00 ^ (rnd.nextInt() & 0x007f007f));
-                    if (file != null) {
+                    if (mapped != null) {
+                        // a new file of our own (never a user's file of the same name), deleted at the end
+                        try {
+                            file = java.nio.file.Files.createTempFile(mapped, "experts-" + (bf16 ? "bf16" : "f32") + "-", ".bin");
+                        } catch (java.io.IOException e) {
+                            throw new java.io.UncheckedIOException("--mapped " + mapped, e);
+                        }
                         try (java.nio.channels.FileChannel ch = java.nio.channels.FileChannel.open(file,
-                                java.nio.file.StandardOpenOption.CREATE, java.nio.file.StandardOpenOption.TRUNCATE_EXISTING,
                                 java.nio.file.StandardOpenOption.READ, java.nio.file.StandardOpenOption.WRITE)) {
                             for (long off = 0; off < w.byteSize(); off += 1L << 28)
                                 ch.write(w.asSlice(off, Math.min(1L << 28, w.byteSize() - off)).asByteBuffer(), off);

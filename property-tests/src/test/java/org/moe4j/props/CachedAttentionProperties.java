@@ -141,7 +141,7 @@ class CachedAttentionProperties {
             java.util.Arrays.fill(junk, Float.NaN);
             MemorySegment os = KernelsSupport.floats(arena, junk, PAD);
             CachedAttention a = new CachedAttention(positions, heads, kvHeads, headDim, pool.threads());
-            a.forward(rows, pos, slot, qs.asSlice(PAD * 4L), ks.asSlice(PAD * 4L), vs.asSlice(PAD * 4L), positions,
+            a.forward(rows, pos, slot, qs.asSlice(PAD * 4L), ks.asSlice(PAD * 4L), vs.asSlice(PAD * 4L), false, positions,
                     os.asSlice(PAD * 4L), pool);
             KernelsSupport.assertPadIntact("out", os, PAD, junk.length);
             return KernelsSupport.read(os, PAD, junk.length);

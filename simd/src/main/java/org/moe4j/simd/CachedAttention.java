@@ -71,15 +71,8 @@ public final class CachedAttention {
 
     /**
      * Rows [0, rows) of q (row stride H*Dh) -> out (same layout); pos[r] and slot[r] per row (see class comment);
-     * the caches hold {@code positions} (<= maxT) positions per slot.
+     * the caches hold {@code positions} (<= maxT) positions per slot, of BF16 elements when {@code bf16Cache}, else F32.
      */
-    public void forward(int rows, int[] pos, int[] slot, MemorySegment q, MemorySegment kCache, MemorySegment vCache,
-                        int positions, MemorySegment out, WorkerPool pool) {
-        forward(rows, pos, slot, q, kCache, vCache, false, positions, out, pool);
-    }
-
-    /** As {@link #forward(int, int[], int[], MemorySegment, MemorySegment, MemorySegment, int, MemorySegment,
-     * WorkerPool)}, with the caches' elements BF16 when {@code bf16Cache} (F32 otherwise). */
     public void forward(int rows, int[] pos, int[] slot, MemorySegment q, MemorySegment kCache, MemorySegment vCache,
                         boolean bf16Cache, int positions, MemorySegment out, WorkerPool pool) {
         if (positions < 1 || positions > maxT)

@@ -105,8 +105,8 @@ public final class WeightGemm {
     /**
      * BF16 streaming: the activation rows with each block of 2L elements reordered as [the L elements that pair with
      * the low halves of L int lanes of W, then the L that pair with the high halves] (see {@link Bf16Kernels}); the
-     * scalar tail after the last whole block stays in order. [GROUP_ROWS, maxK]: reordered in a heap array (plain
-     * Java), then copied into {@code pairedXSeg}, native memory, which the kernels read.
+     * scalar tail after the last whole block stays in order. [GROUP_ROWS, maxK] of native memory, which the kernels
+     * read; each row is reordered in the heap row {@code pairedRow} (plain Java) and copied in.
      *
      * <p>Not a heap segment view ({@code MemorySegment.ofArray}), as it was: the JDK's segment-access methods that the
      * kernels inline keep one type profile for every caller, and a heap segment next to the native ones made them
@@ -115,7 +115,7 @@ public final class WeightGemm {
      * memory, and the plain streaming-read loop of the benchmarks dropped from 27 to 11 GB/s after the first BF16
      * calls and stayed there. Keep heap segments away from vector loads (PlainSegmentsTest checks the sources).
      */
-    private final float[] pairedX;
+    private final float[] pairedRow;
     private final MemorySegment pairedXSeg;
     private final float[] rowIn;
     private final DequantTask dequant = new DequantTask();
@@ -137,7 +137,7 @@ public final class WeightGemm {
         this.big = big;
         this.maxK = maxK;
         this.chunkRows = (int) Math.max(16, SCRATCH_FLOATS / maxK / 16 * 16);
-        this.pairedX = new float[GROUP_ROWS * maxK];
+        this.pairedRow = new float[maxK];
         this.pairedXSeg = Arena.ofAuto().allocate((long) GROUP_ROWS * maxK * 4, 64);
         this.rowIn = new float[maxK];
         this.group = new GroupTask(pool.threads());
@@ -407,27 +407,27 @@ public final class WeightGemm {
     /** Low 16 bits of an int lane hold the bf16 at the lower address on a little-endian machine. */
     private static final int LOW_HALF = NATIVE == java.nio.ByteOrder.LITTLE_ENDIAN ? 0 : 1;
 
-    /** x rows -> pairedX [M, K]: each whole 2L block as (elements 2i + LOW_HALF, then 2i + 1 - LOW_HALF), tail in order. */
+    /** x rows -> pairedXSeg [M, K]: each whole 2L block as (elements 2i + LOW_HALF, then 2i + 1 - LOW_HALF), tail in order. */
     private void pairRows(int M, int K, MemorySegment x, long xOff, int ldx) {
         pairRows(M, K, x, xOff, ldx, 0);
     }
 
-    /** As {@link #pairRows(int, int, MemorySegment, long, int)} into pairedX rows [dstRow, dstRow + M) of K floats. */
+    /** As {@link #pairRows(int, int, MemorySegment, long, int)} into pairedXSeg rows [dstRow, dstRow + M) of K floats. */
     private void pairRows(int M, int K, MemorySegment x, long xOff, int ldx, int dstRow) {
         float[] in = rowIn;
-        float[] px = pairedX;
+        float[] px = pairedRow;
         int kv = K - K % (2 * L);
         for (int r = 0; r < M; r++) {
             MemorySegment.copy(x, Tensor.FLOAT, (xOff + (long) r * ldx) * 4, in, 0, K);
             int row = (dstRow + r) * K;
             for (int b = 0; b < kv; b += 2 * L) {
                 for (int i = 0; i < L; i++) {
-                    px[row + b + i] = in[b + 2 * i + LOW_HALF];
-                    px[row + b + L + i] = in[b + 2 * i + 1 - LOW_HALF];
+                    px[b + i] = in[b + 2 * i + LOW_HALF];
+                    px[b + L + i] = in[b + 2 * i + 1 - LOW_HALF];
                 }
             }
-            System.arraycopy(in, kv, px, row + kv, K - kv);
-            MemorySegment.copy(px, row, pairedXSeg, Tensor.FLOAT, row * 4L, K);
+            System.arraycopy(in, kv, px, kv, K - kv);
+            MemorySegment.copy(px, 0, pairedXSeg, Tensor.FLOAT, row * 4L, K);
         }
     }
 

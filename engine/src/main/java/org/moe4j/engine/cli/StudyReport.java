@@ -11,6 +11,7 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
+import org.moe4j.io.AtomicFile;
 import org.moe4j.Moe4jException;
 
 /**
@@ -210,14 +211,14 @@ final class StudyReport {
         Path mdFile = outDir.resolve("results.md");
         try {
             Files.createDirectories(outDir);
-            atomic(mdFile, md.toString());
+            AtomicFile.write(mdFile, md.toString().getBytes(StandardCharsets.UTF_8));
             if (into != null) {
                 String doc = Files.readString(into);
                 int b = doc.indexOf(BEGIN), e = doc.indexOf(END);
                 if (b < 0 || e < b)
                     throw new Moe4jException("study report --into " + into + ": no '" + BEGIN + "' ... '" + END
                             + "' block to replace");
-                atomic(into, doc.substring(0, b + BEGIN.length()) + "\n" + md + doc.substring(e));
+                AtomicFile.write(into, (doc.substring(0, b + BEGIN.length()) + "\n" + md + doc.substring(e)).getBytes(StandardCharsets.UTF_8));
             }
         } catch (IOException ex) {
             throw new Moe4jException("study report: " + ex.getMessage(), ex);
@@ -379,7 +380,7 @@ final class StudyReport {
         s.append("</svg>\n");
         try {
             Files.createDirectories(file.getParent());
-            atomic(file, s.toString());
+            AtomicFile.write(file, s.toString().getBytes(StandardCharsets.UTF_8));
         } catch (IOException ex) {
             throw new Moe4jException("study report: " + file + ": " + ex.getMessage(), ex);
         }
@@ -388,9 +389,5 @@ final class StudyReport {
 
     private static String esc(String s) {
         return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;");
-    }
-
-    private static void atomic(Path file, String text) throws IOException {
-        org.moe4j.io.AtomicFile.write(file, text.getBytes(StandardCharsets.UTF_8));
     }
 }

@@ -19,11 +19,6 @@ public final class KvCache implements AutoCloseable {
     private final int slots, maxT, kw, kvHeads, headDim;
     private final boolean bf16;
 
-    /** An F32 cache. */
-    public KvCache(ModelConfig c, int slots, int maxT) {
-        this(c, slots, maxT, false);
-    }
-
     /** A cache of F32 elements, or BF16 ones when {@code bf16}. */
     public KvCache(ModelConfig c, int slots, int maxT, boolean bf16) {
         if (slots < 1 || maxT < 1 || maxT > c.maxSeq())
@@ -48,11 +43,6 @@ public final class KvCache implements AutoCloseable {
             throw new Moe4jException("KV cache: cannot allocate " + 2L * c.layers() * bytes + " bytes for " + slots
                     + " slots x " + maxT + " positions", e);
         }
-    }
-
-    /** Bytes an F32 cache of this shape takes. */
-    public static long bytes(ModelConfig c, int slots, int maxT) {
-        return bytes(c, slots, maxT, false);
     }
 
     /** Bytes a cache of this shape takes (BF16 elements when {@code bf16}). */
