@@ -321,6 +321,65 @@ class WeightGemmProperties {
         }
     }
 
+    /**
+     * {@link WeightGemm#streamAllRows} (a decode step): calls of any number of rows stream, and every row keeps the bits
+     * of a one-row call — across the BF16 paired-row buffer's 64-row passes too, and with the mixed-precision GEMM
+     * set (it must not take the rows); single calls and a grouped call of large groups; within tolerance of the twin.
+     */
+    @Property(tries = 40)
+    void streamAllRowsGivesEveryRowTheBitsOfItsOwnCall(@ForAll @IntRange(min = 17, max = 150) int m,
+                                                      @ForAll @IntRange(min = 1, max = 40) int n,
+                                                      @ForAll @IntRange(min = 1, max = 140) int k, @ForAll boolean bf16,
+                                                      @ForAll boolean mixedSet, @ForAll long seed) {
+        Random rnd = new Random(seed);
+        WeightGemm g = new WeightGemm(POOL2, new JavaGemm(POOL2), MAX_K);
+        if (mixedSet) g.manyRowsBf16(new org.moe4j.simd.MixedGemm(MIXED_GEMM, POOL2));
+        g.streamAllRows(true);
+        assertEquals(Integer.MAX_VALUE, g.smallRows());
+        Case c = new Case(rnd, m, n, k);
+        float[] all = c.run(g, bf16);
+        c.check(bf16 ? "bf16" : "f32", all, bf16);
+        for (int r = 0; r < m; r++) {
+            Case one = c.row(r);
+            float[] alone = one.run(GEMMS[1], bf16);
+            for (int j = 0; j < n; j++) {
+                float a = all[c.oOff + r * c.ldo + j], b = alone[one.oOff + j];
+                if (Float.floatToRawIntBits(a) != Float.floatToRawIntBits(b))
+                    fail((bf16 ? "bf16" : "f32") + ": row " + r + " column " + j + " = " + a + " in a streamed call of "
+                            + m + " rows, " + b + " alone (" + c + ")");
+            }
+        }
+        // grouped: groups of up to 40 rows (more than 16 each, more than 64 in all) equal one call per group
+        int groups = 2 + rnd.nextInt(3);
+        int[] rows = new int[groups];
+        long[] xo = new long[groups], wo = new long[groups], oo = new long[groups];
+        int xr = 0;
+        for (int i = 0; i < groups; i++) {
+            rows[i] = 1 + rnd.nextInt(40);
+            xo[i] = (long) xr * k;
+            oo[i] = (long) xr * n;
+            wo[i] = (long) i * n * k;
+            xr += rows[i];
+        }
+        float[] x = KernelsSupport.gaussian(rnd, xr * k, 1);
+        float[] w = KernelsSupport.gaussian(rnd, groups * n * k, 1);
+        float[] out0 = KernelsSupport.gaussian(rnd, xr * n, 1);
+        float[] grouped = runGroups(g, true, groups, rows, xo, wo, oo, n, k, x, w, out0, 0f, bf16);
+        // row by row on a plain instance: the bits of one-row calls
+        float[] byRow = out0.clone();
+        for (int i = 0; i < groups; i++) {
+            for (int r = 0; r < rows[i]; r++) {
+                long xOff = xo[i] + (long) r * k, oOff = oo[i] + (long) r * n;
+                float[] xr1 = java.util.Arrays.copyOfRange(x, (int) xOff, (int) xOff + k);
+                float[] o1 = runGroups(GEMMS[1], false, 1, new int[] {1}, new long[] {0},
+                        new long[] {wo[i]}, new long[] {0}, n, k, xr1, w, new float[n], 0f, bf16);
+                System.arraycopy(o1, 0, byRow, (int) oOff, n);
+            }
+        }
+        assertArrayEquals(byRow, grouped, "grouped with streamAllRows vs one-row calls (rows "
+                + java.util.Arrays.toString(rows) + ", n " + n + ", k " + k + ", bf16 " + bf16 + ")");
+    }
+
     private static float[] runGroups(WeightGemm g, boolean grouped, int groups, int[] rows, long[] xo, long[] wo,
                                      long[] oo, int n, int k, float[] x, float[] w, float[] out0, float beta, boolean bf16) {
         try (Arena arena = Arena.ofShared()) {

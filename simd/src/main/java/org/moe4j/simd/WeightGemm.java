@@ -168,9 +168,28 @@ public final class WeightGemm {
         return maxK;
     }
 
-    /** Rows at or below this go to the weight-streaming kernel; above it to {@code big} (F32) or dequantise-then-big (BF16). */
+    /**
+     * Rows at or below this go to the weight-streaming kernel; above it to {@code big} (F32) or the mixed or
+     * dequantise-then-big path (BF16). {@link Integer#MAX_VALUE} while {@link #streamAllRows} is on.
+     */
     public int smallRows() {
-        return SMALL_ROWS;
+        return streamAll ? Integer.MAX_VALUE : SMALL_ROWS;
+    }
+
+    /** Every call streams, whatever its M (see {@link #streamAllRows(boolean)}). */
+    private boolean streamAll;
+
+    /**
+     * With {@code on}, every call runs the weight-streaming kernel whatever its M, instead of handing more than
+     * {@value #SMALL_ROWS} rows to {@code big}: each output row then has the same bits whichever other rows share the
+     * call. The streaming kernels give a row the same bits in every M (the class comment), but no GEMM backend does:
+     * measured, the Java GEMM's rows change bits between M = 24 and M = 33, oneDNN's sgemm between M = 1, 2..8 and 16+,
+     * its bf16 matmul between 1 and 2. A decode step turns this on, so that a sequence's tokens do not depend on how
+     * many others decode with it. Above {@value #SMALL_ROWS} rows the kernel is compute-bound at a fraction of the
+     * GEMM's rate.
+     */
+    public void streamAllRows(boolean on) {
+        streamAll = on;
     }
 
     // x [M, K] row stride ldx, W [N, K] F32 row stride ldw -> out [M, N] row stride ldo
@@ -180,7 +199,7 @@ public final class WeightGemm {
         if (M == 0 || N == 0) {
             return;
         }
-        if (K == 0 || M > SMALL_ROWS) {
+        if (K == 0 || (M > SMALL_ROWS && !streamAll)) {
             if (K == 0) {
                 scale(M, N, beta, out, oOff, ldo);
             } else {
@@ -202,7 +221,7 @@ public final class WeightGemm {
             scale(M, N, beta, out, oOff, ldo);
             return;
         }
-        if (M <= SMALL_ROWS) {
+        if (M <= SMALL_ROWS || streamAll) {
             streamCall(true, M, N, K, x, xOff, ldx, w, wOff, ldw, beta, out, oOff, ldo);
             return;
         }
@@ -279,7 +298,7 @@ public final class WeightGemm {
         for (int i = 0; i < groups; i++) {
             check(bf16 ? "bf16" : "f32", rows[i], N, K, x, xOff[i], ldx, w, wOff[i], ldw, bf16 ? 2 : 4, out, oOff[i], ldo);
             total += rows[i];
-            one &= rows[i] <= SMALL_ROWS;
+            one &= rows[i] <= smallRows();
         }
         if (!one || total > GROUP_ROWS || groups > GROUP_ROWS || N == 0 || K == 0 || groups < 2) {
             for (int i = 0; i < groups; i++) {
@@ -368,17 +387,24 @@ public final class WeightGemm {
         enter();
         try {
             GroupTask t = group;
-            if (bf16) {
-                pairRows(M, K, x, xOff, ldx);
-                x = pairedXSeg;
-                xOff = 0;
-                ldx = K;
+            if (!bf16) {
+                t.xOff[0] = xOff;
+                t.oneRows[0] = M;
+                t.oneW[0] = wOff;
+                t.oneO[0] = oOff;
+                streamGroups(false, 1, t.oneRows, t.oneW, t.oneO, N, K, x, ldx, w, ldw, beta, out, ldo, M);
+                return;
             }
-            t.xOff[0] = xOff;
-            t.oneRows[0] = M;
-            t.oneW[0] = wOff;
-            t.oneO[0] = oOff;
-            streamGroups(bf16, 1, t.oneRows, t.oneW, t.oneO, N, K, x, ldx, w, ldw, beta, out, ldo, M);
+            // BF16: the paired rows hold GROUP_ROWS; more rows (streamAllRows) pass over W once per GROUP_ROWS
+            for (int r0 = 0; r0 < M; r0 += GROUP_ROWS) {
+                int m = Math.min(GROUP_ROWS, M - r0);
+                pairRows(m, K, x, xOff + (long) r0 * ldx, ldx);
+                t.xOff[0] = 0;
+                t.oneRows[0] = m;
+                t.oneW[0] = wOff;
+                t.oneO[0] = oOff + (long) r0 * ldo;
+                streamGroups(true, 1, t.oneRows, t.oneW, t.oneO, N, K, pairedXSeg, K, w, ldw, beta, out, ldo, m);
+            }
         } finally {
             busy.set(false);
         }

@@ -14,9 +14,11 @@ import org.moe4j.simd.WorkerPool;
 
 /**
  * Generates text for many sessions at once on one {@link InferenceModel}: a KV cache of {@code slots} sequences and a
- * scheduler. Each {@link #step()} first prefills the prompts of waiting sessions that fit (one batched forward, up
- * to {@code prefillTokens} rows), sampling their first tokens, then decodes one token for every other running
- * session in one forward — so each expert's rows from all sequences form one weight product. Sessions join and
+ * scheduler. Each {@link #step()} first prefills the prompts of waiting sessions that fit (up to {@code prefillTokens}
+ * rows in all, one forward per prompt), sampling their first tokens, then decodes one token for every other running
+ * session in one forward — so each expert's rows from all sequences form one weight product. A sequence's logits do
+ * not depend on the other sequences, to the bit: its prompt is prefilled on its own, and a decode step's products
+ * all run on the weight-streaming kernel, which rounds each row the same whatever the number of rows. Sessions join and
  * leave between steps; a session waits in the queue while every slot is taken.
  *
  * <p>{@link #submit} may be called from any thread; {@link #step()} (and the listeners) run on one thread at a time.
@@ -26,7 +28,8 @@ public final class Generator implements AutoCloseable {
     /**
      * @param slots          sequences decoded together (the KV cache's slots)
      * @param maxPositions   prompt + new tokens per sequence (at most the model's max_position_embeddings; 0 = that)
-     * @param prefillTokens  prompt rows per prefill forward (0 = maxPositions); a longer prompt is refused
+     * @param prefillTokens  prompt rows prefilled per step, one forward per prompt (0 = maxPositions); a longer prompt
+     *                       is refused
      * @param kPerLayer      k' per layer (elastic k), or null for the model's k
      * @param subset         the kept experts per layer (a subset applied as a mask), or null for all
      * @param emoPool        route each document inside its frozen EMO evaluation pool (0 = off, -1 = the checkpoint's evalPool when it is an EMO model)
@@ -204,37 +207,41 @@ public final class Generator implements AutoCloseable {
                 queue.poll();
                 s.slot = sl;
                 running[sl] = s;
-                int[] p = s.request.prompt();
-                System.arraycopy(p, 0, tok, rows, len);
-                starts[n] = rows;
-                first[n] = 0;
                 slotOf[n] = sl;
                 rows += len;
                 n++;
             }
         }
         if (n == 0) return;
-        starts[n] = rows;
-        long t0 = System.nanoTime();
         // the sessions of this prefill, in slot order of admission
         GenerationSession[] joined = new GenerationSession[n];
         for (int i = 0; i < n; i++) joined[i] = running[slotOf[i]];
-        try {
-            runner.forward(tok, starts, first, slotOf, n);
-        } catch (RuntimeException e) {
-            for (GenerationSession s : joined) release(s, e.getMessage());
-            return;
-        }
-        prefillNanos += System.nanoTime() - t0;
-        prefillRows += rows;
-        Tensor lg = runner.logits();
+        // one forward per prompt, not one for all of them: the weight products of a packed prefill would have rows
+        // from several prompts, and every GEMM backend rounds a row differently depending on how many rows share
+        // the product (WeightGemm.streamAllRows), so a prompt's logits would depend on what it was admitted with
         for (int i = 0; i < n; i++) {
             GenerationSession s = joined[i];
-            s.pos = s.request.prompt().length;
-            int t = s.sampler.sample(lg.segment(), (long) i * c.vocab(), c.vocab());
+            int[] p = s.request.prompt();
+            long t0 = System.nanoTime();
+            try {
+                one[0] = s.slot;
+                oneStarts[1] = p.length;
+                runner.forward(p, oneStarts, ZERO, one, 1);
+            } catch (RuntimeException e) {
+                for (int j = i; j < n; j++) release(joined[j], e.getMessage());
+                return;
+            }
+            prefillNanos += System.nanoTime() - t0;
+            prefillRows += p.length;
+            s.pos = p.length;
+            int t = s.sampler.sample(runner.logits().segment(), 0, c.vocab());
             afterSample(s, t);
         }
     }
+
+    /** One sequence's starts, first position and slot for a prefill forward. */
+    private final int[] oneStarts = new int[2], one = new int[1];
+    private static final int[] ZERO = {0};
 
     private void decode(int n) {
         for (int i = 0; i < n; i++) {

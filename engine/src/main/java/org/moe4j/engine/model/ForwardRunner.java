@@ -209,6 +209,9 @@ public final class ForwardRunner implements AutoCloseable {
                         + (cache.slots() - 1));
         b.set(tokenIds, starts, firstPos, slots, sequences, true);
         int N = b.N, d = c.d(), L = c.layers();
+        // a decode step (one row per sequence): every product streams, so that a sequence's bits do not depend on
+        // how many sequences decode with it (WeightGemm.streamAllRows)
+        x.weightGemm.streamAllRows(N == sequences);
         for (int i = 0; i < sequences; i++)
             if (b.firstPos[i] + (starts[i + 1] - starts[i]) > cache.maxPositions())
                 throw new Moe4jException("inference: sequence " + i + " would reach position "

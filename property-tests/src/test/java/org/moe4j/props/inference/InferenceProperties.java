@@ -214,6 +214,65 @@ class InferenceProperties {
         assertConcurrent(cs, checkDecodeEqualsFullForward(cs, bf16, ONEDNN, bf16 ? 0.08 : 1e-4));
     }
 
+    /**
+     * What "the same text whatever else is in the batch" rests on: a sequence's logits, to the bit, do not depend on
+     * the other sequences decoded with it. A long prompt (experts on lanes, products above the streaming kernel's
+     * 16 rows) is prefilled, as the Generator does, in a forward of its own, in a runner alone and in a runner where
+     * two other prompts were prefilled before and after it; then it is decoded alone, and in decode steps with the two
+     * others (a step of 3 rows; and of {@code extra} more sequences, so that products have more than 16 rows). Every
+     * row of logits equal. On the Java GEMM and on oneDNN (the default backend), F32 and BF16 weights, every routing
+     * mode. (Packed into one prefill forward, the prompt's logits differed in the last bits on every backend — the
+     * reason the Generator prefills prompt by prompt.)
+     */
+    @Property(tries = 24)
+    void aSequencesLogitsDoNotDependOnTheBatch(@ForAll long seed, @ForAll @IntRange(min = 0, max = 3) int mode,
+                                               @ForAll boolean bf16, @ForAll boolean oneDnn,
+                                               @ForAll @IntRange(min = 0, max = 20) int extra) {
+        assertTrue(!oneDnn || OneDnn.available(), OneDnn.reason());
+        Case cs = randomCase(seed, Mode.values()[bf16 ? mode % 3 : mode], true);
+        Gemm gemm = oneDnn ? ONEDNN : GEMM;
+        ModelConfig c = cs.c();
+        int V = c.vocab(), P = cs.prompt(), T = cs.tokens().length, S = 3 + extra;
+        SplittableRandom r = new SplittableRandom(seed ^ 0x77);
+        int[][] others = new int[S][];
+        for (int i = 0; i < S; i++) {
+            others[i] = new int[1 + r.nextInt(20)];
+            for (int t = 0; t < others[i].length; t++) others[i][t] = 2 + r.nextInt(V - 2);
+        }
+        int[] a = Arrays.copyOf(cs.tokens(), P);
+        int maxK = cs.kPerLayer() == null ? c.routedK() : Math.max(c.routedK(), Arrays.stream(cs.kPerLayer()).max().getAsInt());
+        try (MoeModel m = new MoeModel(c).initRandom(cs.seed());
+             ModelWeights w = bf16 ? ModelWeights.bf16(m.layout(), m.params()) : ModelWeights.f32(m);
+             ForwardRunner alone = runner(w, cs, P, false, gemm);
+             ForwardRunner shared = new ForwardRunner(w, Math.max(P, S), S, c.maxSeq(), maxK, false, false, gemm, POOL)) {
+            shared.routing(cs.kPerLayer(), cs.subset());
+            if (cs.mode() == Mode.EMO_POOL) shared.generationPools(c.routing().pool().evalPool());
+            alone.forward(a, new int[] {0, P}, new int[] {0}, new int[] {0}, 1);
+            float[] want = alone.logits().rows(0, 1).toFloatArray();
+            // the others in slots 1.., A in slot 0, prefilled one forward each: others[1] before A, the rest after
+            shared.forward(others[1], new int[] {0, others[1].length}, new int[] {0}, new int[] {1}, 1);
+            shared.forward(a, new int[] {0, P}, new int[] {0}, new int[] {0}, 1);
+            assertArrayEquals(want, shared.logits().rows(0, 1).toFloatArray(), "prefill after another prompt: " + cs);
+            for (int i = 2; i < S; i++)
+                shared.forward(others[i], new int[] {0, others[i].length}, new int[] {0}, new int[] {i}, 1);
+            int[] step = new int[S], pos = new int[S], starts = new int[S + 1], slots = new int[S];
+            for (int t = P; t < T; t++) {
+                alone.forward(new int[] {cs.tokens()[t]}, new int[] {0, 1}, new int[] {t}, new int[] {0}, 1);
+                // A as row 1 of the step: the rows of the other sequences before and after it
+                for (int i = 0; i < S; i++) {
+                    int sl = i == 1 ? 0 : i == 0 ? 1 : i;
+                    slots[i] = sl;
+                    step[i] = sl == 0 ? cs.tokens()[t] : others[sl][t % others[sl].length];
+                    pos[i] = sl == 0 ? t : others[sl].length + t - P;
+                    starts[i + 1] = i + 1;
+                }
+                shared.forward(step, starts, pos, slots, S);
+                assertArrayEquals(alone.logits().rows(0, 1).toFloatArray(), shared.logits().rows(1, 1).toFloatArray(),
+                        "decode at " + t + " beside " + (S - 1) + " others: " + cs);
+            }
+        }
+    }
+
     static void assertConcurrent(Case cs, long concurrent) {
         // with every routed expert open (>= 3 of them get rows in every layer) both products of every layer run on
         // lanes; a subset or an EMO pool of one expert leaves a single product, which runs on its own
