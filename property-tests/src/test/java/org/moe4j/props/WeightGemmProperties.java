@@ -232,17 +232,7 @@ class WeightGemmProperties {
         int twoL = 2 * org.moe4j.simd.Simd.FLOAT.length();
         int k = wholeBlocks ? blocks * twoL : blocks * twoL - 1 - rnd.nextInt(twoL - 1);
         Case c = new Case(rnd, m, n, k);
-        float[] all = c.run(GEMMS[1], bf16);
-        for (int r = 0; r < m; r++) {
-            Case one = c.row(r);
-            float[] alone = one.run(GEMMS[1], bf16);
-            for (int j = 0; j < n; j++) {
-                float a = all[c.oOff + r * c.ldo + j], b = alone[one.oOff + j];
-                if (Float.floatToRawIntBits(a) != Float.floatToRawIntBits(b))
-                    fail((bf16 ? "bf16" : "f32") + ": row " + r + " column " + j + " = " + a + " in a call of " + m
-                            + " rows, " + b + " alone (" + c + ")");
-            }
-        }
+        assertEveryRowAsAlone(c, c.run(GEMMS[1], bf16), bf16, "a call");
     }
 
     /** Larger K and N (more vector steps, work for every thread), M right at and around the threshold. */
@@ -339,16 +329,7 @@ class WeightGemmProperties {
         Case c = new Case(rnd, m, n, k);
         float[] all = c.run(g, bf16);
         c.check(bf16 ? "bf16" : "f32", all, bf16);
-        for (int r = 0; r < m; r++) {
-            Case one = c.row(r);
-            float[] alone = one.run(GEMMS[1], bf16);
-            for (int j = 0; j < n; j++) {
-                float a = all[c.oOff + r * c.ldo + j], b = alone[one.oOff + j];
-                if (Float.floatToRawIntBits(a) != Float.floatToRawIntBits(b))
-                    fail((bf16 ? "bf16" : "f32") + ": row " + r + " column " + j + " = " + a + " in a streamed call of "
-                            + m + " rows, " + b + " alone (" + c + ")");
-            }
-        }
+        assertEveryRowAsAlone(c, all, bf16, "a streamed call");
         // grouped: groups of up to 40 rows (more than 16 each, more than 64 in all) equal one call per group
         int groups = 2 + rnd.nextInt(3);
         int[] rows = new int[groups];
@@ -378,6 +359,20 @@ class WeightGemmProperties {
         }
         assertArrayEquals(byRow, grouped, "grouped with streamAllRows vs one-row calls (rows "
                 + java.util.Arrays.toString(rows) + ", n " + n + ", k " + k + ", bf16 " + bf16 + ")");
+    }
+
+    /** Every row of {@code all} (case c run in one call) has the bits of that row run alone on the plain 2-thread instance. */
+    private static void assertEveryRowAsAlone(Case c, float[] all, boolean bf16, String call) {
+        for (int r = 0; r < c.m; r++) {
+            Case one = c.row(r);
+            float[] alone = one.run(GEMMS[1], bf16);
+            for (int j = 0; j < c.n; j++) {
+                float a = all[c.oOff + r * c.ldo + j], b = alone[one.oOff + j];
+                if (Float.floatToRawIntBits(a) != Float.floatToRawIntBits(b))
+                    fail((bf16 ? "bf16" : "f32") + ": row " + r + " column " + j + " = " + a + " in " + call + " of "
+                            + c.m + " rows, " + b + " alone (" + c + ")");
+            }
+        }
     }
 
     private static float[] runGroups(WeightGemm g, boolean grouped, int groups, int[] rows, long[] xo, long[] wo,
