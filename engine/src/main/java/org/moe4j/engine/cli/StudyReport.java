@@ -11,6 +11,8 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
+import org.moe4j.engine.train.MetricsLog;
+import org.moe4j.engine.train.RunRecorder;
 import org.moe4j.io.AtomicFile;
 import org.moe4j.Moe4jException;
 
@@ -98,15 +100,24 @@ final class StudyReport {
                 .append(String.format(Locale.ROOT, "%,d", plan.evalTokens())).append(" validation tokens per domain.\n\n");
 
         // runs
-        md.append("#### Runs\n\n| arm | recipe | seed | steps | tokens | train wall time | eval + analyze wall time | machine |\n|---|---|---|---|---|---|---|---|\n");
+        md.append("#### Runs\n\n\"Train wall time\" adds up the training stages that ran to their end; a stage cut off "
+                + "(the machine's session ended, or the run was stopped) records nothing, so for an arm that was resumed "
+                + "it covers only the steps shown. \"Step time\" is the sum over the run log's steps of tokens per step ÷ "
+                + "that step's tokens/s: every step once, without checkpoint saves, validation or the minutes lost to an "
+                + "interruption (but, like the wall times, with any minutes the study was paused inside a step).\n\n| arm | recipe | seed | steps | tokens | train wall time | step time (run log) | "
+                + "eval + analyze wall time | machine |\n|---|---|---|---|---|---|---|---|---|\n");
         for (StudyPlan.Arm a : plan.arms()) {
             double[] t = timings(a);
+            double steps = stepSeconds(a);
             String machine = machine(a);
             long step = trainedStep(a);
+            String train = t[0] <= 0 ? NOT_RUN : minutes(t[0]) + (t[2] > 0
+                    ? String.format(Locale.ROOT, " (steps %,d–%,d)", (long) t[2], (long) t[3]) : "");
             md.append("| ").append(a.label()).append(" | `").append(String.join(" ", a.recipe())).append("` | ").append(a.seed())
                     .append(" | ").append(step < 0 ? NOT_RUN : step + " of " + plan.steps()).append(" | ")
                     .append(step < 0 ? NOT_RUN : String.format(Locale.ROOT, "%,d", step * plan.tokensPerStep())).append(" | ")
-                    .append(t[0] > 0 ? minutes(t[0]) : NOT_RUN).append(" | ").append(t[1] > 0 ? minutes(t[1]) : NOT_RUN)
+                    .append(train).append(" | ").append(steps > 0 ? minutes(steps) : NOT_RUN).append(" | ")
+                    .append(t[1] > 0 ? minutes(t[1]) : NOT_RUN)
                     .append(" | ").append(machine == null ? NOT_RUN : machine).append(" |\n");
         }
         md.append('\n');
@@ -226,21 +237,51 @@ final class StudyReport {
         return new Result(mdFile, withResults, plots.size());
     }
 
-    /** {train seconds, eval + analyze seconds} summed over the arm's timing.jsonl (0 when none). */
+    /**
+     * {train seconds, eval + analyze seconds, first step of the recorded training (0 when it starts at step 0), last
+     * step} from the arm's timing.jsonl.
+     */
     double[] timings(StudyPlan.Arm a) {
-        double[] t = new double[2];
+        double[] t = new double[4];
         Path f = study.armDir(a).resolve("timing.jsonl");
         if (!Files.isRegularFile(f)) return t;
+        double from = Double.MAX_VALUE;
         try {
             for (String line : Files.readAllLines(f)) {
                 if (line.isBlank()) continue;
                 JsonNode o = JSON.readTree(line);
-                t[o.path("stage").asText().equals("train") ? 0 : 1] += o.path("seconds").asDouble();
+                boolean train = o.path("stage").asText().equals("train");
+                t[train ? 0 : 1] += o.path("seconds").asDouble();
+                if (train) {
+                    from = Math.min(from, o.path("from_step").asDouble(0));
+                    t[3] = Math.max(t[3], o.path("to_step").asDouble(0));
+                }
             }
         } catch (IOException ex) {
             throw new Moe4jException("study report: " + f + ": " + ex.getMessage(), ex);
         }
+        t[2] = from == Double.MAX_VALUE ? 0 : from;
         return t;
+    }
+
+    /**
+     * Seconds of training steps by the arm's run log: tokens per step ÷ the step's tokens/s, summed over the logged
+     * steps (a resumed run's log keeps each step once); -1 without a log.
+     */
+    double stepSeconds(StudyPlan.Arm a) {
+        Path f = RunRecorder.runDir(StudyCommand.checkpoint(study.armDir(a))).resolve(MetricsLog.FILE_NAME);
+        if (!Files.isRegularFile(f)) return -1;
+        double s = 0;
+        try {
+            for (String line : Files.readAllLines(f)) {
+                if (line.isBlank()) continue;
+                double tps = JSON.readTree(line).path("tokens_per_s").asDouble(0);
+                if (tps > 0) s += plan.tokensPerStep() / tps;
+            }
+        } catch (IOException ex) {
+            throw new Moe4jException("study report: " + f + ": " + ex.getMessage(), ex);
+        }
+        return s;
     }
 
     /** "2 threads of 2 cores, CPU, JDK v" of the arm's last recorded stage; null when none was recorded. */
