@@ -127,7 +127,10 @@ class StudyPipelineTest {
         assertTrue(md.contains(StudyReport.cell(quarter, full)), md);
         assertTrue(Pattern.compile("\\| " + Pattern.quote(std.label()) + " \\| `--routing standard --lb-scope local` \\| 1 \\| "
                 + plan.steps() + " of " + plan.steps() + " \\| " + String.format(Locale.ROOT, "%,d", plan.steps() * plan.tokensPerStep())
-                + " \\| [0-9.]+ min \\| [0-9.]+ min \\| [0-9]+ threads of [0-9]+ cores, .+, JDK .+ \\|").matcher(md).find(), md);
+                + " \\| [0-9.]+ min \\(steps 1–" + plan.steps() + "\\) \\| [0-9.]+ min \\| [0-9.]+ min \\| [0-9]+ threads of [0-9]+ cores, .+, JDK .+ \\|")
+                .matcher(md).find(), md);
+        // (above: arm 1's train wall time, its first stage cut off after step 1, says which steps it covers, and the
+        // step time from its run log follows)
         // arms that did not run say so, and claim no number
         StudyPlan.Arm erc = plan.arm("emo-erc-s1");
         assertTrue(md.contains("| " + erc.label() + " | " + StudyReport.NOT_RUN + " | " + StudyReport.NOT_RUN), md);
