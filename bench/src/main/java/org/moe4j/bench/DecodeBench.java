@@ -36,7 +36,11 @@ import org.moe4j.simd.WorkerPool;
  * steps (prompt + new / 2 positions). At a 512-token prompt that is 9.4 MB per token in the bench config: 11% of the
  * F32 weights' bytes and 22% of the BF16 weights' (the "KV MB" column), so it is part of the bound. With a subset the
  * per-token bytes are the same; the subset only shrinks the working set (which may then sit in the L3 and beat the
- * DRAM bound).
+ * DRAM bound). The "model MB" column is every weight a decode step may read (the kept experts, attention, routers,
+ * LM head); a † marks rows where that fits in the last-level cache (read from sysfs; 300 MiB on the VM of
+ * bench/RESULTS.md), whose decode is not DRAM-bound: a random-weight model routes most tokens to a few experts, and
+ * even a bigger model keeps them in a cache that large, so only rows without † (and the E scan's large E) say how
+ * close decode comes to the DRAM bound.
  *
  * <p>Prefill model FLOPs: per prompt token 2 × (attention projections + router + k experts) per layer plus causal
  * attention (2 × 2 × q width × (T + 1) / 2 per token per layer), plus the LM head once (only the last row's logits are
@@ -114,6 +118,10 @@ public final class DecodeBench {
                             + "the JIT has been idle for %d s) then %d timed rounds%n", gemm.name(), choice.reason(), prompt, newTokens, WARMUP_NANOS * 1e-9,
                     WARM_HEAP_PER_TOKEN, QUIET_NANOS / 1_000_000_000L, rounds);
             for (String name : configs) System.out.println(name + ": " + describe(config(name, 32, prompt + newTokens)));
+            long llc = lastLevelCacheBytes();
+            System.out.println("last-level cache: " + (llc < 0 ? "size unknown" : (llc >> 20) + " MiB") + "; the bound is "
+                    + "a DRAM bound only where a decode step's weights do not stay in it: \"model MB\" is every weight "
+                    + "of the model, and a row marked † has them all fit in the cache, so its decode may beat the bound");
 
             StringBuilder head = new StringBuilder("| config | dtype | KV | experts | prefill tok/s | TTFT ms | prefill % peak |");
             StringBuilder rule = new StringBuilder("|---|---|---|---|---:|---:|---:|");
@@ -121,9 +129,9 @@ public final class DecodeBench {
                 head.append(" decode B").append(b).append(" tok/s |");
                 rule.append("---:|");
             }
-            head.append(" MB/token (KV MB) | GB/s | B1 bound tok/s | B1 % of bound | peak GFLOP/s | heap B/token (")
+            head.append(" model MB | MB/token (KV MB) | GB/s | B1 bound tok/s | B1 % of bound | peak GFLOP/s | heap B/token (")
                     .append(joined(batches)).append(") |");
-            rule.append("---:|---:|---:|---:|---:|---:|");
+            rule.append("---:|---:|---:|---:|---:|---:|---:|");
             System.out.println();
             System.out.println(head);
             System.out.println(rule);
@@ -155,9 +163,11 @@ public final class DecodeBench {
                                 for (Result r : rs)
                                     row.append(String.format(Locale.ROOT, " %,.1f%s |", r.decodeTokPerSec,
                                             r.warmCapped ? "*" : ""));
-                                row.append(String.format(Locale.ROOT, " %.1f (%.1f) | %.2f | %,.1f | %s | %.1f | %s |", bytes / 1e6,
-                                        kv / 1e6, bw / 1e9, bound, b1 < 0 ? "-"
-                                                : String.format(Locale.ROOT, "%.1f%%", 100 * rs[b1].decodeTokPerSec / bound),
+                                double model = modelBytes(c, bf16, kept);
+                                String fits = llc > 0 && model <= llc ? " †" : "";
+                                row.append(String.format(Locale.ROOT, " %.0f%s | %.1f (%.1f) | %.2f | %,.1f | %s | %.1f | %s |",
+                                        model / 1e6, fits, bytes / 1e6, kv / 1e6, bw / 1e9, bound, b1 < 0 ? "-"
+                                                : String.format(Locale.ROOT, "%.1f%%%s", 100 * rs[b1].decodeTokPerSec / bound, fits),
                                         peak, heapColumn(rs)));
                                 System.out.println(row);
                             }
@@ -167,6 +177,8 @@ public final class DecodeBench {
             }
 
             System.out.println();
+            System.out.println("† = every weight a decode step may read (model MB) fits in the last-level cache ("
+                    + (llc < 0 ? "size unknown" : (llc >> 20) + " MiB") + "): not a DRAM-bound row.");
             System.out.println("* = warm-up reached its " + MAX_WARMUP_NANOS / 1_000_000_000L + " s cap with the decode "
                     + "not settled (kernels maybe not yet compiled by C2). GB/s and peak: re-measured before and "
                     + "after the row (mean); B1 bound = GB/s / MB per token.");
@@ -174,8 +186,8 @@ public final class DecodeBench {
             System.out.println();
             System.out.println("Cost per token flat in E: bench config (d 512, 4 layers, k 4, h 512), batch-1 decode, all experts");
             System.out.println();
-            System.out.println("| E | dtype | params (M) | decode B1 tok/s | MB/token | GB/s | bound tok/s | % of bound | heap B/token |");
-            System.out.println("|---:|---|---:|---:|---:|---:|---:|---:|---:|");
+            System.out.println("| E | dtype | params (M) | model MB | decode B1 tok/s | MB/token | GB/s | bound tok/s | % of bound | heap B/token |");
+            System.out.println("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|");
             for (int e : eScan) {
                 ModelConfig c = config("bench", e, prompt + newTokens);
                 try (MoeModel m = new MoeModel(c).initRandom(1)) {
@@ -186,10 +198,12 @@ public final class DecodeBench {
                             Result r = run(im, null, 1, prompt, newTokens, rounds, false, gemm, pool);
                             double bw = (bwBefore + bounds.bandwidth(2)) / 2;
                             double bytes = decodeBytes(c, bf16) + kvBytes(c, prompt, newTokens);
-                            System.out.printf(Locale.ROOT, "| %d | %s | %.1f | %,.1f%s | %.1f | %.2f | %,.1f | %.1f%% | %,.1f |%n",
-                                    e, dt.toUpperCase(Locale.ROOT), m.layout().total() / 1e6, r.decodeTokPerSec,
-                                    r.warmCapped ? "*" : "", bytes / 1e6, bw / 1e9, bw / bytes,
-                                    100 * r.decodeTokPerSec * bytes / bw, r.heapPerToken);
+                            double model = modelBytes(c, bf16, c.routedExperts());
+                            String fits = llc > 0 && model <= llc ? " †" : "";
+                            System.out.printf(Locale.ROOT, "| %d | %s | %.1f | %.0f%s | %,.1f%s | %.1f | %.2f | %,.1f | %.1f%%%s | %,.1f |%n",
+                                    e, dt.toUpperCase(Locale.ROOT), m.layout().total() / 1e6, model / 1e6, fits,
+                                    r.decodeTokPerSec, r.warmCapped ? "*" : "", bytes / 1e6, bw / 1e9, bw / bytes,
+                                    100 * r.decodeTokPerSec * bytes / bw, fits, r.heapPerToken);
                         }
                     }
                 }
@@ -245,6 +259,38 @@ public final class DecodeBench {
             s[l].addRange(routed, c.experts()); // shared experts are the last indices (ignored by the mask anyway)
         }
         return s;
+    }
+
+    /**
+     * Bytes of every weight a decode step may read: per layer the attention projections, the router, the norms and the
+     * {@code keptRouted} routed experts plus the shared ones; the LM head and final norm (not the embedding table, of
+     * which a step reads one row per token). What has to stay in the last-level cache for decode to beat the DRAM bound.
+     */
+    static double modelBytes(ModelConfig c, boolean bf16, int keptRouted) {
+        double mb = bf16 ? 2 : 4;
+        int d = c.d(), qw = c.heads() * c.headSize(), kw = c.kvHeads() * c.headSize();
+        double attn = ((double) d * (qw + 2 * kw) + (double) qw * d) * mb;
+        double router = (double) c.experts() * d * 4;
+        double experts = (keptRouted + c.sharedExperts()) * 3.0 * d * c.expertHidden() * mb;
+        double norms = (2.0 * d + (c.qkNorm() ? qw + kw : 0)) * 4;
+        return c.layers() * (attn + router + experts + norms) + (double) c.vocab() * d * mb + d * 4.0;
+    }
+
+    /** The size of the CPU's last-level cache (Linux sysfs, cpu0's highest index), or -1 when it cannot be read. */
+    static long lastLevelCacheBytes() {
+        long best = -1;
+        for (int i = 0; i < 8; i++) {
+            java.nio.file.Path f = java.nio.file.Path.of("/sys/devices/system/cpu/cpu0/cache/index" + i + "/size");
+            if (!java.nio.file.Files.isReadable(f)) continue;
+            try {
+                String v = java.nio.file.Files.readString(f).trim().toUpperCase(Locale.ROOT);
+                long mult = v.endsWith("K") ? 1L << 10 : v.endsWith("M") ? 1L << 20 : v.endsWith("G") ? 1L << 30 : 1;
+                best = Math.max(best, Long.parseLong(v.replaceAll("[KMG]$", "")) * mult);
+            } catch (java.io.IOException | NumberFormatException e) {
+                // unreadable or unexpected: skip this level
+            }
+        }
+        return best;
     }
 
     /** Weight bytes one decoded token reads at batch 1 (see the class comment). */
