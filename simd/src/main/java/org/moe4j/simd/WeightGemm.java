@@ -184,9 +184,9 @@ public final class WeightGemm {
      * {@value #SMALL_ROWS} rows to {@code big}: each output row then has the same bits whichever other rows share the
      * call. The streaming kernels give a row the same bits in every M (the class comment), but no GEMM backend does:
      * measured (bench RowBitsProbe), the Java GEMM's rows change bits between M = 32 and 33, oneDNN's sgemm between
-     * M = 1, 2..12 and 16+, its bf16 matmul between 1 and 2. A decode step turns this on, so that a sequence's tokens do not depend on how
-     * many others decode with it. Above {@value #SMALL_ROWS} rows the kernel is compute-bound at a fraction of the
-     * GEMM's rate.
+     * M = 1, 2..12 and 16+, its bf16 matmul between 1 and 2. A decode step turns this on, so that a sequence's tokens
+     * do not depend on how many others decode with it. Above {@value #SMALL_ROWS} rows the kernel is compute-bound at a
+     * fraction of the GEMM's rate.
      */
     public void streamAllRows(boolean on) {
         streamAll = on;

@@ -104,7 +104,8 @@ final class StudyReport {
                 + "(the machine's session ended, or the run was stopped) records nothing, so for an arm that was resumed "
                 + "it covers only the steps shown. \"Step time\" is the sum over the run log's steps of tokens per step ÷ "
                 + "that step's tokens/s: every step once, without checkpoint saves, validation or the minutes lost to an "
-                + "interruption (but, like the wall times, with any minutes the study was paused inside a step).\n\n| arm | recipe | seed | steps | tokens | train wall time | step time (run log) | "
+                + "interruption (but, like the wall times, with any minutes the study was paused inside a step).\n\n"
+                + "| arm | recipe | seed | steps | tokens | train wall time | step time (run log) | "
                 + "eval + analyze wall time | machine |\n|---|---|---|---|---|---|---|---|---|\n");
         for (StudyPlan.Arm a : plan.arms()) {
             double[] t = timings(a);

@@ -19,7 +19,8 @@ import org.moe4j.simd.Workspace;
  * buffers), with a {@link KvCache}. A call runs some rows of some sequences: a prompt (prefill, from position 0)
  * or the next token of each decoding sequence, each sequence in its own cache slot, and writes the logits of each
  * sequence's last row (or of every row). Weight products go through a {@link WeightGemm}: weights are streamed
- * once per call for few rows, F32 or BF16.
+ * once per call for few rows, F32 or BF16 — and for any number of rows in a decode step (one row per sequence), so
+ * that a row's bits do not depend on the other rows of the step ({@link WeightGemm#streamAllRows}).
  *
  * <p>Routing per layer is {@link #control(int)}: k' (elastic k, a budget per layer) and an expert subset; capacity
  * is off. With {@link #generationPools(int)} an EMO model routes each generated document inside a frozen pool
