@@ -123,6 +123,20 @@ final class StudyReport {
         }
         md.append('\n');
 
+        // training, from each run log
+        md.append("#### Training (from each run log)\n\nTrain CE: mean of the last 100 steps' cross-entropy (without the "
+                + "auxiliary losses). Validation CE: the run's last validation (its `--val-batches` batches of the "
+                + "validation split, every expert). ERC's ε: the specialisation level the ERC loss logs (the mean over "
+                + "experts and layers of ε_i, docs/ALGORITHMS.md), at the first and the last step that logged it.\n\n"
+                + "| arm | train CE, last 100 steps | validation CE at the end | ERC ε, first → last |\n|---|---|---|---|\n");
+        for (StudyPlan.Arm a : plan.arms()) {
+            double[] t = trainingSummary(a);
+            md.append("| ").append(a.label()).append(" | ").append(Double.isNaN(t[0]) ? NOT_RUN : String.format(Locale.ROOT, "%.4f", t[0]))
+                    .append(" | ").append(Double.isNaN(t[1]) ? NOT_RUN : String.format(Locale.ROOT, "%.4f", t[1])).append(" | ")
+                    .append(Double.isNaN(t[2]) ? "—" : String.format(Locale.ROOT, "%.4f → %.4f", t[2], t[3])).append(" |\n");
+        }
+        md.append('\n');
+
         // full vs subsets
         for (StudyPlan.Eval e : plan.evals()) {
             if (e.name().equals("k-sweep")) continue;
@@ -283,6 +297,39 @@ final class StudyReport {
             throw new Moe4jException("study report: " + f + ": " + ex.getMessage(), ex);
         }
         return s;
+    }
+
+    /**
+     * {mean CE of the last 100 logged steps, the last validation CE, the first logged ERC ε mean, the last}, each NaN
+     * when the run log has none (no log, no validation yet, ERC off).
+     */
+    double[] trainingSummary(StudyPlan.Arm a) {
+        double[] r = {Double.NaN, Double.NaN, Double.NaN, Double.NaN};
+        Path f = RunRecorder.runDir(StudyCommand.checkpoint(study.armDir(a))).resolve(MetricsLog.FILE_NAME);
+        if (!Files.isRegularFile(f)) return r;
+        List<Double> ce = new ArrayList<>();
+        try {
+            for (String line : Files.readAllLines(f)) {
+                if (line.isBlank()) continue;
+                JsonNode o = JSON.readTree(line);
+                if (o.hasNonNull("val_ce")) r[1] = o.get("val_ce").asDouble();
+                if (o.hasNonNull("ce")) ce.add(o.get("ce").asDouble());
+                if (o.hasNonNull("erc_eps_mean")) {
+                    double e = o.get("erc_eps_mean").asDouble();
+                    if (Double.isNaN(r[2])) r[2] = e;
+                    r[3] = e;
+                }
+            }
+        } catch (IOException ex) {
+            throw new Moe4jException("study report: " + f + ": " + ex.getMessage(), ex);
+        }
+        if (!ce.isEmpty()) {
+            double sum = 0;
+            List<Double> tail = ce.subList(Math.max(0, ce.size() - 100), ce.size());
+            for (double v : tail) sum += v;
+            r[0] = sum / tail.size();
+        }
+        return r;
     }
 
     /** "2 threads of 2 cores, CPU, JDK v" of the arm's last recorded stage; null when none was recorded. */

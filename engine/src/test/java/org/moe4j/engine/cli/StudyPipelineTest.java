@@ -18,6 +18,8 @@ import org.junit.jupiter.api.io.TempDir;
 import org.moe4j.Moe4jException;
 import org.moe4j.engine.io.TrainingState;
 import org.moe4j.io.corpus.ShardManifest;
+import org.moe4j.engine.train.MetricsLog;
+import org.moe4j.engine.train.RunRecorder;
 import picocli.CommandLine;
 
 /**
@@ -134,6 +136,34 @@ class StudyPipelineTest {
         // arms that did not run say so, and claim no number
         StudyPlan.Arm erc = plan.arm("emo-erc-s1");
         assertTrue(md.contains("| " + erc.label() + " | " + StudyReport.NOT_RUN + " | " + StudyReport.NOT_RUN), md);
+        // the training table: arm 1's train CE is the mean of its run log's last 100 step CEs (of 12), its last
+        // validation CE the log's last val_ce, and no ERC ε (ERC off)
+        List<JsonNode> log = new ArrayList<>();
+        for (String line : Files.readAllLines(RunRecorder.runDir(StudyCommand.checkpoint(s.armDir(std))).resolve(MetricsLog.FILE_NAME)))
+            if (!line.isBlank()) log.add(JSON.readTree(line));
+        double ceSum = 0, lastVal = Double.NaN;
+        int ceN = 0;
+        for (JsonNode o : log) {
+            if (o.hasNonNull("ce")) {
+                ceSum += o.get("ce").asDouble();
+                ceN++;
+            }
+            if (o.hasNonNull("val_ce")) lastVal = o.get("val_ce").asDouble();
+        }
+        assertEquals(plan.steps(), ceN, "one logged CE per step");
+        String trainRow = String.format(Locale.ROOT, "| %s | %.4f | %.4f | — |", std.label(), ceSum / ceN, lastVal);
+        assertTrue(md.contains(trainRow), "expected '" + trainRow + "' in:\n" + md);
+        // ERC's ε, first and last logged value (a run log written here for the arm that did not run)
+        Path ercLog = RunRecorder.runDir(StudyCommand.checkpoint(s.armDir(erc))).resolve(MetricsLog.FILE_NAME);
+        Files.createDirectories(ercLog.getParent());
+        Files.writeString(ercLog, "{\"step\":0,\"ce\":5.0,\"erc_eps_mean\":null,\"tokens_per_s\":100}\n"
+                + "{\"step\":1,\"ce\":4.0,\"erc_eps_mean\":0.25,\"tokens_per_s\":100}\n"
+                + "{\"step\":2,\"ce\":3.0,\"erc_eps_mean\":0.125,\"tokens_per_s\":100}\n{\"step\":3,\"val_ce\":3.5}\n");
+        assertEquals(0, study(dir, corpus, "report", "--into", doc.toString()).call());
+        md = Files.readString(doc);
+        String ercRow = "| " + erc.label() + " | 4.0000 | 3.5000 | 0.2500 → 0.1250 |";
+        assertTrue(md.contains(ercRow), "expected '" + ercRow + "' in:\n" + md);
+        Files.delete(ercLog);
         for (String plot : List.of("study-layerwise-1doc.svg", "study-reap-2doc.svg", "study-k-sweep.svg")) {
             String svg = Files.readString(doc.getParent().resolve("images").resolve("study").resolve(plot));
             assertTrue(svg.startsWith("<svg") && svg.contains("<polyline") && svg.contains(std.label()), plot);
