@@ -126,7 +126,8 @@ final class StudyReport {
         // training, from each run log
         md.append("#### Training (from each run log)\n\nTrain CE: mean of the last 100 steps' cross-entropy (without the "
                 + "auxiliary losses). Validation CE: the run's last validation (its `--val-batches` batches of the "
-                + "validation split, every expert). ERC's ε: the specialisation level the ERC loss logs (the mean over "
+                + "validation split, every expert); the windows are drawn with the run's seed, so it compares arms of "
+                + "one seed only (the tables below score the same tokens for every arm). ERC's ε: the specialisation level the ERC loss logs (the mean over "
                 + "experts and layers of ε_i, docs/ALGORITHMS.md), at the first and the last step that logged it.\n\n"
                 + "| arm | train CE, last 100 steps | validation CE at the end | ERC ε, first → last |\n|---|---|---|---|\n");
         for (StudyPlan.Arm a : plan.arms()) {
