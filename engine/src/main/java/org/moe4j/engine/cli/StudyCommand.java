@@ -177,7 +177,21 @@ public final class StudyCommand implements Callable<Integer> {
 
     List<String> trainArgs(StudyPlan plan, StudyPlan.Arm arm, boolean resume) {
         Path ck = checkpoint(armDir(arm));
-        List<String> a = new ArrayList<>(plan.model());
+        // the arm's recipe overrides the shared model options it names (arm 5's --erc 1.0 against the model's
+        // --erc 0: picocli refuses an option given twice)
+        java.util.Set<String> named = new java.util.HashSet<>();
+        for (String r : arm.recipe()) if (r.startsWith("--")) named.add(r);
+        List<String> a = new ArrayList<>();
+        List<String> model = plan.model();
+        for (int i = 0; i < model.size(); i++) {
+            String m = model.get(i);
+            boolean hasValue = i + 1 < model.size() && !model.get(i + 1).startsWith("--");
+            if (named.contains(m)) {
+                if (hasValue) i++;
+                continue;
+            }
+            a.add(m);
+        }
         a.addAll(arm.recipe());
         a.addAll(plan.training());
         a.addAll(List.of("--seed", Long.toString(arm.seed()), "--data", data().toString(), "--val-per-domain",

@@ -59,6 +59,28 @@ class StudyPipelineTest {
         return s;
     }
 
+    /**
+     * Every arm's train command parses — arm 5's recipe names --erc, which the shared model options also set (it was
+     * given twice, and picocli refused the whole command) — and holds the recipe's value of each option it names once.
+     */
+    @Test
+    void everyArmsTrainCommandParses(@TempDir Path tmp) {
+        for (StudyPlan plan : List.of(StudyPlan.defaults(), StudyPlan.tiny(List.of("folder:" + tmp)))) {
+            StudyCommand s = study(tmp.resolve("study"), tmp, "train");
+            for (StudyPlan.Arm arm : plan.arms()) {
+                List<String> args = s.trainArgs(plan, arm, false);
+                new CommandLine(new TrainCommand()).parseArgs(args.toArray(String[]::new));
+                for (int i = 0; i < arm.recipe().size(); i++) {
+                    String o = arm.recipe().get(i);
+                    if (!o.startsWith("--")) continue;
+                    assertEquals(1, java.util.Collections.frequency(args, o), arm.name() + ": " + o + " in " + args);
+                    if (i + 1 < arm.recipe().size() && !arm.recipe().get(i + 1).startsWith("--"))
+                        assertEquals(arm.recipe().get(i + 1), args.get(args.indexOf(o) + 1), arm.name() + ": " + o);
+                }
+            }
+        }
+    }
+
     @Test
     void theTinyStudyRunsEndToEnd(@TempDir Path tmp) throws IOException {
         Path corpus = corpus(tmp), dir = tmp.resolve("study");
