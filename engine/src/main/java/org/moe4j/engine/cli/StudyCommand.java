@@ -65,7 +65,8 @@ public final class StudyCommand implements Callable<Integer> {
 
     @Option(names = "--into", paramLabel = "FILE",
             description = "report: also replace the block between '<!-- study:begin -->' and '<!-- study:end -->' "
-                    + "of this Markdown file (docs/RESULTS.md) with the tables (default: none)")
+                    + "of this Markdown file (docs/RESULTS.md) with the tables; an arm with no folder in --dir keeps "
+                    + "its rows from the block replaced (default: none)")
     Path into;
 
     @Override
@@ -338,7 +339,8 @@ public final class StudyCommand implements Callable<Integer> {
         fixPlan(plan);
         StudyReport.Result r = new StudyReport(this, plan).write(dir.resolve("report"), into);
         System.out.println("study report: " + r.markdown().toAbsolutePath() + " (" + r.armsWithResults() + " of "
-                + plan.arms().size() + " arms have results; " + r.plots() + " plots)"
+                + plan.arms().size() + " arms have results here; " + r.plots() + " plots"
+                + (r.kept().isEmpty() ? "" : "; the rows of " + String.join(", ", r.kept()) + " kept from " + into) + ")"
                 + (into != null ? "; tables written into " + into : ""));
     }
 

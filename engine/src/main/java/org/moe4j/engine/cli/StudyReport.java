@@ -21,6 +21,11 @@ import org.moe4j.Moe4jException;
  * and its {@code timing.jsonl}. Perplexities are averaged over domains as exp(mean over domains of the domain's
  * cross-entropy), each domain weighing the same whatever its size; an arm or a figure without results says
  * "not yet run". Nothing here computes a model: it only reads files.
+ *
+ * <p>An arm whose folder is not in the study directory at all (its runs were made in another folder or on another
+ * machine, and only the report remains) keeps its rows from the block that {@code --into} replaces, and its plot
+ * points are read back from those rows; the block names the arms it kept. An arm with a folder is always reported
+ * from its files, even where they hold less than the old block did.
  */
 final class StudyReport {
     static final String BEGIN = "<!-- study:begin -->", END = "<!-- study:end -->";
@@ -37,7 +42,95 @@ final class StudyReport {
         this.plan = plan;
     }
 
-    record Result(Path markdown, int armsWithResults, int plots) {
+    /** {@code kept}: the arms whose rows came from the replaced block. */
+    record Result(Path markdown, int armsWithResults, int plots, List<String> kept) {
+    }
+
+    /**
+     * The tables of a block written before, by heading ("#### ..."): each table's header cells and its rows by their
+     * first cell. Empty for a file without the block.
+     */
+    record Previous(Map<String, List<String>> headers, Map<String, Map<String, String>> rows) {
+        static Previous parse(String block) {
+            Map<String, List<String>> headers = new LinkedHashMap<>();
+            Map<String, Map<String, String>> rows = new LinkedHashMap<>();
+            String heading = null;
+            for (String line : block.split("\n")) {
+                if (line.startsWith("#### ")) {
+                    heading = line.substring(5).strip();
+                } else if (heading != null && line.startsWith("|") && !line.startsWith("|---")) {
+                    List<String> cells = cells(line);
+                    if (!headers.containsKey(heading)) headers.put(heading, cells);
+                    else rows.computeIfAbsent(heading, h -> new LinkedHashMap<>()).put(cells.get(0), line);
+                }
+            }
+            return new Previous(headers, rows);
+        }
+
+        /** The row of the table under {@code heading} whose first cell is {@code first}, or null. */
+        String row(String heading, String first) {
+            Map<String, String> m = rows.get(heading);
+            return m == null ? null : m.get(first);
+        }
+
+        /** The cell of column {@code column} (a header cell) in the row {@code first} of that table, or null. */
+        String cell(String heading, String first, String column) {
+            String r = row(heading, first);
+            List<String> h = headers.get(heading);
+            if (r == null || h == null || h.indexOf(column) < 0) return null;
+            List<String> c = cells(r);
+            return h.indexOf(column) < c.size() ? c.get(h.indexOf(column)) : null;
+        }
+
+        /** Whether some table other than "Runs" has a row for {@code first} with a figure in it. */
+        boolean hasResults(String first) {
+            for (Map.Entry<String, Map<String, String>> t : rows.entrySet()) {
+                if (t.getKey().equals("Runs") || !t.getValue().containsKey(first)) continue;
+                List<String> c = cells(t.getValue().get(first));
+                for (String v : c.subList(1, c.size())) if (!v.isEmpty() && !v.startsWith(NOT_RUN) && !v.equals("—")) return true;
+            }
+            return false;
+        }
+
+        /** The first cells of the table's rows, in order. */
+        List<String> firsts(String heading) {
+            Map<String, String> m = rows.get(heading);
+            return m == null ? List.of() : new ArrayList<>(m.keySet());
+        }
+
+        static List<String> cells(String line) {
+            List<String> out = new ArrayList<>();
+            String t = line.strip();
+            for (String c : t.substring(1, t.endsWith("|") ? t.length() - 1 : t.length()).split("\\|", -1)) out.add(c.strip());
+            return out;
+        }
+
+        /** The leading number of each cell after the first ("137.67 (+45.0%)" → 137.67), NaN where none. */
+        static double[] numbers(String line, int count) {
+            List<String> c = cells(line);
+            double[] y = new double[count];
+            for (int i = 0; i < count; i++) {
+                y[i] = Double.NaN;
+                if (i + 1 < c.size()) {
+                    java.util.regex.Matcher m = LEADING.matcher(c.get(i + 1));
+                    if (m.find()) y[i] = Double.parseDouble(m.group().replace(",", ""));
+                }
+            }
+            return y;
+        }
+
+        private static final java.util.regex.Pattern LEADING = java.util.regex.Pattern.compile("^-?[0-9][0-9,]*(\\.[0-9]+)?");
+    }
+
+    /** The arms with no folder in the study directory (nothing of them here to report from). */
+    private boolean absent(StudyPlan.Arm a) {
+        Path d = study.armDir(a);
+        if (!Files.isDirectory(d)) return true;
+        try (var s = Files.list(d)) {
+            return s.findAny().isEmpty();
+        } catch (IOException ex) {
+            throw new Moe4jException("study report: " + d + ": " + ex.getMessage(), ex);
+        }
     }
 
     /** One eval row. */
@@ -93,11 +186,19 @@ final class StudyReport {
         Path plotDir = into != null ? into.toAbsolutePath().getParent().resolve("images").resolve("study") : outDir;
         String plotLink = into != null ? "images/study/" : "";
         List<String> plots = new ArrayList<>();
+        Previous prev = Previous.parse(previousBlock(into));
+        List<String> kept = new ArrayList<>();
+        for (StudyPlan.Arm a : plan.arms()) if (absent(a) && prev.hasResults(a.label())) kept.add(a.name());
 
         md.append("Generated by `./moe4j study report --dir ").append(study.dir).append("` from the files the study's ")
                 .append("stages wrote; \"").append(NOT_RUN).append("\" marks what no stage has produced yet. Perplexity ")
                 .append("over domains is exp(mean over domains of the domain's cross-entropy) on up to ")
-                .append(String.format(Locale.ROOT, "%,d", plan.evalTokens())).append(" validation tokens per domain.\n\n");
+                .append(String.format(Locale.ROOT, "%,d", plan.evalTokens())).append(" validation tokens per domain.");
+        if (!kept.isEmpty())
+            md.append(" The rows of ").append(String.join(", ", kept.stream().map(n -> "`" + n + "`").toList()))
+                    .append(" are kept from the report this block replaced: their folders are not in `").append(study.dir)
+                    .append("` (those runs were made elsewhere), and their plot points are read from those rows.");
+        md.append("\n\n");
 
         // runs
         md.append("#### Runs\n\n\"Train wall time\" adds up the training stages that ran to their end; a stage cut off "
@@ -108,6 +209,7 @@ final class StudyReport {
                 + "| arm | recipe | seed | steps | tokens | train wall time | step time (run log) | "
                 + "eval + analyze wall time | machine |\n|---|---|---|---|---|---|---|---|---|\n");
         for (StudyPlan.Arm a : plan.arms()) {
+            if (keep(md, kept, a, prev, "Runs") != null) continue;
             double[] t = timings(a);
             double steps = stepSeconds(a);
             String machine = machine(a);
@@ -131,6 +233,7 @@ final class StudyReport {
                 + "experts and layers of ε_i, docs/ALGORITHMS.md), at the first and the last step that logged it.\n\n"
                 + "| arm | train CE, last 100 steps | validation CE at the end | ERC ε, first → last |\n|---|---|---|---|\n");
         for (StudyPlan.Arm a : plan.arms()) {
+            if (keep(md, kept, a, prev, "Training (from each run log)") != null) continue;
             double[] t = trainingSummary(a);
             md.append("| ").append(a.label()).append(" | ").append(Double.isNaN(t[0]) ? NOT_RUN : String.format(Locale.ROOT, "%.4f", t[0]))
                     .append(" | ").append(Double.isNaN(t[1]) ? NOT_RUN : String.format(Locale.ROOT, "%.4f", t[1])).append(" | ")
@@ -141,11 +244,17 @@ final class StudyReport {
         // full vs subsets
         for (StudyPlan.Eval e : plan.evals()) {
             if (e.name().equals("k-sweep")) continue;
-            md.append("#### Perplexity over domains, subsets by ").append(e.method()).append(" from ").append(e.calibDocs())
-                    .append(e.calibDocs() == 1 ? " calibration document" : " calibration documents").append(" per domain\n\n");
+            String heading = "Perplexity over domains, subsets by " + e.method() + " from " + e.calibDocs()
+                    + (e.calibDocs() == 1 ? " calibration document" : " calibration documents") + " per domain";
+            md.append("#### ").append(heading).append("\n\n");
             md.append("| arm | all experts | 1/2 | 1/4 | 1/8 |\n|---|---|---|---|---|\n");
             Map<String, double[]> series = new LinkedHashMap<>();
             for (StudyPlan.Arm a : plan.arms()) {
+                String old = keep(md, kept, a, prev, heading);
+                if (old != null) {
+                    series.put(a.label(), Previous.numbers(old, KEEP.length));
+                    continue;
+                }
                 Map<String, List<Row>> m = ev.get(a.name());
                 double full = macroPerplexity(m.get(plan.evals().get(0).name()), "full");
                 double[] y = new double[KEEP.length];
@@ -173,7 +282,9 @@ final class StudyReport {
             List<Row> rows = m.get(first.name());
             if (rows != null) for (Row r : rows) if (!domains.contains(r.domain())) domains.add(r.domain());
         }
-        md.append("#### Per domain: all experts → 1/4 of them (").append(first.method()).append(", one calibration document)\n\n");
+        String perDomain = "Per domain: all experts → 1/4 of them (" + first.method() + ", one calibration document)";
+        if (!kept.isEmpty()) for (String d : prev.firsts(perDomain)) if (!domains.contains(d)) domains.add(d);
+        md.append("#### ").append(perDomain).append("\n\n");
         if (domains.isEmpty()) {
             md.append(NOT_RUN).append(".\n\n");
         } else {
@@ -185,6 +296,11 @@ final class StudyReport {
             for (String d : domains) {
                 md.append("| ").append(d).append(" |");
                 for (StudyPlan.Arm a : plan.arms()) {
+                    if (kept.contains(a.name())) {
+                        String c = prev.cell(perDomain, d, a.name());
+                        md.append(' ').append(c == null ? NOT_RUN : c).append(" |");
+                        continue;
+                    }
                     List<Row> rows = ev.get(a.name()).get(first.name());
                     double f = domainPerplexity(rows, d, "full"), q = domainPerplexity(rows, d, "keep:1/4");
                     md.append(' ').append(Double.isNaN(f) ? NOT_RUN : String.format(Locale.ROOT, "%.1f → %.1f", f, q)).append(" |");
@@ -195,13 +311,19 @@ final class StudyReport {
         }
 
         // k sweep
-        md.append("#### Perplexity over domains at routed k' = 1 .. ").append(plan.kEval()).append(" in every layer\n\n| arm |");
+        String sweep = "Perplexity over domains at routed k' = 1 .. " + plan.kEval() + " in every layer";
+        md.append("#### ").append(sweep).append("\n\n| arm |");
         for (int k = 1; k <= plan.kEval(); k++) md.append(" k'=").append(k).append(" |");
         md.append(" EMO eval pool |\n|---|");
         for (int k = 0; k <= plan.kEval(); k++) md.append("---|");
         md.append('\n');
         Map<String, double[]> ks = new LinkedHashMap<>();
         for (StudyPlan.Arm a : plan.arms()) {
+            String old = keep(md, kept, a, prev, sweep);
+            if (old != null) {
+                ks.put(a.label(), Previous.numbers(old, plan.kEval()));
+                continue;
+            }
             List<Row> rows = ev.get(a.name()).get("k-sweep");
             double[] y = new double[plan.kEval()];
             md.append("| ").append(a.label()).append(" |");
@@ -222,9 +344,11 @@ final class StudyReport {
         }
 
         // analyze
-        md.append("#### What the router learned (analyze, validation split)\n\n")
+        String learned = "What the router learned (analyze, validation split)";
+        md.append("#### ").append(learned).append("\n\n")
                 .append("| arm | document coherence | mean domain purity (chance) | token-id consistency (mean over layers) |\n|---|---|---|---|\n");
         for (StudyPlan.Arm a : plan.arms()) {
+            if (keep(md, kept, a, prev, learned) != null) continue;
             Path an = study.armDir(a).resolve("analyze");
             double coh = csvValue(an.resolve("cluster_summary.csv"), "document_coherence");
             double[] pur = meanColumns(an.resolve("cluster_purity.csv"), "purity", "chance");
@@ -250,7 +374,30 @@ final class StudyReport {
         } catch (IOException ex) {
             throw new Moe4jException("study report: " + ex.getMessage(), ex);
         }
-        return new Result(mdFile, withResults, plots.size());
+        return new Result(mdFile, withResults, plots.size(), kept);
+    }
+
+    /** The block between the markers of {@code into}, "" when there is no such file or block. */
+    private static String previousBlock(Path into) {
+        if (into == null || !Files.isRegularFile(into)) return "";
+        try {
+            String doc = Files.readString(into);
+            int b = doc.indexOf(BEGIN), e = doc.indexOf(END);
+            return b < 0 || e < b ? "" : doc.substring(b + BEGIN.length(), e);
+        } catch (IOException ex) {
+            throw new Moe4jException("study report: " + into + ": " + ex.getMessage(), ex);
+        }
+    }
+
+    /**
+     * For a kept arm, appends its old row of the table under {@code heading} and returns it; null (nothing appended)
+     * when the arm is reported from its files or the old table has no row for it.
+     */
+    private static String keep(StringBuilder md, List<String> kept, StudyPlan.Arm a, Previous prev, String heading) {
+        if (!kept.contains(a.name())) return null;
+        String old = prev.row(heading, a.label());
+        if (old != null) md.append(old).append('\n');
+        return old;
     }
 
     /**

@@ -191,6 +191,40 @@ class StudyPipelineTest {
             assertTrue(svg.startsWith("<svg") && svg.contains("<polyline") && svg.contains(std.label()), plot);
         }
 
+        // an arm whose folder is not here (run elsewhere) keeps its rows and plot points from the block replaced;
+        // the others are still reported from their files
+        assertEquals(0, study(dir, corpus, "report", "--into", doc.toString()).call());
+        String before = Files.readString(doc);
+        Path away = tmp.resolve("away");
+        Files.move(s.armDir(std), away);
+        try {
+            assertEquals(0, study(dir, corpus, "report", "--into", doc.toString()).call());
+            String kept = Files.readString(doc);
+            assertTrue(kept.contains("The rows of `" + std.name() + "` are kept from the report this block replaced"), kept);
+            List<String> lines = before.lines().toList(), now = kept.lines().toList();
+            int rows = 0;
+            for (String l : lines)
+                if (l.startsWith("| " + std.label() + " |")) {
+                    assertTrue(now.contains(l), "kept row '" + l + "' in:\n" + kept);
+                    rows++;
+                }
+            assertTrue(rows >= 8, rows + " rows of " + std.name());  // runs, training, 4 subset tables, k sweep, analysis
+            assertEquals(before.replaceAll("(?s)^.*?" + java.util.regex.Pattern.quote(StudyReport.BEGIN) + "[^\n]*\n[^\n]*\n", ""),
+                    kept.replaceAll("(?s)^.*?" + java.util.regex.Pattern.quote(StudyReport.BEGIN) + "[^\n]*\n[^\n]*\n", ""),
+                    "the whole block, but for its first line, as before");
+            String svg = Files.readString(doc.getParent().resolve("images").resolve("study").resolve("study-layerwise-1doc.svg"));
+            assertTrue(svg.contains(std.label()), "the kept arm's points are plotted");
+            // the old block's figures are not invented for an arm that has a folder here: with its eval files gone,
+            // arm 3 says "not yet run"
+            Path evals = s.armDir(emo).resolve("eval"), evalsAway = tmp.resolve("eval-away");
+            Files.move(evals, evalsAway);
+            assertEquals(0, study(dir, corpus, "report", "--into", doc.toString()).call());
+            assertTrue(Files.readString(doc).contains("| " + emo.label() + " | " + StudyReport.NOT_RUN + " | "), "arm 3 not run");
+            Files.move(evalsAway, evals);
+        } finally {
+            Files.move(away, s.armDir(std));
+        }
+
         // a re-run does nothing more; another plan in the same folder is refused
         assertEquals(0, study(dir, corpus, "run", "std-local-s1").call());
         assertEquals(timing, Files.readAllLines(s.armDir(std).resolve("timing.jsonl")));
