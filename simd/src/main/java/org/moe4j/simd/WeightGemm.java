@@ -63,7 +63,7 @@ public final class WeightGemm {
     /** {@link #grouped}: at most this many activation rows in all go through one pass (the paired-row buffer's rows). */
     private static final int GROUP_ROWS = 64;
     /**
-     * F32 calls of at most SEQUENTIAL_MAX_ROWS activation rows with K at most SEQUENTIAL_MAX_K read a block's four
+     * F32 and BF16 calls of at most SEQUENTIAL_MAX_ROWS activation rows with K at most SEQUENTIAL_MAX_K read a block's four
      * weight rows one after another (one stream through memory) instead of side by side (four streams): on a Zen 4
      * VM a decode-shaped product (K 256–1024) then read DRAM 1.1–1.9x faster (bench/RESULTS.md); each weight row's
      * sum is the same FMA chain and reduction either way, so the bits are the same.
@@ -880,6 +880,28 @@ public final class WeightGemm {
         static void rows(float[] lanes, int j0, int j1, int M, int K, MemorySegment x, long xOff, int ldx,
                          MemorySegment w, long wOff, int ldw, float beta, MemorySegment out, long oOff, int ldo) {
             int j = j0;
+            if (K <= SEQUENTIAL_MAX_K && M <= SEQUENTIAL_MAX_ROWS) {
+                // short weight rows, few activation rows (decode): the block's four weight rows one after another
+                int kv = K - K % (2 * L);
+                for (; j + WR <= j1; j += WR) {
+                    long we = wOff + (long) j * ldw;
+                    int r = 0;
+                    for (; r + 2 <= M; r += 2) {
+                        long xe = xOff + (long) r * ldx;
+                        for (int q = 0; q < WR; q++) seq2(K, lanes, q, x, xe, ldx, w, we + (long) q * ldw);
+                        fold4(lanes, 0);
+                        fold4(lanes, 4 * L);
+                        store4(lanes, 0, x, xe, w, we, ldw, true, kv, K, beta, out, oOff + (long) r * ldo + j);
+                        store4(lanes, 4 * L, x, xe + ldx, w, we, ldw, true, kv, K, beta, out, oOff + (long) (r + 1) * ldo + j);
+                    }
+                    if (r < M) {
+                        long xe = xOff + (long) r * ldx;
+                        for (int q = 0; q < WR; q++) seq1(K, lanes, q, x, xe, w, we + (long) q * ldw);
+                        fold4(lanes, 0);
+                        store4(lanes, 0, x, xe, w, we, ldw, true, kv, K, beta, out, oOff + (long) r * ldo + j);
+                    }
+                }
+            }
             for (; j + WR <= j1; j += WR) {
                 long we = wOff + (long) j * ldw;
                 int r = 0;
@@ -899,6 +921,46 @@ public final class WeightGemm {
                     k1x1(K, lanes, x, xOff + (long) r * ldx, w, we, beta, out, oOff + (long) r * ldo + j);
                 }
             }
+        }
+
+        /**
+         * Weight row q of a block (element we), one activation row in paired order (element xe): its accumulator,
+         * the same FMA chain over p as {@link #k1x4}'s (low halves, then high halves, per step), stored at
+         * lanes[q L ..) for {@link #fold4}.
+         */
+        static void seq1(int K, float[] lanes, int q, MemorySegment x, long xe, MemorySegment w, long we) {
+            int kv = K - K % (2 * L);
+            long xb = xe * 4;
+            long wb = we * 2;
+            FloatVector a = FloatVector.zero(F);
+            for (int p = 0; p < kv; p += 2 * L) {
+                IntVector v = IntVector.fromMemorySegment(I, w, wb + 2L * p, NATIVE);
+                a = v.lanewise(VectorOperators.LSHL, 16).reinterpretAsFloats().fma(FloatVector.fromMemorySegment(F, x, xb + 4L * p, NATIVE), a);
+                a = v.lanewise(VectorOperators.AND, HIGH).reinterpretAsFloats().fma(FloatVector.fromMemorySegment(F, x, xb + 4L * p + 4L * L, NATIVE), a);
+            }
+            a.intoArray(lanes, q * L);
+        }
+
+        /** As {@link #seq1} for two activation rows (xe and xe + ldx): lanes[q L ..) and lanes[(4 + q) L ..). */
+        static void seq2(int K, float[] lanes, int q, MemorySegment x, long xe, int ldx, MemorySegment w, long we) {
+            int kv = K - K % (2 * L);
+            long x0 = xe * 4;
+            long x1 = x0 + 4L * ldx;
+            long wb = we * 2;
+            FloatVector a0 = FloatVector.zero(F);
+            FloatVector a1 = FloatVector.zero(F);
+            for (int p = 0; p < kv; p += 2 * L) {
+                long ox = 4L * p;
+                IntVector v = IntVector.fromMemorySegment(I, w, wb + 2L * p, NATIVE);
+                FloatVector lo = v.lanewise(VectorOperators.LSHL, 16).reinterpretAsFloats();
+                FloatVector hi = v.lanewise(VectorOperators.AND, HIGH).reinterpretAsFloats();
+                a0 = lo.fma(FloatVector.fromMemorySegment(F, x, x0 + ox, NATIVE), a0);
+                a0 = hi.fma(FloatVector.fromMemorySegment(F, x, x0 + ox + 4L * L, NATIVE), a0);
+                a1 = lo.fma(FloatVector.fromMemorySegment(F, x, x1 + ox, NATIVE), a1);
+                a1 = hi.fma(FloatVector.fromMemorySegment(F, x, x1 + ox + 4L * L, NATIVE), a1);
+            }
+            a0.intoArray(lanes, q * L);
+            a1.intoArray(lanes, (4 + q) * L);
         }
 
         static void k1x1(int K, float[] lanes, MemorySegment x, long xe, MemorySegment w, long we, float beta,
