@@ -441,6 +441,11 @@ public final class DecodeBench {
             sum.data = data;
             sum.partial = new float[pool.threads()];
             blocks = (int) (STREAM_BYTES / (4L * WeightGemmBench.F.length() * 4));
+            // compile the read loop before it measures anything: each measurement calls it only a few times (one
+            // range per thread), so without this the first rows' bounds came from interpreted or C1 code (6-19 GB/s
+            // where the compiled loop reads 33 on the same VM)
+            int l1Blocks = (int) (16384 / (4L * WeightGemmBench.F.length() * 4));
+            for (int i = 0; i < 50_000; i++) sum.run(0, l1Blocks, 0);
             fmaTask = (s, e, w) -> {
                 float acc = 0;
                 for (int i = 0; i < reps[0]; i++) acc += fma.fma16();
