@@ -609,6 +609,44 @@ public final class WeightGemm {
     }
 
     /**
+     * Short weight rows, few activation rows (decode): each whole block of WR weight rows in [j0, j1) read one row
+     * after another (the kernels' seq1 / seq2, pairs of activation rows, then a last single one) instead of side by
+     * side; the sums are the same FMA chains and the same reduction as the side-by-side kernels'. Returns the first
+     * weight row of the tail it left (fewer than WR rows).
+     */
+    private static int sequentialRows(boolean bf16, float[] lanes, int j0, int j1, int M, int K, MemorySegment x,
+                                      long xOff, int ldx, MemorySegment w, long wOff, int ldw, float beta,
+                                      MemorySegment out, long oOff, int ldo) {
+        int kv = bf16 ? K - K % (2 * L) : F.loopBound(K);
+        int j = j0;
+        for (; j + WR <= j1; j += WR) {
+            long we = wOff + (long) j * ldw;
+            int r = 0;
+            for (; r + 2 <= M; r += 2) {
+                long xe = xOff + (long) r * ldx;
+                for (int q = 0; q < WR; q++) {
+                    if (bf16) Bf16Kernels.seq2(K, lanes, q, x, xe, ldx, w, we + (long) q * ldw);
+                    else F32Kernels.seq2(K, lanes, q, x, xe, ldx, w, we + (long) q * ldw);
+                }
+                fold4(lanes, 0);
+                fold4(lanes, 4 * L);
+                store4(lanes, 0, x, xe, w, we, ldw, bf16, kv, K, beta, out, oOff + (long) r * ldo + j);
+                store4(lanes, 4 * L, x, xe + ldx, w, we, ldw, bf16, kv, K, beta, out, oOff + (long) (r + 1) * ldo + j);
+            }
+            if (r < M) {
+                long xe = xOff + (long) r * ldx;
+                for (int q = 0; q < WR; q++) {
+                    if (bf16) Bf16Kernels.seq1(K, lanes, q, x, xe, w, we + (long) q * ldw);
+                    else F32Kernels.seq1(K, lanes, q, x, xe, w, we + (long) q * ldw);
+                }
+                fold4(lanes, 0);
+                store4(lanes, 0, x, xe, w, we, ldw, bf16, kv, K, beta, out, oOff + (long) r * ldo + j);
+            }
+        }
+        return j;
+    }
+
+    /**
      * F32 weights. Shapes: x [M, K] (row stride ldx, from element xOff), W [N, K] (ldw, wOff), out [M, N] (ldo, oOff).
      * Kernel r x q: r activation rows times q weight rows, r * q accumulators acc[i][j] += x[i, p..p+L) * W[j, p..p+L).
      */
@@ -619,28 +657,7 @@ public final class WeightGemm {
         static void rows(float[] lanes, int j0, int j1, int M, int K, MemorySegment x, long xOff, int ldx,
                          MemorySegment w, long wOff, int ldw, float beta, MemorySegment out, long oOff, int ldo) {
             int j = j0;
-            if (K <= SEQUENTIAL_MAX_K && M <= SEQUENTIAL_MAX_ROWS) {
-                // short weight rows, few activation rows (decode): the block's four weight rows one after another
-                int kv = F.loopBound(K);
-                for (; j + WR <= j1; j += WR) {
-                    long we = wOff + (long) j * ldw;
-                    int r = 0;
-                    for (; r + 2 <= M; r += 2) {
-                        long xe = xOff + (long) r * ldx;
-                        for (int q = 0; q < WR; q++) seq2(K, lanes, q, x, xe, ldx, w, we + (long) q * ldw);
-                        fold4(lanes, 0);
-                        fold4(lanes, 4 * L);
-                        store4(lanes, 0, x, xe, w, we, ldw, false, kv, K, beta, out, oOff + (long) r * ldo + j);
-                        store4(lanes, 4 * L, x, xe + ldx, w, we, ldw, false, kv, K, beta, out, oOff + (long) (r + 1) * ldo + j);
-                    }
-                    if (r < M) {
-                        long xe = xOff + (long) r * ldx;
-                        for (int q = 0; q < WR; q++) seq1(K, lanes, q, x, xe, w, we + (long) q * ldw);
-                        fold4(lanes, 0);
-                        store4(lanes, 0, x, xe, w, we, ldw, false, kv, K, beta, out, oOff + (long) r * ldo + j);
-                    }
-                }
-            }
+            if (K <= SEQUENTIAL_MAX_K && M <= SEQUENTIAL_MAX_ROWS) j = sequentialRows(false, lanes, j0, j1, M, K, x, xOff, ldx, w, wOff, ldw, beta, out, oOff, ldo);
             for (; j + WR <= j1; j += WR) {
                 long we = wOff + (long) j * ldw;
                 int r = 0;
@@ -880,28 +897,7 @@ public final class WeightGemm {
         static void rows(float[] lanes, int j0, int j1, int M, int K, MemorySegment x, long xOff, int ldx,
                          MemorySegment w, long wOff, int ldw, float beta, MemorySegment out, long oOff, int ldo) {
             int j = j0;
-            if (K <= SEQUENTIAL_MAX_K && M <= SEQUENTIAL_MAX_ROWS) {
-                // short weight rows, few activation rows (decode): the block's four weight rows one after another
-                int kv = K - K % (2 * L);
-                for (; j + WR <= j1; j += WR) {
-                    long we = wOff + (long) j * ldw;
-                    int r = 0;
-                    for (; r + 2 <= M; r += 2) {
-                        long xe = xOff + (long) r * ldx;
-                        for (int q = 0; q < WR; q++) seq2(K, lanes, q, x, xe, ldx, w, we + (long) q * ldw);
-                        fold4(lanes, 0);
-                        fold4(lanes, 4 * L);
-                        store4(lanes, 0, x, xe, w, we, ldw, true, kv, K, beta, out, oOff + (long) r * ldo + j);
-                        store4(lanes, 4 * L, x, xe + ldx, w, we, ldw, true, kv, K, beta, out, oOff + (long) (r + 1) * ldo + j);
-                    }
-                    if (r < M) {
-                        long xe = xOff + (long) r * ldx;
-                        for (int q = 0; q < WR; q++) seq1(K, lanes, q, x, xe, w, we + (long) q * ldw);
-                        fold4(lanes, 0);
-                        store4(lanes, 0, x, xe, w, we, ldw, true, kv, K, beta, out, oOff + (long) r * ldo + j);
-                    }
-                }
-            }
+            if (K <= SEQUENTIAL_MAX_K && M <= SEQUENTIAL_MAX_ROWS) j = sequentialRows(true, lanes, j0, j1, M, K, x, xOff, ldx, w, wOff, ldw, beta, out, oOff, ldo);
             for (; j + WR <= j1; j += WR) {
                 long we = wOff + (long) j * ldw;
                 int r = 0;
