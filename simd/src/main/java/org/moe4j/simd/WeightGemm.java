@@ -714,15 +714,8 @@ public final class WeightGemm {
 
         static void k1x1(int K, float[] lanes, MemorySegment x, long xe, MemorySegment w, long we, float beta,
                          MemorySegment out, long oe) {
-            int kv = F.loopBound(K);
-            long xb = xe * 4;
-            long wb = we * 4;
-            FloatVector a = FloatVector.zero(F);
-            for (int p = 0; p < kv; p += L) {
-                a = FloatVector.fromMemorySegment(F, w, wb + 4L * p, NATIVE).fma(FloatVector.fromMemorySegment(F, x, xb + 4L * p, NATIVE), a);
-            }
-            a.intoArray(lanes, 0);
-            put(out, oe, beta, tail(reduce(lanes, 0), x, xe, w, we, false, kv, K));
+            seq1(K, lanes, 0, x, xe, w, we);
+            put(out, oe, beta, tail(reduce(lanes, 0), x, xe, w, we, false, F.loopBound(K), K));
         }
 
         static void k1x4(int K, float[] lanes, MemorySegment x, long xe, MemorySegment w, long we, int ldw, float beta,
@@ -961,17 +954,8 @@ public final class WeightGemm {
 
         static void k1x1(int K, float[] lanes, MemorySegment x, long xe, MemorySegment w, long we, float beta,
                          MemorySegment out, long oe) {
-            int kv = K - K % (2 * L);
-            long xb = xe * 4;
-            long wb = we * 2;
-            FloatVector a = FloatVector.zero(F);
-            for (int p = 0; p < kv; p += 2 * L) {
-                IntVector q = IntVector.fromMemorySegment(I, w, wb + 2L * p, NATIVE);
-                a = q.lanewise(VectorOperators.LSHL, 16).reinterpretAsFloats().fma(FloatVector.fromMemorySegment(F, x, xb + 4L * p, NATIVE), a);
-                a = q.lanewise(VectorOperators.AND, HIGH).reinterpretAsFloats().fma(FloatVector.fromMemorySegment(F, x, xb + 4L * p + 4L * L, NATIVE), a);
-            }
-            a.intoArray(lanes, 0);
-            put(out, oe, beta, tail(reduce(lanes, 0), x, xe, w, we, true, kv, K));
+            seq1(K, lanes, 0, x, xe, w, we);
+            put(out, oe, beta, tail(reduce(lanes, 0), x, xe, w, we, true, K - K % (2 * L), K));
         }
 
         static void k1x4(int K, float[] lanes, MemorySegment x, long xe, MemorySegment w, long we, int ldw, float beta,
