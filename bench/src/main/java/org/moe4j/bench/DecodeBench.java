@@ -267,13 +267,7 @@ public final class DecodeBench {
      * which a step reads one row per token). What has to stay in the last-level cache for decode to beat the DRAM bound.
      */
     static double modelBytes(ModelConfig c, boolean bf16, int keptRouted) {
-        double mb = bf16 ? 2 : 4;
-        int d = c.d(), qw = c.heads() * c.headSize(), kw = c.kvHeads() * c.headSize();
-        double attn = ((double) d * (qw + 2 * kw) + (double) qw * d) * mb;
-        double router = (double) c.experts() * d * 4;
-        double experts = (keptRouted + c.sharedExperts()) * 3.0 * d * c.expertHidden() * mb;
-        double norms = (2.0 * d + (c.qkNorm() ? qw + kw : 0)) * 4;
-        return c.layers() * (attn + router + experts + norms) + (double) c.vocab() * d * mb + d * 4.0;
+        return weightBytes(c, bf16, keptRouted + c.sharedExperts(), false);
     }
 
     /** The size of the CPU's last-level cache (Linux sysfs, cpu0's highest index), or -1 when it cannot be read. */
@@ -295,14 +289,23 @@ public final class DecodeBench {
 
     /** Weight bytes one decoded token reads at batch 1 (see the class comment). */
     static double decodeBytes(ModelConfig c, boolean bf16) {
+        return weightBytes(c, bf16, c.k(), true);
+    }
+
+    /**
+     * Weight bytes of every layer's attention projections, router, norms and {@code experts} experts, plus the LM
+     * head and final norm, and one embedding row when {@code embeddingRow}: matrices in the weights' dtype, router
+     * and norms in F32.
+     */
+    private static double weightBytes(ModelConfig c, boolean bf16, int experts, boolean embeddingRow) {
         double mb = bf16 ? 2 : 4;
         int d = c.d(), qw = c.heads() * c.headSize(), kw = c.kvHeads() * c.headSize();
         double attn = ((double) d * (qw + 2 * kw) + (double) qw * d) * mb;
         double router = (double) c.experts() * d * 4;
-        double experts = c.k() * 3.0 * d * c.expertHidden() * mb;
+        double expertBytes = experts * 3.0 * d * c.expertHidden() * mb;
         double norms = (2.0 * d + (c.qkNorm() ? qw + kw : 0)) * 4;
-        double head = (double) c.vocab() * d * mb + d * 4.0 + d * mb;
-        return c.layers() * (attn + router + experts + norms) + head;
+        double head = (double) c.vocab() * d * mb + d * 4.0 + (embeddingRow ? d * mb : 0);
+        return c.layers() * (attn + router + expertBytes + norms) + head;
     }
 
     /**

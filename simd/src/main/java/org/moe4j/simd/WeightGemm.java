@@ -612,11 +612,13 @@ public final class WeightGemm {
      * Short weight rows, few activation rows (decode): each whole block of WR weight rows in [j0, j1) read one row
      * after another (the kernels' seq1 / seq2, pairs of activation rows, then a last single one) instead of side by
      * side; the sums are the same FMA chains and the same reduction as the side-by-side kernels'. Returns the first
-     * weight row of the tail it left (fewer than WR rows).
+     * weight row it left: j0 when the call is not of that kind (K over SEQUENTIAL_MAX_K or M over
+     * SEQUENTIAL_MAX_ROWS), else the first of the tail of fewer than WR rows.
      */
     private static int sequentialRows(boolean bf16, float[] lanes, int j0, int j1, int M, int K, MemorySegment x,
                                       long xOff, int ldx, MemorySegment w, long wOff, int ldw, float beta,
                                       MemorySegment out, long oOff, int ldo) {
+        if (K > SEQUENTIAL_MAX_K || M > SEQUENTIAL_MAX_ROWS) return j0;
         int kv = bf16 ? K - K % (2 * L) : F.loopBound(K);
         int j = j0;
         for (; j + WR <= j1; j += WR) {
@@ -656,8 +658,7 @@ public final class WeightGemm {
 
         static void rows(float[] lanes, int j0, int j1, int M, int K, MemorySegment x, long xOff, int ldx,
                          MemorySegment w, long wOff, int ldw, float beta, MemorySegment out, long oOff, int ldo) {
-            int j = j0;
-            if (K <= SEQUENTIAL_MAX_K && M <= SEQUENTIAL_MAX_ROWS) j = sequentialRows(false, lanes, j0, j1, M, K, x, xOff, ldx, w, wOff, ldw, beta, out, oOff, ldo);
+            int j = sequentialRows(false, lanes, j0, j1, M, K, x, xOff, ldx, w, wOff, ldw, beta, out, oOff, ldo);
             for (; j + WR <= j1; j += WR) {
                 long we = wOff + (long) j * ldw;
                 int r = 0;
@@ -889,8 +890,7 @@ public final class WeightGemm {
 
         static void rows(float[] lanes, int j0, int j1, int M, int K, MemorySegment x, long xOff, int ldx,
                          MemorySegment w, long wOff, int ldw, float beta, MemorySegment out, long oOff, int ldo) {
-            int j = j0;
-            if (K <= SEQUENTIAL_MAX_K && M <= SEQUENTIAL_MAX_ROWS) j = sequentialRows(true, lanes, j0, j1, M, K, x, xOff, ldx, w, wOff, ldw, beta, out, oOff, ldo);
+            int j = sequentialRows(true, lanes, j0, j1, M, K, x, xOff, ldx, w, wOff, ldw, beta, out, oOff, ldo);
             for (; j + WR <= j1; j += WR) {
                 long we = wOff + (long) j * ldw;
                 int r = 0;

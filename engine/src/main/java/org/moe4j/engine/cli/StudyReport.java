@@ -31,6 +31,8 @@ final class StudyReport {
     static final String BEGIN = "<!-- study:begin -->", END = "<!-- study:end -->";
     /** Written instead of a number that no stage has produced. */
     static final String NOT_RUN = "not yet run";
+    /** Headings of the run and training tables (the old block's rows are found by heading). */
+    private static final String RUNS = "Runs", TRAINING = "Training (from each run log)";
     private static final ObjectMapper JSON = new ObjectMapper();
     private static final String[] KEEP = {"full", "keep:1/2", "keep:1/4", "keep:1/8"};
 
@@ -85,7 +87,7 @@ final class StudyReport {
         /** Whether some table other than "Runs" has a row for {@code first} with a figure in it. */
         boolean hasResults(String first) {
             for (Map.Entry<String, Map<String, String>> t : rows.entrySet()) {
-                if (t.getKey().equals("Runs") || !t.getValue().containsKey(first)) continue;
+                if (t.getKey().equals(RUNS) || !t.getValue().containsKey(first)) continue;
                 List<String> c = cells(t.getValue().get(first));
                 for (String v : c.subList(1, c.size())) if (!v.isEmpty() && !v.startsWith(NOT_RUN) && !v.equals("—")) return true;
             }
@@ -203,7 +205,7 @@ final class StudyReport {
         md.append("\n\n");
 
         // runs
-        md.append("#### Runs\n\n\"Train wall time\" adds up the training stages that ran to their end; a stage cut off "
+        md.append("#### " + RUNS + "\n\n\"Train wall time\" adds up the training stages that ran to their end; a stage cut off "
                 + "(the machine's session ended, or the run was stopped) records nothing, so for an arm that was resumed "
                 + "it covers only the steps shown. \"Step time\" is the sum over the run log's steps of tokens per step ÷ "
                 + "that step's tokens/s: every step once, without checkpoint saves, validation or the minutes lost to an "
@@ -211,31 +213,31 @@ final class StudyReport {
                 + "| arm | recipe | seed | steps | tokens | train wall time | step time (run log) | "
                 + "eval + analyze wall time | machine |\n|---|---|---|---|---|---|---|---|---|\n");
         for (StudyPlan.Arm a : plan.arms()) {
-            if (keep(md, kept, a, prev, "Runs") != null) continue;
-            double[] t = timings(a);
+            if (keep(md, kept, a, prev, RUNS) != null) continue;
+            Timing t = timing(a);
             double steps = logs.get(a.name()).stepSeconds();
-            String machine = machine(a);
+            String machine = t.machine();
             long step = trainedStep(a);
-            String train = t[0] <= 0 ? NOT_RUN : minutes(t[0]) + (t[2] > 0
-                    ? String.format(Locale.ROOT, " (steps %,d–%,d)", (long) t[2], (long) t[3]) : "");
+            String train = t.trainSeconds() <= 0 ? NOT_RUN : minutes(t.trainSeconds()) + (t.fromStep() > 0
+                    ? String.format(Locale.ROOT, " (steps %,d–%,d)", t.fromStep(), t.toStep()) : "");
             md.append("| ").append(a.label()).append(" | `").append(String.join(" ", a.recipe())).append("` | ").append(a.seed())
                     .append(" | ").append(step < 0 ? NOT_RUN : step + " of " + plan.steps()).append(" | ")
                     .append(step < 0 ? NOT_RUN : String.format(Locale.ROOT, "%,d", step * plan.tokensPerStep())).append(" | ")
                     .append(train).append(" | ").append(steps > 0 ? minutes(steps) : NOT_RUN).append(" | ")
-                    .append(t[1] > 0 ? minutes(t[1]) : NOT_RUN)
+                    .append(t.evalSeconds() > 0 ? minutes(t.evalSeconds()) : NOT_RUN)
                     .append(" | ").append(machine == null ? NOT_RUN : machine).append(" |\n");
         }
         md.append('\n');
 
         // training, from each run log
-        md.append("#### Training (from each run log)\n\nTrain CE: mean of the last 100 steps' cross-entropy (without the "
+        md.append("#### " + TRAINING + "\n\nTrain CE: mean of the last 100 steps' cross-entropy (without the "
                 + "auxiliary losses). Validation CE: the run's last validation (its `--val-batches` batches of the "
                 + "validation split, every expert); the windows are drawn with the run's seed, so it compares arms of "
                 + "one seed only (the tables below score the same tokens for every arm). ERC's ε: the specialisation level the ERC loss logs (the mean over "
                 + "experts and layers of ε_i, docs/ALGORITHMS.md), at the first and the last step that logged it.\n\n"
                 + "| arm | train CE, last 100 steps | validation CE at the end | ERC ε, first → last |\n|---|---|---|---|\n");
         for (StudyPlan.Arm a : plan.arms()) {
-            if (keep(md, kept, a, prev, "Training (from each run log)") != null) continue;
+            if (keep(md, kept, a, prev, TRAINING) != null) continue;
             RunLogSummary t = logs.get(a.name());
             md.append("| ").append(a.label()).append(" | ").append(Double.isNaN(t.trainCe()) ? NOT_RUN : String.format(Locale.ROOT, "%.4f", t.trainCe()))
                     .append(" | ").append(Double.isNaN(t.valCe()) ? NOT_RUN : String.format(Locale.ROOT, "%.4f", t.valCe())).append(" | ")
@@ -403,30 +405,37 @@ final class StudyReport {
     }
 
     /**
-     * {train seconds, eval + analyze seconds, first step of the recorded training (0 when it starts at step 0), last
-     * step} from the arm's timing.jsonl.
+     * What the report takes from an arm's timing.jsonl, read once: the seconds of its finished training stages and of
+     * its eval and analyze stages, the first and last step the recorded training covers (0 and 0 when none), and
+     * "2 threads of 2 cores, CPU, JDK v" of the last recorded stage (null when none was recorded).
      */
-    double[] timings(StudyPlan.Arm a) {
-        double[] t = new double[4];
+    record Timing(double trainSeconds, double evalSeconds, long fromStep, long toStep, String machine) {
+    }
+
+    Timing timing(StudyPlan.Arm a) {
         Path f = study.armDir(a).resolve("timing.jsonl");
-        if (!Files.isRegularFile(f)) return t;
-        double from = Double.MAX_VALUE;
+        if (!Files.isRegularFile(f)) return new Timing(0, 0, 0, 0, null);
+        double train = 0, eval = 0, from = Double.MAX_VALUE, to = 0;
+        JsonNode last = null;
         try {
             for (String line : Files.readAllLines(f)) {
                 if (line.isBlank()) continue;
                 JsonNode o = JSON.readTree(line);
-                boolean train = o.path("stage").asText().equals("train");
-                t[train ? 0 : 1] += o.path("seconds").asDouble();
-                if (train) {
+                last = o;
+                if (o.path("stage").asText().equals("train")) {
+                    train += o.path("seconds").asDouble();
                     from = Math.min(from, o.path("from_step").asDouble(0));
-                    t[3] = Math.max(t[3], o.path("to_step").asDouble(0));
+                    to = Math.max(to, o.path("to_step").asDouble(0));
+                } else {
+                    eval += o.path("seconds").asDouble();
                 }
             }
         } catch (IOException ex) {
             throw new Moe4jException("study report: " + f + ": " + ex.getMessage(), ex);
         }
-        t[2] = from == Double.MAX_VALUE ? 0 : from;
-        return t;
+        String machine = last == null ? null : last.path("threads").asInt() + " threads of " + last.path("cores").asInt()
+                + " cores, " + last.path("cpu").asText("?").replace('|', '/') + ", JDK " + last.path("jdk").asText("?");
+        return new Timing(train, eval, from == Double.MAX_VALUE ? 0 : (long) from, (long) to, machine);
     }
 
     /**
@@ -467,21 +476,6 @@ final class StudyReport {
             trainCe = sum / tail.size();
         }
         return new RunLogSummary(seconds, trainCe, val, epsFirst, epsLast);
-    }
-
-    /** "2 threads of 2 cores, CPU, JDK v" of the arm's last recorded stage; null when none was recorded. */
-    String machine(StudyPlan.Arm a) {
-        Path f = study.armDir(a).resolve("timing.jsonl");
-        if (!Files.isRegularFile(f)) return null;
-        try {
-            List<String> lines = Files.readAllLines(f).stream().filter(l -> !l.isBlank()).toList();
-            if (lines.isEmpty()) return null;
-            JsonNode o = JSON.readTree(lines.get(lines.size() - 1));
-            return o.path("threads").asInt() + " threads of " + o.path("cores").asInt() + " cores, "
-                    + o.path("cpu").asText("?").replace('|', '/') + ", JDK " + o.path("jdk").asText("?");
-        } catch (IOException ex) {
-            throw new Moe4jException("study report: " + f + ": " + ex.getMessage(), ex);
-        }
     }
 
     long trainedStep(StudyPlan.Arm a) {
